@@ -1,0 +1,181 @@
+"""Crop a face by its quad to N x N, warp back, masks, colour match and paste-back.
+
+The STIT quad is a rotated square, so frame -> crop is a similarity transform: one 2x3 matrix each way.
+Paste-back touches only the bounding rectangle of the warped mask, and inside it only the pixels whose
+mask weight is above zero: nothing outside the face mask changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stream.smoothing import quad_corners
+
+# Landmarks of the face outline: jaw (0-16) and brows (17-26); the mask is their hull, lifted to the forehead.
+_JAW = list(range(17))
+_BROWS = list(range(17, 27))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where one face's N x N crop sits in its frame."""
+
+    size: int
+    to_crop: np.ndarray  # [2,3] frame -> crop
+    to_frame: np.ndarray  # [2,3] crop -> frame
+
+    def points_to_crop(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.to_crop[:, :2].T + self.to_crop[:, 2]
+
+    def points_to_frame(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.to_frame[:, :2].T + self.to_frame[:, 2]
+
+
+def alignment(params: np.ndarray, size: int) -> Alignment:
+    """The crop of the quad with parameters ``[cx, cy, xx, xy]`` at ``size`` x ``size`` pixels."""
+    corners = quad_corners(params).astype(np.float32)  # TL, BL, BR, TR
+    dst = np.array([[0, 0], [0, size], [size, size]], dtype=np.float32)
+    to_crop = cv2.getAffineTransform(corners[:3], dst)
+    to_frame = cv2.invertAffineTransform(to_crop)
+    return Alignment(size, to_crop.astype(np.float64), to_frame.astype(np.float64))
+
+
+def crop(image: np.ndarray, align: Alignment, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """The N x N aligned crop (pixels outside the frame replicate the border)."""
+    return cv2.warpAffine(image, align.to_crop, (align.size, align.size), flags=interpolation,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_mask(landmarks_crop: np.ndarray, size: int, feather: float = 0.06) -> np.ndarray:
+    """Feathered float mask [N,N] in 0..1 over the face hull (jaw, brows lifted to the forehead).
+
+    The hull is eroded by the feather width before blurring, so the soft edge falls inside the hull and
+    the mask is zero outside it.
+    """
+    lm = landmarks_crop.astype(np.float64)
+    brows = lm[_BROWS]
+    eye_line = lm[36:48].mean(axis=0)
+    chin = lm[8]
+    lift = (eye_line - chin) * 0.25  # the hairline sits above the brows
+    outline = np.concatenate([lm[_JAW], brows + lift])
+    hull = cv2.convexHull(np.round(outline * 4).astype(np.int32))
+    mask = np.zeros((size, size), dtype=np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=2)
+    radius = max(1, round(feather * size))
+    inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    out = cv2.GaussianBlur(inner, (0, 0), radius / 2).astype(np.float32) / 255.0
+    out[mask < 128] = 0.0  # the feather never reaches past the hull
+    return out
+
+
+def color_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift ``source``'s colour statistics (mean and spread per Lab channel, inside ``mask``) to ``target``'s."""
+    weights = mask > 0.5
+    if weights.sum() < 16:
+        return source
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    tgt = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    s_mean, s_std = src[weights].mean(axis=0), src[weights].std(axis=0) + 1e-3
+    t_mean, t_std = tgt[weights].mean(axis=0), tgt[weights].std(axis=0) + 1e-3
+    gain = np.clip(t_std / s_std, 0.5, 2.0)
+    out = (src - s_mean) * gain + t_mean
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+@dataclass(frozen=True)
+class PastedRegion:
+    """Where a paste-back wrote: the blend weight over the rectangle starting at (x0, y0)."""
+
+    x0: int
+    y0: int
+    alpha: np.ndarray  # [h,w] float32 in 0..1
+
+    def add_to(self, weight: np.ndarray) -> None:
+        h, w = self.alpha.shape
+        region = weight[self.y0:self.y0 + h, self.x0:self.x0 + w]
+        np.maximum(region, self.alpha, out=region)
+
+
+def paste_back(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, align: Alignment) -> PastedRegion | None:
+    """Blend ``face`` (an N x N crop) into ``frame`` in place through ``mask``; returns where it wrote,
+    or None when the face lies outside the frame."""
+    h, w = frame.shape[:2]
+    n = align.size
+    corners = align.points_to_frame(np.array([[0, 0], [0, n], [n, n], [n, 0]], dtype=np.float64))
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    shift = align.to_frame.copy()
+    shift[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    alpha = cv2.warpAffine(mask, shift, size, flags=cv2.INTER_LINEAR, borderValue=0.0)  # [h,w]
+    pasted = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region = frame[y0:y1, x0:x1]
+    a = alpha[..., None]
+    blended = region.astype(np.float32) * (1.0 - a) + pasted.astype(np.float32) * a
+    touched = alpha > 0
+    region[touched] = np.clip(blended[touched] + 0.5, 0, 255).astype(np.uint8)
+    return PastedRegion(int(x0), int(y0), alpha)
+
+
+class PiecewiseAffine:
+    """Warp of an N x N crop that moves ``src`` control points onto ``dst`` ones, triangle by triangle.
+
+    The triangulation is fixed once (Delaunay over the source points, with the crop's corners and edge
+    midpoints added so that the border stays put); each call rasterises the destination triangles into an
+    id image and builds one dense remap from their affine maps, so a frame costs two array passes and one
+    ``cv2.remap`` whatever the number of triangles.
+    """
+
+    def __init__(self, src_points: np.ndarray, size: int) -> None:
+        from scipy.spatial import Delaunay
+
+        self.size = size
+        self.border = _border_points(size)
+        self.src = np.concatenate([src_points.astype(np.float64), self.border])
+        self.triangles = Delaunay(self.src).simplices.astype(np.int32)  # [T,3]
+        if len(self.triangles) > 65535:
+            raise ValueError("too many triangles")
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        self._xs, self._ys = xs, ys
+
+    def maps(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``cv2.remap`` maps that pull source pixels onto the destination geometry."""
+        dst = np.concatenate([dst_points.astype(np.float64), self.border])
+        ids = np.zeros((self.size, self.size), dtype=np.uint16)
+        for k, tri in enumerate(self.triangles):
+            cv2.fillConvexPoly(ids, np.round(dst[tri] * 16).astype(np.int32), k + 1, shift=4)
+        # per triangle, the affine map dst -> src: [x y 1] @ A = [u v]
+        d = np.concatenate([dst[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [T,3,3]
+        s = self.src[self.triangles]  # [T,3,2]
+        a = np.linalg.solve(d + np.eye(3) * 1e-9, s)  # [T,3,2]
+        identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+        table = np.concatenate([identity, a]).astype(np.float32)  # id 0 (no triangle) maps to itself
+        m = table[ids]  # [N,N,3,2]
+        map_x = m[..., 0, 0] * self._xs + m[..., 1, 0] * self._ys + m[..., 2, 0]
+        map_y = m[..., 0, 1] * self._xs + m[..., 1, 1] * self._ys + m[..., 2, 1]
+        return map_x, map_y
+
+    def warp(self, image: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+        map_x, map_y = self.maps(dst_points)
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _border_points(size: int) -> np.ndarray:
+    n = float(size - 1)
+    h = n / 2
+    return np.array([[0, 0], [h, 0], [n, 0], [n, h], [n, n], [h, n], [0, n], [0, h]], dtype=np.float64)
+
+
+def polygon_mask(points: np.ndarray, size: int, blur: float = 0.0) -> np.ndarray:
+    """Float mask [N,N] of the convex hull of ``points`` (crop pixels), optionally softened."""
+    mask = np.zeros((size, size), dtype=np.uint8)
+    hull = cv2.convexHull(np.round(points * 4).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=2)
+    out = mask.astype(np.float32) / 255.0
+    return cv2.GaussianBlur(out, (0, 0), blur) if blur > 0 else out

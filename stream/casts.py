@@ -1,0 +1,63 @@
+"""Cast faces: the portraits a recaster puts on screen, each registered as ``synthetic`` (generated) or
+``consented`` (a real person who agreed, or a public-domain portrait), with a note saying where it is from."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+CastKind = Literal["synthetic", "consented"]
+MAX_CAST_PIXELS = 40_000_000
+
+
+class CastImageError(Exception):
+    """An image file that cannot be used as a cast; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Cast:
+    cast_id: str
+    kind: CastKind
+    source: str  # where the portrait comes from (a note, or the file given with --cast)
+    image: np.ndarray  # [H,W,3] uint8 RGB
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.image.tobytes()).hexdigest()[:16]
+        return {"id": self.cast_id, "kind": self.kind, "source": self.source, "pixels_sha256": digest}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB uint8 image from a file, or :class:`CastImageError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CastImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_CAST_PIXELS:
+                raise CastImageError(f"{path}: image too large ({im.width}x{im.height})")
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CastImageError(f"{path}: not a readable image ({exc})") from exc
+
+
+def cast_from_file(path: str | Path, kind: CastKind = "consented") -> Cast:
+    """A cast from an image given by the operator (``--cast``): the operator answers for consent."""
+    path = Path(path)
+    return Cast(path.stem, kind, f"operator-supplied file {path.name}", read_image(path))
+
+
+def default_cast() -> Cast:
+    """Grace Hopper's public-domain U.S. Navy portrait, shipped inside matplotlib as sample data."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():
+        raise CastImageError(f"{path}: matplotlib's sample portrait is missing")
+    return Cast("hopper", "consented", "public-domain U.S. Navy portrait of Grace Hopper (matplotlib sample data)",
+                read_image(path))
+

@@ -1,0 +1,306 @@
+"""PyAV sources and sinks: files and URLs in, mp4 out, timestamps and audio kept.
+
+A :class:`MediaSource` decodes video frames in presentation order and keeps each frame's ``pts`` and
+``time_base``; the audio packets it meets while demuxing are held (undecoded) so that a :class:`MediaSink`
+can mux them into the output unchanged, interleaved with the video by time. Frame indices count decoded
+frames from 0: a stream whose first timestamp is not 0 is not padded, and the offset is kept in the output.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+# A decoder that fails on this many packets in a row is reading something that is not video.
+_MAX_CONSECUTIVE_ERRORS = 25
+
+
+class MediaError(Exception):
+    """A media file or URL that cannot be read or written; the message names it and says why."""
+
+    def __init__(self, location: str | Path, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = str(location)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a source says about its video stream (and whether it has audio)."""
+
+    location: str
+    width: int
+    height: int
+    rate: Fraction  # average frame rate
+    time_base: Fraction
+    start_time: float  # seconds; the first video pts, not padded to 0
+    duration: float  # seconds, 0.0 when unknown (live)
+    frame_count: int  # 0 when the container does not say
+    has_audio: bool
+    codec: str
+
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+
+@dataclass
+class Frame:
+    """One decoded video frame: RGB pixels plus where it sits in time."""
+
+    index: int
+    pts: int
+    time_base: Fraction
+    image: np.ndarray  # [H,W,3] uint8 RGB
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+def is_url(location: str | Path) -> bool:
+    return str(location).lower().startswith(_URL_SCHEMES)
+
+
+class MediaSource:
+    """Pull-based decoder over a file or URL.
+
+    ``frames()`` yields :class:`Frame` objects; audio packets found on the way accumulate in
+    ``audio_packets`` for a sink to take. Corrupt packets are skipped and counted in ``decode_errors``;
+    a file that ends early (truncated) yields the frames it has.
+    """
+
+    def __init__(self, location: str | Path, *, keep_audio: bool = True, timeout_s: float = 10.0) -> None:
+        self.location = str(location)
+        if not is_url(location):
+            path = Path(location)
+            if not path.exists():
+                raise MediaError(location, "no such file")
+            if path.is_dir():
+                raise MediaError(location, "is a directory, not a media file")
+            if path.stat().st_size == 0:
+                raise MediaError(location, "empty file")
+        options = {"rw_timeout": str(int(timeout_s * 1e6))} if is_url(location) else {}
+        try:
+            self._container = av.open(self.location, mode="r", options=options, metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise MediaError(location, f"cannot open as media ({exc})") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise MediaError(location, "has no video stream")
+        self._video = self._container.streams.video[0]
+        self._video.thread_type = "AUTO"
+        self._audio = self._container.streams.audio[0] if (keep_audio and self._container.streams.audio) else None
+        cc = self._video.codec_context
+        if not cc.width or not cc.height:
+            self._container.close()
+            raise MediaError(location, "video stream has no frame size (corrupt header)")
+        self.info = VideoInfo(
+            location=self.location,
+            width=cc.width,
+            height=cc.height,
+            rate=_frame_rate(self._video),
+            time_base=Fraction(self._video.time_base or Fraction(1, 90000)),
+            start_time=float((self._video.start_time or 0) * (self._video.time_base or 0)),
+            duration=_duration(self._container, self._video),
+            frame_count=int(self._video.frames or 0),
+            has_audio=self._audio is not None,
+            codec=cc.name,
+        )
+        self.audio_packets: collections.deque[av.Packet] = collections.deque()
+        self.decode_errors = 0
+        self.truncated = False
+
+    @property
+    def audio_stream(self) -> Any:
+        return self._audio
+
+    def frames(self) -> Iterator[Frame]:
+        """Decode every video frame in order; audio packets go to ``audio_packets``."""
+        streams = [self._video] + ([self._audio] if self._audio is not None else [])
+        index = 0
+        consecutive_errors = 0
+        last_pts: int | None = None
+        step = _pts_step(self.info)
+        try:
+            for packet in self._container.demux(streams):
+                if packet.stream.type == "audio":
+                    if packet.dts is not None and packet.size:
+                        self.audio_packets.append(packet)
+                    continue
+                try:
+                    decoded = packet.decode()
+                    consecutive_errors = 0
+                except av.error.FFmpegError as exc:
+                    self.decode_errors += 1
+                    consecutive_errors += 1
+                    log.warning("%s: skipping a corrupt video packet (%s)", self.location, exc)
+                    if consecutive_errors >= _MAX_CONSECUTIVE_ERRORS:
+                        raise MediaError(self.location, f"video does not decode ({exc})") from exc
+                    continue
+                for vf in decoded:
+                    pts = vf.pts if vf.pts is not None else (last_pts + step if last_pts is not None else 0)
+                    if last_pts is not None and pts <= last_pts:
+                        pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
+                    last_pts = pts
+                    yield Frame(index, pts, self.info.time_base, vf.to_ndarray(format="rgb24"))
+                    index += 1
+        except av.error.FFmpegError as exc:
+            # Demuxing stopped inside the file: a truncated or damaged tail. Keep what decoded.
+            self.truncated = True
+            log.warning("%s: stopped reading after %d frames (%s)", self.location, index, exc)
+        if index == 0:
+            raise MediaError(self.location, "no video frame could be decoded (corrupt or truncated file)")
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> MediaSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _frame_rate(video: Any) -> Fraction:
+    for rate in (video.average_rate, video.guessed_rate, video.base_rate):
+        if rate and float(rate) > 0 and math.isfinite(float(rate)) and float(rate) < 1000:
+            return Fraction(rate).limit_denominator(100000)
+    return Fraction(25)
+
+
+def _duration(container: Any, video: Any) -> float:
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    if container.duration:
+        return float(container.duration / av.time_base)
+    return 0.0
+
+
+def _pts_step(info: VideoInfo) -> int:
+    return max(1, round(1 / (float(info.rate) * float(info.time_base))))
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """H.264 in 4:2:0 needs even dimensions; odd ones are padded by one replicated pixel."""
+    return width + (width & 1), height + (height & 1)
+
+
+class MediaSink:
+    """H.264 mp4 writer that keeps the source's timestamps, frame rate and audio.
+
+    Video frames are encoded with the pts and time base they were decoded with, so frame count, variable
+    frame rate, duration and a start offset all survive. Audio packets are copied, not re-encoded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        info: VideoInfo,
+        *,
+        audio_stream: Any = None,
+        metadata: Mapping[str, str] | None = None,
+        crf: int = 18,
+        preset: str = "veryfast",
+        live: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.info = info
+        if self.path.parent and not self.path.parent.exists():
+            raise MediaError(path, "output folder does not exist")
+        try:
+            self._container = av.open(
+                str(self.path), mode="w", format="mp4", options={"movflags": "+use_metadata_tags"}
+            )
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(path, f"cannot write ({exc})") from exc
+        for key, value in (metadata or {}).items():
+            self._container.metadata[key] = value
+        self.width, self.height = even_size(info.width, info.height)
+        stream = self._container.add_stream("libx264", rate=info.rate)
+        stream.width = self.width
+        stream.height = self.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = info.time_base
+        stream.codec_context.time_base = info.time_base
+        options = {"crf": str(crf), "preset": preset}
+        if live:
+            options["tune"] = "zerolatency"
+        stream.codec_context.options = options
+        self._video = stream
+        self._audio = self._container.add_stream_from_template(audio_stream) if audio_stream is not None else None
+        self.frames_written = 0
+        self._closed = False
+
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
+        """Encode ``image`` (default: the frame's own pixels) at the frame's timestamp."""
+        pixels = frame.image if image is None else image
+        if pixels.shape[0] != self.height or pixels.shape[1] != self.width:
+            pixels = cv2.copyMakeBorder(
+                pixels, 0, self.height - pixels.shape[0], 0, self.width - pixels.shape[1], cv2.BORDER_REPLICATE
+            )
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+        vf.pts = frame.pts
+        vf.time_base = frame.time_base
+        self._container.mux(self._video.encode(vf))
+        self.frames_written += 1
+
+    def write_audio(self, packets: collections.deque[Any], until: float | None = None) -> None:
+        """Mux queued audio packets whose time is before ``until`` seconds (all when None)."""
+        if self._audio is None:
+            packets.clear()
+            return
+        while packets:
+            packet = packets[0]
+            if until is not None and packet.pts is not None and float(packet.pts * packet.time_base) > until:
+                break
+            packets.popleft()
+            packet.stream = self._audio
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.mux(self._video.encode(None))
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> MediaSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe(path: str | Path) -> dict[str, Any]:
+    """Facts about a finished file for tests and reports: frames, fps, duration, start, audio, metadata."""
+    with av.open(str(path), metadata_errors="ignore") as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return {
+            "frames": frames,
+            "fps": float(video.average_rate or 0),
+            "width": video.codec_context.width,
+            "height": video.codec_context.height,
+            "video_start": float((video.start_time or 0) * video.time_base),
+            "duration": _duration(container, video),
+            "audio_codec": audio.codec_context.name if audio is not None else None,
+            "audio_start": float((audio.start_time or 0) * audio.time_base) if audio is not None else None,
+            "metadata": dict(container.metadata),
+        }

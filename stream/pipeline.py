@@ -1,0 +1,313 @@
+"""The render path: decode -> faces (track + smooth) -> align -> recast -> paste-back -> badge -> encode.
+
+Decoding and encoding run in their own threads behind bounded queues (PyAV releases the GIL while it
+codes), so on two cores the face work overlaps the codec work. A file is rendered frame for frame; a live
+source (a URL) lets the newest frame win when the face work falls behind, and counts the drops. A recaster
+that raises degrades that face to passthrough and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from stream.align import PastedRegion, alignment, crop, paste_back
+from stream.faces import FaceDetector, LandmarkPredictor, to_gray
+from stream.media import Frame, MediaSink, MediaSource, is_url
+from stream.provenance import BadgeBox, draw_badge, file_metadata
+from stream.recasters import FaceCrop, Recaster
+from stream.smoothing import quad_side
+from stream.tracking import FaceTracker
+from stream.tracks import FaceState, LiveFaceStage, Mode, TrackSet, track_frames
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_DONE = object()
+
+
+class StageTimer:
+    """Milliseconds spent per named stage, summed over frames (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, float] = collections.defaultdict(float)
+        self._counts: dict[str, int] = collections.defaultdict(int)
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float, count: int = 1) -> None:
+        with self._lock:
+            self._totals[stage] += seconds
+            self._counts[stage] += count
+
+    def ms_per_frame(self, frames: int) -> dict[str, float]:
+        with self._lock:
+            return {k: round(v * 1e3 / max(frames, 1), 3) for k, v in self._totals.items()}
+
+
+class Prefetch(Generic[T]):
+    """Run an iterator in a thread behind a bounded queue.
+
+    With ``drop_old`` the queue keeps the newest items: when the consumer falls behind, the oldest waiting
+    item is dropped and counted (live sources); without it the producer waits (files: every frame counts).
+    """
+
+    def __init__(self, items: Iterable[T], maxsize: int = 8, drop_old: bool = False,
+                 timer: StageTimer | None = None, stage: str = "decode") -> None:
+        self._items = items
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._drop_old = drop_old
+        self._stop = threading.Event()
+        self.dropped = 0
+        self._timer = timer
+        self._stage = stage
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"recast-{stage}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._drop_old and item is not _DONE:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _run(self) -> None:
+        try:
+            iterator = iter(self._items)
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                if self._timer is not None:
+                    self._timer.add(self._stage, time.perf_counter() - start)
+                self._put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._error = exc
+        finally:
+            self._put(_DONE)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class ThreadedWriter:
+    """Encode and mux in a thread behind a bounded queue (the caller waits when it is full)."""
+
+    def __init__(self, sink: MediaSink, audio: collections.deque[Any], timer: StageTimer,
+                 maxsize: int = 8) -> None:
+        self.sink = sink
+        self._audio = audio
+        self._timer = timer
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="recast-encode", daemon=True)
+        self._thread.start()
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((frame, image))
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not _DONE:
+                frame, image = item
+                start = time.perf_counter()
+                self.sink.write(frame, image)
+                self.sink.write_audio(self._audio, until=frame.time + 0.5)
+                self._timer.add("encode", time.perf_counter() - start)
+        except BaseException as exc:
+            self._error = exc
+            while self._queue.get() is not _DONE:  # keep draining so the producer never blocks
+                pass
+
+    def close(self) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error is None:
+            self.sink.write_audio(self._audio)
+        self.sink.close()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
+class RenderedFrame:
+    regions: list[PastedRegion] = field(default_factory=list)
+    badge: BadgeBox | None = None
+    failed: int = 0
+
+
+class FaceRenderer:
+    """Align, recast, paste back and badge the faces of one frame."""
+
+    def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512) -> None:
+        self.recaster = recaster
+        self.badge = badge
+        self.max_crop = max_crop
+        self.faces_recast = 0
+        self.faces_failed = 0
+
+    def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
+        """Recast every face of ``image`` in place."""
+        out = RenderedFrame()
+        for face in faces:
+            params = face.quad if face.quad is not None else face.raw
+            size = self.recaster.crop_size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
+            start = time.perf_counter()
+            try:
+                align = alignment(params, size)
+                face_crop = FaceCrop(face.track_id, crop(image, align), align.points_to_crop(
+                    face.landmarks.astype(np.float64)))
+                pixels, mask = self.recaster.recast(face_crop)
+                mid = time.perf_counter()
+                region = paste_back(image, pixels, mask, align)
+            except Exception:
+                log.exception("recaster %s failed on track %d frame %d; passing the face through",
+                              self.recaster.name, face.track_id, face.index)
+                self.faces_failed += 1
+                out.failed += 1
+                continue
+            if timer is not None:
+                timer.add("recast", mid - start)
+                timer.add("paste", time.perf_counter() - mid)
+            if region is not None:
+                out.regions.append(region)
+                self.faces_recast += 1
+        if self.badge and self.recaster.synthetic and out.regions:
+            out.badge = draw_badge(image)
+        return out
+
+
+@dataclass
+class RenderOptions:
+    mode: Mode = "offline"
+    detect_interval: int = 10
+    detect_width: int = 640
+    upsample: int = 0
+    lookahead: int = 4
+    badge: bool = True
+    crf: int = 18
+    preset: str = "veryfast"
+
+
+@dataclass
+class RenderReport:
+    frames: int
+    seconds: float
+    source_seconds: float
+    faces_recast: int
+    faces_failed: int
+    dropped: int
+    cuts: list[int]
+    tracks: int
+    ms_per_frame: dict[str, float]
+    decode_errors: int
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.source_seconds / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "realtime_factor": round(self.realtime_factor, 3),
+                "fps": round(self.frames / self.seconds, 2) if self.seconds else 0.0}
+
+
+def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = None) -> FaceTracker:
+    return FaceTracker(FaceDetector(options.detect_width, options.upsample), predictor or LandmarkPredictor(),
+                       detect_interval=options.detect_interval)
+
+
+def run_tracking(location: str | Path, options: RenderOptions,
+                 on_frame: Callable[[int], None] | None = None) -> TrackSet:
+    """The track pass (``recast track`` and the first pass of an offline render)."""
+    with MediaSource(location, keep_audio=False) as source:
+        return track_frames(source.frames(), source.info, make_tracker(options), mode=options.mode,
+                            lookahead=options.lookahead, on_frame=on_frame)
+
+
+def render(location: str | Path, output: str | Path, recaster: Recaster, options: RenderOptions, *,
+           tracks: TrackSet | None = None, on_frame: Callable[[int], None] | None = None,
+           on_rendered: Callable[[Frame, np.ndarray, RenderedFrame], None] | None = None) -> RenderReport:
+    """Render a recast copy of ``location`` to ``output`` (mp4, audio copied, timestamps kept).
+
+    Offline mode uses ``tracks`` (or runs the track pass first); live mode tracks causally in one pass.
+    """
+    timer = StageTimer()
+    if options.mode == "offline" and tracks is None:
+        tracks = run_tracking(location, options)
+    faces_by_frame = tracks.by_frame() if tracks is not None else {}
+    renderer = FaceRenderer(recaster, badge=options.badge)
+    source = MediaSource(location)
+    metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
+    sink = MediaSink(output, source.info, audio_stream=source.audio_stream, metadata=metadata,
+                     crf=options.crf, preset=options.preset)
+    writer = ThreadedWriter(sink, source.audio_packets, timer)
+    frames = Prefetch(source.frames(), drop_old=is_url(location), timer=timer)
+    stage = make_tracker(options) if options.mode == "live" else None
+    live = LiveFaceStage(stage, options.lookahead) if stage is not None else None
+    start = time.perf_counter()
+    count = 0
+    seen_tracks: set[int] = set()
+
+    def emit(frame: Frame, faces: list[FaceState]) -> None:
+        nonlocal count
+        seen_tracks.update(f.track_id for f in faces)
+        image = frame.image
+        rendered = renderer.render(image, faces, timer)
+        if on_rendered is not None:
+            on_rendered(frame, image, rendered)
+        writer.write(frame, image)
+        count += 1
+        if on_frame is not None:
+            on_frame(frame.index)
+
+    try:
+        for frame in frames:
+            if live is None:
+                emit(frame, faces_by_frame.get(frame.index, []))
+                continue
+            t0 = time.perf_counter()
+            ready = live.push(frame, to_gray(frame.image))
+            timer.add("track", time.perf_counter() - t0)
+            for item in ready:
+                emit(item[0], item[1])
+        if live is not None:
+            for item in live.flush():
+                emit(item[0], item[1])
+    finally:
+        frames.close()
+        writer.close()
+        source.close()
+    seconds = time.perf_counter() - start
+    info = source.info
+    source_seconds = count / info.fps if info.fps else 0.0
+    cuts = tracks.cuts if tracks is not None else (stage.stats.cuts if stage is not None else [])
+    return RenderReport(count, seconds, source_seconds, renderer.faces_recast, renderer.faces_failed,
+                        frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors)

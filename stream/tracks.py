@@ -1,0 +1,225 @@
+"""Track sets (the track file of DESIGN.md 3.2) and the two ways of producing smoothed quads:
+offline (whole segments, Gaussian) and live (causal, :class:`LiveFaceStage`, bounded look-ahead)."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from stream.faces import Box, to_gray
+from stream.media import Frame, VideoInfo
+from stream.smoothing import LiveSmoother, quad_corners, quad_params, smooth_offline
+from stream.tracking import FaceTracker, TrackerStats
+
+Mode = Literal["offline", "live"]
+TRACK_FILE_VERSION = 1
+
+
+@dataclass
+class FaceState:
+    """A face in one frame with its raw and smoothed crop quads (parameters ``[cx, cy, xx, xy]``)."""
+
+    track_id: int
+    index: int
+    time: float
+    box: Box
+    landmarks: np.ndarray  # [68,2]
+    raw: np.ndarray  # [4]
+    quad: np.ndarray | None = None  # [4], smoothed; None until the smoother has seen enough frames
+
+
+@dataclass
+class FaceTrack:
+    track_id: int
+    faces: list[FaceState] = field(default_factory=list)
+
+    @property
+    def first(self) -> int:
+        return self.faces[0].index
+
+    @property
+    def last(self) -> int:
+        return self.faces[-1].index
+
+    def raw_params(self) -> np.ndarray:
+        return np.stack([f.raw for f in self.faces])
+
+    def quad_params(self) -> np.ndarray:
+        return np.stack([f.quad if f.quad is not None else f.raw for f in self.faces])
+
+
+@dataclass
+class TrackSet:
+    source: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    mode: Mode
+    cuts: list[int]
+    tracks: list[FaceTrack]
+    stats: TrackerStats | None = None
+
+    def by_frame(self) -> dict[int, list[FaceState]]:
+        out: dict[int, list[FaceState]] = collections.defaultdict(list)
+        for track in self.tracks:
+            for face in track.faces:
+                out[face.index].append(face)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": TRACK_FILE_VERSION,
+            "source": self.source,
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 6),
+            "frame_count": self.frame_count,
+            "mode": self.mode,
+            "cuts": self.cuts,
+            "tracks": [
+                {
+                    "id": t.track_id,
+                    "first": t.first,
+                    "last": t.last,
+                    "frames": [
+                        {
+                            "index": f.index,
+                            "time": round(f.time, 6),
+                            "box": f.box.as_list(),
+                            "landmarks": np.round(f.landmarks, 2).tolist(),
+                            "raw_quad": np.round(quad_corners(f.raw), 3).tolist(),
+                            "quad": np.round(quad_corners(f.quad if f.quad is not None else f.raw), 3).tolist(),
+                        }
+                        for f in t.faces
+                    ],
+                }
+                for t in self.tracks
+            ],
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrackSet:
+        """Read a track file; raises ValueError naming the file when it is not one."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("version") != TRACK_FILE_VERSION:
+                raise ValueError(f"unsupported track file version {data.get('version')!r}")
+            tracks = []
+            for t in data["tracks"]:
+                faces = [
+                    FaceState(
+                        track_id=int(t["id"]), index=int(f["index"]), time=float(f["time"]), box=Box(*f["box"]),
+                        landmarks=np.asarray(f["landmarks"], dtype=np.float32).reshape(68, 2),
+                        raw=_params_from_corners(np.asarray(f["raw_quad"], dtype=np.float64)),
+                        quad=_params_from_corners(np.asarray(f["quad"], dtype=np.float64)),
+                    )
+                    for f in t["frames"]
+                ]
+                tracks.append(FaceTrack(int(t["id"]), faces))
+            return cls(str(data["source"]), int(data["width"]), int(data["height"]), float(data["fps"]),
+                       int(data["frame_count"]), data["mode"], [int(c) for c in data["cuts"]], tracks)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a Recast track file ({exc})") from exc
+
+
+def _params_from_corners(corners: np.ndarray) -> np.ndarray:
+    c = corners.mean(axis=0)
+    # corners: c-x-y, c-x+y, c+x+y, c+x-y  ->  x = ((c+x+y) + (c+x-y))/2 - c
+    x = (corners[2] + corners[3]) / 2 - c
+    return np.array([c[0], c[1], x[0], x[1]])
+
+
+class LiveFaceStage:
+    """The causal face stage of the live path: cut detection, tracking, and live quad smoothing.
+
+    ``push`` a frame and get back the frames that are ready, each ``lookahead`` frames late, with every
+    face's smoothed quad filled in. A track that ends (lost, or at a cut) is flushed, so its last frames
+    use the look-ahead they have; no smoothing crosses a cut.
+    """
+
+    def __init__(self, tracker: FaceTracker, lookahead: int = 4, center_sigma: float = 1.0,
+                 xy_sigma: float = 3.0, quad_scale: float = 1.0) -> None:
+        self.tracker = tracker
+        self.lookahead = lookahead
+        self._sigmas = (center_sigma, xy_sigma)
+        self.quad_scale = quad_scale
+        self._smoothers: dict[int, LiveSmoother] = {}
+        self._waiting: dict[int, collections.deque[FaceState]] = {}
+        self._pending: collections.deque[tuple[Frame, list[FaceState], bool]] = collections.deque()
+
+    def push(self, frame: Frame, gray: np.ndarray | None = None) -> list[tuple[Frame, list[FaceState], bool]]:
+        cut, tracked = self.tracker.update(frame.index, to_gray(frame.image) if gray is None else gray)
+        faces = [FaceState(t.track_id, frame.index, frame.time, t.box, t.landmarks,
+                           quad_params(t.landmarks, self.quad_scale)) for t in tracked]
+        present = {f.track_id for f in faces}
+        for track_id in [tid for tid in self._smoothers if tid not in present]:
+            self._assign(track_id, self._smoothers.pop(track_id).flush())
+            del self._waiting[track_id]
+        for face in faces:
+            if face.track_id not in self._smoothers:
+                self._smoothers[face.track_id] = LiveSmoother(self.lookahead, *self._sigmas)
+                self._waiting[face.track_id] = collections.deque()
+            self._waiting[face.track_id].append(face)
+            self._assign(face.track_id, self._smoothers[face.track_id].push(face.raw))
+        self._pending.append((frame, faces, cut))
+        ready = []
+        while len(self._pending) > self.lookahead:
+            ready.append(self._pending.popleft())
+        return ready
+
+    def flush(self) -> list[tuple[Frame, list[FaceState], bool]]:
+        for track_id, smoother in self._smoothers.items():
+            self._assign(track_id, smoother.flush())
+        self._smoothers.clear()
+        self._waiting.clear()
+        ready = list(self._pending)
+        self._pending.clear()
+        return ready
+
+    def _assign(self, track_id: int, smoothed: list[np.ndarray]) -> None:
+        waiting = self._waiting[track_id]
+        for params in smoothed:
+            waiting.popleft().quad = params
+
+
+def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: FaceTracker, *, mode: Mode = "offline",
+                 lookahead: int = 4, center_sigma: float = 1.0, xy_sigma: float = 3.0, quad_scale: float = 1.0,
+                 on_frame: Callable[[int], None] | None = None) -> TrackSet:
+    """Track a whole video and smooth every track segment in the given mode."""
+    tracks: dict[int, FaceTrack] = {}
+    count = 0
+
+    def collect(ready: Iterator[tuple[Frame, list[FaceState], bool]] | list[tuple[Frame, list[FaceState], bool]]
+                ) -> None:
+        for _frame, faces, _cut in ready:
+            for face in faces:
+                tracks.setdefault(face.track_id, FaceTrack(face.track_id)).faces.append(face)
+
+    stage = LiveFaceStage(tracker, lookahead, center_sigma, xy_sigma, quad_scale)
+    for frame in frames:
+        collect(stage.push(frame))
+        count += 1
+        if on_frame is not None:
+            on_frame(frame.index)
+    collect(stage.flush())
+    ordered = sorted(tracks.values(), key=lambda t: t.track_id)
+    if mode == "offline":
+        for track in ordered:
+            smoothed = smooth_offline(track.raw_params(), center_sigma, xy_sigma)
+            for face, params in zip(track.faces, smoothed, strict=True):
+                face.quad = params
+    return TrackSet(info.location, info.width, info.height, info.fps, count, mode,
+                    list(tracker.stats.cuts), ordered, tracker.stats)
