@@ -1,0 +1,218 @@
+"""``recast``: the command line (DESIGN.md 3.1).
+
+Exit status: 0 on success, 2 on bad usage or bad input (one line on stderr naming the file and the
+problem), 1 on an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stream.casts import CastImageError, cast_from_file, default_cast
+from stream.faces import ModelNotFound
+from stream.media import MediaError, MediaSource
+from stream.recasters import CastError, Recaster, make_recaster
+
+log = logging.getLogger("recast")
+ENGINES = ("identity", "warp", "stylegan", "fomm")
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: exit status 2."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_tracking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("offline", "live"), default="offline",
+                   help="offline: Gaussian smoothing over whole track segments (two passes); "
+                        "live: causal, 4-frame look-ahead (one pass)")
+    p.add_argument("--detect-interval", type=_positive, default=10, metavar="N",
+                   help="run the face detector every N frames (also after a cut and when a track is lost)")
+    p.add_argument("--detect-width", type=int, default=640, metavar="PX",
+                   help="width the frame is scaled down to for detection (0: full frame)")
+    p.add_argument("--upsample", type=int, default=0, choices=(0, 1, 2),
+                   help="dlib detector upsampling (finds smaller faces, slower)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recast", description="Streaming face recast: track, render, bench.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    track = sub.add_parser("track", help="track faces and write the track file (JSON)")
+    track.add_argument("input", help="video file or URL")
+    track.add_argument("--out", required=True, help="track file to write (.json)")
+    _add_tracking_options(track)
+
+    rend = sub.add_parser("render", help="render a recast copy of a video (mp4, audio kept)")
+    rend.add_argument("input", nargs="?", help="video file or URL")
+    rend.add_argument("--demo", action="store_true", help="render the built-in sample title")
+    rend.add_argument("-o", "--output", required=True, help="output .mp4")
+    rend.add_argument("--engine", choices=ENGINES, default="warp")
+    rend.add_argument("--cast", action="append", default=[], metavar="IMAGE",
+                      help="cast portrait (repeat for several faces; default: the built-in cast)")
+    rend.add_argument("--tracks", metavar="TRACKS.json", help="use a track file from `recast track` (offline)")
+    rend.add_argument("--title", help="baked title id (needs --cache)")
+    rend.add_argument("--cache", help="title cache folder")
+    rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
+    _add_tracking_options(rend)
+
+    bench = sub.add_parser("bench", help="measure per-stage cost and the real-time factor")
+    bench.add_argument("input", nargs="?", help="video file (default: the sample title)")
+    bench.add_argument("--engine", choices=("identity", "warp"), default="warp")
+    bench.add_argument("--cast", action="append", default=[], metavar="IMAGE")
+    bench.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
+    bench.add_argument("--repeats", type=_positive, default=2)
+    bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
+    return parser
+
+
+@contextmanager
+def _progress(total: int, desc: str) -> Iterator[Callable[[int], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
+    try:
+        yield lambda _index: bar.update(1)
+    finally:
+        bar.close()
+
+
+def _frame_total(location: str) -> int:
+    with MediaSource(location, keep_audio=False) as source:
+        return source.info.frame_count
+
+
+def _recaster(engine: str, cast_files: Sequence[str]) -> Recaster:
+    casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
+    return make_recaster(engine, casts)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from stream.pipeline import RenderOptions
+
+    return RenderOptions(mode=args.mode, detect_interval=args.detect_interval, detect_width=args.detect_width,
+                         upsample=args.upsample, badge=not getattr(args, "no_badge", False))
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from stream.pipeline import run_tracking
+    from stream.smoothing import jitter
+
+    with _progress(_frame_total(args.input), "track") as tick:
+        tracks = run_tracking(args.input, _options(args), on_frame=tick)
+    tracks.save(args.out)
+    frames = sum(len(t.faces) for t in tracks.tracks)
+    raw = [jitter(t.raw_params()) for t in tracks.tracks]
+    smooth = [jitter(t.quad_params()) for t in tracks.tracks]
+    print(f"{args.out}: {tracks.frame_count} frames, {len(tracks.tracks)} tracks, {frames} faces, "
+          f"cuts at {tracks.cuts}; jitter raw {_mean(raw):.4f} -> {args.mode} {_mean(smooth):.4f}")
+    return 0
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from stream.pipeline import render
+    from stream.tracks import TrackSet
+
+    if args.title or args.cache:
+        raise UsageError("--title/--cache: playback of baked titles needs `recast bake`, which this release "
+                         "does not have yet")
+    if args.engine in ("stylegan", "fomm"):
+        raise UsageError(f"--engine {args.engine}: needs a baked title and model weights (not in this release)")
+    if args.demo == bool(args.input):
+        raise UsageError("give exactly one of INPUT or --demo")
+    if args.demo:
+        from stream.demo import demo_title_path
+
+        location = str(demo_title_path())
+    else:
+        location = args.input
+    output = Path(args.output)
+    if output.suffix.lower() != ".mp4":
+        raise UsageError(f"{output}: output must be an .mp4 file")
+    recaster = _recaster(args.engine, args.cast)
+    options = _options(args)
+    tracks = None
+    if args.tracks:
+        try:
+            tracks = TrackSet.load(args.tracks)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        options.mode = "offline"
+    total = _frame_total(location)
+    if options.mode == "offline" and tracks is None:
+        from stream.pipeline import run_tracking
+
+        with _progress(total, "track") as tick:
+            tracks = run_tracking(location, options, on_frame=tick)
+    with _progress(total, "render") as tick:
+        report = render(location, output, recaster, options, tracks=tracks, on_frame=tick)
+    print(f"{output}: {report.frames} frames, {report.faces_recast} faces recast by {recaster.name} "
+          f"({report.faces_failed} failed), {report.tracks} tracks, cuts at {report.cuts}, "
+          f"{report.frames / max(report.seconds, 1e-9):.1f} fps")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream.bench import format_bench, run_bench
+    from stream.pipeline import RenderOptions
+
+    if args.input:
+        location = args.input
+    else:
+        from stream.demo import demo_title_path
+
+        location = str(demo_title_path())
+    recaster = _recaster(args.engine, args.cast)
+    result = run_bench(location, recaster, RenderOptions(detect_interval=args.detect_interval), args.repeats)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "track": cmd_track,
+    "render": cmd_render,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, MediaError, CastError, CastImageError, ModelNotFound) as exc:
+        print(f"recast {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"recast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        log.exception("internal failure")
+        print(f"recast {args.command}: internal error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
