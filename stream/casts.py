@@ -40,7 +40,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             if im.width * im.height > MAX_CAST_PIXELS:
                 raise CastImageError(f"{path}: image too large ({im.width}x{im.height})")
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise CastImageError(f"{path}: not a readable image ({exc})") from exc
 

@@ -1,0 +1,91 @@
+"""Shared fixtures: the real media in ../shared/media and small videos made on the fly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("RECAST_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+MEDIA = SHARED / "media"
+
+
+def media(name: str) -> Path:
+    path = MEDIA / name
+    if not path.is_file():
+        pytest.fail(f"{path}: test media missing (../shared must sit beside the project)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECAST_CACHE", str(tmp_path_factory.getbasetemp() / "recast-cache"))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB over the pixels where ``mask`` is True (all when None)."""
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    if mask is not None:
+        diff = diff[mask]
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def decode_all(path: Path | str) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], pts: Sequence[int] | None = None,
+                time_base: Fraction = Fraction(1, 25), rate: int = 25, audio_seconds: float = 0.0) -> Path:
+    """A small H.264 mp4 (yuv444p so odd sizes work), with explicit timestamps and optional audio."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
+        s.codec_context.time_base = time_base
+        s.time_base = time_base
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = pts[i] if pts is not None else i
+            vf.time_base = time_base
+            c.mux(s.encode(vf))
+        c.mux(s.encode(None))
+        if audio_seconds:
+            a = c.add_stream("aac", rate=44100, layout="mono")
+            n = int(audio_seconds * 44100)
+            samples = (0.2 * np.sin(np.arange(n) * 2 * np.pi * 440 / 44100)).astype(np.float32)
+            for start in range(0, n, 1024):
+                af = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = 44100, start, Fraction(1, 44100)
+                c.mux(a.encode(af))
+            c.mux(a.encode(None))
+    return path
+
+
+def still_video(image: np.ndarray, frames: int, jitter_px: float = 2.0, seed: int = 0) -> list[np.ndarray]:
+    """A still photo as a short clip with a little hand-held camera shake."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    out = []
+    for _ in range(frames):
+        dx, dy = rng.normal(0, jitter_px, 2)
+        m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float64)
+        out.append(cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+    return out
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    def _make(name: str, frames: Sequence[np.ndarray], **kwargs: object) -> Path:
+        return write_video(tmp_path / name, frames, **kwargs)  # type: ignore[arg-type]
+
+    return _make

@@ -1,0 +1,152 @@
+"""Align, paste back, recasters and the render path on real clips: fidelity, provenance, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.align import alignment, crop, face_mask, paste_back
+from stream.casts import Cast, cast_from_file, default_cast, read_image
+from stream.faces import FaceDetector, LandmarkPredictor, to_gray
+from stream.media import Frame, probe
+from stream.pipeline import RenderedFrame, RenderOptions, render
+from stream.provenance import draw_badge
+from stream.recasters import CastError, FaceCrop, IdentityRecaster, Recaster, WarpRecaster
+from stream.smoothing import quad_params
+from tests.conftest import decode_all, media, psnr, still_video
+
+D20 = "videos/liveportrait_d20.mp4"
+
+
+def _capture() -> tuple[dict[int, np.ndarray], Callable[[Frame, np.ndarray, RenderedFrame], None]]:
+    """Per frame, the weight of everything the renderer wrote (face masks and the badge)."""
+    touched: dict[int, np.ndarray] = {}
+
+    def on_rendered(frame: Frame, image: np.ndarray, rendered: RenderedFrame) -> None:
+        weight = np.zeros(image.shape[:2], np.float32)
+        for region in rendered.regions:
+            region.add_to(weight)
+        if rendered.badge is not None:
+            b = rendered.badge
+            weight[b.y0:b.y1, b.x0:b.x1] = 1.0
+        touched[frame.index] = weight
+
+    return touched, on_rendered
+
+
+def test_paste_back_changes_nothing_outside_the_mask() -> None:
+    img = read_image(media("images/face_recognition_obama-480p.jpg"))
+    gray = to_gray(img)
+    lm = LandmarkPredictor().predict(gray, FaceDetector().detect(gray)[0])
+    align = alignment(quad_params(lm), 256)
+    mask = face_mask(align.points_to_crop(lm.astype(np.float64)), 256)
+    before = img.copy()
+    region = paste_back(img, np.zeros((256, 256, 3), np.uint8), mask, align)
+    assert region is not None
+    weight = np.zeros(img.shape[:2], np.float32)
+    region.add_to(weight)
+    changed = np.any(img != before, axis=2)
+    assert changed.sum() > 1000
+    assert not changed[weight == 0].any(), "a pixel outside the mask changed"
+    # the mask covers the face and nothing else: inside the jaw/brow hull, away from the frame corners
+    assert weight[int(lm[30, 1]), int(lm[30, 0])] > 0.9  # nose tip
+    assert weight[:50].max() == 0 and weight[:, :100].max() == 0
+
+
+def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
+    out = tmp_path / "identity.mp4"
+    report = render(media(D20), out, IdentityRecaster(), RenderOptions())
+    assert report.faces_recast == report.frames == 175
+    src, got = decode_all(media(D20)), decode_all(out)
+    assert len(got) == len(src)
+    scores = [psnr(a, b) for a, b in zip(src, got, strict=True)]
+    # crop + paste back at the face's own resolution costs no more than the encoder does
+    assert min(scores) > 36 and np.mean(scores) > 38
+    assert probe(out)["metadata"]["recast_engine"] == "identity"
+
+
+@pytest.mark.parametrize("mode", ["offline", "live"])
+def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / f"warp-{mode}.mp4"
+    touched, on_rendered = _capture()
+    report = render(media(D20), out, WarpRecaster([default_cast()]), RenderOptions(mode=mode),
+                    on_rendered=on_rendered)
+    assert report.frames == 175 and report.faces_recast >= 170 and report.faces_failed == 0
+    src, got = decode_all(media(D20)), decode_all(out)
+    outside, inside = [], []
+    for index in range(0, 175, 5):
+        weight = touched[index]
+        # a margin of a few pixels for the encoder's block edges around the mask
+        import cv2
+
+        near = cv2.dilate((weight > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        outside.append(psnr(src[index], got[index], ~near))
+        inside.append(psnr(src[index], got[index], weight > 0.9))
+    assert np.mean(outside) > 40, "recast changes faces, nothing else"
+    assert np.mean(inside) < 22, "the face is visibly different"
+    meta = probe(out)["metadata"]
+    assert meta["recast"] == "1" and meta["recast_engine"] == "warp" and "hopper" in meta["recast_casts"]
+    assert probe(out)["audio_codec"] == "aac"
+
+
+def test_badge_marks_recast_frames() -> None:
+    img = np.full((360, 640, 3), 200, np.uint8)
+    box = draw_badge(img)
+    assert box.x1 <= 640 and box.y1 <= 360 and box.x0 > 320 and box.y0 > 180
+    assert (img[box.y0:box.y1, box.x0:box.x1] != 200).mean() > 0.5
+    assert (img[: box.y0] == 200).all()
+
+
+def test_several_faces_get_different_casts(tmp_path: Path, make_video: Callable[..., Path]) -> None:
+    photo = read_image(media("images/face_recognition_two_people.jpg"))[:660, :1126]
+    clip = make_video("two.mp4", still_video(photo, 12, jitter_px=0.5))
+    casts = [default_cast(), cast_from_file(media("images/liveportrait_s12.jpg"))]
+    recaster = WarpRecaster(casts)
+    touched, on_rendered = _capture()
+    report = render(clip, tmp_path / "two-out.mp4", recaster, RenderOptions(detect_width=0),
+                    on_rendered=on_rendered)
+    assert report.tracks == 2 and report.faces_recast == 24
+    assert {recaster.cast_for(1), recaster.cast_for(2)} == {"hopper", "liveportrait_s12"}
+
+
+def test_cast_without_a_face_is_refused() -> None:
+    blank = Cast("blank", "synthetic", "test", np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(CastError, match="no face"):
+        WarpRecaster([blank])
+
+
+class _Broken(Recaster):
+    name = "broken"
+
+    def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("boom")
+
+
+def test_failing_recaster_passes_faces_through(tmp_path: Path) -> None:
+    out = tmp_path / "broken.mp4"
+    report = render(media("videos/liveportrait_d0.mp4"), out, _Broken(), RenderOptions(mode="live"))
+    assert report.frames == 78 and report.faces_failed == 78 and report.faces_recast == 0
+    src, got = decode_all(media("videos/liveportrait_d0.mp4")), decode_all(out)
+    assert np.mean([psnr(a, b) for a, b in zip(src, got, strict=True)]) > 40
+
+
+def test_warp_follows_the_mouth() -> None:
+    """The cast's mouth opens with the actor's: the warped mouth region tracks the actor's lip gap."""
+    img = read_image(media("images/liveportrait_s42.jpg"))
+    gray = to_gray(img)
+    lm = LandmarkPredictor().predict(gray, FaceDetector().detect(gray)[0]).astype(np.float64)
+    align = alignment(quad_params(lm), 256)
+    crop_lm = align.points_to_crop(lm)
+    recaster = WarpRecaster([default_cast()], color=False)
+    closed, _ = recaster.recast(FaceCrop(1, crop(img, align), crop_lm))
+    opened_lm = crop_lm.copy()
+    opened_lm[[55, 56, 57, 58, 59, 65, 66, 67]] += [0, 25]  # drop the lower lip
+    opened, _ = recaster.recast(FaceCrop(1, crop(img, align), opened_lm))
+    y0, y1 = int(crop_lm[51, 1]), int(crop_lm[57, 1] + 25)
+    x0, x1 = int(crop_lm[48, 0]), int(crop_lm[54, 0])
+    assert np.abs(opened[y0:y1, x0:x1].astype(int) - closed[y0:y1, x0:x1]).mean() > 10
+    # far from the mouth, the face does not move
+    assert np.abs(opened[:int(crop_lm[27, 1])].astype(int) - closed[:int(crop_lm[27, 1])]).mean() < 1
