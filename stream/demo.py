@@ -85,10 +85,10 @@ def write_demo_title(path: Path) -> None:
             scale = 1.4 + 0.08 * math.sin(2 * math.pi * 0.15 * t)
             cx, cy = 225 + 12 * math.sin(2 * math.pi * 0.2 * t), 150
             m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
-            m[:, 2] += (WIDTH / 2 - cx, HEIGHT / 2 - cy)
+            m[:, 2] += np.array([WIDTH / 2 - cx, HEIGHT / 2 - cy])
             frame = cv2.warpAffine(face, m, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf = av.VideoFrame.from_ndarray(np.asarray(frame, dtype=np.uint8), format="rgb24")
             vf.pts = i
             vf.time_base = Fraction(1, FPS)
             container.mux(video.encode(vf))

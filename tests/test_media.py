@@ -117,9 +117,8 @@ def test_truncated_file_yields_what_it_has(tmp_path: Path) -> None:
 def test_bad_files_raise_clear_errors(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(MediaError) as err:
-        with MediaSource(path) as source:
-            list(source.frames())
+    with pytest.raises(MediaError) as err, MediaSource(path) as source:
+        list(source.frames())
     assert str(path) in str(err.value) and reason in str(err.value)
 
 

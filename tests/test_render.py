@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -80,8 +81,6 @@ def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     for index in range(0, 175, 5):
         weight = touched[index]
         # a margin of a few pixels for the encoder's block edges around the mask
-        import cv2
-
         near = cv2.dilate((weight > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         outside.append(psnr(src[index], got[index], ~near))
         inside.append(psnr(src[index], got[index], weight > 0.9))
@@ -105,9 +104,7 @@ def test_several_faces_get_different_casts(tmp_path: Path, make_video: Callable[
     clip = make_video("two.mp4", still_video(photo, 12, jitter_px=0.5))
     casts = [default_cast(), cast_from_file(media("images/liveportrait_s12.jpg"))]
     recaster = WarpRecaster(casts)
-    touched, on_rendered = _capture()
-    report = render(clip, tmp_path / "two-out.mp4", recaster, RenderOptions(detect_width=0),
-                    on_rendered=on_rendered)
+    report = render(clip, tmp_path / "two-out.mp4", recaster, RenderOptions(detect_width=0))
     assert report.tracks == 2 and report.faces_recast == 24
     assert {recaster.cast_for(1), recaster.cast_for(2)} == {"hopper", "liveportrait_s12"}
 

@@ -1,0 +1,30 @@
+# The two set-up commands: `make demo` (the main job on embedded defaults) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/recast render --demo -o demo.mp4
+
+lint: install
+	$(BIN)/ruff check stream engines export tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/recast bench ../shared/media/videos/liveportrait_s18.mp4 --json bench.json
+
+clean:
+	rm -rf $(VENV) demo.mp4 bench.json

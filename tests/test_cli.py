@@ -1,0 +1,82 @@
+"""The command line: the main job on embedded defaults, track files, exit codes on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.cli import main
+from stream.media import probe
+from tests.conftest import decode_all, media, psnr
+
+
+def test_demo_renders_a_visible_recast(tmp_path: Path) -> None:
+    out = tmp_path / "demo.mp4"
+    assert main(["render", "--demo", "-o", str(out)]) == 0
+    from stream.demo import demo_title_path
+
+    src, got = decode_all(demo_title_path()), decode_all(out)
+    assert len(got) == len(src) == 150
+    # a visible difference: the face region changed a lot, the frame as a whole only there
+    diffs = [np.abs(a.astype(int) - b).mean(axis=2) for a, b in zip(src, got, strict=True)]
+    assert np.mean([(d > 30).mean() for d in diffs]) > 0.01
+    assert np.mean([psnr(a, b) for a, b in zip(src, got, strict=True)]) < 35
+    info = probe(out)
+    assert info["metadata"]["recast"] == "1" and info["audio_codec"] == "aac"
+
+
+def test_track_command_writes_the_track_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.json"
+    code = main(["track", str(media("videos/liveportrait_d0.mp4")), "--out", str(out), "--mode", "live",
+                 "--detect-interval", "5"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["mode"] == "live" and data["frame_count"] == 78 and data["width"] == 512
+    assert data["tracks"][0]["first"] == 0 and data["tracks"][0]["last"] == 77
+    assert "jitter" in capsys.readouterr().out
+
+
+def test_render_from_track_file(tmp_path: Path) -> None:
+    tracks = tmp_path / "t.json"
+    assert main(["track", str(media("videos/liveportrait_d0.mp4")), "--out", str(tracks)]) == 0
+    out = tmp_path / "o.mp4"
+    assert main(["render", str(media("videos/liveportrait_d0.mp4")), "--tracks", str(tracks), "--engine",
+                 "identity", "-o", str(out)]) == 0
+    assert probe(out)["frames"] == 78
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["render", "{tmp}/absent.mp4", "-o", "{tmp}/o.mp4"], "absent.mp4: no such file"),
+        (["render", "{tmp}/garbage.mp4", "-o", "{tmp}/o.mp4"], "garbage.mp4: cannot open"),
+        (["render", "{d0}", "-o", "{tmp}/o.mp4", "--cast", "{tmp}/garbage.mp4"], "garbage.mp4: not a readable"),
+        (["render", "{d0}", "-o", "{tmp}/o.mp4", "--cast", "{tmp}/blank.png"], "blank.png: no face"),
+        (["render", "{d0}", "-o", "{tmp}/o.avi"], "o.avi: output must be"),
+        (["render", "-o", "{tmp}/o.mp4"], "exactly one of INPUT or --demo"),
+        (["render", "{d0}", "-o", "{tmp}/nodir/o.mp4"], "output folder does not exist"),
+        (["render", "{d0}", "--tracks", "{tmp}/garbage.mp4", "-o", "{tmp}/o.mp4"], "not a Recast track file"),
+        (["track", "{tmp}", "--out", "{tmp}/t.json"], "is a directory"),
+    ],
+)
+def test_bad_input_exits_2_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                         needle: str) -> None:
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00garbage" * 100)
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+    argv = [a.format(tmp=tmp_path, d0=media("videos/liveportrait_d0.mp4")) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_console_script_bad_usage() -> None:
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "render", "x.mp4", "-o", "y.mp4",
+                           "--detect-interval", "0"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "detect-interval" in proc.stderr
