@@ -103,8 +103,13 @@ def paste_back(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, align: Ali
     """Blend ``face`` (an N x N crop) into ``frame`` in place through ``mask``; returns where it wrote,
     or None when the face lies outside the frame."""
     h, w = frame.shape[:2]
-    n = align.size
-    corners = align.points_to_frame(np.array([[0, 0], [0, n], [n, n], [n, 0]], dtype=np.float64))
+    # only the rectangle around the mask's support is warped and blended (the face is about half the crop)
+    bx, by, bw, bh = cv2.boundingRect((mask > 0).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        return None
+    box = np.array([[bx - 1, by - 1], [bx - 1, by + bh + 1], [bx + bw + 1, by + bh + 1], [bx + bw + 1, by - 1]],
+                   dtype=np.float64)
+    corners = align.points_to_frame(box)
     x0, y0 = np.floor(corners.min(axis=0)).astype(int)
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--title", help="baked title id (needs --cache)")
     rend.add_argument("--cache", help="title cache folder")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
+    rend.add_argument("--no-color-match", action="store_true",
+                      help="warp: paste the cast's own colours instead of matching the actor's skin")
     _add_tracking_options(rend)
 
     bench = sub.add_parser("bench", help="measure per-stage cost and the real-time factor")
@@ -96,9 +98,9 @@ def _frame_total(location: str) -> int:
         return source.info.frame_count
 
 
-def _recaster(engine: str, cast_files: Sequence[str]) -> Recaster:
+def _recaster(engine: str, cast_files: Sequence[str], color: bool = True) -> Recaster:
     casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
-    return make_recaster(engine, casts)
+    return make_recaster(engine, casts, color=color)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -147,7 +149,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
-    recaster = _recaster(args.engine, args.cast)
+    recaster = _recaster(args.engine, args.cast, color=not args.no_color_match)
     options = _options(args)
     tracks = None
     if args.tracks:

@@ -24,6 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_LIVE_SCHEMES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://")
 # A decoder that fails on this many packets in a row is reading something that is not video.
 _MAX_CONSECUTIVE_ERRORS = 25
 
@@ -73,6 +74,12 @@ class Frame:
 
 def is_url(location: str | Path) -> bool:
     return str(location).lower().startswith(_URL_SCHEMES)
+
+
+def is_live(location: str | Path) -> bool:
+    """A stream that will not wait for us (RTSP, RTMP, UDP...): under load its newest frame wins.
+    HTTP(S) files and HLS playlists are read at our own pace, frame for frame."""
+    return str(location).lower().startswith(_LIVE_SCHEMES)
 
 
 class MediaSource:

@@ -2,7 +2,7 @@
 
 Decoding and encoding run in their own threads behind bounded queues (PyAV releases the GIL while it
 codes), so on two cores the face work overlaps the codec work. A file is rendered frame for frame; a live
-source (a URL) lets the newest frame win when the face work falls behind, and counts the drops. A recaster
+source (RTSP, RTMP, UDP) lets the newest frame win when the face work falls behind, and counts the drops. A recaster
 that raises degrades that face to passthrough and the stream goes on.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from stream.align import PastedRegion, alignment, crop, paste_back
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import Frame, MediaSink, MediaSource, is_url
+from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.provenance import BadgeBox, draw_badge, file_metadata
 from stream.recasters import FaceCrop, Recaster
 from stream.smoothing import quad_side
@@ -269,7 +269,7 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     sink = MediaSink(output, source.info, audio_stream=source.audio_stream, metadata=metadata,
                      crf=options.crf, preset=options.preset)
     writer = ThreadedWriter(sink, source.audio_packets, timer)
-    frames = Prefetch(source.frames(), drop_old=is_url(location), timer=timer)
+    frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
     stage = make_tracker(options) if options.mode == "live" else None
     live = LiveFaceStage(stage, options.lookahead) if stage is not None else None
     start = time.perf_counter()

@@ -134,12 +134,12 @@ def _prepare(cast: Cast, size: int, detector: FaceDetector, predictor: LandmarkP
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size))
 
 
-def make_recaster(engine: str, casts: Sequence[Cast] = ()) -> Recaster:
+def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True) -> Recaster:
     """The recaster named on the command line (``identity`` or ``warp``)."""
     if engine == "identity":
         return IdentityRecaster()
     if engine == "warp":
-        return WarpRecaster(casts)
+        return WarpRecaster(casts, color=color)
     if engine in ("stylegan", "fomm"):
         raise NotImplementedError(f"the {engine} recaster needs a baked title and model weights "
                                   "(not part of this release)")

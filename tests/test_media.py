@@ -16,7 +16,7 @@ from stream.media import MediaError, MediaSink, MediaSource, probe
 from tests.conftest import decode_all, media, psnr
 
 
-def copy_through(src: Path, out: Path) -> MediaSource:
+def copy_through(src: Path | str, out: Path) -> MediaSource:
     source = MediaSource(src)
     with MediaSink(out, source.info, audio_stream=source.audio_stream) as sink:
         for frame in source.frames():
@@ -155,3 +155,30 @@ def test_corrupt_middle_is_skipped_not_fatal(tmp_path: Path) -> None:
 def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
     with MediaSource(media("videos/liveportrait_d0.mp4")) as source, pytest.raises(MediaError, match="folder"):
         MediaSink(tmp_path / "missing" / "out.mp4", source.info)
+
+
+def test_http_url_source(tmp_path: Path) -> None:
+    """PyAV reads a URL: a clip served over HTTP on 127.0.0.1 decodes fully, with its audio."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(media("videos/liveportrait_d20.mp4").parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/liveportrait_d20.mp4"
+        out = tmp_path / "from-url.mp4"
+        with MediaSource(url) as source:
+            assert source.info.has_audio and source.info.width == 480
+        copy_through(url, out)
+        assert probe(out)["frames"] == 175
+        with pytest.raises(MediaError, match="cannot open"):
+            MediaSource(f"http://127.0.0.1:{server.server_address[1]}/absent.mp4")
+    finally:
+        server.shutdown()
