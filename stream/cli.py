@@ -45,6 +45,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="width the frame is scaled down to for detection (0: full frame)")
     p.add_argument("--upsample", type=int, default=0, choices=(0, 1, 2),
                    help="dlib detector upsampling (finds smaller faces, slower)")
+    p.add_argument("--lookahead", type=int, default=4, choices=range(5), metavar="0..4",
+                   help="live mode: frames the smoother may look ahead (each adds one frame of latency)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +109,7 @@ def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
     return RenderOptions(mode=args.mode, detect_interval=args.detect_interval, detect_width=args.detect_width,
-                         upsample=args.upsample, badge=not getattr(args, "no_badge", False))
+                         upsample=args.upsample, lookahead=args.lookahead, badge=not getattr(args, "no_badge", False))
 
 
 def cmd_track(args: argparse.Namespace) -> int:
