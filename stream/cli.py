@@ -17,7 +17,7 @@ from typing import Any
 
 from stream.casts import CastImageError, cast_from_file, default_cast
 from stream.faces import ModelNotFound
-from stream.media import MediaError, MediaSource
+from stream.media import MediaError, MediaSource, is_live, is_url
 from stream.recasters import CastError, Recaster, make_recaster
 
 log = logging.getLogger("recast")
@@ -96,6 +96,8 @@ def _progress(total: int, desc: str) -> Iterator[Callable[[int], None]]:
 
 
 def _frame_total(location: str) -> int:
+    if is_url(location):  # never open a stream twice just for a progress bar
+        return 0
     with MediaSource(location, keep_audio=False) as source:
         return source.info.frame_count
 
@@ -153,6 +155,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise UsageError(f"{output}: output must be an .mp4 file")
     recaster = _recaster(args.engine, args.cast, color=not args.no_color_match)
     options = _options(args)
+    if is_live(location) and options.mode == "offline" and not args.tracks:
+        raise UsageError(f"{location}: a live stream cannot be read twice; use --mode live")
     tracks = None
     if args.tracks:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,8 +202,7 @@ def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: FaceTracker,
     tracks: dict[int, FaceTrack] = {}
     count = 0
 
-    def collect(ready: Iterator[tuple[Frame, list[FaceState], bool]] | list[tuple[Frame, list[FaceState], bool]]
-                ) -> None:
+    def collect(ready: Iterable[tuple[Frame, list[FaceState], bool]]) -> None:
         for _frame, faces, _cut in ready:
             for face in faces:
                 tracks.setdefault(face.track_id, FaceTrack(face.track_id)).faces.append(face)
