@@ -1,6 +1,7 @@
 """Face tracks with stable ids, shot-cut detection and the per-frame tracking loop.
 
-Detection (HOG, downscaled) runs every ``detect_interval`` frames, on the frame after a track was lost
+Detection (HOG, downscaled) runs every ``detect_interval`` frames, on the frame where a track's landmarks
+become implausible (a detection near its last place takes it back under the same id; otherwise it is lost)
 and on the first frame of a new shot; in between, each track's landmarks are predicted on the full frame
 from a box derived from its previous landmarks. A cut ends every track, so no track (and no smoothing)
 crosses a cut; a lost face that comes back gets a new id.
@@ -114,7 +115,6 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
         self._since_detect = detect_interval  # detect on the first frame
-        self._lost = False
 
     def update(self, index: int, gray: np.ndarray) -> tuple[bool, list[TrackedFace]]:
         """Track one frame; returns (is this frame the first of a new shot, the faces in it)."""
@@ -124,22 +124,24 @@ class FaceTracker:
             self.stats.cuts.append(index)
             self._tracks = []
         h, w = gray.shape[:2]
-        detected_ids: set[int] = set()
-        for track in list(self._tracks):
+        suspects: list[_Track] = []
+        for track in self._tracks:
             box = _box_from_landmarks(track.landmarks, track.calibration)
             landmarks = self.predictor.predict(gray, box)
             self.stats.landmark_calls += 1
             if not _plausible(track.landmarks, landmarks, w, h):
-                self._tracks.remove(track)
-                self.stats.lost += 1
-                self._lost = True
+                suspects.append(track)  # keeps last frame's position; a detection may take it back
                 continue
             track.landmarks, track.box = landmarks, _box_from_landmarks(landmarks, track.calibration)
             track.age += 1
-        if cut or self._lost or self._since_detect >= self.detect_interval:
+        detected_ids: set[int] = set()
+        if cut or suspects or self._since_detect >= self.detect_interval:
             detected_ids = self._detect(gray)
             self._since_detect = 0
-            self._lost = False
+        for track in suspects:
+            if track.track_id not in detected_ids and track in self._tracks:
+                self._tracks.remove(track)  # lost: the detector did not find it near its last place
+                self.stats.lost += 1
         self._since_detect += 1
         faces = [TrackedFace(t.track_id, t.box, t.landmarks, t.track_id in detected_ids) for t in self._tracks]
         return cut, faces
