@@ -3,6 +3,7 @@ baseline (full-frame detection on every frame), measured in the same run on the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -84,7 +85,7 @@ def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, 
               ) -> dict[str, Any]:
     with MediaSource(location, keep_audio=False) as source:
         info = source.info
-    live_options = RenderOptions(**{**options.__dict__, "mode": "live"})
+    live_options = dataclasses.replace(options, mode="live")
     return {
         "input": str(location),
         "width": info.width,

@@ -102,6 +102,12 @@ def _frame_total(location: str) -> int:
         return source.info.frame_count
 
 
+def _demo_location() -> str:
+    from stream.demo import demo_title_path
+
+    return str(demo_title_path())
+
+
 def _recaster(engine: str, cast_files: Sequence[str], color: bool = True) -> Recaster:
     casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
     return make_recaster(engine, casts, color=color)
@@ -144,12 +150,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise UsageError(f"--engine {args.engine}: needs a baked title and model weights (not in this release)")
     if args.demo == bool(args.input):
         raise UsageError("give exactly one of INPUT or --demo")
-    if args.demo:
-        from stream.demo import demo_title_path
-
-        location = str(demo_title_path())
-    else:
-        location = args.input
+    location = args.input or _demo_location()
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
@@ -182,12 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from stream.bench import format_bench, run_bench
     from stream.pipeline import RenderOptions
 
-    if args.input:
-        location = args.input
-    else:
-        from stream.demo import demo_title_path
-
-        location = str(demo_title_path())
+    location = args.input or _demo_location()
     recaster = _recaster(args.engine, args.cast)
     result = run_bench(location, recaster, RenderOptions(detect_interval=args.detect_interval), args.repeats)
     print(format_bench(result))
