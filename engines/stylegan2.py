@@ -516,7 +516,7 @@ class SynthesisEngine(nn.Module):
         return self.synthesis(ws, noise_mode="const", fused_modconv=False)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        return (torch.zeros(batch, self.synthesis.num_ws, self.synthesis.w_dim),)
+        return (torch.randn(batch, self.synthesis.num_ws, self.synthesis.w_dim),)
 
 
 class MappingEngine(nn.Module):
@@ -536,4 +536,4 @@ class MappingEngine(nn.Module):
         return self.mapping(z, None, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        return (torch.zeros(batch, self.mapping.z_dim),)
+        return (torch.randn(batch, self.mapping.z_dim),)

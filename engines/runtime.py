@@ -1,0 +1,405 @@
+"""One Engine surface over PyTorch, ONNX Runtime and TensorRT.
+
+`open_engine(path_or_module, device)` picks the runtime from `FORMATS` (the single table of formats, suffixes and
+capabilities) and returns an `Engine`: named input and output specs, `__call__` on numpy arrays returning a dict of
+float32 numpy arrays, and `warmup`. Pre- and post-processing live in the callers (recasters, tools), never here.
+ONNX Runtime and TensorRT are imported lazily; TensorRT exists only on GPU machines (see docker/).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """An engine that cannot be opened or run here; the message names the file or module and the reason."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # a str is a dynamic axis ("batch")
+    dtype: str = "float32"
+
+    def __str__(self) -> str:
+        return f"{self.name}[{','.join(map(str, self.shape))}]:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class RuntimeFormat:
+    """One row of the format table: what a runtime reads, where it runs and at which precisions."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    package: str  # what must be importable
+    dynamic_batch: bool
+    description: str
+
+
+FORMATS: dict[str, RuntimeFormat] = {
+    "torch": RuntimeFormat(
+        "torch",
+        (".pkl", ".pt", ".pth", ".pth.tar", ".safetensors"),
+        ("cpu", "cuda"),
+        ("fp32", "fp16"),
+        "torch",
+        True,
+        "eager PyTorch modules from official checkpoints or our safetensors",
+    ),
+    "onnx": RuntimeFormat(
+        "onnx",
+        (".onnx",),
+        ("cpu", "cuda"),
+        ("fp32", "fp16"),
+        "onnxruntime",
+        True,
+        "ONNX Runtime; providers TensorRT > CUDA > CPU, the best one present",
+    ),
+    "tensorrt": RuntimeFormat(
+        "tensorrt",
+        (".plan", ".engine"),
+        ("cuda",),
+        ("fp32", "fp16"),
+        "tensorrt",
+        True,
+        "serialized TensorRT engines with a Recast JSON header; NVIDIA GPUs only",
+    ),
+}
+
+# ONNX Runtime execution providers, best first, and the device each needs.
+ORT_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("TensorrtExecutionProvider", "cuda"),
+    ("CUDAExecutionProvider", "cuda"),
+    ("CPUExecutionProvider", "cpu"),
+)
+
+
+def format_for(path: str | Path) -> RuntimeFormat:
+    name = str(path).lower()
+    for fmt in FORMATS.values():
+        if name.endswith(fmt.suffixes):
+            return fmt
+    known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
+    raise EngineError(f"{path}: unknown engine suffix (known: {known})")
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class Engine(ABC):
+    """The common surface: specs, a call on named arrays, warmup."""
+
+    runtime: str = ""
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], name: str) -> None:
+        self.inputs, self.outputs, self.name = list(inputs), list(outputs), name
+        self.metadata: dict[str, str] = {}
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def _feeds(self, args: Sequence[Any], feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if args and feeds:
+            raise EngineError(f"{self.name}: pass inputs by position or by name, not both")
+        named = dict(zip(self.input_names, args, strict=False)) if args else dict(feeds)
+        if set(named) != set(self.input_names):
+            raise EngineError(f"{self.name}: inputs {sorted(named)} != expected {self.input_names}")
+        out = {}
+        for spec in self.inputs:
+            array = _as_numpy(named[spec.name]).astype(np.float32, copy=False)
+            fixed = [d for d in spec.shape]
+            if array.ndim != len(fixed) or any(isinstance(d, int) and d != a for d, a in zip(fixed, array.shape, strict=False)):
+                raise EngineError(f"{self.name}: input {spec.name} has shape {list(array.shape)}, expected {spec}")
+            out[spec.name] = np.ascontiguousarray(array)
+        return out
+
+    def __call__(self, *args: Any, **feeds: Any) -> dict[str, np.ndarray]:
+        return self.run(self._feeds(args, feeds))
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs already checked (float32, C-contiguous); returns float32 outputs by name."""
+
+    def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        return {
+            s.name: rng.standard_normal([batch if isinstance(d, str) else d for d in s.shape]).astype(np.float32)
+            for s in self.inputs
+        }
+
+    def warmup(self, runs: int = 2, batch: int = 1) -> float:
+        """Run the engine on example inputs; returns the seconds the last run took."""
+        feeds = self.example_feeds(batch)
+        elapsed = 0.0
+        for _ in range(max(runs, 1)):
+            start = time.perf_counter()
+            self.run(feeds)
+            elapsed = time.perf_counter() - start
+        return elapsed
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the runtime holds."""
+
+    def describe(self) -> str:
+        ins = ", ".join(map(str, self.inputs))
+        outs = ", ".join(map(str, self.outputs))
+        return f"{self.name} [{self.runtime} {self.device} {self.precision}] ({ins}) -> ({outs})"
+
+
+def module_specs(module: nn.Module, batch: int = 1) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Specs of an engine-boundary module (it declares input_names, output_names and example_inputs)."""
+    names_in = getattr(module, "input_names", None)
+    names_out = getattr(module, "output_names", None)
+    example = getattr(module, "example_inputs", None)
+    if not names_in or not names_out or example is None:
+        raise EngineError(f"{type(module).__name__}: not an engine boundary (needs input_names, output_names, "
+                          "example_inputs)")
+    inputs = example(batch)
+    specs_in = [TensorSpec(n, ("batch", *t.shape[1:])) for n, t in zip(names_in, inputs, strict=True)]
+    with torch.no_grad():
+        outputs = module(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    specs_out = [TensorSpec(n, ("batch", *t.shape[1:])) for n, t in zip(names_out, outputs, strict=True)]
+    return specs_in, specs_out
+
+
+class TorchEngine(Engine):
+    runtime = "torch"
+
+    def __init__(self, module: nn.Module, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in FORMATS["torch"].precisions:
+            raise EngineError(f"torch: precision {precision!r} not in {FORMATS['torch'].precisions}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise EngineError("torch: CUDA was asked for and is not available here")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise EngineError("torch: fp16 needs a CUDA device (CPU half kernels are slow and incomplete)")
+        module = module.eval()
+        specs_in, specs_out = module_specs(module)
+        super().__init__(specs_in, specs_out, type(module).__name__)
+        self.device, self.precision = device, precision
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.module = module.to(device=device, dtype=self.dtype)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            args = [torch.from_numpy(feeds[n]).to(self.device, self.dtype) for n in self.input_names]
+            out = self.module(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        return {n: t.float().cpu().numpy() for n, t in zip(self.output_names, out, strict=True)}
+
+
+class OnnxRuntimeEngine(Engine):
+    runtime = "onnx"
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise EngineError(f"{path}: onnxruntime is not installed") from err
+        available = set(ort.get_available_providers())
+        wanted = [p for p, dev in ORT_PROVIDERS if p in available and (device != "cpu" or dev == "cpu")]
+        if device.startswith("cuda") and not any(dev == "cuda" for p, dev in ORT_PROVIDERS if p in wanted):
+            raise EngineError(f"{path}: CUDA was asked for; onnxruntime here has only {sorted(available)}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            raise EngineError(f"{path}: onnxruntime cannot load it: {err}") from err
+        specs_in = [TensorSpec(i.name, tuple(d if isinstance(d, int) else "batch" for d in i.shape),
+                               _ort_dtype(i.type)) for i in self.session.get_inputs()]
+        specs_out = [TensorSpec(o.name, tuple(d if isinstance(d, int) else "batch" for d in o.shape),
+                                _ort_dtype(o.type)) for o in self.session.get_outputs()]
+        super().__init__(specs_in, specs_out, path.name)
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get("precision", "fp32")
+        self._half = {s.name for s in self.inputs if s.dtype == "float16"}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: v.astype(np.float16) if k in self._half else v for k, v in feeds.items()}
+        outputs = self.session.run(self.output_names, feeds)
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outputs, strict=True)}
+
+
+def _ort_dtype(type_name: str) -> str:
+    return "float16" if "float16" in type_name else "float32"
+
+
+# TensorRT plans carry a Recast header: MAGIC, a little-endian u32 length, that many bytes of JSON, then the plan.
+TRT_MAGIC = b"RECAST-TRT\x00"
+
+
+def read_plan(path: Path) -> tuple[dict[str, Any], bytes]:
+    data = path.read_bytes()
+    if not data.startswith(TRT_MAGIC):
+        raise EngineError(f"{path}: no Recast header; rebuild the plan with `recast export --format tensorrt`")
+    start = len(TRT_MAGIC)
+    (length,) = struct.unpack("<I", data[start : start + 4])
+    try:
+        header = json.loads(data[start + 4 : start + 4 + length])
+    except json.JSONDecodeError as err:
+        raise EngineError(f"{path}: corrupt plan header: {err}") from err
+    return header, data[start + 4 + length :]
+
+
+def write_plan(path: Path, header: Mapping[str, Any], plan: bytes) -> None:
+    blob = json.dumps(dict(header), sort_keys=True).encode()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(TRT_MAGIC + struct.pack("<I", len(blob)) + blob + plan)
+    tmp.replace(path)
+
+
+def plan_mismatch(header: Mapping[str, Any], trt_version: str, gpu_arch: str) -> str | None:
+    """Why a plan cannot run here (built by another TensorRT or for another GPU architecture), or None."""
+    if header.get("tensorrt_version") != trt_version:
+        return f"built with TensorRT {header.get('tensorrt_version')}, this machine has {trt_version}"
+    if header.get("gpu_arch") != gpu_arch:
+        return f"built for GPU architecture {header.get('gpu_arch')}, this GPU is {gpu_arch}"
+    return None
+
+
+def cuda_arch() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"sm_{major}{minor}"
+
+
+@dataclass
+class _Binding:
+    spec: TensorSpec
+    is_input: bool
+    trt_dtype: Any = field(default=None)
+
+
+class TensorRTEngine(Engine):
+    """A deserialized TensorRT engine (TensorRT 10 tensor API), run on PyTorch's current CUDA stream."""
+
+    runtime = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError as err:
+            raise EngineError(f"{path}: TensorRT is not installed here (it ships in the GPU image, docker/)") from err
+        if not torch.cuda.is_available():
+            raise EngineError(f"{path}: a TensorRT plan needs an NVIDIA GPU")
+        header, plan = read_plan(path)
+        reason = plan_mismatch(header, trt.__version__, cuda_arch())
+        if reason:
+            raise EngineError(f"{path}: refused: {reason}; rebuild it with `recast export --format tensorrt`")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise EngineError(f"{path}: TensorRT could not deserialize the plan")
+        self.context = self.engine.create_execution_context()
+        bindings = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            shape = tuple(d if d >= 0 else "batch" for d in self.engine.get_tensor_shape(name))
+            dtype = "float16" if self.engine.get_tensor_dtype(name) == trt.DataType.HALF else "float32"
+            bindings.append(_Binding(TensorSpec(name, shape, dtype), is_input))
+        super().__init__([b.spec for b in bindings if b.is_input], [b.spec for b in bindings if not b.is_input],
+                         path.name)
+        self.metadata = {k: str(v) for k, v in header.items()}
+        self.precision = str(header.get("precision", "fp16"))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        stream = torch.cuda.current_stream()
+        keep = []
+        for spec in self.inputs:
+            dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+            tensor = torch.from_numpy(feeds[spec.name]).to("cuda", dtype).contiguous()
+            keep.append(tensor)
+            self.context.set_input_shape(spec.name, tuple(tensor.shape))
+            self.context.set_tensor_address(spec.name, tensor.data_ptr())
+        outs = {}
+        for spec in self.outputs:
+            dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+            out = torch.empty(tuple(self.context.get_tensor_shape(spec.name)), device="cuda", dtype=dtype)
+            self.context.set_tensor_address(spec.name, out.data_ptr())
+            outs[spec.name] = out
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise EngineError(f"{self.name}: TensorRT execution failed")
+        stream.synchronize()
+        return {k: v.float().cpu().numpy() for k, v in outs.items()}
+
+
+def open_engine(
+    source: str | Path | nn.Module,
+    device: str = "cpu",
+    precision: str = "fp32",
+    part: str | None = None,
+) -> Engine:
+    """Open a module, a checkpoint, an ONNX file or a TensorRT plan behind the Engine surface.
+
+    For checkpoints, `part` picks the network: stylegan2 `synthesis` (default) or `mapping`, fomm `keypoints` or
+    `animator`, e4e `encoder` (default).
+    """
+    if isinstance(source, nn.Module):
+        return TorchEngine(source, device, precision)
+    path = Path(source)
+    fmt = format_for(path)
+    if not any(device.startswith(d) for d in fmt.devices):
+        raise EngineError(f"{path}: {fmt.name} runs on {', '.join(fmt.devices)}, not {device}")
+    if fmt.name == "onnx":
+        return OnnxRuntimeEngine(path, device)
+    if fmt.name == "tensorrt":
+        return TensorRTEngine(path)
+    from engines.checkpoints import open_checkpoint
+
+    return TorchEngine(engine_module(open_checkpoint(path), part), device, precision)
+
+
+def engine_module(ckpt: Any, part: str | None = None) -> nn.Module:
+    """The engine-boundary module of a loaded checkpoint."""
+    from engines import dcgan, e4e, fomm, stylegan2
+
+    if ckpt.kind == "stylegan2":
+        G = ckpt.modules["generator"]
+        if part in (None, "synthesis"):
+            return stylegan2.SynthesisEngine(G)
+        if part == "mapping":
+            return stylegan2.MappingEngine(G)
+    elif ckpt.kind == "fomm":
+        size = int(ckpt.config.get("image_size", 256))
+        if part == "keypoints":
+            return fomm.KeypointEngine(ckpt.modules["kp_detector"], size)
+        if part in (None, "animator"):
+            num_kp = int(ckpt.config["common_params"]["num_kp"])
+            return fomm.AnimatorEngine(ckpt.modules["generator"], num_kp, size)
+    elif ckpt.kind == "e4e" and part in (None, "encoder"):
+        return e4e.E4EEngine(ckpt.modules["encoder"], ckpt.tensors["latent_avg"])
+    elif ckpt.kind == "dcgan" and part in (None, "generator"):
+        return dcgan.GeneratorEngine(ckpt.modules["generator"])
+    raise EngineError(f"{ckpt.path}: a {ckpt.kind} checkpoint has no part {part!r}")
