@@ -146,10 +146,11 @@ class PersistentRecord:
         self.type = meta.get("type")
         self.version = meta.get("version")
         self.class_name = str(meta.get("class_name"))
-        self.state = meta.get("state") if isinstance(meta.get("state"), dict) else {}
+        state = meta.get("state")
+        self.state: dict[str, Any] = state if isinstance(state, dict) else {}
 
 
-class EasyDict(dict):  # type: ignore[type-arg]
+class EasyDict(dict[str, Any]):
     """Data-only replacement for `dnnlib.util.EasyDict`."""
 
 
@@ -177,7 +178,7 @@ def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return codecs.encode(text, encoding)
 
 
-def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:  # type: ignore[type-arg]
+def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> Any:
     if not isinstance(spec, str):
         raise pickle.UnpicklingError("numpy dtype from a non-string spec")
     return np.dtype(spec, align, copy)

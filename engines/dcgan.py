@@ -180,8 +180,8 @@ def sample_grid(G: Generator, count: int = 16, seed: int = 0) -> np.ndarray:
     z = torch.randn(count, G.nz, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = ((G(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    cols = int(math.ceil(math.sqrt(count)))
-    rows = int(math.ceil(count / cols))
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
     s = G.size
     grid = np.zeros((rows * s, cols * s, G.nc), np.uint8)
     for i, img in enumerate(images):

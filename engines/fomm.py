@@ -139,6 +139,8 @@ class Hourglass(nn.Module):
 class AntiAliasInterpolation2d(nn.Module):
     """Gaussian blur then keep every (1/scale)-th pixel; the kernel is the `weight` buffer of the checkpoints."""
 
+    weight: torch.Tensor
+
     def __init__(self, channels: int, scale: float) -> None:
         super().__init__()
         sigma = (1 / scale - 1) / 2
@@ -188,6 +190,7 @@ class KPDetector(nn.Module):
                 self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=(7, 7), padding=pad
             )
             with torch.no_grad():
+                assert self.jacobian.bias is not None
                 self.jacobian.weight.zero_()
                 self.jacobian.bias.copy_(torch.tensor([1.0, 0, 0, 1] * self.num_jacobian_maps))
         self.temperature = temperature
@@ -303,7 +306,9 @@ class OcclusionAwareGenerator(nn.Module):
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(min(max_features, block_expansion * (2**i)), min(max_features, block_expansion * (2 ** (i + 1))))
+            DownBlock2d(
+                min(max_features, block_expansion * (2**i)), min(max_features, block_expansion * (2 ** (i + 1)))
+            )
             for i in range(num_down_blocks)
         )
         self.up_blocks = nn.ModuleList(

@@ -62,7 +62,8 @@ class ParityReport:
         for c in self.checks:
             status = "ok  " if c.passed else "FAIL"
             err = f"{c.max_abs_err:.3e}" if math.isfinite(c.max_abs_err) else "  -      "
-            lines.append(f"  {status} {c.name:<{width}}  max abs err {err}  ({c.tolerance}){'  ' + c.note if c.note else ''}")
+            note = f"  {c.note}" if c.note else ""
+            lines.append(f"  {status} {c.name:<{width}}  max abs err {err}  ({c.tolerance}){note}")
         passed = sum(c.passed for c in self.checks)
         lines.append(f"{passed}/{len(self.checks)} arrays within tolerance")
         return "\n".join(lines)

@@ -133,8 +133,11 @@ class Engine(ABC):
         out = {}
         for spec in self.inputs:
             array = _as_numpy(named[spec.name]).astype(np.float32, copy=False)
-            fixed = [d for d in spec.shape]
-            if array.ndim != len(fixed) or any(isinstance(d, int) and d != a for d, a in zip(fixed, array.shape, strict=False)):
+            dims = list(spec.shape)
+            fits = array.ndim == len(dims) and all(
+                not isinstance(d, int) or d == a for d, a in zip(dims, array.shape, strict=True)
+            )
+            if not fits:
                 raise EngineError(f"{self.name}: input {spec.name} has shape {list(array.shape)}, expected {spec}")
             out[spec.name] = np.ascontiguousarray(array)
         return out
@@ -172,15 +175,26 @@ class Engine(ABC):
         return f"{self.name} [{self.runtime} {self.device} {self.precision}] ({ins}) -> ({outs})"
 
 
-def module_specs(module: nn.Module, batch: int = 1) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Specs of an engine-boundary module (it declares input_names, output_names and example_inputs)."""
+def boundary_names(module: nn.Module) -> tuple[list[str], list[str]]:
+    """Input and output names of an engine-boundary module (it declares input_names, output_names, example_inputs)."""
     names_in = getattr(module, "input_names", None)
     names_out = getattr(module, "output_names", None)
-    example = getattr(module, "example_inputs", None)
-    if not names_in or not names_out or example is None:
+    if not names_in or not names_out or not callable(getattr(module, "example_inputs", None)):
         raise EngineError(f"{type(module).__name__}: not an engine boundary (needs input_names, output_names, "
                           "example_inputs)")
-    inputs = example(batch)
+    return list(names_in), list(names_out)
+
+
+def example_inputs(module: nn.Module, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Example inputs of an engine-boundary module at a batch size (random, in the range the network expects)."""
+    boundary_names(module)
+    return tuple(module.example_inputs(batch))  # type: ignore[operator]
+
+
+def module_specs(module: nn.Module, batch: int = 1) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Specs of an engine-boundary module, from one call on its example inputs."""
+    names_in, names_out = boundary_names(module)
+    inputs = example_inputs(module, batch)
     specs_in = [TensorSpec(n, ("batch", *t.shape[1:])) for n, t in zip(names_in, inputs, strict=True)]
     with torch.no_grad():
         outputs = module(*inputs)
@@ -204,7 +218,13 @@ class TorchEngine(Engine):
         super().__init__(specs_in, specs_out, type(module).__name__)
         self.device, self.precision = device, precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.module = module.to(device=device, dtype=self.dtype)
+        module = module.to(device)
+        if precision == "fp16" and hasattr(module, "to_fp16"):  # mixed precision inside, fp32 at the boundary
+            module.to_fp16()  # type: ignore[operator]
+            self.dtype = torch.float32
+        elif precision == "fp16":
+            module = module.half()
+        self.module = module
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():

@@ -104,9 +104,9 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
+        b: torch.Tensor | None = None
+        if self.bias is not None:
+            b = self.bias.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
@@ -115,6 +115,7 @@ class FullyConnectedLayer(nn.Module):
 
 
 class MappingNetwork(nn.Module):
+    w_avg: torch.Tensor
     def __init__(
         self,
         z_dim: int,
@@ -167,7 +168,7 @@ class MappingNetwork(nn.Module):
             parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)
+            x = self.get_submodule(f"fc{idx}")(x)
         if self.training and self.w_avg_beta is not None and self.num_ws is not None:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:
@@ -195,9 +196,10 @@ def modulated_conv2d(
     fused_modconv: bool = True,
 ) -> torch.Tensor:
     batch = x.shape[0]
-    out_channels, in_channels, kh, kw = weight.shape
+    _, in_channels, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:  # pre-normalise to avoid fp16 overflow, as upstream
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        peak = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / peak)
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [N,O,I,k,k]
     dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N,O]
@@ -214,7 +216,9 @@ def modulated_conv2d(
     groups = int(batch)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
-    x = conv2d_resample(x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=groups, flip_weight=flip_weight)
+    x = conv2d_resample(
+        x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=groups, flip_weight=flip_weight
+    )
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
@@ -253,6 +257,8 @@ def conv2d_resample(
 
 
 class SynthesisLayer(nn.Module):
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor
     def __init__(
         self,
         in_channels: int,
@@ -285,11 +291,13 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        _assert_shape(x, [None, self.weight.shape[1], self.resolution // self.up, self.resolution // self.up], "layer x")
+        size = self.resolution // self.up
+        _assert_shape(x, [None, self.weight.shape[1], size, size], "layer x")
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            shape = [x.shape[0], 1, self.resolution, self.resolution]
+            noise = torch.randn(shape, device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
@@ -331,6 +339,7 @@ class ToRGBLayer(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
+    resample_filter: torch.Tensor
     def __init__(
         self,
         in_channels: int,
@@ -514,6 +523,15 @@ class SynthesisEngine(nn.Module):
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         return self.synthesis(ws, noise_mode="const", fused_modconv=False)
+
+    def to_fp16(self, num_fp16_res: int | None = None) -> SynthesisEngine:
+        """Mixed precision as upstream: activations of the top `num_fp16_res` resolutions (all when None) in fp16,
+        weights and styles in fp32, the image accumulated in fp32. Inputs and outputs stay fp32."""
+        res = self.synthesis.block_resolutions
+        keep = len(res) if num_fp16_res is None else num_fp16_res
+        for r in res:
+            getattr(self.synthesis, f"b{r}").use_fp16 = r in res[len(res) - keep :]
+        return self
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         return (torch.randn(batch, self.synthesis.num_ws, self.synthesis.w_dim),)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.runtime import OnnxRuntimeEngine, TorchEngine, module_specs
+from engines.runtime import OnnxRuntimeEngine, TorchEngine, boundary_names, example_inputs, module_specs
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def export_onnx(
     path = Path(path)
     module = module.eval()
     specs_in, specs_out = module_specs(module)
-    example = module.example_inputs(2)
+    names_in, names_out = boundary_names(module)
+    example = example_inputs(module, 2)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     dynamic = tuple({0: batch} for _ in example)
     tmp = path.with_name(path.name + ".tmp")
@@ -67,8 +68,8 @@ def export_onnx(
         program = torch.onnx.export(
             module,
             example,
-            input_names=list(module.input_names),
-            output_names=list(module.output_names),
+            input_names=names_in,
+            output_names=names_out,
             dynamic_shapes=dynamic,
             opset_version=opset,
             dynamo=True,
@@ -107,7 +108,7 @@ def check_onnx(module: nn.Module, path: str | Path, atol: float, batches: tuple[
     errors: dict[str, float] = {name: 0.0 for name in eager.output_names}
     for batch in batches:
         torch.manual_seed(batch)
-        feeds = {n: t.numpy() for n, t in zip(eager.input_names, module.example_inputs(batch), strict=True)}
+        feeds = {n: t.numpy() for n, t in zip(eager.input_names, example_inputs(module, batch), strict=True)}
         want = eager(**feeds)
         got = ort_engine(**feeds)
         for name in errors:

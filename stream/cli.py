@@ -15,10 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engines.checkpoints import CheckpointError
+from engines.directions import DirectionError
+from engines.parity import ParityError
+from engines.runtime import EngineError
 from stream.casts import CastImageError, cast_from_file, default_cast
+from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
 from stream.faces import ModelNotFound
 from stream.media import MediaError, MediaSource, is_live, is_url
 from stream.recasters import CastError, Recaster, make_recaster
+from stream.survey import SurveyError
 
 log = logging.getLogger("recast")
 ENGINES = ("identity", "warp", "stylegan", "fomm")
@@ -57,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     track = sub.add_parser("track", help="track faces and write the track file (JSON)")
     track.add_argument("input", help="video file or URL")
     track.add_argument("--out", required=True, help="track file to write (.json)")
+    track.add_argument("--crops", metavar="DIR", help="also export aligned face crops (PNG) for training")
+    track.add_argument("--crop-size", type=int, default=64, metavar="PX", help="size of the exported crops")
+    track.add_argument("--crop-every", type=_positive, default=1, metavar="N", help="export every N-th face")
     _add_tracking_options(track)
 
     rend = sub.add_parser("render", help="render a recast copy of a video (mp4, audio kept)")
@@ -81,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     bench.add_argument("--repeats", type=_positive, default=2)
     bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
+    bench.add_argument("--only", choices=("live", "engines"),
+                       help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
+                            "ONNX Runtime, and ONNX round trips (default: both)")
+    bench.add_argument("--device", default="cpu", help="engines: also time this torch device (cuda, fp32 and fp16)")
+    add_engine_commands(sub)
     return parser
 
 
@@ -127,6 +141,13 @@ def cmd_track(args: argparse.Namespace) -> int:
     with _progress(_frame_total(args.input), "track") as tick:
         tracks = run_tracking(args.input, _options(args), on_frame=tick)
     tracks.save(args.out)
+    if args.crops:
+        from stream.pipeline import export_crops
+
+        if args.crop_size < 16 or args.crop_size > 1024:
+            raise UsageError(f"--crop-size {args.crop_size}: must be 16..1024")
+        count = export_crops(args.input, tracks, Path(args.crops), args.crop_size, args.crop_every)
+        print(f"{args.crops}: {count} aligned {args.crop_size}px face crops")
     frames = sum(len(t.faces) for t in tracks.tracks)
     raw = [jitter(t.raw_params()) for t in tracks.tracks]
     smooth = [jitter(t.quad_params()) for t in tracks.tracks]
@@ -183,10 +204,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from stream.bench import format_bench, run_bench
     from stream.pipeline import RenderOptions
 
-    location = args.input or _demo_location()
-    recaster = _recaster(args.engine, args.cast)
-    result = run_bench(location, recaster, RenderOptions(detect_interval=args.detect_interval), args.repeats)
-    print(format_bench(result))
+    result: dict[str, Any] = {}
+    if args.only != "engines":
+        location = args.input or _demo_location()
+        recaster = _recaster(args.engine, args.cast)
+        result = run_bench(location, recaster, RenderOptions(detect_interval=args.detect_interval), args.repeats)
+        print(format_bench(result))
+    if args.only != "live":
+        from engines.bench import format_engine_bench, run_engine_bench
+
+        result["engines"] = run_engine_bench(device=args.device)
+        print(format_engine_bench(result["engines"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
@@ -196,7 +224,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "track": cmd_track,
     "render": cmd_render,
     "bench": cmd_bench,
+    **ENGINE_COMMANDS,
 }
+BAD_INPUT = (UsageError, MediaError, CastError, CastImageError, ModelNotFound, CheckpointError, DirectionError,
+             ParityError, EngineError, SurveyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, MediaError, CastError, CastImageError, ModelNotFound) as exc:
+    except BAD_INPUT as exc:
+        print(f"recast {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if args.command not in ENGINE_COMMANDS:  # the engine tools raise ValueError for bad arguments and files
+            log.exception("internal failure")
+            print(f"recast {args.command}: internal error: {exc}", file=sys.stderr)
+            return 1
         print(f"recast {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import cv2
 import numpy as np
 
 from stream.align import PastedRegion, alignment, crop, paste_back
@@ -311,3 +312,25 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     cuts = tracks.cuts if tracks is not None else (stage.stats.cuts if stage is not None else [])
     return RenderReport(count, seconds, source_seconds, renderer.faces_recast, renderer.faces_failed,
                         frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors)
+
+
+def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int = 64, every: int = 1) -> int:
+    """Aligned face crops (the smoothed STIT quad at ``size`` px) as PNGs ``t{track}_f{frame}.png``; every N-th
+    face of each track. Returns how many were written."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted: dict[int, list[FaceState]] = {}
+    for track in tracks.tracks:
+        for i, face in enumerate(track.faces):
+            if i % every == 0:
+                wanted.setdefault(face.index, []).append(face)
+    written = 0
+    with MediaSource(location, keep_audio=False) as source:
+        for frame in source.frames():
+            for face in wanted.get(frame.index, []):
+                params = face.quad if face.quad is not None else face.raw
+                pixels = crop(frame.image, alignment(params, size), cv2.INTER_AREA)
+                Image.fromarray(pixels).save(folder / f"t{face.track_id:03d}_f{frame.index:06d}.png")
+                written += 1
+    return written
