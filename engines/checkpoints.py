@@ -205,6 +205,10 @@ _PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class RefusedContent(pickle.UnpicklingError):
+    """The pickle asks for something a network pickle never needs (a global, a persistent id)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals an NVlabs network pickle uses; everything else is refused before it runs."""
 
@@ -212,10 +216,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _PICKLE_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name} (not part of a network pickle)") from None
+            raise RefusedContent(f"refused global {module}.{name} (not part of a network pickle)") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent ids are not part of a network pickle")
+        raise RefusedContent("persistent ids are not part of a network pickle")
 
 
 def read_network_pickle(path: Path) -> Any:
@@ -223,9 +227,9 @@ def read_network_pickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
             return RestrictedUnpickler(f).load()
-    except pickle.UnpicklingError as err:
+    except RefusedContent as err:
         raise CheckpointError(path, f"refused: {err}") from err
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RuntimeError, MemoryError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RuntimeError, MemoryError) as err:
         raise CheckpointError(path, f"not a readable network pickle (truncated or corrupt?): {err!r}"[:400]) from err
 
 

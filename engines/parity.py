@@ -123,12 +123,14 @@ def detect_family(config: dict[str, Any], readme: str) -> str:
 # --- StyleGAN2 -------------------------------------------------------------------------------------------------
 
 
-def _stylegan2_outputs(folder: Path, config: dict[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
+def _stylegan2_outputs(folder: Path, config: dict[str, Any], names: list[str], device: str
+                       ) -> dict[str, torch.Tensor]:
     G = stylegan2.Generator(**config["init_kwargs"]).eval()
     _load_weights(G, folder / "weights.npz")
+    G.to(device)
     inputs = _load_npz(folder / "inputs.npz")
-    z = torch.from_numpy(inputs["z"])
-    c = torch.from_numpy(inputs["c"]) if "c" in inputs and inputs["c"].size else None
+    z = torch.from_numpy(inputs["z"]).to(device)
+    c = torch.from_numpy(inputs["c"]).to(device) if "c" in inputs and inputs["c"].size else None
     trunc = config.get("truncation") or {}
     psi, cutoff = float(trunc.get("psi", 1)), trunc.get("cutoff")
     ws = G.mapping(z, c, truncation_psi=1)
@@ -168,13 +170,15 @@ def _stylegan2_outputs(folder: Path, config: dict[str, Any], names: list[str]) -
 # --- FOMM ------------------------------------------------------------------------------------------------------
 
 
-def _fomm_outputs(folder: Path, config: dict[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
+def _fomm_outputs(folder: Path, config: dict[str, Any], names: list[str], device: str) -> dict[str, torch.Tensor]:
     common = config["common_params"]
     detector = fomm.KPDetector(**config["kp_detector_params"], **common).eval()
     generator = fomm.OcclusionAwareGenerator(**config["generator_params"], **common).eval()
     _load_weights(detector, folder / "kp_detector_weights.npz")
     _load_weights(generator, folder / "generator_weights.npz")
-    inputs = {k: torch.from_numpy(v) for k, v in _load_npz(folder / "inputs.npz").items()}
+    detector.to(device)
+    generator.to(device)
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in _load_npz(folder / "inputs.npz").items()}
     out: dict[str, torch.Tensor] = {}
     kps = {name: detector(image) for name, image in inputs.items()}
     for name, kp in kps.items():
@@ -246,7 +250,7 @@ def e4e_formula_state(encoder: e4e.Encoder4Editing, salt: int = 0) -> dict[str, 
     return out
 
 
-def _e4e_outputs(folder: Path, config: dict[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
+def _e4e_outputs(folder: Path, config: dict[str, Any], names: list[str], device: str) -> dict[str, torch.Tensor]:
     size = int(config.get("stylegan_size", 1024))
     encoder = e4e.Encoder4Editing(int(config.get("num_layers", 50)), config.get("mode", "ir_se"), size).eval()
     if "style_count" in config and int(config["style_count"]) != encoder.style_count:
@@ -260,11 +264,12 @@ def _e4e_outputs(folder: Path, config: dict[str, Any], names: list[str]) -> dict
     latent_avg = torch.from_numpy(
         (0.5 * formula_tensor("latent_avg", (encoder.style_count, 512), salt)).astype(np.float32)
     )
-    x = torch.from_numpy(_load_npz(folder / "inputs.npz")["x"])
+    encoder.to(device)
+    x = torch.from_numpy(_load_npz(folder / "inputs.npz")["x"]).to(device)
     out: dict[str, torch.Tensor] = {"latent_avg": latent_avg}
     if {"codes", "w_plus"} & set(names):
         out["codes"] = encoder(x)
-        out["w_plus"] = out["codes"] + latent_avg
+        out["w_plus"] = out["codes"] + latent_avg.to(device)
     taps = [n for n in names if re.fullmatch(r"c[123](_sample\d+)?", n)]
     for name in taps:
         index = int(name[1])
@@ -274,15 +279,17 @@ def _e4e_outputs(folder: Path, config: dict[str, Any], names: list[str]) -> dict
     return out
 
 
-FAMILIES: dict[str, Callable[[Path, dict[str, Any], list[str]], dict[str, torch.Tensor]]] = {
+FAMILIES: dict[str, Callable[[Path, dict[str, Any], list[str], str], dict[str, torch.Tensor]]] = {
     "stylegan2": _stylegan2_outputs,
     "fomm": _fomm_outputs,
     "e4e": _e4e_outputs,
 }
 
 
-def run_parity(folder: str | Path) -> ParityReport:
-    """Run every case of a reference-vector folder at fp32 on the CPU and compare with its expected arrays."""
+def run_parity(folder: str | Path, device: str = "cpu") -> ParityReport:
+    """Run every case of a reference-vector folder at fp32 and compare with its expected arrays.
+
+    On CUDA, TF32 is switched off for the run (it would trade ~1e-3 of precision for speed)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ParityError(f"{folder}: not a folder")
@@ -299,12 +306,16 @@ def run_parity(folder: str | Path) -> ParityReport:
     names = sorted(expected)
     overrides = config.get("tolerances", {})
     torch.manual_seed(0)
-    with torch.no_grad():
-        try:
-            outputs = FAMILIES[family](folder, config, names)
-        except (TypeError, KeyError, ValueError) as err:
-            raise ParityError(f"{folder / 'config.json'}: cannot build the {family} model: {err}") from err
-    report = ParityReport(folder, family)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            outputs = FAMILIES[family](folder, config, names, device)
+    except (TypeError, KeyError, ValueError) as err:
+        raise ParityError(f"{folder / 'config.json'}: cannot build the {family} model: {err}") from err
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    report = ParityReport(folder, family if device == "cpu" else f"{family} on {device}")
     for name in names:
         tol = _tolerance(family, name, overrides)
         want = expected[name]
