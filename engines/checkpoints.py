@@ -222,6 +222,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise RefusedContent("persistent ids are not part of a network pickle")
 
 
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+              RuntimeError, MemoryError)
+
+
 def read_network_pickle(path: Path) -> Any:
     """Unpickle an NVlabs pickle into plain data and `PersistentRecord`s; nothing in the file is executed."""
     try:
@@ -229,7 +233,7 @@ def read_network_pickle(path: Path) -> Any:
             return RestrictedUnpickler(f).load()
     except RefusedContent as err:
         raise CheckpointError(path, f"refused: {err}") from err
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RuntimeError, MemoryError) as err:
+    except UNREADABLE as err:
         raise CheckpointError(path, f"not a readable network pickle (truncated or corrupt?): {err!r}"[:400]) from err
 
 

@@ -102,6 +102,8 @@ def load_faces(folder: Path, size: int) -> torch.Tensor:
     """Every image in `folder` resized to size x size, as [N,3,S,S] in [-1,1]."""
     from PIL import Image, UnidentifiedImageError
 
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder of face images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: no face images ({', '.join(IMAGE_SUFFIXES)})")
@@ -125,16 +127,21 @@ class TrainReport:
 
 def train(
     faces: torch.Tensor,
-    epochs: int = 30,
-    batch_size: int = 32,
+    epochs: int = 60,
+    batch_size: int = 16,
     nz: int = 64,
     width: int = 32,
     lr: float = 2e-4,
     seed: int = 0,
     flip: bool = True,
+    real_label: float = 0.9,
+    instance_noise: float = 0.1,
     progress: Callable[[int, float, float], None] | None = None,
 ) -> tuple[Generator, Discriminator, TrainReport]:
-    """Standard non-saturating GAN training with Adam(0.5, 0.999) on [N,3,S,S] faces in [-1,1]."""
+    """Non-saturating GAN training with Adam(0.5, 0.999) on [N,3,S,S] faces in [-1,1].
+
+    A few hundred crops of one clip are a tiny, repetitive set on which D wins within an epoch; one-sided label
+    smoothing (`real_label`) and Gaussian instance noise that fades to zero over the run keep G learning."""
     size = faces.shape[-1]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -146,6 +153,7 @@ def train(
     report = TrainReport()
     n = faces.shape[0]
     for epoch in range(epochs):
+        sigma = instance_noise * max(0.0, 1 - epoch / max(epochs * 0.75, 1))
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, batch_size):
             real = faces[order[start : start + batch_size]]
@@ -157,19 +165,23 @@ def train(
             b = real.shape[0]
             z = torch.randn(b, nz, generator=gen)
             fake = G(z)
+
+            def noisy(x: torch.Tensor, sigma: float = sigma) -> torch.Tensor:
+                return x + sigma * torch.randn(x.shape, generator=gen) if sigma > 0 else x
+
             opt_d.zero_grad()
-            d_loss = F.binary_cross_entropy_with_logits(D(real), torch.ones(b)) + F.binary_cross_entropy_with_logits(
-                D(fake.detach()), torch.zeros(b)
-            )
+            d_loss = F.binary_cross_entropy_with_logits(
+                D(noisy(real)), torch.full((b,), real_label)
+            ) + F.binary_cross_entropy_with_logits(D(noisy(fake.detach())), torch.zeros(b))
             d_loss.backward()
             opt_d.step()
             opt_g.zero_grad()
-            g_loss = F.binary_cross_entropy_with_logits(D(fake), torch.ones(b))
+            g_loss = F.binary_cross_entropy_with_logits(D(noisy(fake)), torch.ones(b))
             g_loss.backward()
             opt_g.step()
             report.steps += 1
-            report.d_loss.append(float(d_loss))
-            report.g_loss.append(float(g_loss))
+            report.d_loss.append(float(d_loss.detach()))
+            report.g_loss.append(float(g_loss.detach()))
         if progress is not None and report.d_loss:
             progress(epoch, report.d_loss[-1], report.g_loss[-1])
     return G.eval(), D.eval(), report

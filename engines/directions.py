@@ -78,11 +78,23 @@ def load_direction(path: str | Path, convention: Convention | None = None) -> Di
     return Direction(path.stem, vector, path, convention)
 
 
-def list_directions(folder: str | Path) -> list[Direction]:
+def list_directions(folder: str | Path, skipped: list[str] | None = None) -> list[Direction]:
+    """Every direction file in a folder; with `skipped`, files that are not directions are noted there instead of
+    failing the listing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DirectionError(f"{folder}: not a folder")
-    return [load_direction(p) for p in sorted(folder.iterdir()) if p.suffix in SUFFIXES]
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in SUFFIXES:
+            continue
+        try:
+            found.append(load_direction(path))
+        except DirectionError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+    return found
 
 
 def apply_stit(pivots: torch.Tensor, direction: Direction, factor: float) -> torch.Tensor:

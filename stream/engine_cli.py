@@ -89,8 +89,8 @@ def add_engine_commands(sub: Any) -> None:
     train.add_argument("--faces", required=True, metavar="DIR")
     train.add_argument("-o", "--out", required=True, metavar="MODEL.safetensors")
     train.add_argument("--size", type=int, default=32, choices=(16, 32, 64, 128))
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--batch", type=int, default=16)
     train.add_argument("--width", type=int, default=32, help="base channel count of G and D")
     train.add_argument("--seed", type=int, default=0)
 
@@ -191,9 +191,12 @@ def cmd_directions(args: argparse.Namespace) -> int:
     from engines.directions import learn_direction, list_directions, save_direction
 
     if args.directions_command == "list":
+        skipped: list[str] = []
         for folder in args.folders:
-            for direction in list_directions(folder):
+            for direction in list_directions(folder, skipped):
                 print(direction.describe())
+        for reason in skipped:
+            print(f"skipped {reason}", file=sys.stderr)
         return 0
     from stream.tools import encode_faces
 

@@ -114,7 +114,8 @@ def test_other_fomm_options_pass(tmp_path: Path) -> None:
                 "kp_norm_jacobian": norm["jacobian"], "prediction": out["prediction"], "deformed": out["deformed"]}
     folder = write_vector_folder(tmp_path / "fomm", config, {k: v.numpy() for k, v in inputs.items()},
                                  {k: v.numpy() for k, v in expected.items()},
-                                 {"kp_detector_weights.npz": det.state_dict(), "generator_weights.npz": gen.state_dict()})
+                                 {"kp_detector_weights.npz": det.state_dict(),
+                                  "generator_weights.npz": gen.state_dict()})
     report = run_parity(folder)
     assert report.ok, report.format()
 

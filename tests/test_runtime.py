@@ -89,7 +89,7 @@ def test_stylegan2_onnx_round_trip(tmp_path: Path) -> None:
 
 
 def test_fomm_onnx_round_trip(tmp_path: Path) -> None:
-    detector, generator, config = small_fomm()
+    detector, generator, _config = small_fomm()
     kp = _round_trip(fomm.KeypointEngine(detector, 64), tmp_path / "kp.onnx")
     assert kp.output_names == ["kp_value", "kp_jacobian"]
     anim = _round_trip(fomm.AnimatorEngine(generator, 10, 64), tmp_path / "animator.onnx")
