@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,18 +65,26 @@ def export_onnx(
     tmp = path.with_name(path.name + ".tmp")
     # The exporter reports its progress on stdout; keep it in the log instead.
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), torch.no_grad():
-        program = torch.onnx.export(
-            module,
-            example,
-            input_names=names_in,
-            output_names=names_out,
-            dynamic_shapes=dynamic,
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes for ops we never use
+    try:
+        with contextlib.redirect_stdout(sink), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+            program = torch.onnx.export(
+                module,
+                example,
+                input_names=names_in,
+                output_names=names_out,
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     log.debug("onnx exporter: %s", sink.getvalue())
     assert program is not None
     model = program.model_proto
