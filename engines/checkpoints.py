@@ -462,11 +462,21 @@ def load_safetensors(path: str | Path) -> Checkpoint:
     return Checkpoint(kind, path, digest, config, modules, tensors=extra, notes=notes)
 
 
+def looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with a little-endian u64 header length and a JSON object."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
+
+
 def open_checkpoint(path: str | Path, kind: str | None = None, config: dict[str, Any] | None = None) -> Checkpoint:
     """Load any supported file; `kind` says what the caller needs and is checked against what the file holds."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".safetensors"):
+    if name.endswith(".safetensors") or looks_like_safetensors(path):
         ckpt = load_safetensors(path)
     elif name.endswith(".pkl"):
         ckpt = load_stylegan2_pkl(path)

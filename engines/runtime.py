@@ -389,7 +389,14 @@ def open_engine(
     if isinstance(source, nn.Module):
         return TorchEngine(source, device, precision)
     path = Path(source)
-    fmt = format_for(path)
+    try:
+        fmt = format_for(path)
+    except EngineError:
+        from engines.checkpoints import looks_like_safetensors
+
+        if not looks_like_safetensors(path):  # our model files may carry any name (`recast dcgan train -o MODEL`)
+            raise
+        fmt = FORMATS["torch"]
     if not any(device.startswith(d) for d in fmt.devices):
         raise EngineError(f"{path}: {fmt.name} runs on {', '.join(fmt.devices)}, not {device}")
     if fmt.name == "onnx":

@@ -87,7 +87,7 @@ def add_engine_commands(sub: Any) -> None:
     dcsub = dcgan.add_subparsers(dest="dcgan_command", required=True)
     train = dcsub.add_parser("train", help="train on a folder of aligned face crops (`recast track --crops`)")
     train.add_argument("--faces", required=True, metavar="DIR")
-    train.add_argument("-o", "--out", required=True, metavar="MODEL.safetensors")
+    train.add_argument("-o", "--out", required=True, metavar="MODEL", help="model file (safetensors format)")
     train.add_argument("--size", type=int, default=32, choices=(16, 32, 64, 128))
     train.add_argument("--epochs", type=int, default=60)
     train.add_argument("--batch", type=int, default=16)
@@ -217,9 +217,9 @@ def cmd_dcgan(args: argparse.Namespace) -> int:
     from engines import dcgan
     from engines.checkpoints import Checkpoint, save_safetensors
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"{out}: the model is written as .safetensors")
+    out = Path(args.out)  # written in our safetensors format whatever its name
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give the model file's path")
     faces = dcgan.load_faces(Path(args.faces), args.size)
     with _bar(args.epochs, "dcgan", "epoch") as bar:
 

@@ -189,10 +189,10 @@ def test_dcgan_trains_on_track_crops(capsys: pytest.CaptureFixture[str], tmp_pat
     assert after < 0.5 * before
     assert float((end.mean(0) - mean_face).abs().mean()) < 0.92 * float((start.mean(0) - mean_face).abs().mean())
 
-    model = tmp_path / "dcgan.safetensors"
+    model = tmp_path / "MODEL"  # DESIGN.md's `-o MODEL`: any name; the content says what it is
     code, _out, err = run(capsys, "dcgan", "train", "--faces", str(crops["s18"]), "-o", str(model), "--epochs", "2")
     assert code == 0, err
-    assert model.is_file() and (tmp_path / "dcgan-samples.png").is_file()
+    assert model.is_file() and (tmp_path / "MODEL-samples.png").is_file()
     from engines.runtime import open_engine
 
     engine = open_engine(model)
