@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips (default: both)")
     bench.add_argument("--device", default="cpu", help="engines: also time this torch device (cuda, fp32 and fp16)")
+    serve = sub.add_parser("serve", help="the playback service: WebRTC preview sessions with the recast toggle")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--titles", metavar="DIR", help="folder of titles (video files; the file stem is the id)")
+    serve.add_argument("--cache", metavar="DIR", help="title cache (baked titles; not used by this release)")
+    serve.add_argument("--demo", action="store_true", help="serve the sample title and cast")
+    serve.add_argument("--ice-host", action="append", metavar="ADDR",
+                       help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
+    serve.add_argument("--api-keys-file", metavar="FILE",
+                       help="API keys, one per line (also RECAST_API_KEYS, comma-separated)")
+    serve.add_argument("--max-sessions", type=_positive, default=8)
+    serve.add_argument("--sessions-per-minute", type=_positive, default=20, help="per API key")
+    serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
+                       help="register a cast portrait (consented; the operator answers for it)")
+    serve.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
     add_engine_commands(sub)
     return parser
 
@@ -220,10 +235,65 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    import os
+
+    keys = [k.strip() for k in os.environ.get("RECAST_API_KEYS", "").split(",") if k.strip()]
+    if args.api_keys_file:
+        try:
+            keys += [line.strip() for line in Path(args.api_keys_file).read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"{args.api_keys_file}: cannot read the API keys ({exc})") from exc
+    if any(len(k) < 16 for k in keys):
+        raise UsageError("API keys must be at least 16 characters")
+    return tuple(keys)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from stream.pipeline import RenderOptions
+    from stream.server.app import ServerConfig, build_app, scan_titles
+    from stream.server.ice import restrict_host_candidates
+
+    keys = _api_keys(args)
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    if not keys and not (args.demo and loopback):
+        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    titles_dir = Path(args.titles) if args.titles else None
+    if titles_dir is not None and not titles_dir.is_dir():
+        raise UsageError(f"{titles_dir}: not a folder")
+    if args.cache:
+        log.warning("--cache %s: baked titles are not served by this release; titles play with live tracking",
+                    args.cache)
+    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None)
+    if not titles:
+        raise UsageError("no titles to serve (give --titles DIR or --demo)")
+    casts = [default_cast()] + [cast_from_file(p) for p in args.cast]
+    restrict_host_candidates(args.ice_host)
+    config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
+                          max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
+                          options=RenderOptions(detect_interval=args.detect_interval))
+    if not keys:
+        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        log.info("uvloop not installed; using the default asyncio loop")
+    print(f"recast serve: {len(titles)} titles, {len(casts)} casts on http://{args.host}:{args.port}/",
+          file=sys.stderr)
+    web.run_app(build_app(config, titles, casts), host=args.host, port=args.port, print=None,
+                access_log=None, shutdown_timeout=10)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "track": cmd_track,
     "render": cmd_render,
     "bench": cmd_bench,
+    "serve": cmd_serve,
     **ENGINE_COMMANDS,
 }
 BAD_INPUT = (UsageError, MediaError, CastError, CastImageError, ModelNotFound, CheckpointError, DirectionError,

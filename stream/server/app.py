@@ -1,0 +1,332 @@
+"""`recast serve`: the aiohttp app of DESIGN.md 3.4 - titles, casts, sessions and WebRTC signalling, the preview
+page, /healthz and /metrics. Blocking work (decode, dlib, recast) runs in each session's worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+from stream.casts import Cast
+from stream.media import MediaError, MediaSource
+from stream.pipeline import RenderOptions
+from stream.recasters import make_recaster
+from stream.server.metrics import Registry
+from stream.server.sessions import CameraVideoTrack, Session, Title, TitleVideoTrack
+
+log = logging.getLogger(__name__)
+
+TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
+MAX_BODY = 256 * 1024
+MAX_SDP = 128 * 1024
+STATIC = Path(__file__).resolve().parent / "static"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    titles_dir: Path | None = None
+    demo: bool = False
+    api_keys: tuple[str, ...] = ()
+    max_sessions: int = 8
+    sessions_per_minute: int = 20  # per key
+    offer_timeout_s: float = 30.0
+    disconnect_timeout_s: float = 10.0
+    options: RenderOptions = field(default_factory=RenderOptions)
+
+    @property
+    def open_access(self) -> bool:
+        return not self.api_keys
+
+
+class RateLimiter:
+    """Token bucket per API key: `per_minute` session creations, bursting up to the same number."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate, self.capacity = per_minute / 60.0, float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
+def scan_titles(folder: Path | None, demo_path: Path | None) -> dict[str, Title]:
+    """Titles from a folder (file stem = id; names that are not valid ids are skipped) plus the demo title."""
+    found: dict[str, Title] = {}
+    candidates: list[tuple[str, Path]] = []
+    if demo_path is not None:
+        candidates.append(("demo", demo_path))
+    if folder is not None:
+        candidates += [(p.stem, p) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES]
+    for title_id, path in candidates:
+        if not TITLE_ID.match(title_id):
+            log.warning("%s: file name is not a valid title id; skipped", path)
+            continue
+        try:
+            with MediaSource(path, keep_audio=False) as source:
+                info = source.info
+        except MediaError as err:
+            log.warning("%s; skipped", err)
+            continue
+        found[title_id] = Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio)
+    return found
+
+
+class Service:
+    """State shared by the routes: catalogue, casts, sessions, limits, metrics."""
+
+    def __init__(self, config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast]) -> None:
+        self.config, self.titles = config, titles
+        self.casts = {c.cast_id: c for c in casts}
+        self.metrics = Registry()
+        self.sessions: dict[str, Session] = {}
+        self.limiter = RateLimiter(config.sessions_per_minute)
+        self._reaper: asyncio.Task[None] | None = None
+        self._disconnected: dict[str, float] = {}
+
+    def new_recaster(self) -> Any:
+        return make_recaster("warp", list(self.casts.values()))
+
+    async def start(self, _app: web.Application) -> None:
+        self._reaper = asyncio.ensure_future(self._reap())
+
+    async def stop(self, _app: web.Application) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
+
+    async def close(self, sid: str, reason: str) -> None:
+        session = self.sessions.pop(sid, None)
+        self._disconnected.pop(sid, None)
+        if session is not None:
+            await session.close(reason)
+            self._count_sessions()
+
+    def _count_sessions(self) -> None:
+        for kind in ("title", "camera"):
+            self.metrics.sessions.set(sum(s.kind == kind for s in self.sessions.values()), kind=kind)
+
+    async def _reap(self) -> None:
+        """End sessions that never sent an offer, whose peer failed, or whose peer went silent."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for sid, session in list(self.sessions.items()):
+                pc = session.pc
+                if not session.answered and now - session.created > self.config.offer_timeout_s:
+                    await self.close(sid, "no_offer")
+                elif pc is not None and pc.connectionState in ("failed", "closed"):
+                    await self.close(sid, f"peer_{pc.connectionState}")
+                elif pc is not None and pc.iceConnectionState == "disconnected":
+                    since = self._disconnected.setdefault(sid, now)
+                    if now - since > self.config.disconnect_timeout_s:
+                        await self.close(sid, "peer_timeout")
+                else:
+                    self._disconnected.pop(sid, None)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        else:
+            raise
+    except Exception:
+        log.exception("request %s %s failed", request.method, request.path)
+        response = error(500, "internal", "internal error")
+    service.metrics.requests.inc(route=route, status=str(response.status))
+    return response
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    if request.path in ("/", "/healthz") or request.path.startswith("/static/") or service.config.open_access:
+        request["key"] = "open"
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    given = header[7:].encode() if header.startswith("Bearer ") else b""
+    matched = ""
+    for key in service.config.api_keys:  # compare against every key, in constant time each
+        if hmac.compare_digest(given, key.encode()):
+            matched = key
+    if not matched:
+        return error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+    request["key"] = matched
+    return await handler(request)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("bad_json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _bad("bad_json", "the body must be a JSON object")
+    return body
+
+
+class _bad(web.HTTPBadRequest):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(text=f'{{"error": "{code}", "message": "{message}"}}', content_type="application/json")
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    return web.Response(text=service.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def list_titles(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    casts = list(service.casts.values())
+    return web.json_response([t.describe(casts) for t in service.titles.values()])
+
+
+async def list_casts(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    return web.json_response([{"id": c.cast_id, "kind": c.kind, "source": c.source} for c in service.casts.values()])
+
+
+async def create_session(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    body = await _json_object(request)
+    title: Title | None = None
+    if body.get("camera") is True and "title" not in body:
+        pass
+    elif isinstance(body.get("title"), str) and "camera" not in body:
+        title_id = body["title"]
+        if not TITLE_ID.match(title_id) or title_id not in service.titles:
+            return error(404, "unknown_title", f"no title {title_id[:64]!r}; see /api/titles")
+        title = service.titles[title_id]
+    else:
+        return error(400, "bad_request", 'give {"title": ID} or {"camera": true}')
+    if len(service.sessions) >= service.config.max_sessions:
+        return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
+    if not service.limiter.allow(request["key"]):
+        return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
+    session = Session(request["key"], service.metrics, service.new_recaster(), service.casts, title,
+                      service.config.options)
+    service.sessions[session.id] = session
+    service._count_sessions()
+    log.info("session %s created (%s)", session.id, title.id if title else "camera")
+    return web.json_response({"session": session.id}, status=201)
+
+
+def _session(request: web.Request) -> Session:
+    service: Service = request.app["service"]
+    session = service.sessions.get(request.match_info["sid"])
+    if session is None or (session.key != request["key"] and not service.config.open_access):
+        raise web.HTTPNotFound(reason="Unknown session")
+    return session
+
+
+async def offer(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    session = _session(request)
+    body = await _json_object(request)
+    sdp, kind = body.get("sdp"), body.get("type")
+    if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
+        return error(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
+    if session.pc is not None:
+        return error(409, "already_negotiated", "this session already has a peer connection")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    session.pc = pc
+    pc.on("datachannel", session.attach_channel)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await service.close(session.id, f"peer_{pc.connectionState}")
+
+    if session.title is not None:
+        video = TitleVideoTrack(session, session.title.path, session.processor())
+        session.tracks.append(video)
+        pc.addTrack(video)
+        if session.title.has_audio:
+            session.player = MediaPlayer(str(session.title.path), decode=True)
+            if session.player.audio is not None:
+                pc.addTrack(session.player.audio)
+    else:
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and not session.tracks:
+                out = CameraVideoTrack(session, track, session.processor())
+                session.tracks.append(out)
+                pc.addTrack(out)
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if session.title is None and not session.tracks:
+            raise ValueError("a camera session's offer must send video")
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        await service.close(session.id, "bad_sdp")
+        return error(400, "bad_sdp", f"cannot use this offer: {str(exc)[:200]}")
+    session.answered = True
+    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    session = _session(request)
+    await service.close(session.id, "hangup")
+    return web.Response(status=204)
+
+
+def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast]) -> web.Application:
+    app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
+    service = Service(config, titles, casts)
+    app["service"] = service
+    app.on_startup.append(service.start)
+    app.on_shutdown.append(service.stop)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/titles", list_titles)
+    app.router.add_get("/api/casts", list_casts)
+    app.router.add_post("/api/sessions", create_session)
+    app.router.add_post("/api/sessions/{sid}/offer", offer)
+    app.router.add_delete("/api/sessions/{sid}", delete_session)
+    return app

@@ -1,0 +1,390 @@
+"""WebRTC preview sessions: one peer connection each, the recast pipeline per session, the `control` channel.
+
+A title session decodes the title in a worker thread paced to the source's timestamps; every frame goes through
+the live face stage (tracking and a 2-frame look-ahead), and is recast when the viewer's toggle is on, right
+before it is handed to WebRTC, so the toggle takes effect on the next frame sent. When the worker falls behind,
+decoded frames that are already late are dropped (and counted) instead of queueing up, so latency stays bounded.
+A camera session does the same on the viewer's own video, keeping only the newest received frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import fractions
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError
+
+from stream.casts import Cast
+from stream.media import Frame, MediaSource
+from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
+from stream.recasters import Recaster
+from stream.server.metrics import Registry
+from stream.tracks import FaceState, LiveFaceStage
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = fractions.Fraction(1, 90000)
+MAX_CONTROL_BYTES = 4096
+LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
+
+
+class ControlError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ControlState:
+    """What the viewer chose; read by the frame worker at render time (assignments are atomic)."""
+
+    enabled: bool = True
+    cast: str = ""
+    casts_by_track: dict[int, str] = field(default_factory=dict)
+    edits: dict[str, float] = field(default_factory=dict)
+    frame: int = 0
+    latency_ms: float = 0.0
+
+    def as_message(self) -> dict[str, Any]:
+        return {"type": "state", "enabled": self.enabled, "cast": self.cast,
+                "tracks": {str(k): v for k, v in self.casts_by_track.items()}, "edits": dict(self.edits),
+                "frame": self.frame, "latency_ms": round(self.latency_ms, 1)}
+
+
+class FrameProcessor:
+    """The per-session face stage and renderer; confined to one worker thread."""
+
+    def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions) -> None:
+        self.stage = LiveFaceStage(make_tracker(options), options.lookahead)
+        self.renderer = FaceRenderer(recaster, badge=options.badge)
+        self.recaster = recaster
+        self.state = state
+
+    def push(self, frame: Frame) -> list[tuple[Frame, list[FaceState]]]:
+        return [(f, faces) for f, faces, _ in self.stage.push(frame)]
+
+    def render(self, frame: Frame, faces: list[FaceState]) -> np.ndarray:
+        """The picture to send: recast when the toggle is on, the original otherwise."""
+        if not self.state.enabled or not faces:
+            return frame.image
+        for face in faces:
+            wanted = self.state.casts_by_track.get(face.track_id) or self.state.cast
+            if wanted and hasattr(self.recaster, "assign"):
+                self.recaster.assign(face.track_id, wanted)
+        image = frame.image.copy()
+        self.renderer.render(image, faces)
+        return image
+
+
+def to_video_frame(image: np.ndarray, time_s: float) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    frame.pts = round(time_s / VIDEO_CLOCK)
+    frame.time_base = VIDEO_CLOCK
+    return frame
+
+
+class _LatestQueue:
+    """A bounded hand-off from a worker thread to the event loop: when full, the oldest item is dropped."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, on_drop: Callable[[], None]) -> None:
+        self.loop, self.queue = loop, asyncio.Queue[Any](maxsize)
+        self.on_drop = on_drop
+
+    def put_threadsafe(self, item: Any) -> None:
+        self.loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: Any) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.on_drop()
+        self.queue.put_nowait(item)
+
+
+class TitleVideoTrack(MediaStreamTrack):
+    """Video of a title through the recast pipeline, paced to the source's timestamps."""
+
+    kind = "video"
+
+    def __init__(self, session: Session, path: Path, processor: FrameProcessor) -> None:
+        super().__init__()
+        self.session, self.path, self.processor = session, path, processor
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._queue: _LatestQueue | None = None
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue = _LatestQueue(loop, 2, lambda: self.session.count("dropped"))
+        self._thread = threading.Thread(target=self._run, name=f"title-{self.session.id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        metrics, sid = self.session.metrics, self.session.id
+        try:
+            with MediaSource(self.path, keep_audio=False) as source:
+                interval = 1 / max(source.info.fps, 1.0)
+                start: float | None = None
+                t0 = 0.0
+                for frame in source.frames():
+                    if self._stop.is_set():
+                        return
+                    self.session.count("in")
+                    if start is None:
+                        start, t0 = time.monotonic(), frame.time
+                    due = start + (frame.time - t0)
+                    if time.monotonic() - due > 2 * interval:  # late already: drop it rather than fall behind
+                        self.session.count("dropped")
+                        continue
+                    began = time.perf_counter()
+                    for ready, faces in self.processor.push(frame):
+                        image = self.processor.render(ready, faces)
+                        ready_due = start + (ready.time - t0)
+                        latency = (time.monotonic() - ready_due) * 1e3
+                        self.processor.state.frame = ready.index
+                        self.processor.state.latency_ms = latency
+                        metrics.latency_ms.observe(latency, session=sid)
+                        self._queue.put_threadsafe(to_video_frame(image, ready.time - t0))
+                    metrics.stage_ms.observe((time.perf_counter() - began) * 1e3, session=sid, stage="process")
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        self._stop.wait(wait)
+        except Exception:
+            log.exception("session %s: title worker failed; ending the video track", sid)
+        finally:
+            self._queue.put_threadsafe(None)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._thread is None:
+            self._start()
+        assert self._queue is not None
+        frame = await self._queue.queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        self.session.count("out")
+        return frame
+
+    def stop(self) -> None:
+        self._stop.set()
+        super().stop()
+
+
+class CameraVideoTrack(MediaStreamTrack):
+    """The viewer's camera, recast and sent back; only the newest received frame is processed."""
+
+    kind = "video"
+
+    def __init__(self, session: Session, source: MediaStreamTrack, processor: FrameProcessor) -> None:
+        super().__init__()
+        self.session, self.source, self.processor = session, source, processor
+        self._latest: av.VideoFrame | None = None
+        self._arrived = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"camera-{session.id[:8]}")
+        self._index = 0
+        self._ended = False
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self.source.recv()
+                self.session.count("in")
+                if self._latest is not None:
+                    self.session.count("dropped")
+                self._latest = frame
+                self._arrived.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self._ended = True
+            self._arrived.set()
+
+    def _process(self, frame: av.VideoFrame, index: int) -> av.VideoFrame:
+        image = frame.to_ndarray(format="rgb24")
+        time_s = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+        began = time.perf_counter()
+        ready = self.processor.push(Frame(index, frame.pts or 0, frame.time_base or VIDEO_CLOCK, image))
+        out_image = image
+        if ready:
+            ready_frame, faces = ready[-1]
+            out_image = self.processor.render(ready_frame, faces)
+        elapsed = (time.perf_counter() - began) * 1e3
+        self.session.metrics.stage_ms.observe(elapsed, session=self.session.id, stage="process")
+        self.processor.state.frame = index
+        self.processor.state.latency_ms = elapsed
+        out = to_video_frame(out_image, time_s)
+        out.pts, out.time_base = frame.pts, frame.time_base
+        return out
+
+    async def recv(self) -> av.VideoFrame:
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+        while self._latest is None:
+            if self._ended:
+                self.stop()
+                raise MediaStreamError
+            self._arrived.clear()
+            await self._arrived.wait()
+        frame, self._latest = self._latest, None
+        self._index += 1
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self._executor, self._process, frame, self._index)
+        self.session.count("out")
+        return out
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        super().stop()
+
+
+@dataclass
+class Title:
+    id: str
+    path: Path
+    duration: float
+    fps: float
+    has_audio: bool
+    prebaked: bool = False
+
+    def describe(self, casts: list[Cast]) -> dict[str, Any]:
+        return {"id": self.id, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
+                "prebaked": self.prebaked, "casts": [c.cast_id for c in casts]}
+
+
+class Session:
+    """One viewer: a peer connection, its tracks, the control channel and the per-session pipeline."""
+
+    def __init__(self, key: str, metrics: Registry, recaster: Recaster, casts: dict[str, Cast],
+                 title: Title | None, options: RenderOptions) -> None:
+        self.id = uuid.uuid4().hex
+        self.key, self.metrics, self.title = key, metrics, title
+        self.kind = "camera" if title is None else "title"
+        self.casts = casts
+        self.state = ControlState(cast=next(iter(casts)) if casts else "")
+        self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD)
+        self.recaster = recaster
+        self.pc: RTCPeerConnection | None = None
+        self.tracks: list[MediaStreamTrack] = []
+        self.player: MediaPlayer | None = None
+        self.created = time.monotonic()
+        self.answered = False
+        self.closed = False
+        self.ended_by = ""
+        self._channel: Any = None
+
+    def count(self, what: str, amount: int = 1) -> None:
+        counter = {"in": self.metrics.frames_in, "out": self.metrics.frames_out,
+                   "dropped": self.metrics.frames_dropped}[what]
+        counter.inc(amount, session=self.id)
+
+    def processor(self) -> FrameProcessor:
+        return FrameProcessor(self.recaster, self.state, self.options)
+
+    # --- control channel -----------------------------------------------------------------------------------
+
+    def handle_control(self, raw: Any) -> dict[str, Any]:
+        """Apply one control message; returns the reply (state, or an error). Never raises."""
+        try:
+            message = self._parse(raw)
+            self._apply(message)
+            self.metrics.control.inc(type=message["type"], outcome="ok")
+            return self.state.as_message()
+        except ControlError as err:
+            self.metrics.control.inc(type="invalid", outcome=err.code)
+            return {"type": "error", "error": err.code, "message": str(err)}
+
+    def _parse(self, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, bytes):
+            raise ControlError("bad_message", "control messages are JSON text, not binary")
+        if not isinstance(raw, str) or len(raw.encode("utf-8", "replace")) > MAX_CONTROL_BYTES:
+            raise ControlError("too_large", f"control messages are at most {MAX_CONTROL_BYTES} bytes")
+        try:
+            message = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ControlError("bad_json", f"not JSON: {err.msg}") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ControlError("bad_message", "a control message is an object with a 'type'")
+        return message
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "recast":
+            enabled = message.get("enabled")
+            if not isinstance(enabled, bool):
+                raise ControlError("bad_message", "'enabled' must be true or false")
+            self.state.enabled = enabled
+        elif kind == "cast":
+            cast, track = message.get("cast"), message.get("track", "all")
+            if not isinstance(cast, str) or cast not in self.casts:
+                raise ControlError("unknown_cast", f"no cast {str(cast)[:64]!r}; see /api/casts")
+            if track == "all":
+                self.state.casts_by_track = {}
+                self.state.cast = cast
+            elif isinstance(track, int) and not isinstance(track, bool) and 0 <= track < 1_000_000:
+                if len(self.state.casts_by_track) >= 64 and track not in self.state.casts_by_track:
+                    raise ControlError("too_many", "at most 64 per-track casts")
+                self.state.casts_by_track = {**self.state.casts_by_track, track: cast}
+            else:
+                raise ControlError("bad_message", "'track' must be a track id (integer) or \"all\"")
+        elif kind == "edit":
+            direction, factor = message.get("direction"), message.get("factor")
+            if self.title is None or not self.title.prebaked:
+                raise ControlError("not_baked", "edits need a pre-baked title and a StyleGAN2 bake")
+            if not isinstance(direction, str) or not isinstance(factor, int | float) or abs(factor) > 20:
+                raise ControlError("bad_message", "'direction' must be a name and 'factor' a number in [-20, 20]")
+            self.state.edits = {**self.state.edits, direction: float(factor)}
+        else:
+            raise ControlError("unknown_type", f"unknown control message type {kind[:32]!r}")
+
+    def attach_channel(self, channel: Any) -> None:
+        if channel.label != "control":
+            return
+        self._channel = channel
+
+        @channel.on("message")
+        def on_message(raw: Any) -> None:
+            reply = self.handle_control(raw)
+            if channel.readyState == "open":
+                channel.send(json.dumps(reply))
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.ended_by = reason
+        for track in self.tracks:
+            track.stop()
+        if self.player is not None:
+            for player_track in (self.player.audio, self.player.video):
+                if player_track is not None:
+                    player_track.stop()
+        if self.pc is not None:
+            try:
+                await asyncio.wait_for(self.pc.close(), timeout=5)
+            except (TimeoutError, Exception):  # a broken peer must not keep the session alive
+                log.warning("session %s: peer connection did not close cleanly", self.id)
+        self.metrics.sessions_total.inc(kind=self.kind, ended=reason)
+        self.metrics.forget_session(self.id)
+        log.info("session %s ended (%s)", self.id, reason)
