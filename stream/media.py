@@ -124,7 +124,7 @@ class MediaSource:
             start_time=float((self._video.start_time or 0) * (self._video.time_base or 0)),
             duration=_duration(self._container, self._video),
             frame_count=int(self._video.frames or 0),
-            has_audio=self._audio is not None,
+            has_audio=bool(self._container.streams.audio),
             codec=cc.name,
         )
         self.audio_packets: collections.deque[av.Packet] = collections.deque()

@@ -149,9 +149,13 @@ class Service:
                     self._disconnected.pop(sid, None)
 
 
+SERVICE = web.AppKey("service", Service)
+API_KEY = web.RequestKey("api_key", str)  # the key a request was authorised with ("open" without keys)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
     try:
         response = await handler(request)
@@ -169,9 +173,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     if request.path in ("/", "/healthz") or request.path.startswith("/static/") or service.config.open_access:
-        request["key"] = "open"
+        request[API_KEY] = "open"
         return await handler(request)
     header = request.headers.get("Authorization", "")
     given = header[7:].encode() if header.startswith("Bearer ") else b""
@@ -181,7 +185,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             matched = key
     if not matched:
         return error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
-    request["key"] = matched
+    request[API_KEY] = matched
     return await handler(request)
 
 
@@ -211,23 +215,23 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     return web.Response(text=service.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
 async def list_titles(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     casts = list(service.casts.values())
     return web.json_response([t.describe(casts) for t in service.titles.values()])
 
 
 async def list_casts(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     return web.json_response([{"id": c.cast_id, "kind": c.kind, "source": c.source} for c in service.casts.values()])
 
 
 async def create_session(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     body = await _json_object(request)
     title: Title | None = None
     if body.get("camera") is True and "title" not in body:
@@ -241,9 +245,9 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         return error(400, "bad_request", 'give {"title": ID} or {"camera": true}')
     if len(service.sessions) >= service.config.max_sessions:
         return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
-    if not service.limiter.allow(request["key"]):
+    if not service.limiter.allow(request[API_KEY]):
         return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
-    session = Session(request["key"], service.metrics, service.new_recaster(), service.casts, title,
+    session = Session(request[API_KEY], service.metrics, service.new_recaster(), service.casts, title,
                       service.config.options)
     service.sessions[session.id] = session
     service._count_sessions()
@@ -252,15 +256,15 @@ async def create_session(request: web.Request) -> web.StreamResponse:
 
 
 def _session(request: web.Request) -> Session:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     session = service.sessions.get(request.match_info["sid"])
-    if session is None or (session.key != request["key"] and not service.config.open_access):
+    if session is None or (session.key != request[API_KEY] and not service.config.open_access):
         raise web.HTTPNotFound(reason="Unknown session")
     return session
 
 
 async def offer(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     session = _session(request)
     body = await _json_object(request)
     sdp, kind = body.get("sdp"), body.get("type")
@@ -308,7 +312,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_session(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app["service"]
+    service: Service = request.app[SERVICE]
     session = _session(request)
     await service.close(session.id, "hangup")
     return web.Response(status=204)
@@ -317,7 +321,7 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
 def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast]) -> web.Application:
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
     service = Service(config, titles, casts)
-    app["service"] = service
+    app[SERVICE] = service
     app.on_startup.append(service.start)
     app.on_shutdown.append(service.stop)
     app.router.add_get("/", index)

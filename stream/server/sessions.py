@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import fractions
 import json
@@ -106,7 +107,8 @@ class _LatestQueue:
         self.on_drop = on_drop
 
     def put_threadsafe(self, item: Any) -> None:
-        self.loop.call_soon_threadsafe(self._put, item)
+        with contextlib.suppress(RuntimeError):  # a closed loop: the session is gone
+            self.loop.call_soon_threadsafe(self._put, item)
 
     def _put(self, item: Any) -> None:
         if self.queue.full():

@@ -1,0 +1,281 @@
+"""`recast serve` with real aiortc clients on 127.0.0.1: the API, title and camera sessions, the toggle, the control
+channel, safety (keys, ids, sizes, limits, hostile peers) and clean endings."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack
+
+from stream.casts import default_cast
+from stream.demo import demo_title_path
+from stream.media import MediaSource
+from stream.pipeline import RenderOptions, run_tracking
+from stream.server.app import SERVICE, ServerConfig, scan_titles
+from tests.conftest import media, psnr
+from tests.webrtc_client import Viewer, running_server
+
+KEY = "k" * 24
+OTHER_KEY = "o" * 24
+
+
+def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:
+    asyncio.run(asyncio.wait_for(fn(), timeout))
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, Any]:
+    """The demo title, its decoded frames and a face box per frame (from offline tracking)."""
+    path = demo_title_path()
+    with MediaSource(path, keep_audio=False) as source:
+        frames = [f.image for f in source.frames()]
+    tracks = run_tracking(path, RenderOptions())
+    boxes = {}
+    for index, faces in tracks.by_frame().items():
+        pts = faces[0].landmarks
+        boxes[index] = (int(pts[:, 0].min()), int(pts[:, 1].min()), int(pts[:, 0].max()), int(pts[:, 1].max()))
+    return {"titles": scan_titles(None, path), "frames": frames, "boxes": boxes, "fps": 25}
+
+
+def _regions(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Inside the face (shrunk a little) and well outside it, away from the badge corner."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = box
+    inside = np.zeros((h, w), bool)
+    mx, my = (x1 - x0) // 6, (y1 - y0) // 6
+    inside[y0 + my : y1 - my, x0 + mx : x1 - mx] = True
+    outside = np.ones((h, w), bool)
+    pad = (x1 - x0) // 2
+    outside[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = False
+    outside[int(h * 0.8) :, int(w * 0.6) :] = False  # badge
+    return inside, outside
+
+
+def _compare(frames: list[av.VideoFrame], demo: dict[str, Any]) -> tuple[float, float]:
+    """Mean PSNR inside and outside the face against the source frame with the same timestamp."""
+    ins, outs = [], []
+    for frame in frames:
+        index = round(float(frame.pts * frame.time_base) * demo["fps"])
+        if index not in demo["boxes"] or index >= len(demo["frames"]):
+            continue
+        image = frame.to_ndarray(format="rgb24")
+        source = demo["frames"][index]
+        inside, outside = _regions(image.shape, demo["boxes"][index])
+        ins.append(psnr(image, source, inside))
+        outs.append(psnr(image, source, outside))
+    assert len(ins) >= 5
+    return float(np.mean(ins)), float(np.mean(outs))
+
+
+@pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
+def test_title_session_toggle_changes_only_the_face(demo: dict[str, Any], codec: str) -> None:
+    async def scenario() -> None:
+        config = ServerConfig(demo=True)
+        async with running_server(config, demo["titles"], [default_cast()]) as (base, app), \
+                aiohttp.ClientSession() as http:
+            status, titles = await Viewer(base, http).call("GET", "/api/titles")
+            assert status == 200 and titles[0]["id"] == "demo" and titles[0]["casts"] == ["hopper"]
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "demo"}, codec=codec)
+            assert viewer.audio is not None  # the title's audio track is negotiated too
+            on = await viewer.frames(25)
+            state = await viewer.control({"type": "recast", "enabled": False})
+            assert state["type"] == "state" and state["enabled"] is False and state["frame"] > 0
+            await viewer.frames(3)  # frames already handed to the encoder before the toggle
+            off = await viewer.frames(25)
+            state = await viewer.control({"type": "recast", "enabled": True})
+            await viewer.frames(3)
+            on_again = await viewer.frames(20)
+            face_on, rest_on = _compare(on[5:], demo)
+            face_off, rest_off = _compare(off, demo)
+            face_again, _ = _compare(on_again, demo)
+            # off: the whole picture is the original (through two lossy encodes); on: the face differs, the rest not
+            assert face_off > 28 and rest_off > 28
+            assert face_on < face_off - 6 and face_again < face_off - 6
+            assert rest_on > 28 and abs(rest_on - rest_off) < 3
+            _, text = await viewer.call("GET", "/metrics")
+            assert f'recast_frames_out_total{{session="{viewer.session}"}}' in text
+            assert 'recast_sessions{kind="title"} 1' in text
+            status, _ = await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
+            assert status == 204
+            await viewer.close()
+            assert app[SERVICE].sessions == {}
+            _, text = await viewer.call("GET", "/metrics")
+            assert 'recast_sessions{kind="title"} 0' in text and viewer.session not in text
+
+    run_async(scenario)
+
+
+def test_control_messages_are_validated_and_the_session_stays_up(demo: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        async with running_server(ServerConfig(demo=True), demo["titles"], [default_cast()]) as (base, _), \
+                aiohttp.ClientSession() as http:
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "demo"})
+            bad: list[tuple[Any, bool, str]] = [
+                ("not json", True, "bad_json"),
+                (b"\x00\x01binary", True, "bad_message"),
+                ("x" * 5000, True, "too_large"),
+                ([1, 2], False, "bad_message"),
+                ({"type": "launch"}, False, "unknown_type"),
+                ({"type": "recast", "enabled": "yes"}, False, "bad_message"),
+                ({"type": "cast", "track": "all", "cast": "../../etc/passwd"}, False, "unknown_cast"),
+                ({"type": "cast", "track": -1, "cast": "hopper"}, False, "bad_message"),
+                ({"type": "edit", "direction": "age", "factor": 2.0}, False, "not_baked"),
+            ]
+            for message, raw, code in bad:
+                reply = await viewer.control(message, raw=raw)
+                assert reply["type"] == "error" and reply["error"] == code, (message, reply)
+            ok = await viewer.control({"type": "cast", "track": 0, "cast": "hopper"})
+            assert ok["type"] == "state" and ok["tracks"] == {"0": "hopper"}
+            assert len(await viewer.frames(10)) == 10  # still streaming
+            await viewer.close()
+
+    run_async(scenario)
+
+
+def test_keys_ids_sizes_and_limits(demo: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        config = ServerConfig(api_keys=(KEY, OTHER_KEY), max_sessions=3, sessions_per_minute=4)
+        async with running_server(config, demo["titles"], [default_cast()]) as (base, app), \
+                aiohttp.ClientSession() as http:
+            anon, wrong = Viewer(base, http), Viewer(base, http, key="w" * 24)
+            alice, bob = Viewer(base, http, key=KEY), Viewer(base, http, key=OTHER_KEY)
+            assert (await anon.call("GET", "/healthz")) == (200, {"status": "ok"})
+            for who in (anon, wrong):
+                status, body = await who.call("GET", "/api/titles")
+                assert status == 401 and body["error"] == "unauthorized"
+                assert (await who.call("POST", "/api/sessions", {"title": "demo"}))[0] == 401
+                assert (await who.call("GET", "/metrics"))[0] == 401
+            assert (await alice.call("GET", "/api/titles"))[0] == 200
+            for title in ("../../etc/passwd", "demo/../demo", "", "x" * 200, "nope"):
+                status, body = await alice.call("POST", "/api/sessions", {"title": title})
+                assert status == 404 and body["error"] == "unknown_title"
+            for body in ([], "demo", {"title": 3}, {"title": "demo", "camera": True}, {}):
+                assert (await alice.call("POST", "/api/sessions", body))[0] == 400
+            async with http.post(base + "/api/sessions", data=b"{" * 300_000, headers=alice.headers()) as r:
+                assert r.status == 413
+            # a malformed SDP is refused, its session ends, and the server carries on
+            status, created = await alice.call("POST", "/api/sessions", {"title": "demo"})
+            sid = created["session"]
+            status, body = await alice.call("POST", f"/api/sessions/{sid}/offer", {"sdp": "v=0\r\nnonsense",
+                                                                                   "type": "offer"})
+            assert status == 400 and body["error"] == "bad_sdp" and sid not in app[SERVICE].sessions
+            status, body = await alice.call("POST", f"/api/sessions/{sid}/offer", {"sdp": "hello", "type": "answer"})
+            assert status == 404
+            # bob cannot touch alice's session
+            good = Viewer(base, http, key=KEY)
+            await good.connect({"title": "demo"})
+            assert (await bob.call("DELETE", f"/api/sessions/{good.session}"))[0] == 404
+            assert len(await good.frames(5)) == 5
+            # the session cap, then the per-key rate limit (alice has used 3 of her 4 per minute)
+            status, created = await alice.call("POST", "/api/sessions", {"title": "demo"})
+            assert status == 201
+            status, _ = await bob.call("POST", "/api/sessions", {"title": "demo"})
+            assert status == 201
+            status, body = await bob.call("POST", "/api/sessions", {"title": "demo"})
+            assert status == 503 and body["error"] == "busy"
+            await alice.call("DELETE", f"/api/sessions/{created['session']}")
+            status, body = await alice.call("POST", "/api/sessions", {"title": "demo"})
+            assert status == 201
+            await alice.call("DELETE", f"/api/sessions/{body['session']}")
+            status, body = await alice.call("POST", "/api/sessions", {"title": "demo"})
+            assert status == 429 and body["error"] == "rate_limited"
+            assert len(await good.frames(5)) == 5  # the other viewer never noticed
+            await good.close()
+
+    run_async(scenario)
+
+
+class FileTrack(MediaStreamTrack):
+    """A camera stand-in: frames of a real clip at its frame rate."""
+
+    kind = "video"
+
+    def __init__(self, path: Path, fps: int = 25) -> None:
+        super().__init__()
+        with MediaSource(path, keep_audio=False) as source:
+            self.images = [f.image for _, f in zip(range(100), source.frames(), strict=False)]
+        self.index, self.fps, self.start = 0, fps, 0.0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.index == 0:
+            self.start = time.monotonic()
+        due = self.start + self.index / self.fps
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        image = self.images[self.index % len(self.images)]
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = self.index, fractions.Fraction(1, self.fps)
+        self.index += 1
+        return frame
+
+
+def test_camera_session_recasts_the_viewers_video() -> None:
+    async def scenario() -> None:
+        titles = scan_titles(None, demo_title_path())
+        async with running_server(ServerConfig(demo=True), titles, [default_cast()]) as (base, app), \
+                aiohttp.ClientSession() as http:
+            camera = FileTrack(media("videos/liveportrait_d20.mp4"))
+            viewer = Viewer(base, http)
+            await viewer.connect({"camera": True}, send=camera)
+            frames = await viewer.frames(40)
+            assert frames[-1].width == 480 and frames[-1].height == 480
+            await viewer.control({"type": "recast", "enabled": False})
+            await viewer.frames(5)
+            plain = await viewer.frames(10)
+            # recast frames differ from every camera frame far more than the plain ones do
+            def best(frame: av.VideoFrame) -> float:
+                image = frame.to_ndarray(format="rgb24")
+                return max(psnr(image, src) for src in camera.images[:60])
+
+            recast_scores = [best(f) for f in frames[-5:]]
+            plain_scores = [best(f) for f in plain[-5:]]
+            assert np.mean(plain_scores) > np.mean(recast_scores) + 3
+            service = app[SERVICE]
+            sid = viewer.session
+            assert service.metrics.frames_in.value(session=sid) >= 40
+            await viewer.close()
+            for _ in range(100):  # the peer hung up without DELETE: the server notices and cleans up
+                if sid not in service.sessions:
+                    break
+                await asyncio.sleep(0.1)
+            assert sid not in service.sessions
+
+    run_async(scenario)
+
+
+def test_shutdown_ends_sessions_and_threads(demo: dict[str, Any]) -> None:
+    before = {t.name for t in threading.enumerate()}
+
+    async def scenario() -> None:
+        async with running_server(ServerConfig(demo=True, offer_timeout_s=1.0), demo["titles"],
+                                  [default_cast()]) as (base, app), aiohttp.ClientSession() as http:
+            viewers = [Viewer(base, http) for _ in range(2)]
+            for v in viewers:
+                await v.connect({"title": "demo"})
+                await v.frames(3)
+            idle = Viewer(base, http)
+            _, created = await idle.call("POST", "/api/sessions", {"title": "demo"})
+            await asyncio.sleep(2.5)  # never sends an offer: reaped after offer_timeout_s
+            assert created["session"] not in app[SERVICE].sessions
+            assert len(app[SERVICE].sessions) == 2
+            service = app[SERVICE]
+        # leaving the context ran the app's shutdown
+        assert service.sessions == {}
+        for v in viewers:
+            await v.close()
+
+    run_async(scenario)
+    time.sleep(0.5)
+    leftover = {t.name for t in threading.enumerate()} - before
+    assert not any(name.startswith(("title-", "camera-")) for name in leftover), leftover
