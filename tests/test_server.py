@@ -99,6 +99,8 @@ def test_title_session_toggle_changes_only_the_face(demo: dict[str, Any], codec:
             face_on, rest_on = _compare(on[5:], demo)
             face_off, rest_off = _compare(off, demo)
             face_again, _ = _compare(on_again, demo)
+            print(f"{codec}: face on {face_on:.1f} off {face_off:.1f} again {face_again:.1f}; "
+                  f"rest on {rest_on:.1f} off {rest_off:.1f} dB")
             # off: the whole picture is the original (through two lossy encodes); on: the face differs, the rest not
             assert face_off > 28 and rest_off > 28
             assert face_on < face_off - 6 and face_again < face_off - 6
