@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -91,6 +92,12 @@ class WarpRecaster(Recaster):
     @property
     def casts(self) -> list[Cast]:
         return [self._casts[c].cast for c in self._order]
+
+    def session_copy(self) -> WarpRecaster:
+        """A recaster for one more viewer: the prepared casts (read-only) shared, the track assignments its own."""
+        other = copy.copy(self)
+        other._assigned = {}
+        return other
 
     def assign(self, track_id: int, cast_id: str) -> None:
         if cast_id not in self._casts:

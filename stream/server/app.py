@@ -18,9 +18,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 from stream.casts import Cast
+from stream.faces import LandmarkPredictor
 from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
-from stream.recasters import make_recaster
+from stream.recasters import WarpRecaster
 from stream.server.metrics import Registry
 from stream.server.sessions import CameraVideoTrack, Session, Title, TitleVideoTrack
 
@@ -107,9 +108,13 @@ class Service:
         self.limiter = RateLimiter(config.sessions_per_minute)
         self._reaper: asyncio.Task[None] | None = None
         self._disconnected: dict[str, float] = {}
+        # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
+        # stateless per call, and a session's recaster copy has its own track assignments
+        self.predictor = LandmarkPredictor()
+        self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor)
 
-    def new_recaster(self) -> Any:
-        return make_recaster("warp", list(self.casts.values()))
+    def new_recaster(self) -> WarpRecaster:
+        return self.template.session_copy()
 
     async def start(self, _app: web.Application) -> None:
         self._reaper = asyncio.ensure_future(self._reap())
@@ -248,7 +253,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
     if not service.limiter.allow(request[API_KEY]):
         return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
     session = Session(request[API_KEY], service.metrics, service.new_recaster(), service.casts, title,
-                      service.config.options)
+                      service.config.options, service.predictor)
     service.sessions[session.id] = session
     service._count_sessions()
     log.info("session %s created (%s)", session.id, title.id if title else "camera")

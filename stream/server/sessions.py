@@ -31,6 +31,7 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 from stream.casts import Cast
+from stream.faces import LandmarkPredictor
 from stream.media import Frame, MediaSource
 from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
 from stream.recasters import Recaster
@@ -70,8 +71,9 @@ class ControlState:
 class FrameProcessor:
     """The per-session face stage and renderer; confined to one worker thread."""
 
-    def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions) -> None:
-        self.stage = LiveFaceStage(make_tracker(options), options.lookahead)
+    def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions,
+                 predictor: LandmarkPredictor | None = None) -> None:
+        self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
         self.renderer = FaceRenderer(recaster, badge=options.badge)
         self.recaster = recaster
         self.state = state
@@ -277,7 +279,7 @@ class Session:
     """One viewer: a peer connection, its tracks, the control channel and the per-session pipeline."""
 
     def __init__(self, key: str, metrics: Registry, recaster: Recaster, casts: dict[str, Cast],
-                 title: Title | None, options: RenderOptions) -> None:
+                 title: Title | None, options: RenderOptions, predictor: LandmarkPredictor | None = None) -> None:
         self.id = uuid.uuid4().hex
         self.key, self.metrics, self.title = key, metrics, title
         self.kind = "camera" if title is None else "title"
@@ -285,6 +287,7 @@ class Session:
         self.state = ControlState(cast=next(iter(casts)) if casts else "")
         self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD)
         self.recaster = recaster
+        self.predictor = predictor
         self.pc: RTCPeerConnection | None = None
         self.tracks: list[MediaStreamTrack] = []
         self.player: MediaPlayer | None = None
@@ -300,7 +303,7 @@ class Session:
         counter.inc(amount, session=self.id)
 
     def processor(self) -> FrameProcessor:
-        return FrameProcessor(self.recaster, self.state, self.options)
+        return FrameProcessor(self.recaster, self.state, self.options, self.predictor)
 
     # --- control channel -----------------------------------------------------------------------------------
 

@@ -1,0 +1,190 @@
+"""Load and soak benchmark of `recast serve`, with real aiortc clients on 127.0.0.1.
+
+    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 12]
+    python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
+
+The server runs as its own process (`recast serve`) on a 640x360, 30 fps title made from
+`../shared/media/videos/liveportrait_s18.mp4`, with the `warp` recaster. `load` opens N sessions at once and
+reports, per N: frames delivered per second per session, frames the server dropped, the server's frame latency
+(source due time to hand-off to WebRTC, from the control channel's state echoes) and the server's resident
+memory. `soak` keeps opening and closing sessions for a few minutes and reports memory, threads and open file
+descriptors of the server over time, and the sessions left at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.webrtc_client import Viewer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
+
+
+def make_title(folder: Path, seconds: float = 9.0) -> Path:
+    """s18 scaled to 640x360 at 30 fps, without audio (the audio path is not what is measured)."""
+    out = folder / "s18-360p.mp4"
+    with av.open(str(SHARED / "liveportrait_s18.mp4")) as src, av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for index, frame in enumerate(src.decode(video=0)):
+            if index >= seconds * 30:
+                break
+            small = frame.reformat(width=640, height=360, format="yuv420p")
+            small.pts, small.time_base = index, fractions.Fraction(1, 30)
+            dst.mux(stream.encode(small))
+        dst.mux(stream.encode(None))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+class Server:
+    def __init__(self, titles: Path, max_sessions: int = 16) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--titles", str(titles), "--port",
+               str(self.port), "--ice-host", "127.0.0.1", "--max-sessions", str(max_sessions),
+               "--sessions-per-minute", "1000"]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    async def ready(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(self.base + "/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) -> dict[str, Any]:
+    viewer = Viewer(base, http)
+    await viewer.connect({"title": "s18-360p"})
+    assert viewer.video is not None
+    latencies: list[float] = []
+    frames = 0
+    start = time.monotonic()
+    last_poll = start
+    while time.monotonic() - start < seconds:
+        try:
+            await asyncio.wait_for(viewer.video.recv(), 5)
+        except Exception:
+            break
+        frames += 1
+        if time.monotonic() - last_poll > 0.5:
+            last_poll = time.monotonic()
+            state = await viewer.control({"type": "recast", "enabled": True})
+            latencies.append(float(state.get("latency_ms", 0)))
+    elapsed = time.monotonic() - start
+    _, metrics = await viewer.call("GET", "/metrics")
+    dropped = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("recast_frames_dropped_total") and viewer.session in line)
+    await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
+    await viewer.close()
+    return {"fps": frames / elapsed, "frames": frames, "dropped": dropped,
+            "latency_ms": statistics.median(latencies) if latencies else None}
+
+
+async def load(counts: list[int], seconds: float) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        make_title(Path(tmp))
+        server = Server(Path(tmp))
+        try:
+            await server.ready()
+            async with aiohttp.ClientSession() as http:
+                for n in counts:
+                    sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
+                    stats = proc_stats(server.proc.pid)
+                    row = {"sessions": n, "fps_per_session": round(min(s["fps"] for s in sessions), 1),
+                           "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
+                           "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
+                           "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
+                           "server_rss_mb": round(stats["rss_mb"], 1)}
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+                    await asyncio.sleep(2)
+        finally:
+            server.stop()
+    return results
+
+
+async def soak(minutes: float, sessions: int) -> dict[str, Any]:
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        make_title(Path(tmp))
+        server = Server(Path(tmp))
+        try:
+            await server.ready()
+            async with aiohttp.ClientSession() as http:
+                end = time.monotonic() + minutes * 60
+                rounds = 0
+                while time.monotonic() < end:
+                    await asyncio.gather(*(one_session(server.base, http, 6) for _ in range(sessions)))
+                    rounds += 1
+                    await asyncio.sleep(1.5)
+                    stats = proc_stats(server.proc.pid)
+                    samples.append({"round": rounds, **{k: round(v, 1) for k, v in stats.items()}})
+                    print(json.dumps(samples[-1]), flush=True)
+                async with http.get(server.base + "/metrics") as r:
+                    text = await r.text()
+            left = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("recast_sessions{"))
+        finally:
+            server.stop()
+    first, last = samples[min(2, len(samples) - 1)], samples[-1]
+    return {"rounds": len(samples), "sessions_per_round": sessions, "sessions_left": left,
+            "rss_mb_after_warmup": first["rss_mb"], "rss_mb_end": last["rss_mb"],
+            "threads_after_warmup": first["threads"], "threads_end": last["threads"],
+            "fds_after_warmup": first["fds"], "fds_end": last["fds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("load", "soak"))
+    parser.add_argument("--sessions", default="1,2,3,4")
+    parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--minutes", type=float, default=3)
+    args = parser.parse_args()
+    if args.mode == "load":
+        result: Any = asyncio.run(load([int(n) for n in args.sessions.split(",")], args.seconds))
+    else:
+        result = asyncio.run(soak(args.minutes, int(args.sessions.split(",")[0])))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
