@@ -1,6 +1,6 @@
 """Load and soak benchmark of `recast serve`, with real aiortc clients on 127.0.0.1.
 
-    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 12]
+    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8]
     python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
 
 The server runs as its own process (`recast serve`) on a 640x360, 30 fps title made from
@@ -176,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("load", "soak"))
     parser.add_argument("--sessions", default="1,2,3,4")
-    parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--seconds", type=float, default=8, help="per session (the title lasts 9 s)")
     parser.add_argument("--minutes", type=float, default=3)
     args = parser.parse_args()
     if args.mode == "load":

@@ -15,10 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engines.checkpoints import CheckpointError
-from engines.directions import DirectionError
-from engines.parity import ParityError
-from engines.runtime import EngineError
 from stream.casts import CastImageError, cast_from_file, default_cast
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
 from stream.faces import ModelNotFound
@@ -296,8 +292,19 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     **ENGINE_COMMANDS,
 }
-BAD_INPUT = (UsageError, MediaError, CastError, CastImageError, ModelNotFound, CheckpointError, DirectionError,
-             ParityError, EngineError, SurveyError)
+BAD_INPUT: tuple[type[Exception], ...] = (UsageError, MediaError, CastError, CastImageError, ModelNotFound,
+                                          SurveyError)
+# The engines' input errors, looked up only when a command has imported them (they pull in PyTorch, which
+# `recast serve` and the pipeline commands do not need).
+ENGINE_ERRORS = (("engines.checkpoints", "CheckpointError"), ("engines.directions", "DirectionError"),
+                 ("engines.parity", "ParityError"), ("engines.runtime", "EngineError"))
+
+
+def _bad_input(exc: Exception, command: str) -> bool:
+    loaded = tuple(getattr(sys.modules[m], name) for m, name in ENGINE_ERRORS if m in sys.modules)
+    if isinstance(exc, BAD_INPUT + loaded):
+        return True
+    return isinstance(exc, ValueError) and command in ENGINE_COMMANDS  # the engine tools' bad arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,20 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
-    except BAD_INPUT as exc:
-        print(f"recast {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        if args.command not in ENGINE_COMMANDS:  # the engine tools raise ValueError for bad arguments and files
-            log.exception("internal failure")
-            print(f"recast {args.command}: internal error: {exc}", file=sys.stderr)
-            return 1
-        print(f"recast {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"recast {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if _bad_input(exc, args.command):
+            print(f"recast {args.command}: {exc}", file=sys.stderr)
+            return 2
         log.exception("internal failure")
         print(f"recast {args.command}: internal error: {exc}", file=sys.stderr)
         return 1

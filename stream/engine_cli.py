@@ -10,9 +10,10 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engines.checkpoints import Checkpoint
+if TYPE_CHECKING:  # the engines pull in PyTorch; commands import them when they run
+    from engines.checkpoints import Checkpoint
 
 DEVICES = ("cpu", "cuda")
 
