@@ -53,34 +53,22 @@ def _shortcut(in_channel: int, depth: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channel, depth, (1, 1), stride, bias=False), nn.BatchNorm2d(depth))
 
 
-class BottleneckIR(nn.Module):
-    def __init__(self, in_channel: int, depth: int, stride: int) -> None:
+class Bottleneck(nn.Module):
+    """`bottleneck_IR` (se=False) and `bottleneck_IR_SE` (se=True): the same unit, with or without the SE gate."""
+
+    def __init__(self, in_channel: int, depth: int, stride: int, se: bool = True) -> None:
         super().__init__()
         self.shortcut_layer = _shortcut(in_channel, depth, stride)
-        self.res_layer = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.BatchNorm2d(in_channel),
             nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False),
             nn.PReLU(depth),
             nn.Conv2d(depth, depth, (3, 3), stride, 1, bias=False),
             nn.BatchNorm2d(depth),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
-
-
-class BottleneckIRSE(nn.Module):
-    def __init__(self, in_channel: int, depth: int, stride: int) -> None:
-        super().__init__()
-        self.shortcut_layer = _shortcut(in_channel, depth, stride)
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channel),
-            nn.Conv2d(in_channel, depth, (3, 3), (1, 1), 1, bias=False),
-            nn.PReLU(depth),
-            nn.Conv2d(depth, depth, (3, 3), stride, 1, bias=False),
-            nn.BatchNorm2d(depth),
-            SEModule(depth, 16),
-        )
+        ]
+        if se:
+            layers.append(SEModule(depth, 16))
+        self.res_layer = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res_layer(x) + self.shortcut_layer(x)
@@ -127,11 +115,12 @@ class Encoder4Editing(nn.Module):
         super().__init__()
         if mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
-        unit = BottleneckIRSE if mode == "ir_se" else BottleneckIR
         self.input_layer = nn.Sequential(
             nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
         )
-        self.body = nn.Sequential(*(unit(*spec) for block in get_blocks(num_layers) for spec in block))
+        self.body = nn.Sequential(
+            *(Bottleneck(*spec, se=mode == "ir_se") for block in get_blocks(num_layers) for spec in block)
+        )
         self.style_count = 2 * int(math.log2(stylegan_size)) - 2
         self.coarse_ind, self.middle_ind = 3, 7
         self.styles = nn.ModuleList(
