@@ -31,43 +31,42 @@ class Metric:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
 
-class Counter(Metric):
+class _Scalar(Metric):
+    """One number per label set (counters and gauges)."""
+
+    def __init__(self, name: str, help_text: str, kind: str) -> None:
+        super().__init__(name, help_text, kind)
+        self._values: dict[Labels, float] = {}
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(_labels(labels), 0)
+
+    def drop(self, label: tuple[str, str]) -> None:
+        with self._lock:
+            self._values = {k: v for k, v in self._values.items() if label not in k}
+
+    def render(self) -> list[str]:
+        with self._lock:
+            return super().render() + [f"{self.name}{_fmt(k)} {v:g}" for k, v in sorted(self._values.items())]
+
+
+class Counter(_Scalar):
     def __init__(self, name: str, help_text: str) -> None:
         super().__init__(name, help_text, "counter")
-        self._values: dict[Labels, float] = {}
 
     def inc(self, amount: float = 1, **labels: str) -> None:
         key = _labels(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
-    def value(self, **labels: str) -> float:
-        return self._values.get(_labels(labels), 0)
 
-    def render(self) -> list[str]:
-        with self._lock:
-            return super().render() + [f"{self.name}{_fmt(k)} {v:g}" for k, v in sorted(self._values.items())]
-
-
-class Gauge(Metric):
+class Gauge(_Scalar):
     def __init__(self, name: str, help_text: str) -> None:
         super().__init__(name, help_text, "gauge")
-        self._values: dict[Labels, float] = {}
 
     def set(self, value: float, **labels: str) -> None:
         with self._lock:
             self._values[_labels(labels)] = value
-
-    def remove(self, **labels: str) -> None:
-        with self._lock:
-            self._values.pop(_labels(labels), None)
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(_labels(labels), 0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            return super().render() + [f"{self.name}{_fmt(k)} {v:g}" for k, v in sorted(self._values.items())]
 
 
 class Histogram(Metric):
@@ -86,6 +85,11 @@ class Histogram(Metric):
 
     def count(self, **labels: str) -> int:
         return sum(self._counts.get(_labels(labels), []))
+
+    def drop(self, label: tuple[str, str]) -> None:
+        with self._lock:
+            self._counts = {k: v for k, v in self._counts.items() if label not in k}
+            self._sums = {k: v for k, v in self._sums.items() if label not in k}
 
     def render(self) -> list[str]:
         lines = super().render()
@@ -122,10 +126,7 @@ class Registry:
 
     def forget_session(self, session: str) -> None:
         """Drop a closed session's per-session series so /metrics does not grow without bound."""
-        for metric in (self.frames_in, self.frames_out, self.frames_dropped, self.faces_failed):
-            with metric._lock:
-                metric._values = {k: v for k, v in metric._values.items() if ("session", session) not in k}
-        for hist in (self.stage_ms, self.latency_ms):
-            with hist._lock:
-                hist._counts = {k: v for k, v in hist._counts.items() if ("session", session) not in k}
-                hist._sums = {k: v for k, v in hist._sums.items() if ("session", session) not in k}
+        per_session: list[_Scalar | Histogram] = [self.frames_in, self.frames_out, self.frames_dropped,
+                                                  self.faces_failed, self.stage_ms, self.latency_ms]
+        for metric in per_session:
+            metric.drop(("session", session))

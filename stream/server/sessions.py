@@ -72,11 +72,12 @@ class FrameProcessor:
     """The per-session face stage and renderer; confined to one worker thread."""
 
     def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions,
-                 predictor: LandmarkPredictor | None = None) -> None:
+                 predictor: LandmarkPredictor | None = None, on_failed: Callable[[int], None] | None = None) -> None:
         self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
         self.renderer = FaceRenderer(recaster, badge=options.badge)
         self.recaster = recaster
         self.state = state
+        self.on_failed = on_failed
 
     def push(self, frame: Frame) -> list[tuple[Frame, list[FaceState]]]:
         return [(f, faces) for f, faces, _ in self.stage.push(frame)]
@@ -90,7 +91,9 @@ class FrameProcessor:
             if wanted and hasattr(self.recaster, "assign"):
                 self.recaster.assign(face.track_id, wanted)
         image = frame.image.copy()
-        self.renderer.render(image, faces)
+        rendered = self.renderer.render(image, faces)
+        if rendered.failed and self.on_failed is not None:
+            self.on_failed(rendered.failed)
         return image
 
 
@@ -299,11 +302,12 @@ class Session:
 
     def count(self, what: str, amount: int = 1) -> None:
         counter = {"in": self.metrics.frames_in, "out": self.metrics.frames_out,
-                   "dropped": self.metrics.frames_dropped}[what]
+                   "dropped": self.metrics.frames_dropped, "failed": self.metrics.faces_failed}[what]
         counter.inc(amount, session=self.id)
 
     def processor(self) -> FrameProcessor:
-        return FrameProcessor(self.recaster, self.state, self.options, self.predictor)
+        return FrameProcessor(self.recaster, self.state, self.options, self.predictor,
+                              on_failed=lambda n: self.count("failed", n))
 
     # --- control channel -----------------------------------------------------------------------------------
 
