@@ -39,6 +39,14 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+class ApiError(Exception):
+    """A caller's mistake found deep in a handler; the middleware answers it with `error(...)`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -129,9 +137,9 @@ class Service:
         self._disconnected.pop(sid, None)
         if session is not None:
             await session.close(reason)
-            self._count_sessions()
+            self.count_sessions()
 
-    def _count_sessions(self) -> None:
+    def count_sessions(self) -> None:
         for kind in ("title", "camera"):
             self.metrics.sessions.set(sum(s.kind == kind for s in self.sessions.values()), kind=kind)
 
@@ -164,6 +172,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
     try:
         response = await handler(request)
+    except ApiError as exc:
+        response = error(exc.status, exc.code, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
             response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
@@ -200,15 +210,10 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise _bad("bad_json", "the body must be a JSON object") from None
+        raise ApiError(400, "bad_json", "the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise _bad("bad_json", "the body must be a JSON object")
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
     return body
-
-
-class _bad(web.HTTPBadRequest):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(text=f'{{"error": "{code}", "message": "{message}"}}', content_type="application/json")
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -238,16 +243,15 @@ async def list_casts(request: web.Request) -> web.StreamResponse:
 async def create_session(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     body = await _json_object(request)
+    camera = body.get("camera") is True and "title" not in body
+    if not camera and not (isinstance(body.get("title"), str) and "camera" not in body):
+        return error(400, "bad_request", 'give {"title": ID} or {"camera": true}')
     title: Title | None = None
-    if body.get("camera") is True and "title" not in body:
-        pass
-    elif isinstance(body.get("title"), str) and "camera" not in body:
+    if not camera:
         title_id = body["title"]
         if not TITLE_ID.match(title_id) or title_id not in service.titles:
             return error(404, "unknown_title", f"no title {title_id[:64]!r}; see /api/titles")
         title = service.titles[title_id]
-    else:
-        return error(400, "bad_request", 'give {"title": ID} or {"camera": true}')
     if len(service.sessions) >= service.config.max_sessions:
         return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
     if not service.limiter.allow(request[API_KEY]):
@@ -255,7 +259,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
     session = Session(request[API_KEY], service.metrics, service.new_recaster(), service.casts, title,
                       service.config.options, service.predictor)
     service.sessions[session.id] = session
-    service._count_sessions()
+    service.count_sessions()
     log.info("session %s created (%s)", session.id, title.id if title else "camera")
     return web.json_response({"session": session.id}, status=201)
 
@@ -264,7 +268,7 @@ def _session(request: web.Request) -> Session:
     service: Service = request.app[SERVICE]
     session = service.sessions.get(request.match_info["sid"])
     if session is None or (session.key != request[API_KEY] and not service.config.open_access):
-        raise web.HTTPNotFound(reason="Unknown session")
+        raise ApiError(404, "unknown_session", "no such session for this key")
     return session
 
 
