@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Server]:
+    """A `recast serve` process on the 640x360 test title, ready, stopped on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        make_title(Path(tmp))
+        server = Server(Path(tmp))
+        try:
+            await server.ready()
+            yield server
+        finally:
+            server.stop()
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -121,50 +136,34 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) ->
 
 async def load(counts: list[int], seconds: float) -> list[dict[str, Any]]:
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        make_title(Path(tmp))
-        server = Server(Path(tmp))
-        try:
-            await server.ready()
-            async with aiohttp.ClientSession() as http:
-                for n in counts:
-                    sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
-                    stats = proc_stats(server.proc.pid)
-                    row = {"sessions": n, "fps_per_session": round(min(s["fps"] for s in sessions), 1),
-                           "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
-                           "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
-                           "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
-                           "server_rss_mb": round(stats["rss_mb"], 1)}
-                    print(json.dumps(row), flush=True)
-                    results.append(row)
-                    await asyncio.sleep(2)
-        finally:
-            server.stop()
+    async with serving() as server, aiohttp.ClientSession() as http:
+        for n in counts:
+            sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
+            stats = proc_stats(server.proc.pid)
+            row = {"sessions": n, "fps_per_session": round(min(s["fps"] for s in sessions), 1),
+                   "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
+                   "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
+                   "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
+                   "server_rss_mb": round(stats["rss_mb"], 1)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+            await asyncio.sleep(2)
     return results
 
 
 async def soak(minutes: float, sessions: int) -> dict[str, Any]:
     samples = []
-    with tempfile.TemporaryDirectory() as tmp:
-        make_title(Path(tmp))
-        server = Server(Path(tmp))
-        try:
-            await server.ready()
-            async with aiohttp.ClientSession() as http:
-                end = time.monotonic() + minutes * 60
-                rounds = 0
-                while time.monotonic() < end:
-                    await asyncio.gather(*(one_session(server.base, http, 6) for _ in range(sessions)))
-                    rounds += 1
-                    await asyncio.sleep(1.5)
-                    stats = proc_stats(server.proc.pid)
-                    samples.append({"round": rounds, **{k: round(v, 1) for k, v in stats.items()}})
-                    print(json.dumps(samples[-1]), flush=True)
-                async with http.get(server.base + "/metrics") as r:
-                    text = await r.text()
-            left = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("recast_sessions{"))
-        finally:
-            server.stop()
+    async with serving() as server, aiohttp.ClientSession() as http:
+        end = time.monotonic() + minutes * 60
+        while time.monotonic() < end:
+            await asyncio.gather(*(one_session(server.base, http, 6) for _ in range(sessions)))
+            await asyncio.sleep(1.5)
+            stats = proc_stats(server.proc.pid)
+            samples.append({"round": len(samples) + 1, **{k: round(v, 1) for k, v in stats.items()}})
+            print(json.dumps(samples[-1]), flush=True)
+        async with http.get(server.base + "/metrics") as r:
+            text = await r.text()
+    left = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("recast_sessions{"))
     first, last = samples[min(2, len(samples) - 1)], samples[-1]
     return {"rounds": len(samples), "sessions_per_round": sessions, "sessions_left": left,
             "rss_mb_after_warmup": first["rss_mb"], "rss_mb_end": last["rss_mb"],

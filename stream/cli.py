@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.casts import CastImageError, cast_from_file, default_cast
-from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
+from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
 from stream.faces import ModelNotFound
 from stream.media import MediaError, MediaSource, is_live, is_url
 from stream.recasters import CastError, Recaster, make_recaster
@@ -111,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def _progress(total: int, desc: str) -> Iterator[Callable[[int], None]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
+    bar = progress_bar(total, desc)
     try:
         yield lambda _index: bar.update(1)
     finally:

@@ -117,7 +117,8 @@ def _load(path: str, kind: str | None = None, config_path: str | None = None) ->
     return ckpt
 
 
-def _bar(total: int, desc: str, unit: str = "frame") -> Any:
+def progress_bar(total: int, desc: str, unit: str = "frame") -> Any:
+    """A tqdm bar on stderr, off when stderr is not a terminal (DESIGN.md 3.1)."""
     from tqdm import tqdm
 
     return tqdm(total=total or None, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty())
@@ -155,7 +156,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     ckpt = _load(args.generator, "stylegan2")
     if args.faces_command == "sample":
-        with _bar(len(seeds), "faces", "face") as bar:
+        with progress_bar(len(seeds), "faces", "face") as bar:
             paths = sample_faces(ckpt, seeds, Path(args.out), args.truncation, args.device,
                                  on_face=lambda _p: bar.update(1))
         print(f"{args.out}: {len(paths)} synthetic faces (truncation {args.truncation:g})")
@@ -163,7 +164,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"{out}: output must be an .mp4 file")
-    with _bar(args.steps * (len(seeds) - 1) + 1, "interpolate") as bar:
+    with progress_bar(args.steps * (len(seeds) - 1) + 1, "interpolate") as bar:
         frames = interpolate_video(ckpt, seeds, out, args.steps, args.fps, args.truncation, args.device,
                                    badge=not args.no_badge, on_frame=lambda _i: bar.update(1))
     print(f"{out}: {frames} frames through seeds {seeds}")
@@ -179,7 +180,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: output must be an .mp4 file")
     ckpt = _load(args.checkpoint, "fomm", args.config)
     source = read_image(args.source)
-    with _bar(0, "animate") as bar:
+    with progress_bar(0, "animate") as bar:
         frames = animate(ckpt, source, args.driving, out, crop=args.crop, relative=not args.absolute,
                          adapt_scale=args.adapt_scale, device=args.device, badge=not args.no_badge,
                          source_note=f"operator-supplied portrait {Path(args.source).name}",
@@ -222,7 +223,7 @@ def cmd_dcgan(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; give the model file's path")
     faces = dcgan.load_faces(Path(args.faces), args.size)
-    with _bar(args.epochs, "dcgan", "epoch") as bar:
+    with progress_bar(args.epochs, "dcgan", "epoch") as bar:
 
         def progress(_epoch: int, d_loss: float, g_loss: float) -> None:
             bar.update(1)
