@@ -61,13 +61,17 @@ def _stylegan(config: dict[str, Any], seed: int = 0) -> nn.Module:
     return stylegan2.SynthesisEngine(G).eval()
 
 
-def _fomm_parts(config: dict[str, Any], seed: int = 0) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(seed)
+def _fomm_keypoints(config: dict[str, Any] = VOX256_CONFIG) -> nn.Module:
+    torch.manual_seed(0)
+    detector = fomm.KPDetector(**config["kp_detector_params"], **config["common_params"]).eval()
+    return fomm.KeypointEngine(detector, int(config.get("image_size", 256))).eval()
+
+
+def _fomm_animator(config: dict[str, Any] = VOX256_CONFIG) -> nn.Module:
+    torch.manual_seed(0)
     common = config["common_params"]
-    detector = fomm.KPDetector(**config["kp_detector_params"], **common).eval()
     generator = fomm.OcclusionAwareGenerator(**config["generator_params"], **common).eval()
-    size = int(config.get("image_size", 256))
-    return fomm.KeypointEngine(detector, size).eval(), fomm.AnimatorEngine(generator, common["num_kp"], size).eval()
+    return fomm.AnimatorEngine(generator, common["num_kp"], int(config.get("image_size", 256))).eval()
 
 
 def _e4e(stylegan_size: int = 1024) -> nn.Module:
@@ -77,12 +81,10 @@ def _e4e(stylegan_size: int = 1024) -> nn.Module:
 
 
 def cpu_networks() -> dict[str, Callable[[], nn.Module]]:
-    keypoints: Callable[[], nn.Module] = lambda: _fomm_parts(VOX256_CONFIG)[0]  # noqa: E731
-    animator: Callable[[], nn.Module] = lambda: _fomm_parts(VOX256_CONFIG)[1]  # noqa: E731
     return {
         "stylegan2_synthesis_64": lambda: _stylegan(TEST_64),
-        "fomm_keypoints_256": keypoints,
-        "fomm_animator_256": animator,
+        "fomm_keypoints_256": _fomm_keypoints,
+        "fomm_animator_256": _fomm_animator,
         "e4e_encoder_256": _e4e,
     }
 
@@ -123,8 +125,8 @@ def bench_cuda(device: str, runs: int = 20) -> dict[str, Any]:
     nets: dict[str, Callable[[], nn.Module]] = {
         "stylegan2_synthesis_256": lambda: _stylegan(PAPER_256),
         "stylegan2_synthesis_1024": lambda: _stylegan(FFHQ_1024),
-        "fomm_keypoints_256": lambda: _fomm_parts(VOX256_CONFIG)[0],
-        "fomm_animator_256": lambda: _fomm_parts(VOX256_CONFIG)[1],
+        "fomm_keypoints_256": _fomm_keypoints,
+        "fomm_animator_256": _fomm_animator,
         "e4e_encoder_256": _e4e,
     }
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(device)}

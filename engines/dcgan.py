@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +203,5 @@ def sample_grid(G: Generator, count: int = 16, seed: int = 0) -> np.ndarray:
 
 
 def colour_statistics(images: torch.Tensor) -> np.ndarray:
-    """Per-channel mean and std over a batch [N,3,S,S] plus the mean image's spatial profile (for tests/bench)."""
-    stats: Sequence[torch.Tensor] = (images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3)))
-    return torch.cat(list(stats)).numpy()
+    """Per-channel mean and standard deviation over a batch [N,3,S,S], as one vector (for tests)."""
+    return torch.cat([images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))]).numpy()
