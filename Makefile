@@ -1,9 +1,10 @@
-# The two set-up commands: `make demo` (the main job on embedded defaults) and `make test` (the test suite).
+# The two set-up commands: `make demo` (the main job on embedded defaults: the playback service with the sample
+# title, open at http://127.0.0.1:8080/) and `make test` (the test suite).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo render-demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
+	$(BIN)/recast serve --demo
+
+render-demo: install
 	$(BIN)/recast render --demo -o demo.mp4
 
 lint: install

@@ -20,9 +20,9 @@ from aiortc import MediaStreamTrack
 from stream.casts import default_cast
 from stream.demo import demo_title_path
 from stream.media import MediaSource
-from stream.pipeline import RenderOptions, run_tracking
 from stream.server.app import SERVICE, ServerConfig, scan_titles
 from tests.conftest import media, psnr
+from tests.demo_title import DemoTitle
 from tests.webrtc_client import Viewer, running_server
 
 KEY = "k" * 24
@@ -34,54 +34,29 @@ def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo() -> dict[str, Any]:
-    """The demo title, its decoded frames and a face box per frame (from offline tracking)."""
-    path = demo_title_path()
-    with MediaSource(path, keep_audio=False) as source:
-        frames = [f.image for f in source.frames()]
-    tracks = run_tracking(path, RenderOptions())
-    boxes = {}
-    for index, faces in tracks.by_frame().items():
-        pts = faces[0].landmarks
-        boxes[index] = (int(pts[:, 0].min()), int(pts[:, 1].min()), int(pts[:, 0].max()), int(pts[:, 1].max()))
-    return {"titles": scan_titles(None, path), "frames": frames, "boxes": boxes, "fps": 25}
+def demo() -> DemoTitle:
+    return DemoTitle.load()
 
 
-def _regions(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Inside the face (shrunk a little) and well outside it, away from the badge corner."""
-    h, w = shape[:2]
-    x0, y0, x1, y1 = box
-    inside = np.zeros((h, w), bool)
-    mx, my = (x1 - x0) // 6, (y1 - y0) // 6
-    inside[y0 + my : y1 - my, x0 + mx : x1 - mx] = True
-    outside = np.ones((h, w), bool)
-    pad = (x1 - x0) // 2
-    outside[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = False
-    outside[int(h * 0.8) :, int(w * 0.6) :] = False  # badge
-    return inside, outside
-
-
-def _compare(frames: list[av.VideoFrame], demo: dict[str, Any]) -> tuple[float, float]:
+def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float]:
     """Mean PSNR inside and outside the face against the source frame with the same timestamp."""
     ins, outs = [], []
     for frame in frames:
-        index = round(float(frame.pts * frame.time_base) * demo["fps"])
-        if index not in demo["boxes"] or index >= len(demo["frames"]):
+        index = round(float(frame.pts * frame.time_base) * demo.fps)
+        if index not in demo.boxes or index >= len(demo.frames):
             continue
-        image = frame.to_ndarray(format="rgb24")
-        source = demo["frames"][index]
-        inside, outside = _regions(image.shape, demo["boxes"][index])
-        ins.append(psnr(image, source, inside))
-        outs.append(psnr(image, source, outside))
+        face, rest = demo.face_and_rest(frame.to_ndarray(format="rgb24"), index)
+        ins.append(face)
+        outs.append(rest)
     assert len(ins) >= 5
     return float(np.mean(ins)), float(np.mean(outs))
 
 
 @pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
-def test_title_session_toggle_changes_only_the_face(demo: dict[str, Any], codec: str) -> None:
+def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str) -> None:
     async def scenario() -> None:
         config = ServerConfig(demo=True)
-        async with running_server(config, demo["titles"], [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             status, titles = await Viewer(base, http).call("GET", "/api/titles")
             assert status == 200 and titles[0]["id"] == "demo" and titles[0]["casts"] == ["hopper"]
@@ -118,9 +93,9 @@ def test_title_session_toggle_changes_only_the_face(demo: dict[str, Any], codec:
     run_async(scenario)
 
 
-def test_control_messages_are_validated_and_the_session_stays_up(demo: dict[str, Any]) -> None:
+def test_control_messages_are_validated_and_the_session_stays_up(demo: DemoTitle) -> None:
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo["titles"], [default_cast()]) as (base, _), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, _), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
@@ -146,10 +121,10 @@ def test_control_messages_are_validated_and_the_session_stays_up(demo: dict[str,
     run_async(scenario)
 
 
-def test_keys_ids_sizes_and_limits(demo: dict[str, Any]) -> None:
+def test_keys_ids_sizes_and_limits(demo: DemoTitle) -> None:
     async def scenario() -> None:
         config = ServerConfig(api_keys=(KEY, OTHER_KEY), max_sessions=3, sessions_per_minute=4)
-        async with running_server(config, demo["titles"], [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             anon, wrong = Viewer(base, http), Viewer(base, http, key="w" * 24)
             alice, bob = Viewer(base, http, key=KEY), Viewer(base, http, key=OTHER_KEY)
@@ -256,11 +231,11 @@ def test_camera_session_recasts_the_viewers_video() -> None:
     run_async(scenario)
 
 
-def test_shutdown_ends_sessions_and_threads(demo: dict[str, Any]) -> None:
+def test_shutdown_ends_sessions_and_threads(demo: DemoTitle) -> None:
     before = {t.name for t in threading.enumerate()}
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True, offer_timeout_s=1.0), demo["titles"],
+        async with running_server(ServerConfig(demo=True, offer_timeout_s=1.0), demo.titles,
                                   [default_cast()]) as (base, app), aiohttp.ClientSession() as http:
             viewers = [Viewer(base, http) for _ in range(2)]
             for v in viewers:

@@ -362,6 +362,8 @@ class Session:
             if not isinstance(direction, str) or not isinstance(factor, int | float) or abs(factor) > 20:
                 raise ControlError("bad_message", "'direction' must be a name and 'factor' a number in [-20, 20]")
             self.state.edits = {**self.state.edits, direction: float(factor)}
+        elif kind == "state":
+            pass  # a poll: the reply is the state (the preview page shows its latency once a second)
         else:
             raise ControlError("unknown_type", f"unknown control message type {kind[:32]!r}")
 
