@@ -8,15 +8,8 @@ Playwright is missing, unless RECAST_REQUIRE_BROWSER=1 (set by `.ci/run`, which 
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.demo_title import DemoTitle
+from tests.serve_process import recast_serve_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags this machine's closed network needs, plus two that let WebRTC use the loopback address in the clear
@@ -64,39 +58,6 @@ def _browser_or_skip() -> Any:
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def recast_serve_demo() -> Iterator[str]:
-    """`recast serve --demo` in its own process, as the README starts it; yields its base URL."""
-    port = _free_port()
-    command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if server.poll() is not None:
-                raise AssertionError(f"recast serve exited with {server.returncode}: {server.stdout.read()}")  # type: ignore[union-attr]
-            with contextlib.suppress(OSError), urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("recast serve did not answer /healthz within 60 s")
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise AssertionError("recast serve did not stop within 15 s of SIGTERM") from None
-
-
 def _decode(urls: list[str]) -> list[np.ndarray]:
     images = []
     for url in urls:
@@ -113,7 +74,7 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
 def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     sync_playwright = _browser_or_skip()
     demo = DemoTitle.load()
-    with recast_serve_demo() as base, sync_playwright() as playwright, \
+    with recast_serve_demo() as (base, _), sync_playwright() as playwright, \
             tempfile.TemporaryDirectory(prefix="recast-chromium-") as profile:
         browser = playwright.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM),
                                                                  args=CHROMIUM_FLAGS, headless=True)

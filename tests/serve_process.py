@@ -1,0 +1,48 @@
+"""`recast serve` in its own process, started the way the README starts it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def recast_serve_demo() -> Iterator[tuple[str, int]]:
+    """`recast serve --demo` in its own process, as the README starts it; yields its base URL and port."""
+    port = _free_port()
+    command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1"]
+    # a file, not a pipe: nobody reads it while the server runs
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                if server.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"recast serve exited with {server.returncode}: {log.read()}")
+                with contextlib.suppress(OSError), urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("recast serve did not answer /healthz within 60 s")
+            yield base, port
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise AssertionError("recast serve did not stop within 15 s of SIGTERM") from None
