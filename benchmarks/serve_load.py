@@ -86,7 +86,7 @@ class Server:
         cmd = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--titles", str(titles), "--port",
                str(self.port), "--ice-host", "127.0.0.1", "--max-sessions", str(max_sessions),
                "--sessions-per-minute", "1000"]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)  # never a pipe nobody reads
         self.base = f"http://127.0.0.1:{self.port}"
 
     async def ready(self) -> None:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stream.bake_cli import BAKE_COMMANDS, BakeUsageError, add_bake_commands
 from stream.casts import CastImageError, cast_from_file, default_cast
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
 from stream.faces import ModelNotFound
@@ -72,8 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--cast", action="append", default=[], metavar="IMAGE",
                       help="cast portrait (repeat for several faces; default: the built-in cast)")
     rend.add_argument("--tracks", metavar="TRACKS.json", help="use a track file from `recast track` (offline)")
-    rend.add_argument("--title", help="baked title id (needs --cache)")
+    rend.add_argument("--title", help="baked title id (needs --cache): its cached tracks, no detection")
     rend.add_argument("--cache", help="title cache folder")
+    rend.add_argument("--fomm", metavar="CHECKPOINT", help="fomm: the FOMM checkpoint (vox-cpk.pth.tar or ours)")
+    rend.add_argument("--edit", action="append", default=[], metavar="NAME=FACTOR",
+                      help="stylegan: apply a direction (repeatable), e.g. age=2")
+    rend.add_argument("--directions", metavar="DIR", help="stylegan: folder of direction files for --edit")
+    rend.add_argument("--device", default="cpu", help="stylegan/fomm: torch device")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
     rend.add_argument("--no-color-match", action="store_true",
                       help="warp: paste the cast's own colours instead of matching the actor's skin")
@@ -106,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="register a cast portrait (consented; the operator answers for it)")
     serve.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
     add_engine_commands(sub)
+    add_bake_commands(sub)
     return parser
 
 
@@ -173,11 +180,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     from stream.pipeline import render
     from stream.tracks import TrackSet
 
-    if args.title or args.cache:
-        raise UsageError("--title/--cache: playback of baked titles needs `recast bake`, which this release "
-                         "does not have yet")
-    if args.engine in ("stylegan", "fomm"):
-        raise UsageError(f"--engine {args.engine}: needs a baked title and model weights (not in this release)")
+    if bool(args.title) != bool(args.cache):
+        raise UsageError("--title and --cache go together")
+    if args.engine in ("stylegan", "fomm") and not args.title:
+        raise UsageError(f"--engine {args.engine}: plays a baked title (give --title ID --cache DIR; see recast bake)")
+    if args.title:
+        from stream.bake_cli import render_baked
+
+        if args.demo:
+            raise UsageError("--demo and --title exclude each other")
+        if Path(args.output).suffix.lower() != ".mp4":
+            raise UsageError(f"{args.output}: output must be an .mp4 file")
+        casts = [cast_from_file(p) for p in args.cast] or [default_cast()]
+        classical = _recaster(args.engine, args.cast) if args.engine in ("identity", "warp") else None
+        return render_baked(args, casts, _options(args), classical, _progress)
     if args.demo == bool(args.input):
         raise UsageError("give exactly one of INPUT or --demo")
     location = args.input or _demo_location()
@@ -289,12 +305,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "serve": cmd_serve,
     **ENGINE_COMMANDS,
+    **BAKE_COMMANDS,
 }
 BAD_INPUT: tuple[type[Exception], ...] = (UsageError, MediaError, CastError, CastImageError, ModelNotFound,
-                                          SurveyError)
+                                          SurveyError, BakeUsageError)
 # The engines' input errors, looked up only when a command has imported them (they pull in PyTorch, which
 # `recast serve` and the pipeline commands do not need).
 ENGINE_ERRORS = (("engines.checkpoints", "CheckpointError"), ("engines.directions", "DirectionError"),
+                 ("engines.cache", "CacheError"), ("export.bake", "BakeError"),
                  ("engines.parity", "ParityError"), ("engines.runtime", "EngineError"))
 
 

@@ -9,6 +9,7 @@ that raises degrades that face to passthrough and the stream goes on.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import queue
 import threading
@@ -185,7 +186,7 @@ class FaceRenderer:
             try:
                 align = alignment(params, size)
                 face_crop = FaceCrop(face.track_id, crop(image, align), align.points_to_crop(
-                    face.landmarks.astype(np.float64)))
+                    face.landmarks.astype(np.float64)), face.index)
                 pixels, mask = self.recaster.recast(face_crop)
                 mid = time.perf_counter()
                 region = paste_back(image, pixels, mask, align)
@@ -246,10 +247,12 @@ def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = N
 
 
 def run_tracking(location: str | Path, options: RenderOptions,
-                 on_frame: Callable[[int], None] | None = None) -> TrackSet:
-    """The track pass (``recast track`` and the first pass of an offline render)."""
+                 on_frame: Callable[[int], None] | None = None, max_frames: int | None = None) -> TrackSet:
+    """The track pass (``recast track``, the first pass of an offline render and of a bake); `max_frames` stops
+    after the first N frames."""
     with MediaSource(location, keep_audio=False) as source:
-        return track_frames(source.frames(), source.info, make_tracker(options), mode=options.mode,
+        frames = itertools.islice(source.frames(), max_frames)
+        return track_frames(frames, source.info, make_tracker(options), mode=options.mode,
                             lookahead=options.lookahead, on_frame=on_frame)
 
 

@@ -38,6 +38,7 @@ class FaceCrop:
     track_id: int
     image: np.ndarray  # [N,N,3] uint8 RGB
     landmarks: np.ndarray  # [68,2] crop pixels
+    index: int = -1  # the frame's index in the title (baked recasters look up that frame's latent)
 
 
 class Recaster(ABC):
@@ -84,7 +85,7 @@ class WarpRecaster(Recaster):
         self.color = color
         predictor = predictor or LandmarkPredictor()
         detector = FaceDetector(detect_width=0, upsample=1)
-        self._casts = {c.cast_id: _prepare(c, size, detector, predictor) for c in casts}
+        self._casts = {c.cast_id: prepare_cast(c, size, detector, predictor) for c in casts}
         self._order = [c.cast_id for c in casts]
         self._assigned: dict[int, str] = {}
         self.default_cast: str | None = None  # when set, every unassigned track gets it
@@ -128,7 +129,7 @@ class WarpRecaster(Recaster):
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
 
 
-def _prepare(cast: Cast, size: int, detector: FaceDetector, predictor: LandmarkPredictor) -> _PreparedCast:
+def prepare_cast(cast: Cast, size: int, detector: FaceDetector, predictor: LandmarkPredictor) -> _PreparedCast:
     gray = to_gray(cast.image)
     boxes = detector.detect(gray)
     if not boxes:

@@ -110,6 +110,39 @@ class TrackSet:
         tmp.write_text(json.dumps(self.to_json()))
         tmp.replace(path)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the title cache's tracks.npz (full precision; one row per face per frame)."""
+        faces = [f for t in self.tracks for f in t.faces]
+        header = {"source": self.source, "width": self.width, "height": self.height, "fps": self.fps,
+                  "frame_count": self.frame_count, "mode": self.mode, "version": TRACK_FILE_VERSION}
+        return {
+            "header": np.array(json.dumps(header)),
+            "cuts": np.asarray(self.cuts, np.int64),
+            "track": np.asarray([f.track_id for f in faces], np.int64),
+            "frame": np.asarray([f.index for f in faces], np.int64),
+            "time": np.asarray([f.time for f in faces], np.float64),
+            "box": np.asarray([(f.box.x0, f.box.y0, f.box.x1, f.box.y1) for f in faces], np.float64).reshape(-1, 4),
+            "landmarks": np.asarray([f.landmarks for f in faces], np.float32).reshape(-1, 68, 2),
+            "raw": np.asarray([f.raw for f in faces], np.float64).reshape(-1, 4),
+            "quad": np.asarray([f.quad if f.quad is not None else f.raw for f in faces], np.float64).reshape(-1, 4),
+            "raw_quad": np.asarray([quad_corners(f.raw) for f in faces], np.float64).reshape(-1, 4, 2),
+            "quad_corners": np.asarray([quad_corners(f.quad if f.quad is not None else f.raw) for f in faces],
+                                       np.float64).reshape(-1, 4, 2),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> TrackSet:
+        header = json.loads(str(arrays["header"]))
+        if header.get("version") != TRACK_FILE_VERSION:
+            raise ValueError(f"unsupported track arrays version {header.get('version')!r}")
+        tracks: dict[int, FaceTrack] = {}
+        for i, track_id in enumerate(arrays["track"].tolist()):
+            face = FaceState(track_id, int(arrays["frame"][i]), float(arrays["time"][i]), Box(*arrays["box"][i]),
+                             arrays["landmarks"][i].copy(), arrays["raw"][i].copy(), arrays["quad"][i].copy())
+            tracks.setdefault(track_id, FaceTrack(track_id)).faces.append(face)
+        return cls(header["source"], int(header["width"]), int(header["height"]), float(header["fps"]),
+                   int(header["frame_count"]), header["mode"], [int(c) for c in arrays["cuts"]], list(tracks.values()))
+
     @classmethod
     def load(cls, path: str | Path) -> TrackSet:
         """Read a track file; raises ValueError naming the file when it is not one."""
