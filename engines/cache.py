@@ -138,7 +138,7 @@ class TitleEntry:
             raise CacheError(f"{rel!r}: outside the title's folder")
         return target
 
-    def write_with(self, rel: str, writer: Callable[[Path], None], record: bool = True) -> str:
+    def write_with(self, rel: str, writer: Callable[[Path], object], record: bool = True) -> str:
         """Atomic write through `writer(tmp_path)`; returns (and records) the file's sha256."""
         target = self.path(rel)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import torch
 from engines.cache import CacheError, TitleCache, TitleEntry
 from engines.checkpoints import Checkpoint, open_checkpoint
 from engines.directions import Direction, apply_direction
+from export.bake import generator_of
 from stream.align import face_mask
 from stream.casts import Cast
 from stream.faces import FaceDetector, LandmarkPredictor
@@ -100,7 +101,7 @@ class StyleGANRecaster(Recaster):
         self.edits: dict[str, tuple[Direction, float]] = {}
         self._generators: dict[Path, Checkpoint] = {}
         first = title.tracks.tracks[0].track_id if title.tracks.tracks else 0
-        self.crop_size = int(self._generator(first).modules["generator"].img_resolution)
+        self.crop_size = int(generator_of(self._generator(first)).img_resolution)
 
     def set_edit(self, direction: Direction, factor: float) -> None:
         if factor == 0:
@@ -121,7 +122,7 @@ class StyleGANRecaster(Recaster):
         w = torch.from_numpy(pivot)[None].to(self.device)
         for direction, factor in self.edits.values():
             w = apply_direction(w, direction, factor)
-        generator = self._generator(face.track_id).modules["generator"]
+        generator = generator_of(self._generator(face.track_id))
         image = _to_uint8(generator.synthesis(w, noise_mode="const"), -1.0)
         return image, face_mask(face.landmarks, image.shape[0])
 

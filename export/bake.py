@@ -16,6 +16,8 @@ checkpoints) lives in ``work/`` and is deleted once its stage completes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engines import stylegan2
 from engines.cache import CacheError, TitleCache, TitleEntry, sha256_path, stage_key, tool_versions
 from engines.checkpoints import Checkpoint, open_checkpoint, save_safetensors
 from stream.align import alignment, crop
@@ -103,8 +106,8 @@ class Models:
         if (models.generator is None) != (models.encoder is None):
             raise BakeError("a StyleGAN bake needs both --generator and --encoder")
         if models.generator is not None and models.encoder is not None:
-            synthesis = models.generator.modules["generator"].synthesis
-            style_count = models.encoder.modules["encoder"].style_count
+            synthesis = generator_of(models.generator).synthesis
+            style_count = int(models.encoder.modules["encoder"].style_count)  # type: ignore[arg-type]
             if synthesis.num_ws != style_count or synthesis.w_dim != 512:
                 raise BakeError(f"{models.encoder.path}: the encoder gives {style_count} styles of 512, the generator "
                                 f"{models.generator.path} takes {synthesis.num_ws} of {synthesis.w_dim}")
@@ -181,7 +184,7 @@ def _batches(count: int, batch: int, steps: int, seed: int, start: int) -> Itera
         yield step, order[offset * batch : (offset + 1) * batch]
 
 
-def tune(generator: nn.Module, pivots: torch.Tensor, targets: torch.Tensor, options: PTIOptions,
+def tune(generator: Any, pivots: torch.Tensor, targets: torch.Tensor, options: PTIOptions,
          checkpoint: Callable[[int, dict[str, Any]], None] | None = None, resume: dict[str, Any] | None = None,
          progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Pivotal tuning of `generator.synthesis` in place; returns the loss per step. `resume` is a checkpoint
@@ -212,7 +215,7 @@ def tune(generator: nn.Module, pivots: torch.Tensor, targets: torch.Tensor, opti
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, losses[-1])
         done = step + 1
@@ -225,7 +228,7 @@ def tune(generator: nn.Module, pivots: torch.Tensor, targets: torch.Tensor, opti
 
 
 @torch.no_grad()
-def reconstruction_error(generator: nn.Module, pivots: torch.Tensor, targets: torch.Tensor, batch: int = 8) -> float:
+def reconstruction_error(generator: Any, pivots: torch.Tensor, targets: torch.Tensor, batch: int = 8) -> float:
     """Mean squared error of G(pivot) against the crops, in [-1,1] units."""
     total, count = 0.0, 0
     for i in range(0, len(pivots), batch):
@@ -315,7 +318,7 @@ class Baker:
         tracks = run_tracking(self.source, options, on_frame=on_frame, max_frames=limit)
         seconds = time.perf_counter() - start
         frames = tracks.frame_count
-        self.entry.write_with("tracks.npz", lambda p: _savez(p, tracks.to_arrays()))
+        self.entry.write_with("tracks.npz", functools.partial(_savez, arrays=tracks.to_arrays()))
         self.entry.describe(frame_count=frames, fps=tracks.fps)
         self._tracks = tracks
         faces = sum(len(t.faces) for t in tracks.tracks)
@@ -326,7 +329,7 @@ class Baker:
 
     def _size(self) -> int:
         assert self.models.generator is not None
-        return int(self.models.generator.modules["generator"].img_resolution)
+        return int(generator_of(self.models.generator).img_resolution)
 
     def crops(self) -> dict[int, tuple[list[int], np.ndarray]]:
         if self._crops is None:
@@ -335,11 +338,13 @@ class Baker:
         return self._crops
 
     def _bake_pivots(self) -> tuple[list[str], dict[str, Any]]:
-        from engines.e4e import E4EEngine
+        from engines.e4e import E4EEngine, Encoder4Editing
 
         assert self.models.encoder is not None
         enc = self.models.encoder
-        engine = E4EEngine(enc.modules["encoder"], enc.tensors["latent_avg"]).eval()
+        encoder = enc.modules["encoder"]
+        assert isinstance(encoder, Encoder4Editing)
+        engine = E4EEngine(encoder, enc.tensors["latent_avg"]).eval()
         files, done, start = [], 0, time.perf_counter()
         total = sum(len(rows) for rows, _ in self.crops().values())
         for track in self.tracks().tracks:
@@ -354,7 +359,7 @@ class Baker:
                     self._note("pivots", done, total, fps=done / max(time.perf_counter() - start, 1e-9))
             pivots = interpolate_rows(rows, np.concatenate(codes).astype(np.float32), len(track.faces))
             rel = f"pivots/track_{track.track_id}.npy"
-            self.entry.write_with(rel, lambda p, a=pivots: _save_npy(p, a))
+            self.entry.write_with(rel, functools.partial(_save_npy, array=pivots))
             files.append(rel)
         self.report.figures["inversion_fps"] = round(total / max(time.perf_counter() - start, 1e-9), 2)
         return files, {"faces_inverted": total}
@@ -391,6 +396,7 @@ class Baker:
             targets.append(to_tensor(images))
         w, x = torch.cat(pivots), torch.cat(targets)
         before = reconstruction_error(generator, w, x)
+        mean_crop = float(((x - x.mean(0, keepdim=True)) ** 2).mean())  # the best single image: a baseline
         work = f"work/pti_{name}.pt"
         resume = self._load_checkpoint(work, key)
         options = self.options.pti
@@ -412,13 +418,16 @@ class Baker:
         rel = f"generator/{name}.safetensors"
         self.entry.write_with(rel, lambda p: _save_generator(ckpt, p))
         self.entry.path(work).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.entry.path("work").rmdir()
         steps_run = len(losses)
         self.report.figures["pti_steps_per_s"] = round(steps_run / max(seconds, 1e-9), 2)
         self.report.figures[f"pti_{name}_mse_before"] = before
         self.report.figures[f"pti_{name}_mse_after"] = after
         log.info("PTI %s: mse %.4f -> %.4f over %d steps (%d run now)", name, before, after, options.steps, steps_run)
-        return rel, {"mse_before": before, "mse_after": after, "steps": options.steps, "resumed_at": first,
-                     "crops": len(w)}
+        return rel, {"mse_before": before, "mse_after": after, "mse_mean_crop": mean_crop, "steps": options.steps,
+                     "resumed_at": first, "crops": len(w), "loss_first": losses[0] if losses else None,
+                     "loss_last": losses[-1] if losses else None}
 
     def _load_checkpoint(self, rel: str, key: str) -> dict[str, Any] | None:
         path = self.entry.path(rel)
@@ -446,12 +455,12 @@ class Baker:
         info: dict[str, Any] = {}
         for rel in stage.files:
             ckpt = open_checkpoint(self.entry.verified(rel), "stylegan2")
-            module = SynthesisEngine(ckpt.modules["generator"]).eval()
+            module = SynthesisEngine(generator_of(ckpt)).eval()
             base = rel.rsplit(".", 1)[0]
             if "onnx" in self.options.export or "plan" in self.options.export:
                 onnx_rel = base + ".onnx"
                 meta = {"architecture": "stylegan2-synthesis", "source_sha256": ckpt.sha256, "title": self.entry.id}
-                self.entry.write_with(onnx_rel, lambda p, m=module, d=meta: _export(m, p, d))
+                self.entry.write_with(onnx_rel, functools.partial(_export, module, metadata=meta))
                 check = check_onnx(module, self.entry.path(onnx_rel), atol=1e-4)
                 if not check.ok:
                     raise BakeError(f"{self.entry.path(onnx_rel)}: ONNX round trip failed: {check.format()}")
@@ -461,18 +470,20 @@ class Baker:
                 from export.tensorrt import build_plan
 
                 plan_rel = base + ".plan"
-                self.entry.write_with(plan_rel, lambda p, o=onnx_rel: build_plan(self.entry.path(o), p))
+                self.entry.write_with(plan_rel, functools.partial(build_plan, self.entry.path(onnx_rel)))
                 files.append(plan_rel)
         return files, info
 
     # FOMM ----------------------------------------------------------------------------------------------------
 
     def _bake_fomm(self) -> tuple[list[str], dict[str, Any]]:
-        from engines.fomm import KeypointEngine
+        from engines.fomm import KeypointEngine, KPDetector
 
         assert self.models.fomm is not None
         size = int(self.models.fomm.config.get("image_size", 256))
-        engine = KeypointEngine(self.models.fomm.modules["kp_detector"], size).eval()
+        detector = self.models.fomm.modules["kp_detector"]
+        assert isinstance(detector, KPDetector)
+        engine = KeypointEngine(detector, size).eval()
         crops = aligned_crops(self.source, self.tracks(), size, 1, self.options.max_frames)
         files = []
         for track_id, (rows, images) in crops.items():
@@ -484,9 +495,16 @@ class Baker:
                     jacobians.append(j.numpy())
             rel = f"fomm/track_{track_id}.npz"
             arrays = {"rows": np.asarray(rows), "value": np.concatenate(values), "jacobian": np.concatenate(jacobians)}
-            self.entry.write_with(rel, lambda p, a=arrays: _savez(p, a))
+            self.entry.write_with(rel, functools.partial(_savez, arrays=arrays))
             files.append(rel)
         return files, {"size": size}
+
+
+def generator_of(ckpt: Checkpoint) -> stylegan2.Generator:
+    generator = ckpt.modules["generator"]
+    if not isinstance(generator, stylegan2.Generator):
+        raise BakeError(f"{ckpt.path}: holds no StyleGAN2 generator")
+    return generator
 
 
 def _export(module: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -495,12 +513,13 @@ def _export(module: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     export_onnx(module, path, metadata=metadata)
 
 
-def _fresh_generator(ckpt: Checkpoint) -> nn.Module:
+def _fresh_generator(ckpt: Checkpoint) -> stylegan2.Generator:
     """A private copy of the checkpoint's generator to tune (the loaded one stays as it was)."""
     from engines.checkpoints import build_modules
 
     generator = build_modules("stylegan2", ckpt.config)["generator"]
-    generator.load_state_dict(ckpt.modules["generator"].state_dict())
+    assert isinstance(generator, stylegan2.Generator)
+    generator.load_state_dict(generator_of(ckpt).state_dict())
     return generator.eval()
 
 
@@ -510,7 +529,7 @@ def _save_generator(ckpt: Checkpoint, path: Path) -> None:
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with path.open("wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, allow_pickle=False, **arrays)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -110,10 +110,10 @@ def cmd_bake(args: argparse.Namespace) -> int:
         title = args.title or Path(path).stem
         if not TITLE_ID.match(title):
             raise BakeUsageError(f"{path}: {title!r} is not a valid title id (give --title)")
-        jobs.append(BakeJob(title, str(Path(path).resolve()), str(Path(args.cache).resolve()),
-                            *(str(Path(p).resolve()) if p else None for p in (args.generator, args.encoder,
-                                                                              args.fomm)),
-                            cache_limit_bytes=args.cache_limit))
+        generator, encoder, fomm = (str(Path(p).resolve()) if p else None
+                                    for p in (args.generator, args.encoder, args.fomm))
+        jobs.append(BakeJob(title, str(Path(path).resolve()), str(Path(args.cache).resolve()), generator, encoder,
+                            fomm, cache_limit_bytes=args.cache_limit))
     if len({j.title_id for j in jobs}) != len(jobs):
         raise BakeUsageError("two inputs have the same title id (file stem)")
     options = bake_options(args)
