@@ -386,7 +386,7 @@ class Baker:
             info[name] = figures
         return files, info
 
-    def _tune_group(self, name: str, track_ids: list[int], key: str) -> tuple[str, dict[str, float]]:
+    def _tune_group(self, name: str, track_ids: list[int], key: str) -> tuple[str, dict[str, Any]]:
         assert self.models.generator is not None
         generator = _fresh_generator(self.models.generator)
         pivots, targets = [], []
