@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import hashlib
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from engines import e4e, fomm, stylegan2
+from engines.cache import sha256_path
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_file(path: Path) -> str:
     """Existence and size checks; returns the sha256."""
     limit = int(os.environ.get("RECAST_MAX_CHECKPOINT_BYTES", DEFAULT_MAX_BYTES))
@@ -118,7 +110,7 @@ def _check_file(path: Path) -> str:
         raise CheckpointError(path, "empty file")
     if size > limit:
         raise CheckpointError(path, f"{size} bytes is over the {limit}-byte limit (RECAST_MAX_CHECKPOINT_BYTES)")
-    digest = sha256_file(path)
+    digest = sha256_path(path)
     log.info("checkpoint %s sha256 %s", path, digest)
     return digest
 
