@@ -111,8 +111,12 @@ class TrackSet:
         tmp.replace(path)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Flat arrays for the title cache's tracks.npz (full precision; one row per face per frame)."""
+        """Flat arrays for the title cache's tracks.npz, one row per face per frame: `raw_quad` and `quad` are the
+        corners of DESIGN.md 3.6 (as in the track file); `raw_params`/`quad_params` keep the quads' parameters at
+        full precision so that a reloaded track set crops exactly as the one that was baked."""
         faces = [f for t in self.tracks for f in t.faces]
+        raw = np.asarray([f.raw for f in faces], np.float64).reshape(-1, 4)
+        quad = np.asarray([f.quad if f.quad is not None else f.raw for f in faces], np.float64).reshape(-1, 4)
         header = {"source": self.source, "width": self.width, "height": self.height, "fps": self.fps,
                   "frame_count": self.frame_count, "mode": self.mode, "version": TRACK_FILE_VERSION}
         return {
@@ -123,11 +127,10 @@ class TrackSet:
             "time": np.asarray([f.time for f in faces], np.float64),
             "box": np.asarray([(f.box.x0, f.box.y0, f.box.x1, f.box.y1) for f in faces], np.float64).reshape(-1, 4),
             "landmarks": np.asarray([f.landmarks for f in faces], np.float32).reshape(-1, 68, 2),
-            "raw": np.asarray([f.raw for f in faces], np.float64).reshape(-1, 4),
-            "quad": np.asarray([f.quad if f.quad is not None else f.raw for f in faces], np.float64).reshape(-1, 4),
-            "raw_quad": np.asarray([quad_corners(f.raw) for f in faces], np.float64).reshape(-1, 4, 2),
-            "quad_corners": np.asarray([quad_corners(f.quad if f.quad is not None else f.raw) for f in faces],
-                                       np.float64).reshape(-1, 4, 2),
+            "raw_quad": np.asarray([quad_corners(p) for p in raw], np.float64).reshape(-1, 4, 2),
+            "quad": np.asarray([quad_corners(p) for p in quad], np.float64).reshape(-1, 4, 2),
+            "raw_params": raw,
+            "quad_params": quad,
         }
 
     @classmethod
@@ -138,7 +141,8 @@ class TrackSet:
         tracks: dict[int, FaceTrack] = {}
         for i, track_id in enumerate(arrays["track"].tolist()):
             face = FaceState(track_id, int(arrays["frame"][i]), float(arrays["time"][i]), Box(*arrays["box"][i]),
-                             arrays["landmarks"][i].copy(), arrays["raw"][i].copy(), arrays["quad"][i].copy())
+                             arrays["landmarks"][i].copy(), arrays["raw_params"][i].copy(),
+                             arrays["quad_params"][i].copy())
             tracks.setdefault(track_id, FaceTrack(track_id)).faces.append(face)
         return cls(header["source"], int(header["width"]), int(header["height"]), float(header["fps"]),
                    int(header["frame_count"]), header["mode"], [int(c) for c in arrays["cuts"]], list(tracks.values()))

@@ -87,7 +87,8 @@ def test_bake_writes_the_cache_layout_and_pti_fits_the_crops(baked: Path, models
     folder = baked / "titles" / "d20"
     assert not (folder / "work").exists()  # PTI's checkpoints are gone once the stage completes
     with np.load(folder / "tracks.npz") as tracks:
-        assert tracks["landmarks"].shape == (FRAMES, 68, 2) and tracks["quad_corners"].shape == (FRAMES, 4, 2)
+        assert tracks["landmarks"].shape == (FRAMES, 68, 2) and tracks["quad"].shape == (FRAMES, 4, 2)
+        assert tracks["raw_quad"].shape == (FRAMES, 4, 2) and tracks["box"].shape == (FRAMES, 4)
         assert tracks["frame"].tolist() == list(range(FRAMES))
     pivots = np.load(folder / "pivots" / "track_1.npy")
     assert pivots.shape == (FRAMES, 10, 512) and np.isfinite(pivots).all()
