@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from engines import stylegan2
-from engines.cache import CacheError, TitleCache, TitleEntry, sha256_path, stage_key, tool_versions
+from engines.cache import TitleCache, TitleEntry, sha256_path, stage_key, tool_versions
 from engines.checkpoints import Checkpoint, open_checkpoint, save_safetensors
 from stream.align import alignment, crop
 from stream.media import MediaSource
@@ -80,16 +79,12 @@ class BakeOptions:
 @dataclass
 class BakeReport:
     title: str
-    stages: dict[str, str]  # stage -> "baked" | "cached" | "skipped"
+    stages: dict[str, str]  # stage -> "baked" | "cached"
     seconds: dict[str, float]
     figures: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def cache_hit(self) -> bool:
-        return all(v in ("cached", "skipped") for v in self.stages.values())
 
 
 @dataclass
@@ -117,10 +112,10 @@ class Models:
 # --- crops --------------------------------------------------------------------------------------------------
 
 
-def aligned_crops(location: str | Path, tracks: TrackSet, size: int, every: int = 1,
-                  max_frames: int | None = None) -> dict[int, tuple[list[int], np.ndarray]]:
+def aligned_crops(location: str | Path, tracks: TrackSet, size: int,
+                  every: int = 1) -> dict[int, tuple[list[int], np.ndarray]]:
     """Per track: the rows (positions in the track) taken and their crops [n,size,size,3] uint8, aligned on the
-    smoothed quad (STIT's crop)."""
+    smoothed quad (STIT's crop). Decoding stops after the last frame with a face wanted."""
     wanted: dict[int, dict[int, int]] = {}  # frame -> {track: row}
     for track in tracks.tracks:
         for row, face in enumerate(track.faces):
@@ -132,7 +127,7 @@ def aligned_crops(location: str | Path, tracks: TrackSet, size: int, every: int 
     last = max(wanted) if wanted else -1
     with MediaSource(location, keep_audio=False) as source:
         for frame in source.frames():
-            if frame.index > last or (max_frames is not None and frame.index >= max_frames):
+            if frame.index > last:
                 break
             for track_id, row in wanted.get(frame.index, {}).items():
                 face = faces[track_id][row]
@@ -333,8 +328,7 @@ class Baker:
 
     def crops(self) -> dict[int, tuple[list[int], np.ndarray]]:
         if self._crops is None:
-            self._crops = aligned_crops(self.source, self.tracks(), self._size(), self.options.every,
-                                        self.options.max_frames)
+            self._crops = aligned_crops(self.source, self.tracks(), self._size(), self.options.every)
         return self._crops
 
     def _bake_pivots(self) -> tuple[list[str], dict[str, Any]]:
@@ -484,7 +478,7 @@ class Baker:
         detector = self.models.fomm.modules["kp_detector"]
         assert isinstance(detector, KPDetector)
         engine = KeypointEngine(detector, size).eval()
-        crops = aligned_crops(self.source, self.tracks(), size, 1, self.options.max_frames)
+        crops = aligned_crops(self.source, self.tracks(), size)
         files = []
         for track_id, (rows, images) in crops.items():
             values, jacobians = [], []
@@ -540,10 +534,3 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def bake_title(cache: TitleCache, title_id: str, source: str | Path, models: Models, options: BakeOptions,
                progress: Progress | None = None) -> BakeReport:
     return Baker(cache, title_id, source, models, options, progress).run()
-
-
-def load_manifest(cache: TitleCache, title_id: str) -> dict[str, Any]:
-    entry = cache.entry(title_id)
-    if not entry.manifest_path.exists():
-        raise CacheError(f"{entry.folder}: title {title_id!r} is not baked")
-    return json.loads(json.dumps(entry.manifest))

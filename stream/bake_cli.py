@@ -118,14 +118,11 @@ def cmd_bake(args: argparse.Namespace) -> int:
         raise BakeUsageError("two inputs have the same title id (file stem)")
     options = bake_options(args)
     if args.executor == "ray":
-        results = run_ray(jobs, options, args.ray_address, on_done=_print_report)
-    else:
-        results = []
-        for job in jobs:
-            with _StageBars() as bars:
-                result = run_local([job], options, bars.update)[0]
-            _print_report(result)
-            results.append(result)
+        run_ray(jobs, options, args.ray_address, on_done=_print_report)
+        return 0
+    for job in jobs:
+        with _StageBars() as bars:
+            _print_report(run_local([job], options, bars.update)[0])
     return 0
 
 
