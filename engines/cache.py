@@ -93,6 +93,7 @@ class TitleEntry:
         self.folder = cache.root / "titles" / title_id
         self.manifest_path = self.folder / "manifest.json"
         self.manifest = self._read_manifest()
+        self._held = False
 
     # --- manifest ------------------------------------------------------------------------------------------
 
@@ -118,7 +119,6 @@ class TitleEntry:
 
     def save_manifest(self) -> None:
         self.manifest["baked"] = sorted(self.manifest["stages"])
-        self.manifest["versions"] = tool_versions()
         self.write_bytes("manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True).encode(),
                          record=False)
 
@@ -127,8 +127,12 @@ class TitleEntry:
         self.manifest.update(fields)
 
     def touch(self) -> None:
-        self.manifest["last_used"] = time.time()
-        self.save_manifest()
+        """Record a use (for LRU eviction). Never waits for another process's bake of the title, and never
+        writes over the manifest it is changing: while one holds the lock, that bake's own record stands."""
+        with self.locked(wait=False) as held:
+            if held:
+                self.manifest["last_used"] = time.time()
+                self.save_manifest()
 
     # --- files -----------------------------------------------------------------------------------------------
 
@@ -211,6 +215,7 @@ class TitleEntry:
             raise CacheError(f"{self.folder}: stage {name!r} names files it never wrote: {missing}")
         self.manifest["stages"][name] = {"key": key, "files": sorted(files), "info": info or {},
                                          "seconds": round(seconds, 3)}
+        self.manifest["versions"] = tool_versions()  # of the bake, not of a later player
         self.save_manifest()
 
     def forget(self, name: str, remove_files: bool = True) -> None:
@@ -237,15 +242,25 @@ class TitleEntry:
         return freed
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """An exclusive lock on the title (another bake of it waits); reloads the manifest once held."""
+    def locked(self, wait: bool = True) -> Iterator[bool]:
+        """An exclusive lock on the title (another bake of it waits); reloads the manifest once held. Yields
+        whether the lock is held: False only with `wait=False` while another process holds it. Re-entrant."""
+        if self._held:
+            yield True
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            self._held = True
             try:
                 self.manifest = self._read_manifest()
-                yield
+                yield True
             finally:
+                self._held = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -279,3 +279,19 @@ def test_ray_and_local_bakes_agree(models: dict[str, Path], tmp_path: Path) -> N
         # compared by what they do: the same reconstruction error within 2 %
         ma, mb = (m["stages"]["pti"]["info"]["title"]["mse_after"] for m in (a, b))
         assert abs(ma - mb) < 0.02 * ma, (title, ma, mb)
+
+
+def test_playback_touch_never_overwrites_a_running_bake(tmp_path: Path) -> None:
+    cache = TitleCache(tmp_path)
+    baker = cache.entry("t")
+    with baker.locked():
+        baker.write_bytes("tracks.npz", b"t")
+        baker.complete("tracks", "k", ["tracks.npz"])
+        player = cache.entry("t")  # a playback opening the title mid-bake
+        baker.write_bytes("pivots/track_1.npy", b"p")
+        baker.complete("pivots", "k", ["pivots/track_1.npy"])
+        player.touch()  # does not wait for the bake, and does not write its stale manifest
+        assert manifest(tmp_path, "t")["baked"] == ["pivots", "tracks"]
+    player.touch()
+    data = manifest(tmp_path, "t")
+    assert data["baked"] == ["pivots", "tracks"] and data["last_used"] > 0
