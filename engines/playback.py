@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines import fomm
 from engines.cache import CacheError, TitleCache, TitleEntry
 from engines.checkpoints import Checkpoint, open_checkpoint
 from engines.directions import Direction, apply_direction
@@ -138,13 +139,11 @@ class FOMMRecaster(Recaster):
 
     def __init__(self, ckpt: Checkpoint, casts: Sequence[Cast], title: BakedTitle | None = None,
                  device: str = "cpu", predictor: LandmarkPredictor | None = None) -> None:
-        from engines import fomm
-
         if ckpt.kind != "fomm":
             raise CastError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")
         if not casts:
             raise CastError("the fomm recaster needs at least one cast image")
-        self.fomm, self.title, self.device = fomm, title, device
+        self.title, self.device = title, device
         self.crop_size = int(ckpt.config.get("image_size", 256))
         self.detector_net = ckpt.modules["kp_detector"].to(device)
         self.generator = ckpt.modules["generator"].to(device)
@@ -190,7 +189,7 @@ class FOMMRecaster(Recaster):
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         source, kp_source = self.casts[self.cast_for(face.track_id)]
         kp_driving, kp_initial = self._driving(face)
-        kp_norm = self.fomm.normalize_kp(kp_source, kp_driving, kp_initial, **self.norm)
+        kp_norm = fomm.normalize_kp(kp_source, kp_driving, kp_initial, **self.norm)
         prediction = self.generator(source, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
         image = _to_uint8(prediction, 0.0)
         return image, face_mask(face.landmarks, image.shape[0])

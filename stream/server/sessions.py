@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fractions
+import functools
 import json
 import logging
 import threading
@@ -279,21 +280,21 @@ class Title:
                 "prebaked": self.prebaked, "casts": [c.cast_id for c in casts]}
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def release_free_memory() -> None:
     """Hand the heap pages freed by an ended session (codec buffers, frames) back to the OS. glibc keeps freed
-    memory in its arenas, so without this a long-running server's RSS creeps up session after session even though
-    nothing is leaked; no-op where glibc's malloc_trim does not exist."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
+    memory in its arenas, so without this a long-running server's RSS sits higher session after session even
+    though nothing is leaked; no-op where glibc's malloc_trim does not exist."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Session:
