@@ -19,9 +19,7 @@ import contextlib
 import fractions
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import aiohttp
 import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.serve_process import ServeProcess, recast_serve_demo
 from tests.webrtc_client import Viewer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
@@ -54,23 +53,13 @@ def make_title(folder: Path, seconds: float = 9.0) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[Server]:
+async def serving() -> AsyncIterator[ServeProcess]:
     """A `recast serve` process on the 640x360 test title, ready, stopped on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         make_title(Path(tmp))
-        server = Server(Path(tmp))
-        try:
-            await server.ready()
+        with recast_serve_demo("--titles", tmp, "--max-sessions", "16", "--sessions-per-minute", "1000") as server:
             yield server
-        finally:
-            server.stop()
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -78,32 +67,6 @@ def proc_stats(pid: int) -> dict[str, float]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"]),
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
-
-
-class Server:
-    def __init__(self, titles: Path, max_sessions: int = 16) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--titles", str(titles), "--port",
-               str(self.port), "--ice-host", "127.0.0.1", "--max-sessions", str(max_sessions),
-               "--sessions-per-minute", "1000"]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)  # never a pipe nobody reads
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    async def ready(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(self.base + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
 
 
 async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) -> dict[str, Any]:
@@ -139,7 +102,7 @@ async def load(counts: list[int], seconds: float) -> list[dict[str, Any]]:
     async with serving() as server, aiohttp.ClientSession() as http:
         for n in counts:
             sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
-            stats = proc_stats(server.proc.pid)
+            stats = proc_stats(server.pid)
             row = {"sessions": n, "fps_per_session": round(min(s["fps"] for s in sessions), 1),
                    "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
                    "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
@@ -158,7 +121,7 @@ async def soak(minutes: float, sessions: int) -> dict[str, Any]:
         while time.monotonic() < end:
             await asyncio.gather(*(one_session(server.base, http, 6) for _ in range(sessions)))
             await asyncio.sleep(1.5)
-            stats = proc_stats(server.proc.pid)
+            stats = proc_stats(server.pid)
             samples.append({"round": len(samples) + 1, **{k: round(v, 1) for k, v in stats.items()}})
             print(json.dumps(samples[-1]), flush=True)
         async with http.get(server.base + "/metrics") as r:

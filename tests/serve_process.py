@@ -10,6 +10,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 def _free_port() -> int:
@@ -18,11 +19,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class ServeProcess:
+    base: str
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def recast_serve_demo() -> Iterator[tuple[str, int]]:
-    """`recast serve --demo` in its own process, as the README starts it; yields its base URL and port."""
+def recast_serve_demo(*extra: str) -> Iterator[ServeProcess]:
+    """`recast serve --demo [extra options]` in its own process, as the README starts it, once it answers
+    /healthz; stopped with SIGTERM on exit."""
     port = _free_port()
-    command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1"]
+    command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1",
+               *extra]
     # a file, not a pipe: nobody reads it while the server runs
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -38,7 +48,7 @@ def recast_serve_demo() -> Iterator[tuple[str, int]]:
                 time.sleep(0.2)
             else:
                 raise AssertionError("recast serve did not answer /healthz within 60 s")
-            yield base, port
+            yield ServeProcess(base, port, server.pid)
         finally:
             server.terminate()
             try:

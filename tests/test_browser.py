@@ -74,7 +74,7 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
 def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     sync_playwright = _browser_or_skip()
     demo = DemoTitle.load()
-    with recast_serve_demo() as (base, _), sync_playwright() as playwright, \
+    with recast_serve_demo() as server, sync_playwright() as playwright, \
             tempfile.TemporaryDirectory(prefix="recast-chromium-") as profile:
         browser = playwright.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM),
                                                                  args=CHROMIUM_FLAGS, headless=True)
@@ -82,7 +82,7 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(base + "/")
+            page.goto(server.base + "/")
             page.wait_for_function("document.getElementById('source').options.length >= 2")
             assert page.locator("#source option").all_inner_texts()[0].startswith("demo")
             assert "hopper" in page.locator("#cast").inner_text()

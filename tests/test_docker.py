@@ -76,9 +76,9 @@ def test_healthcheck_command_answers_against_a_running_server() -> None:
     command = compose["services"]["recast-cpu"]["healthcheck"]["test"][1:]
     for dockerfile in DOCKERFILES:  # the images and compose run the same check
         assert json.dumps(command) in re.sub(r"\\\n\s*", " ", dockerfile.read_text()).replace("CMD [", "[")
-    with recast_serve_demo() as (_, port):
+    with recast_serve_demo() as server:
         assert command[0] == "python"
-        probe = [sys.executable, *[c.replace(":8080/", f":{port}/") for c in command[1:]]]
+        probe = [sys.executable, *[c.replace(":8080/", f":{server.port}/") for c in command[1:]]]
         assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
     failed = subprocess.run(probe, capture_output=True, timeout=30)  # the server is gone: the check fails
     assert failed.returncode != 0
