@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from engines import fomm
-from engines.cache import CacheError, TitleCache, TitleEntry
+from engines.cache import BakedTitle, CacheError
 from engines.checkpoints import Checkpoint, open_checkpoint
 from engines.directions import Direction, apply_direction
 from export.bake import generator_of
@@ -25,62 +26,15 @@ from stream.align import face_mask
 from stream.casts import Cast
 from stream.faces import FaceDetector, LandmarkPredictor
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
-from stream.tracks import TrackSet
 
 log = logging.getLogger(__name__)
 
 
-class BakedTitle:
-    """A title's cache entry, verified: tracks, and per-track pivots and keypoints on demand."""
-
-    def __init__(self, cache: TitleCache, title_id: str) -> None:
-        self.entry: TitleEntry = cache.entry(title_id)
-        if not self.entry.manifest_path.exists() or self.entry.stage("tracks") is None:
-            raise CacheError(f"{self.entry.folder}: title {title_id!r} is not baked (run `recast bake`)")
-        problems = self.entry.problems("tracks")
-        if problems:
-            raise CacheError("; ".join(problems) + " (re-run `recast bake` to rebuild it)")
-        with np.load(self.entry.verified("tracks.npz"), allow_pickle=False) as arrays:
-            self.tracks = TrackSet.from_arrays(arrays)
-        self.rows = {t.track_id: {f.index: row for row, f in enumerate(t.faces)} for t in self.tracks.tracks}
-        self.source = Path(str(self.entry.manifest.get("source", "")))
-        self._pivots: dict[int, np.ndarray] = {}
-        self._kp: dict[int, dict[str, np.ndarray]] = {}
-        self.entry.touch()
-
-    @property
-    def id(self) -> str:
-        return self.entry.id
-
-    def baked(self, stage: str) -> bool:
-        return self.entry.stage(stage) is not None and not self.entry.problems(stage)
-
-    def row(self, track_id: int, index: int) -> int:
-        try:
-            return self.rows[track_id][index]
-        except KeyError:
-            raise KeyError(f"{self.id}: no face of track {track_id} in frame {index}") from None
-
-    def pivots(self, track_id: int) -> np.ndarray:
-        if track_id not in self._pivots:
-            self._pivots[track_id] = np.load(self.entry.verified(f"pivots/track_{track_id}.npy"), allow_pickle=False)
-        return self._pivots[track_id]
-
-    def generator_file(self, track_id: int) -> Path:
-        stage = self.entry.stage("pti")
-        if stage is None:
-            raise CacheError(f"{self.entry.folder}: no tuned generator (bake with --generator and --encoder)")
-        per_track = f"generator/track_{track_id}.safetensors"
-        rel = per_track if per_track in stage.files else "generator/title.safetensors"
-        return self.entry.verified(rel)
-
-    def keypoints(self, track_id: int) -> dict[str, np.ndarray] | None:
-        if not self.baked("fomm"):
-            return None
-        if track_id not in self._kp:
-            with np.load(self.entry.verified(f"fomm/track_{track_id}.npz"), allow_pickle=False) as arrays:
-                self._kp[track_id] = {k: arrays[k] for k in arrays.files}
-        return self._kp[track_id]
+def fits(direction: Direction, styles: int) -> bool:
+    """Whether a direction applies to W+ codes of ``styles`` rows: STIT's use row 0 for every style; InterFaceGAN's
+    are one row, or one per style."""
+    rows = direction.vector.reshape(-1, 512).shape[0]
+    return direction.convention == "stit" or rows in (1, styles)
 
 
 def _to_uint8(image: torch.Tensor, low: float) -> np.ndarray:
@@ -94,7 +48,7 @@ class StyleGANRecaster(Recaster):
 
     name = "stylegan"
 
-    def __init__(self, title: BakedTitle, device: str = "cpu") -> None:
+    def __init__(self, title: BakedTitle, device: str = "cpu", directions: Sequence[Direction] = ()) -> None:
         if not title.baked("pivots") or not title.baked("pti"):
             raise CacheError(f"{title.entry.folder}: the StyleGAN stages are not baked (run `recast bake` with "
                              "--generator and --encoder)")
@@ -102,13 +56,28 @@ class StyleGANRecaster(Recaster):
         self.edits: dict[str, tuple[Direction, float]] = {}
         self._generators: dict[Path, Checkpoint] = {}
         first = title.tracks.tracks[0].track_id if title.tracks.tracks else 0
-        self.crop_size = int(generator_of(self._generator(first)).img_resolution)
+        generator = generator_of(self._generator(first))
+        self.crop_size = int(generator.img_resolution)
+        styles = int(generator.num_ws)
+        self.directions = {d.name: d for d in directions if fits(d, styles)}
+
+    def session_copy(self) -> StyleGANRecaster:
+        """A recaster for one more viewer: the title and the loaded generators shared, the edits its own."""
+        other = copy.copy(self)
+        other.edits = {}
+        return other
 
     def set_edit(self, direction: Direction, factor: float) -> None:
         if factor == 0:
             self.edits.pop(direction.name, None)
         else:
             self.edits[direction.name] = (direction, factor)
+
+    def set_edits(self, factors: dict[str, float]) -> None:
+        """The viewer's edits by direction name (from the control channel; names it does not know are ignored)."""
+        if factors != {name: factor for name, (_, factor) in self.edits.items()}:
+            self.edits = {name: (self.directions[name], factor) for name, factor in factors.items()
+                          if factor != 0 and name in self.directions}
 
     def _generator(self, track_id: int) -> Checkpoint:
         path = self.title.generator_file(track_id)

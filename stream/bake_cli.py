@@ -187,10 +187,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def baked_recaster(args: argparse.Namespace, casts: list[Any]) -> tuple[Any, Any]:
     """The baked title and the `stylegan` or `fomm` recaster on it, from `recast render` arguments."""
-    from engines.cache import TitleCache
+    from engines.cache import BakedTitle, TitleCache
     from engines.checkpoints import open_checkpoint
     from engines.directions import list_directions, load_direction
-    from engines.playback import BakedTitle, FOMMRecaster, StyleGANRecaster
+    from engines.playback import FOMMRecaster, StyleGANRecaster
 
     title = BakedTitle(TitleCache(args.cache), args.title)
     if args.engine == "stylegan":
@@ -222,8 +222,7 @@ def render_baked(args: argparse.Namespace, casts: list[Any], options: Any, class
                  progress: Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]) -> int:
     """`recast render --title ID --cache DIR`: the cached tracks (no detection) and any recaster; `classical` is
     the identity or warp recaster when one of those was asked for."""
-    from engines.cache import TitleCache, sha256_path
-    from engines.playback import BakedTitle
+    from engines.cache import BakedTitle, TitleCache, sha256_path
     from stream.pipeline import render
 
     if classical is not None:

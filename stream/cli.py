@@ -92,15 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     bench.add_argument("--repeats", type=_positive, default=2)
     bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
-    bench.add_argument("--only", choices=("live", "engines"),
+    bench.add_argument("--only", choices=("live", "engines", "bake"),
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
-                            "ONNX Runtime, and ONNX round trips (default: both)")
+                            "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
+                            "live tracking (default: all three)")
+    bench.add_argument("--generator", metavar="G", help="bake: StyleGAN2 checkpoint (default: small built-in models)")
+    bench.add_argument("--encoder", metavar="E4E", help="bake: e4e checkpoint (with --generator)")
+    bench.add_argument("--encoder-size", type=_positive, default=256, help="bake: the encoder's input size")
+    bench.add_argument("--pti-steps", type=_positive, default=50, help="bake: PTI steps")
     bench.add_argument("--device", default="cpu", help="engines: also time this torch device (cuda, fp32 and fp16)")
     serve = sub.add_parser("serve", help="the playback service: WebRTC preview sessions with the recast toggle")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--titles", metavar="DIR", help="folder of titles (video files; the file stem is the id)")
-    serve.add_argument("--cache", metavar="DIR", help="title cache (baked titles; not used by this release)")
+    serve.add_argument("--cache", metavar="DIR",
+                       help="title cache: its baked titles play from their cached tracks (see recast bake)")
+    serve.add_argument("--directions", metavar="DIR",
+                       help="direction files (.npy STIT, .pt InterFaceGAN) for the edit sliders of StyleGAN bakes")
+    serve.add_argument("--device", default="cpu", help="torch device of the baked titles' tuned generators")
     serve.add_argument("--demo", action="store_true", help="serve the sample title and cast")
     serve.add_argument("--ice-host", action="append", metavar="ADDR",
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
@@ -230,16 +239,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from stream.pipeline import RenderOptions
 
     result: dict[str, Any] = {}
-    if args.only != "engines":
-        location = args.input or _demo_location()
+    if bool(args.generator) != bool(args.encoder):
+        raise UsageError("--generator and --encoder go together")
+    location = args.input or _demo_location()
+    options = RenderOptions(detect_interval=args.detect_interval)
+    if args.only in (None, "live"):
         recaster = _recaster(args.engine, args.cast)
-        result = run_bench(location, recaster, RenderOptions(detect_interval=args.detect_interval), args.repeats)
+        result = run_bench(location, recaster, options, args.repeats)
         print(format_bench(result))
-    if args.only != "live":
+    if args.only in (None, "engines"):
         from engines.bench import format_engine_bench, run_engine_bench
 
         result["engines"] = run_engine_bench(device=args.device)
         print(format_engine_bench(result["engines"]))
+    if args.only in (None, "bake"):
+        from export.bench import format_bake_bench, run_bake_bench
+
+        result["bake"] = run_bake_bench(location, _recaster("warp", args.cast), options, generator=args.generator,
+                                        encoder=args.encoder, encoder_size=args.encoder_size,
+                                        pti_steps=args.pti_steps, device=args.device)
+        print(format_bake_bench(result["bake"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
@@ -273,12 +292,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     titles_dir = Path(args.titles) if args.titles else None
     if titles_dir is not None and not titles_dir.is_dir():
         raise UsageError(f"{titles_dir}: not a folder")
+    cache, directions = None, []
     if args.cache:
-        log.warning("--cache %s: baked titles are not served by this release; titles play with live tracking",
-                    args.cache)
-    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None)
+        from engines.cache import TitleCache
+
+        if not Path(args.cache).is_dir():
+            raise UsageError(f"{args.cache}: not a folder (the title cache)")
+        cache = TitleCache(args.cache)
+    if args.directions:
+        from engines.directions import list_directions
+
+        skipped: list[str] = []
+        directions = list_directions(args.directions, skipped)
+        for problem in skipped:
+            log.warning("%s; skipped", problem)
+    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None, cache, directions, args.device)
     if not titles:
-        raise UsageError("no titles to serve (give --titles DIR or --demo)")
+        raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
     casts = [default_cast()] + [cast_from_file(p) for p in args.cast]
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,

@@ -181,7 +181,8 @@ class FaceRenderer:
         out = RenderedFrame()
         for face in faces:
             params = face.quad if face.quad is not None else face.raw
-            size = self.recaster.crop_size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
+            size = self.recaster.size_for(face.track_id)
+            size = size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
             start = time.perf_counter()
             try:
                 align = alignment(params, size)

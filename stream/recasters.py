@@ -55,6 +55,10 @@ class Recaster(ABC):
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name}
 
+    def size_for(self, track_id: int) -> int | None:
+        """The crop size for this track's faces (a recaster that dispatches per track may answer per track)."""
+        return self.crop_size
+
 
 class IdentityRecaster(Recaster):
     name = "identity"
@@ -153,3 +157,37 @@ def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True
                                   "(not part of this release)")
     raise ValueError(f"unknown engine {engine!r}")
 
+
+class ByCastRecaster(Recaster):
+    """A session's recaster when some casts are served by other engines: a track whose cast is one of ``engines``
+    (the baked title's ``actor``, rendered by its tuned generator) goes there, every other track to ``casts``."""
+
+    def __init__(self, casts: WarpRecaster, engines: dict[str, Recaster]) -> None:
+        self.casts, self.engines = casts, engines
+        self.name = "+".join([casts.name, *(e.name for e in engines.values())])
+        self._engine_of: dict[int, str] = {}
+
+    def assign(self, track_id: int, cast_id: str) -> None:
+        if cast_id in self.engines:
+            self._engine_of[track_id] = cast_id
+        else:
+            self._engine_of.pop(track_id, None)
+            self.casts.assign(track_id, cast_id)
+
+    def _for(self, track_id: int) -> Recaster:
+        name = self._engine_of.get(track_id)
+        return self.casts if name is None else self.engines[name]
+
+    def size_for(self, track_id: int) -> int | None:
+        return self._for(track_id).size_for(track_id)
+
+    def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+        return self._for(face.track_id).recast(face)
+
+    def set_edits(self, factors: dict[str, float]) -> None:
+        for engine in self.engines.values():
+            if hasattr(engine, "set_edits"):
+                engine.set_edits(factors)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "parts": [self.casts.describe(), *(e.describe() for e in self.engines.values())]}

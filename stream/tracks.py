@@ -232,6 +232,19 @@ class LiveFaceStage:
             waiting.popleft().quad = params
 
 
+class BakedFaceStage:
+    """The face stage of a baked title: its tracks by frame index, with the offline smoothing; no detection and no
+    look-ahead. Frames the bake does not cover (past ``--max-frames``) have no faces and pass through."""
+
+    lookahead = 0
+
+    def __init__(self, by_frame: dict[int, list[FaceState]]) -> None:
+        self.by_frame = by_frame
+
+    def push(self, frame: Frame, gray: np.ndarray | None = None) -> list[tuple[Frame, list[FaceState], bool]]:
+        return [(frame, self.by_frame.get(frame.index, []), False)]
+
+
 def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: FaceTracker, *, mode: Mode = "offline",
                  lookahead: int = 4, center_sigma: float = 1.0, xy_sigma: float = 3.0, quad_scale: float = 1.0,
                  on_frame: Callable[[int], None] | None = None) -> TrackSet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -13,6 +14,7 @@ import pytest
 
 SHARED = Path(os.environ.get("RECAST_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MEDIA = SHARED / "media"
+REFERENCE = SHARED / "reference"
 
 
 def media(name: str) -> Path:
@@ -89,3 +91,26 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(tmp_path / name, frames, **kwargs)  # type: ignore[arg-type]
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small models for the bake tests, saved as files: the 64 px StyleGAN2 and the untrained e4e of
+    `export.small`, and the FOMM of the fomm_small reference vectors."""
+    import torch
+
+    from engines.checkpoints import Checkpoint, build_modules, save_safetensors
+    from export.small import small_models
+
+    folder = tmp_path_factory.mktemp("models")
+    generator, encoder = small_models()
+    save_safetensors(generator, folder / "g.safetensors")
+    save_safetensors(encoder, folder / "e.safetensors")
+    fcfg = json.loads((REFERENCE / "vectors" / "fomm_small" / "config.json").read_text())
+    modules = build_modules("fomm", fcfg)
+    for name in ("kp_detector", "generator"):
+        with np.load(REFERENCE / "vectors" / "fomm_small" / f"{name}_weights.npz") as arrays:
+            modules[name].load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
+    save_safetensors(Checkpoint("fomm", folder / "f", "2" * 64, fcfg, modules), folder / "fomm.safetensors")
+    return {"generator": folder / "g.safetensors", "encoder": folder / "e.safetensors",
+            "fomm": folder / "fomm.safetensors"}

@@ -17,41 +17,15 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-import torch
 
 from engines.cache import CacheError, TitleCache
-from engines.checkpoints import Checkpoint, build_modules, open_checkpoint, save_safetensors
+from engines.checkpoints import open_checkpoint
 from stream.cli import main
 from tests.conftest import media, psnr
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
 CLIP = media("videos/liveportrait_d20.mp4")
 FRAMES = 24
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    gcfg = {"init_kwargs": {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 64, "img_channels": 3,
-                            "mapping_kwargs": {"num_layers": 2},
-                            "synthesis_kwargs": {"channel_base": 2048, "channel_max": 64, "num_fp16_res": 0,
-                                                 "conv_clamp": None}}}
-    generator = build_modules("stylegan2", gcfg)["generator"].eval()
-    save_safetensors(Checkpoint("stylegan2", folder / "g", "0" * 64, gcfg, {"generator": generator}),
-                     folder / "g.safetensors")
-    ecfg = {"num_layers": 50, "mode": "ir_se", "stylegan_size": 64}
-    encoder = build_modules("e4e", ecfg)["encoder"].eval()
-    save_safetensors(Checkpoint("e4e", folder / "e", "1" * 64, ecfg, {"encoder": encoder},
-                                tensors={"latent_avg": torch.randn(512) * 0.5}), folder / "e.safetensors")
-    fcfg = json.loads((REFERENCE / "fomm_small" / "config.json").read_text())
-    modules = build_modules("fomm", fcfg)
-    for name in ("kp_detector", "generator"):
-        with np.load(REFERENCE / "fomm_small" / f"{name}_weights.npz") as arrays:
-            modules[name].load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
-    save_safetensors(Checkpoint("fomm", folder / "f", "2" * 64, fcfg, modules), folder / "fomm.safetensors")
-    return {"generator": folder / "g.safetensors", "encoder": folder / "e.safetensors",
-            "fomm": folder / "fomm.safetensors"}
 
 
 def bake_args(cache: Path, models: dict[str, Path], *extra: str, title: str = "d20") -> list[str]:
@@ -295,3 +269,28 @@ def test_playback_touch_never_overwrites_a_running_bake(tmp_path: Path) -> None:
     player.touch()
     data = manifest(tmp_path, "t")
     assert data["baked"] == ["pivots", "tracks"] and data["last_used"] > 0
+
+
+def test_bench_reports_bake_stages_and_baked_playback_against_live(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`recast bench --only bake` on the demo title with the small built-in models: every figure is there and
+    plausible, and playing the baked tracks spends nothing on tracking, where live tracking does."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--only", "bake", "--pti-steps", "10", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "inversion" in text and "warp_baked_tracks" in text
+    result = json.loads(out.read_text())["bake"]
+    assert result["frames"] == 150 and result["faces"] >= 140 and result["pti_steps"] == 10
+    figures = result["figures"]
+    for name in ("tracking_fps", "inversion_fps", "pti_steps_per_s"):
+        assert figures[name] > 0, name
+    assert figures["pti_title_mse_after"] < figures["pti_title_mse_before"]
+    assert set(result["stage_seconds"]) == {"tracks", "pivots", "pti"}
+    live, baked, stylegan = (result["playback"][k] for k in ("warp_live_tracking", "warp_baked_tracks",
+                                                               "stylegan_baked"))
+    for run in (live, baked, stylegan):
+        assert run["frames"] == 150 and run["fps"] > 0
+    assert baked["faces_recast"] == stylegan["faces_recast"] == result["faces"]  # exactly the baked faces
+    assert live["faces_recast"] >= 140
+    assert live["ms_per_frame"]["track"] > 0 and baked["ms_per_frame"].get("track", 0) == 0
+    assert "recast" in stylegan["ms_per_frame"]

@@ -8,24 +8,13 @@ Playwright is missing, unless RECAST_REQUIRE_BROWSER=1 (set by `.ci/run`, which 
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-import pytest
 
+from tests.browser import chromium_page
 from tests.demo_title import DemoTitle
 from tests.serve_process import recast_serve_demo
-
-CHROMIUM = Path("/usr/bin/chromium")
-# The flags this machine's closed network needs, plus two that let WebRTC use the loopback address in the clear
-# (Chromium leaves loopback out of its candidates and hides host addresses behind mDNS names by default).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 # Draw the next `count` distinct video frames (every `every`-th) onto a canvas; PNG data URLs.
 GRAB_FRAMES = """async ([count, every]) => {
@@ -44,20 +33,6 @@ GRAB_FRAMES = """async ([count, every]) => {
 }"""
 
 
-def _browser_or_skip() -> Any:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = "Python playwright" if sync_playwright is None else (
-        "" if CHROMIUM.exists() else f"{CHROMIUM} (apt-get install chromium)")
-    if missing:
-        if os.environ.get("RECAST_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"the browser test needs {missing}")
-        pytest.skip(f"the browser test needs {missing}")
-    return sync_playwright
-
-
 def _decode(urls: list[str]) -> list[np.ndarray]:
     images = []
     for url in urls:
@@ -72,44 +47,34 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
 
 
 def test_preview_page_in_chromium_toggles_the_face_only() -> None:
-    sync_playwright = _browser_or_skip()
     demo = DemoTitle.load()
-    with recast_serve_demo() as server, sync_playwright() as playwright, \
-            tempfile.TemporaryDirectory(prefix="recast-chromium-") as profile:
-        browser = playwright.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM),
-                                                                 args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(server.base + "/")
-            page.wait_for_function("document.getElementById('source').options.length >= 2")
-            assert page.locator("#source option").all_inner_texts()[0].startswith("demo")
-            assert "hopper" in page.locator("#cast").inner_text()
-            page.click("#play")
-            page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",
-                                   timeout=30_000)
-            size = page.evaluate("[document.getElementById('video').videoWidth, "
-                                 "document.getElementById('video').videoHeight]")
-            assert size == [640, 360]
-            on = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
+    with recast_serve_demo() as server, chromium_page() as (page, errors):
+        page.goto(server.base + "/")
+        page.wait_for_function("document.getElementById('source').options.length >= 2")
+        assert page.locator("#source option").all_inner_texts()[0].startswith("demo")
+        assert "hopper" in page.locator("#cast").inner_text()
+        page.click("#play")
+        page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",
+                               timeout=30_000)
+        size = page.evaluate("[document.getElementById('video').videoWidth, "
+                             "document.getElementById('video').videoHeight]")
+        assert size == [640, 360]
+        on = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 
-            page.uncheck("#recast")
-            page.wait_for_function("window.recastState.state && window.recastState.state.enabled === false")
-            page.evaluate(GRAB_FRAMES, [1, 8])  # frames already past the recaster when the toggle flipped
-            off = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
+        page.uncheck("#recast")
+        page.wait_for_function("window.recastState.state && window.recastState.state.enabled === false")
+        page.evaluate(GRAB_FRAMES, [1, 8])  # frames already past the recaster when the toggle flipped
+        off = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 
-            page.check("#recast")
-            page.wait_for_function("window.recastState.state && window.recastState.state.enabled === true")
-            page.evaluate(GRAB_FRAMES, [1, 8])
-            on_again = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
+        page.check("#recast")
+        page.wait_for_function("window.recastState.state && window.recastState.state.enabled === true")
+        page.evaluate(GRAB_FRAMES, [1, 8])
+        on_again = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 
-            page.wait_for_function("window.recastState.fps > 0 && window.recastState.state.latency_ms > 0")
-            stats = page.evaluate("window.recastState")
-            page.click("#stop")
-            page.wait_for_function("!window.recastState.connected")
-        finally:
-            browser.close()
+        page.wait_for_function("window.recastState.fps > 0 && window.recastState.state.latency_ms > 0")
+        stats = page.evaluate("window.recastState")
+        page.click("#stop")
+        page.wait_for_function("!window.recastState.connected")
     face_on, rest_on = _score(on, demo)
     face_off, rest_off = _score(off, demo)
     face_again, rest_again = _score(on_again, demo)

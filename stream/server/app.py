@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -21,9 +21,13 @@ from stream.casts import Cast
 from stream.faces import LandmarkPredictor
 from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
-from stream.recasters import WarpRecaster
+from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
 from stream.server.metrics import Registry
-from stream.server.sessions import CameraVideoTrack, Session, Title, TitleVideoTrack
+from stream.server.sessions import ACTOR_CAST, CameraVideoTrack, Session, Title, TitleVideoTrack
+
+if TYPE_CHECKING:
+    from engines.cache import TitleCache
+    from engines.directions import Direction
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,10 @@ class RateLimiter:
         return True
 
 
-def scan_titles(folder: Path | None, demo_path: Path | None) -> dict[str, Title]:
-    """Titles from a folder (file stem = id; names that are not valid ids are skipped) plus the demo title."""
+def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache | None = None,
+                directions: Sequence[Direction] = (), device: str = "cpu") -> dict[str, Title]:
+    """Titles from a folder (file stem = id; names that are not valid ids are skipped), the demo title, and the
+    baked titles of a cache (see `bake_title`)."""
     found: dict[str, Title] = {}
     candidates: list[tuple[str, Path]] = []
     if demo_path is not None:
@@ -102,7 +108,42 @@ def scan_titles(folder: Path | None, demo_path: Path | None) -> dict[str, Title]
             log.warning("%s; skipped", err)
             continue
         found[title_id] = Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio)
+    if cache is not None:
+        for title_id in cache.title_ids():
+            title = bake_title(cache, title_id, found.get(title_id), directions, device)
+            if title is not None:
+                found[title_id] = title
     return found
+
+
+def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions: Sequence[Direction],
+               device: str) -> Title | None:
+    """A title of the cache, played from its bake: the cached tracks (no detection, the offline smoothing) and,
+    when the bake has the StyleGAN stages, the `actor` cast (its tuned generator on the frame's pivot) with the
+    edits of the directions that fit it. The source is the folder's file of the same id, or the file the manifest
+    names; it must be the file that was baked (sha256). An entry that fails verification is skipped with a warning
+    (a folder title of that id then plays with live tracking)."""
+    from engines.cache import BakedTitle, CacheError, sha256_path
+
+    try:
+        baked = BakedTitle(cache, title_id)
+        path = plain.path if plain is not None else baked.source
+        if not path.is_file():
+            raise CacheError(f"{path}: the title's source is missing")
+        if sha256_path(path) != baked.entry.manifest.get("source_sha256"):
+            raise CacheError(f"{path}: not the file title {title_id!r} was baked from (sha256 differs)")
+        with MediaSource(path, keep_audio=False) as source:
+            info = source.info
+        actor = None
+        if baked.baked("pivots") and baked.baked("pti"):
+            from engines.playback import StyleGANRecaster
+
+            actor = StyleGANRecaster(baked, device=device, directions=directions)
+    except (CacheError, MediaError, OSError) as err:
+        log.warning("baked title %s: %s; %s", title_id, err, "played live" if plain is not None else "skipped")
+        return None
+    return Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio, prebaked=True,
+                 faces=baked.tracks.by_frame(), actor=actor)
 
 
 class Service:
@@ -121,8 +162,12 @@ class Service:
         self.predictor = LandmarkPredictor()
         self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor)
 
-    def new_recaster(self) -> WarpRecaster:
-        return self.template.session_copy()
+    def new_recaster(self, title: Title | None) -> Recaster:
+        """A session's recaster: the warp casts (prepared once, shared), plus the title's `actor` when baked."""
+        casts = self.template.session_copy()
+        if title is None or title.actor is None:
+            return casts
+        return ByCastRecaster(casts, {ACTOR_CAST: title.actor.session_copy()})
 
     async def start(self, _app: web.Application) -> None:
         self._reaper = asyncio.ensure_future(self._reap())
@@ -256,7 +301,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
     if not service.limiter.allow(request[API_KEY]):
         return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
-    session = Session(request[API_KEY], service.metrics, service.new_recaster(), service.casts, title,
+    session = Session(request[API_KEY], service.metrics, service.new_recaster(title), service.casts, title,
                       service.config.options, service.predictor)
     service.sessions[session.id] = session
     service.count_sessions()

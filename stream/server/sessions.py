@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,14 @@ from stream.media import Frame, MediaSource
 from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
 from stream.recasters import Recaster
 from stream.server.metrics import Registry
-from stream.tracks import FaceState, LiveFaceStage
+from stream.tracks import BakedFaceStage, FaceState, LiveFaceStage
 
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = fractions.Fraction(1, 90000)
 MAX_CONTROL_BYTES = 4096
 LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
+ACTOR_CAST = "actor"  # a baked title's own actor, re-rendered by its tuned generator (edits apply to it)
 
 
 class ControlError(Exception):
@@ -74,8 +75,13 @@ class FrameProcessor:
     """The per-session face stage and renderer; confined to one worker thread."""
 
     def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions,
-                 predictor: LandmarkPredictor | None = None, on_failed: Callable[[int], None] | None = None) -> None:
-        self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
+                 predictor: LandmarkPredictor | None = None, on_failed: Callable[[int], None] | None = None,
+                 baked: dict[int, list[FaceState]] | None = None) -> None:
+        self.stage: LiveFaceStage | BakedFaceStage
+        if baked is not None:
+            self.stage = BakedFaceStage(baked)
+        else:
+            self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
         self.renderer = FaceRenderer(recaster, badge=options.badge)
         self.recaster = recaster
         self.state = state
@@ -92,6 +98,8 @@ class FrameProcessor:
             wanted = self.state.casts_by_track.get(face.track_id) or self.state.cast
             if wanted and hasattr(self.recaster, "assign"):
                 self.recaster.assign(face.track_id, wanted)
+        if hasattr(self.recaster, "set_edits"):
+            self.recaster.set_edits(self.state.edits)
         image = frame.image.copy()
         rendered = self.renderer.render(image, faces)
         if rendered.failed and self.on_failed is not None:
@@ -274,10 +282,19 @@ class Title:
     fps: float
     has_audio: bool
     prebaked: bool = False
+    faces: dict[int, list[FaceState]] | None = None  # a baked title's faces by frame index
+    actor: Any = None  # a baked title's StyleGAN recaster (engines.playback.StyleGANRecaster): the `actor` cast
+
+    @property
+    def edits(self) -> list[str]:
+        return sorted(self.actor.directions) if self.actor is not None else []
+
+    def cast_ids(self, casts: Iterable[str]) -> list[str]:
+        return ([ACTOR_CAST] if self.actor is not None else []) + [c for c in casts if c != ACTOR_CAST]
 
     def describe(self, casts: list[Cast]) -> dict[str, Any]:
         return {"id": self.id, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
-                "prebaked": self.prebaked, "casts": [c.cast_id for c in casts]}
+                "prebaked": self.prebaked, "casts": self.cast_ids(c.cast_id for c in casts), "edits": self.edits}
 
 
 @functools.cache
@@ -306,6 +323,7 @@ class Session:
         self.key, self.metrics, self.title = key, metrics, title
         self.kind = "camera" if title is None else "title"
         self.casts = casts
+        self.cast_ids = set(title.cast_ids(casts) if title is not None else casts)
         self.state = ControlState(cast=next(iter(casts)) if casts else "")
         self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD)
         self.recaster = recaster
@@ -326,7 +344,8 @@ class Session:
 
     def processor(self) -> FrameProcessor:
         return FrameProcessor(self.recaster, self.state, self.options, self.predictor,
-                              on_failed=lambda n: self.count("failed", n))
+                              on_failed=lambda n: self.count("failed", n),
+                              baked=self.title.faces if self.title is not None else None)
 
     # --- control channel -----------------------------------------------------------------------------------
 
@@ -363,7 +382,7 @@ class Session:
             self.state.enabled = enabled
         elif kind == "cast":
             cast, track = message.get("cast"), message.get("track", "all")
-            if not isinstance(cast, str) or cast not in self.casts:
+            if not isinstance(cast, str) or cast not in self.cast_ids:
                 raise ControlError("unknown_cast", f"no cast {str(cast)[:64]!r}; see /api/casts")
             if track == "all":
                 self.state.casts_by_track = {}
@@ -376,10 +395,14 @@ class Session:
                 raise ControlError("bad_message", "'track' must be a track id (integer) or \"all\"")
         elif kind == "edit":
             direction, factor = message.get("direction"), message.get("factor")
-            if self.title is None or not self.title.prebaked:
+            if self.title is None or self.title.actor is None:
                 raise ControlError("not_baked", "edits need a pre-baked title and a StyleGAN2 bake")
-            if not isinstance(direction, str) or not isinstance(factor, int | float) or abs(factor) > 20:
+            if not isinstance(direction, str) or isinstance(factor, bool) or not isinstance(factor, int | float) \
+                    or not abs(factor) <= 20:
                 raise ControlError("bad_message", "'direction' must be a name and 'factor' a number in [-20, 20]")
+            if direction not in self.title.edits:
+                raise ControlError("unknown_direction", f"no direction {direction[:64]!r} for this title; see "
+                                   "/api/titles")
             self.state.edits = {**self.state.edits, direction: float(factor)}
         elif kind == "state":
             pass  # a poll: the reply is the state (the preview page shows its latency once a second)
