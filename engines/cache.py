@@ -6,6 +6,7 @@
     CACHE/titles/ID/pivots/*.npy    per track, per frame W+ latent (a StyleGAN bake)
     CACHE/titles/ID/generator/...   tuned generator: .safetensors, .onnx, .plan
     CACHE/titles/ID/fomm/*.npz      per track, the actor's keypoints (a FOMM bake)
+    CACHE/titles/ID/stitched/*.npz  per track, the stitched crops of the bake-time edits
 
 A bake is a chain of stages; each stage has a key (a sha256 over everything that changes its result: the source,
 the models, the options, the versions, and the keys of the stages it reads). A stage whose key matches and whose
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ENGINE_FOLDERS = ("generator", "fomm")  # evictable: rebuilt by the next bake
+ENGINE_FOLDERS = ("generator", "fomm", "stitched")  # evictable: rebuilt by the next bake
 
 
 class CacheError(Exception):
@@ -324,6 +325,7 @@ class BakedTitle:
         self.source = Path(str(self.entry.manifest.get("source", "")))
         self._pivots: dict[int, np.ndarray] = {}
         self._kp: dict[int, dict[str, np.ndarray]] = {}
+        self._stitched: dict[int, tuple[dict[str, float], dict[int, np.ndarray]]] = {}
         self.entry.touch()
 
     @property
@@ -351,6 +353,21 @@ class BakedTitle:
         per_track = f"generator/track_{track_id}.safetensors"
         rel = per_track if per_track in stage.files else "generator/title.safetensors"
         return self.entry.verified(rel)
+
+    def stitched(self, track_id: int) -> tuple[dict[str, float], dict[int, np.ndarray]] | None:
+        """The bake-time edits and this track's stitched crops by row, when the bake has them."""
+        if not self.baked("stitch"):
+            return None
+        if track_id not in self._stitched:
+            stage = self.entry.stage("stitch")
+            assert stage is not None
+            rel = f"stitched/track_{track_id}.npz"
+            if rel not in stage.files:
+                return None
+            with np.load(self.entry.verified(rel), allow_pickle=False) as arrays:
+                crops = dict(zip(arrays["rows"].tolist(), arrays["crops"], strict=True))
+            self._stitched[track_id] = ({k: float(v) for k, v in stage.info["edits"].items()}, crops)
+        return self._stitched[track_id]
 
     def keypoints(self, track_id: int) -> dict[str, np.ndarray] | None:
         if not self.baked("fomm"):

@@ -109,6 +109,13 @@ def apply_interfacegan(latents: torch.Tensor, direction: Direction, factor: floa
     return (latents + factor * d).to(torch.float32)
 
 
+def fits(direction: Direction, styles: int) -> bool:
+    """Whether a direction applies to W+ codes of ``styles`` rows: STIT's use row 0 for every style; InterFaceGAN's
+    are one row, or one per style."""
+    rows = direction.vector.reshape(-1, 512).shape[0]
+    return direction.convention == "stit" or rows in (1, styles)
+
+
 def apply_direction(
     latents: torch.Tensor, direction: Direction, factor: float, convention: Convention | None = None
 ) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from engines import fomm
 from engines.cache import BakedTitle, CacheError
 from engines.checkpoints import Checkpoint, open_checkpoint
-from engines.directions import Direction, apply_direction
+from engines.directions import Direction, apply_direction, fits
 from export.bake import generator_of
 from stream.align import face_mask
 from stream.casts import Cast
@@ -28,13 +28,6 @@ from stream.faces import FaceDetector, LandmarkPredictor
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
 
 log = logging.getLogger(__name__)
-
-
-def fits(direction: Direction, styles: int) -> bool:
-    """Whether a direction applies to W+ codes of ``styles`` rows: STIT's use row 0 for every style; InterFaceGAN's
-    are one row, or one per style."""
-    rows = direction.vector.reshape(-1, 512).shape[0]
-    return direction.convention == "stit" or rows in (1, styles)
 
 
 def _to_uint8(image: torch.Tensor, low: float) -> np.ndarray:
@@ -75,7 +68,7 @@ class StyleGANRecaster(Recaster):
 
     def set_edits(self, factors: dict[str, float]) -> None:
         """The viewer's edits by direction name (from the control channel; names it does not know are ignored)."""
-        if factors != {name: factor for name, (_, factor) in self.edits.items()}:
+        if factors != self._factors():
             self.edits = {name: (self.directions[name], factor) for name, factor in factors.items()
                           if factor != 0 and name in self.directions}
 
@@ -88,7 +81,12 @@ class StyleGANRecaster(Recaster):
 
     @torch.no_grad()
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-        pivot = self.title.pivots(face.track_id)[self.title.row(face.track_id, face.index)]
+        row = self.title.row(face.track_id, face.index)
+        stitched = self.title.stitched(face.track_id) if self.edits else None
+        if stitched is not None and row in stitched[1] and stitched[0] == self._factors():
+            # the bake stitched exactly these edits: its seamless crop, no synthesis
+            return stitched[1][row], face_mask(face.landmarks, stitched[1][row].shape[0])
+        pivot = self.title.pivots(face.track_id)[row]
         w = torch.from_numpy(pivot)[None].to(self.device)
         for direction, factor in self.edits.values():
             w = apply_direction(w, direction, factor)
@@ -96,9 +94,11 @@ class StyleGANRecaster(Recaster):
         image = _to_uint8(generator.synthesis(w, noise_mode="const"), -1.0)
         return image, face_mask(face.landmarks, image.shape[0])
 
+    def _factors(self) -> dict[str, float]:
+        return {name: factor for name, (_, factor) in self.edits.items()}
+
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "title": self.title.id,
-                "edits": {name: factor for name, (_, factor) in self.edits.items()}}
+        return {"engine": self.name, "title": self.title.id, "edits": self._factors()}
 
 
 class FOMMRecaster(Recaster):

@@ -7,8 +7,10 @@ Stages, each cached in the title cache (engines/cache.py) under a key of everyth
 3. ``pti``     pivotal tuning: the generator's weights fitted so that G(pivot_i) reproduces crop i (L2, plus LPIPS
                when its weights are present locally), per title or per track, Adam, checkpointed every N steps
                so that a killed bake resumes -> generator/*.safetensors
-4. ``export``  the tuned generator's synthesis network to ONNX (and a TensorRT plan where TensorRT runs)
-5. ``fomm``    the actor's keypoints per face, for the `fomm` recaster -> fomm/*.npz
+4. ``stitch``  with bake-time edits: the edited crops, stitching-tuned per track segment (export/stitch.py)
+               -> stitched/*.npz
+5. ``export``  the tuned generator's synthesis network to ONNX (and a TensorRT plan where TensorRT runs)
+6. ``fomm``    the actor's keypoints per face, for the `fomm` recaster -> fomm/*.npz
 
 A second bake with the same inputs finds every stage done and does nothing. Work that is not a result (PTI
 checkpoints) lives in ``work/`` and is deleted once its stage completes.
@@ -32,9 +34,11 @@ import torch
 from torch import nn
 
 from engines import stylegan2
-from engines.cache import TitleCache, TitleEntry, sha256_path, stage_key, tool_versions
+from engines.cache import TitleCache, TitleEntry, sha256_bytes, sha256_path, stage_key, tool_versions
 from engines.checkpoints import Checkpoint, open_checkpoint, save_safetensors
-from stream.align import alignment, crop
+from engines.directions import Direction, apply_direction, fits
+from export.stitch import StitchJob, StitchOptions, map_segments, segments
+from stream.align import alignment, crop, face_mask
 from stream.media import MediaSource
 from stream.pipeline import RenderOptions, run_tracking
 from stream.tracks import TrackSet
@@ -69,6 +73,9 @@ class BakeOptions:
     pti: PTIOptions = field(default_factory=PTIOptions)
     export: tuple[str, ...] = ()  # "onnx", "plan"
     max_frames: int | None = None  # bake only the first N frames
+    edits: tuple[tuple[Direction, float], ...] = ()  # bake-time edits, stitched per track segment
+    stitch: StitchOptions = field(default_factory=StitchOptions)
+    segment_executor: str = "local"  # where stitching segments run: local | ray
 
     def tracking_options(self) -> dict[str, Any]:
         r = self.render
@@ -267,6 +274,17 @@ class Baker:
                 pti = {k: v for k, v in asdict(self.options.pti).items() if k != "checkpoint_every"}
                 keys["pti"] = stage_key(stage="pti", pivots=keys["pivots"], generator=g.sha256, pti=pti)
                 self._stage("pti", keys["pti"], lambda: self._bake_pti(keys["pti"]))
+                if self.options.edits:
+                    styles = int(generator_of(g).num_ws)
+                    for direction, _ in self.options.edits:
+                        if not fits(direction, styles):
+                            raise BakeError(f"{direction.path}: a {direction.vector.shape} direction does not fit "
+                                            f"{g.path}'s {styles} styles")
+                    edits = [(d.name, d.convention, sha256_bytes(np.ascontiguousarray(d.vector).tobytes()), factor)
+                             for d, factor in self.options.edits]
+                    keys["stitch"] = stage_key(stage="stitch", pti=keys["pti"], edits=edits,
+                                               stitch=asdict(self.options.stitch))
+                    self._stage("stitch", keys["stitch"], self._bake_stitch)
                 if self.options.export:
                     keys["export"] = stage_key(stage="export", pti=keys["pti"], formats=sorted(self.options.export),
                                                versions=tool_versions())
@@ -436,6 +454,60 @@ class Baker:
             log.warning("%s: PTI checkpoint of other inputs; tuning starts over", path)
             return None
         return state
+
+    # stitching ---------------------------------------------------------------------------------------------
+
+    def _generator_rel(self, track_id: int) -> str:
+        stage = self.entry.stage("pti")
+        assert stage is not None
+        per_track = f"generator/track_{track_id}.safetensors"
+        return per_track if per_track in stage.files else "generator/title.safetensors"
+
+    def _bake_stitch(self) -> tuple[list[str], dict[str, Any]]:
+        size, options = self._size(), self.options.stitch
+        crops = self.crops() if self.options.every == 1 else aligned_crops(self.source, self.tracks(), size)
+        jobs: list[StitchJob] = []
+        where: list[tuple[int, list[int]]] = []
+        for track in self.tracks().tracks:
+            if track.track_id not in crops:
+                continue
+            rows, images = crops[track.track_id]
+            edited = torch.from_numpy(self.pivots(track.track_id)[rows])
+            for direction, factor in self.options.edits:
+                edited = apply_direction(edited, direction, factor)
+            masks = []
+            for row in rows:
+                face = track.faces[row]
+                align = alignment(face.quad if face.quad is not None else face.raw, size)
+                masks.append(face_mask(align.points_to_crop(face.landmarks.astype(np.float64)), size))
+            generator = str(self.entry.verified(self._generator_rel(track.track_id)))
+            for a, b in segments(len(rows), options.segment):
+                jobs.append(StitchJob(generator, edited[a:b].numpy(), images[a:b], np.stack(masks[a:b]), options))
+                where.append((track.track_id, rows[a:b]))
+        start = time.perf_counter()
+
+        def on_done(done: int, figures: dict[str, float]) -> None:
+            self._note("stitch", done, len(jobs), border=figures["border_after"])
+
+        results = map_segments(jobs, self.options.segment_executor, on_done)
+        seconds = time.perf_counter() - start
+        by_track: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        for (track_id, rows), (pixels, _) in zip(where, results, strict=True):
+            kept_rows, kept = by_track.setdefault(track_id, ([], []))
+            kept_rows.extend(rows)
+            kept.append(pixels)
+        files = []
+        for track_id, (rows, parts) in by_track.items():
+            rel = f"stitched/track_{track_id}.npz"
+            arrays = {"rows": np.asarray(rows, np.int64), "crops": np.concatenate(parts)}
+            self.entry.write_with(rel, functools.partial(_savez, arrays=arrays))
+            files.append(rel)
+        figures = {k: float(np.mean([f[k] for _, f in results])) for k in ("border_before", "border_after",
+                                                                             "content_after", "steps")}
+        self.report.figures.update({f"stitch_{k}": round(v, 5) for k, v in figures.items()})
+        self.report.figures["stitch_segments_per_s"] = round(len(jobs) / max(seconds, 1e-9), 3)
+        edits = {d.name: float(f) for d, f in self.options.edits}
+        return files, {"edits": edits, "segments": len(jobs), "executor": self.options.segment_executor, **figures}
 
     # export --------------------------------------------------------------------------------------------------
 

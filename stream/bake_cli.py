@@ -60,6 +60,14 @@ def add_bake_commands(sub: Any) -> None:
     bake.add_argument("--max-frames", type=int, metavar="N", help="bake only the first N frames")
     bake.add_argument("--cache-limit", type=_size, metavar="SIZE", help="bound on cached engines (LRU eviction)")
     bake.add_argument("--detect-interval", type=int, default=10, metavar="N")
+    bake.add_argument("--edit", action="append", default=[], metavar="NAME=FACTOR",
+                      help="a bake-time edit, stitched per track segment (repeatable; needs a StyleGAN bake)")
+    bake.add_argument("--directions", metavar="DIR", help="folder of direction files for --edit")
+    bake.add_argument("--stitch-steps", type=int, default=100, metavar="N", help="stitching tuning steps per segment")
+    bake.add_argument("--stitch-segment", type=int, default=25, metavar="FACES", help="faces per stitching segment")
+    bake.add_argument("--stitch-lr", type=float, default=3e-4)
+    bake.add_argument("--stitch-content-weight", type=float, default=0.01,
+                      help="weight of the content loss inside the face (STIT's content_loss_lambda)")
 
     export = sub.add_parser("export", help="export a checkpoint's networks to ONNX or a TensorRT plan")
     export.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -74,13 +82,15 @@ def add_bake_commands(sub: Any) -> None:
 
 def bake_options(args: argparse.Namespace) -> Any:
     from export.bake import BakeOptions, PTIOptions
+    from export.stitch import StitchOptions
     from stream.pipeline import RenderOptions
 
     formats = tuple(f for f in args.export.split(",") if f)
     bad = [f for f in formats if f not in ("onnx", "plan")]
     if bad:
         raise BakeUsageError(f"--export takes onnx and plan, got {bad}")
-    for name in ("pti_steps", "pti_batch", "checkpoint_every", "every", "encoder_size"):
+    for name in ("pti_steps", "pti_batch", "checkpoint_every", "every", "encoder_size", "stitch_steps",
+                 "stitch_segment"):
         if getattr(args, name) < 1:
             raise BakeUsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
@@ -90,8 +100,14 @@ def bake_options(args: argparse.Namespace) -> Any:
     pti = PTIOptions(steps=args.pti_steps, scope=args.pti_scope, lr=args.pti_lr, batch=args.pti_batch,
                      l2_weight=args.l2_weight, lpips_weight=args.lpips_weight, lpips=args.lpips,
                      checkpoint_every=args.checkpoint_every)
+    if args.edit and not args.generator:
+        raise BakeUsageError("--edit needs a StyleGAN bake (--generator and --encoder)")
+    stitch = StitchOptions(steps=args.stitch_steps, segment=args.stitch_segment, lr=args.stitch_lr,
+                           content_weight=args.stitch_content_weight)
     return BakeOptions(render=RenderOptions(detect_interval=args.detect_interval), encoder_size=args.encoder_size,
-                       every=args.every, pti=pti, export=formats, max_frames=args.max_frames)
+                       every=args.every, pti=pti, export=formats, max_frames=args.max_frames,
+                       edits=tuple(parse_edits(args.edit, args.directions)), stitch=stitch,
+                       segment_executor=args.executor)
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
@@ -142,7 +158,8 @@ class _StageBars:
     def update(self, stage: str, done: int, total: int, figures: dict[str, float]) -> None:
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = progress_bar(total, stage, unit="step" if stage.startswith("pti") else "frame")
+            unit = {"pti": "step", "stitch": "segment"}.get(stage.split()[0], "frame")
+            bar = self.bars[stage] = progress_bar(total, stage, unit=unit)
         bar.n = done
         bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items()}, refresh=False)
         bar.refresh()
@@ -185,32 +202,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_edits(edits: list[str], directions: str | None) -> list[tuple[Any, float]]:
+    """`--edit NAME=FACTOR` options: (direction, factor) pairs; NAME is a file in `directions` (its stem) or a
+    direction file's path."""
+    from engines.directions import list_directions, load_direction
+
+    found: dict[str, Any] | None = None
+    parsed = []
+    for edit in edits:
+        name, _, factor = edit.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            raise BakeUsageError(f"--edit {edit!r}: NAME=FACTOR, e.g. age=2") from None
+        if not abs(value) <= 20:
+            raise BakeUsageError(f"--edit {edit!r}: the factor must be in [-20, 20]")
+        if Path(name).suffix in (".npy", ".pt"):
+            parsed.append((load_direction(name), value))
+            continue
+        if not directions:
+            raise BakeUsageError(f"--edit {name}: give --directions DIR (or the direction file's path)")
+        if found is None:
+            found = {d.name: d for d in list_directions(directions)}
+        if name not in found:
+            raise BakeUsageError(f"--edit {name}: no such direction in {directions} "
+                                 f"(has {', '.join(sorted(found)) or 'none'})")
+        parsed.append((found[name], value))
+    return parsed
+
+
 def baked_recaster(args: argparse.Namespace, casts: list[Any]) -> tuple[Any, Any]:
     """The baked title and the `stylegan` or `fomm` recaster on it, from `recast render` arguments."""
     from engines.cache import BakedTitle, TitleCache
     from engines.checkpoints import open_checkpoint
-    from engines.directions import list_directions, load_direction
     from engines.playback import FOMMRecaster, StyleGANRecaster
 
     title = BakedTitle(TitleCache(args.cache), args.title)
     if args.engine == "stylegan":
         recaster = StyleGANRecaster(title, device=args.device)
-        for edit in args.edit:
-            name, _, factor = edit.partition("=")
-            try:
-                value = float(factor)
-            except ValueError:
-                raise BakeUsageError(f"--edit {edit!r}: NAME=FACTOR, e.g. age=2") from None
-            if Path(name).suffix in (".npy", ".pt"):
-                direction = load_direction(name)
-            else:
-                if not args.directions:
-                    raise BakeUsageError(f"--edit {name}: give --directions DIR (or the direction file's path)")
-                found = {d.name: d for d in list_directions(args.directions)}
-                if name not in found:
-                    raise BakeUsageError(f"--edit {name}: no such direction in {args.directions} "
-                                         f"(has {', '.join(sorted(found)) or 'none'})")
-                direction = found[name]
+        for direction, value in parse_edits(args.edit, args.directions):
             recaster.set_edit(direction, value)
         return title, recaster
     if not args.fomm:
