@@ -346,12 +346,20 @@ class BakedTitle:
             self._pivots[track_id] = np.load(self.entry.verified(f"pivots/track_{track_id}.npy"), allow_pickle=False)
         return self._pivots[track_id]
 
-    def generator_file(self, track_id: int) -> Path:
+    def generator_file(self, track_id: int, suffix: str = ".safetensors") -> Path:
+        """The tuned generator of this track (or the title's): the weights, or with `suffix` .onnx / .plan the
+        exported engine."""
         stage = self.entry.stage("pti")
         if stage is None:
             raise CacheError(f"{self.entry.folder}: no tuned generator (bake with --generator and --encoder)")
         per_track = f"generator/track_{track_id}.safetensors"
         rel = per_track if per_track in stage.files else "generator/title.safetensors"
+        if suffix != ".safetensors":
+            rel = rel.removesuffix(".safetensors") + suffix
+            export = self.entry.stage("export")
+            if export is None or rel not in export.files or self.entry.problems("export"):
+                raise CacheError(f"{self.entry.folder}: no usable exported {rel} (bake with --export "
+                                 f"{'onnx' if suffix == '.onnx' else 'onnx,plan'})")
         return self.entry.verified(rel)
 
     def stitched(self, track_id: int) -> tuple[dict[str, float], dict[int, np.ndarray]] | None:

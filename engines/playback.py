@@ -21,6 +21,7 @@ from engines import fomm
 from engines.cache import BakedTitle, CacheError
 from engines.checkpoints import Checkpoint, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
+from engines.runtime import Engine, open_engine
 from export.bake import generator_of
 from stream.align import face_mask
 from stream.casts import Cast
@@ -36,23 +37,32 @@ def _to_uint8(image: torch.Tensor, low: float) -> np.ndarray:
     return scaled.round().byte().permute(1, 2, 0).cpu().numpy().copy()
 
 
+RUNTIMES = {"torch": ".safetensors", "onnx": ".onnx", "tensorrt": ".plan"}  # the stylegan recaster's file kinds
+
+
 class StyleGANRecaster(Recaster):
     """The tuned generator on the frame's pivot, plus edits (name -> (direction, factor)) set at playback."""
 
     name = "stylegan"
 
-    def __init__(self, title: BakedTitle, device: str = "cpu", directions: Sequence[Direction] = ()) -> None:
+    def __init__(self, title: BakedTitle, device: str = "cpu", directions: Sequence[Direction] = (),
+                 runtime: str = "torch") -> None:
         if not title.baked("pivots") or not title.baked("pti"):
             raise CacheError(f"{title.entry.folder}: the StyleGAN stages are not baked (run `recast bake` with "
                              "--generator and --encoder)")
-        self.title, self.device = title, device
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+        self.title, self.device, self.runtime = title, device, runtime
         self.edits: dict[str, tuple[Direction, float]] = {}
         self._generators: dict[Path, Checkpoint] = {}
+        self._engines: dict[Path, Engine] = {}
         first = title.tracks.tracks[0].track_id if title.tracks.tracks else 0
         generator = generator_of(self._generator(first))
         self.crop_size = int(generator.img_resolution)
         styles = int(generator.num_ws)
         self.directions = {d.name: d for d in directions if fits(d, styles)}
+        if runtime != "torch":
+            self._engine(first)  # a missing or stale export fails here, not on the first face
 
     def session_copy(self) -> StyleGANRecaster:
         """A recaster for one more viewer: the title and the loaded generators shared, the edits its own."""
@@ -79,6 +89,14 @@ class StyleGANRecaster(Recaster):
             self._generators[path].modules["generator"].to(self.device)
         return self._generators[path]
 
+    def _engine(self, track_id: int) -> Engine:
+        """The exported synthesis network (ONNX Runtime, or a TensorRT plan whose header must match this GPU)."""
+        path = self.title.generator_file(track_id, RUNTIMES[self.runtime])
+        if path not in self._engines:
+            device = self.device if self.runtime == "onnx" else "cuda"
+            self._engines[path] = open_engine(path, device)
+        return self._engines[path]
+
     @torch.no_grad()
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         row = self.title.row(face.track_id, face.index)
@@ -90,15 +108,17 @@ class StyleGANRecaster(Recaster):
         w = torch.from_numpy(pivot)[None].to(self.device)
         for direction, factor in self.edits.values():
             w = apply_direction(w, direction, factor)
-        generator = generator_of(self._generator(face.track_id))
-        image = _to_uint8(generator.synthesis(w, noise_mode="const"), -1.0)
+        if self.runtime == "torch":
+            image = _to_uint8(generator_of(self._generator(face.track_id)).synthesis(w, noise_mode="const"), -1.0)
+        else:
+            image = _to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]), -1.0)
         return image, face_mask(face.landmarks, image.shape[0])
 
     def _factors(self) -> dict[str, float]:
         return {name: factor for name, (_, factor) in self.edits.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "title": self.title.id, "edits": self._factors()}
+        return {"engine": self.name, "title": self.title.id, "runtime": self.runtime, "edits": self._factors()}
 
 
 class FOMMRecaster(Recaster):

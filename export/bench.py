@@ -4,7 +4,8 @@ The title is baked into a throw-away cache (tracks, e4e pivots, PTI), timing eac
 second, inversion in faces per second, tuning in PTI steps per second. Then the same title is played three ways,
 each rendered to a file as fast as it goes: the `warp` recaster with live tracking (detection, landmarks, the
 causal smoother), the `warp` recaster on the baked tracks (no detection: the cost the bake removes), and the
-`stylegan` recaster on the baked tracks (the tuned generator on each frame's pivot). Without --generator and
+`stylegan` recaster on the baked tracks (the tuned generator on each frame's pivot), eager and through the
+bake's ONNX export on ONNX Runtime. Without --generator and
 --encoder the bake uses the small untrained models of `export.small`: the figures then show the machinery's
 cost at 64 px, not an FFHQ model's.
 """
@@ -45,7 +46,7 @@ def run_bake_bench(location: str | Path, warp: Recaster, options: RenderOptions,
     else:
         models = Models.open(generator, encoder, None)
         which = f"{generator} + {encoder}"
-    bake = BakeOptions(render=options, encoder_size=encoder_size, pti=PTIOptions(steps=pti_steps))
+    bake = BakeOptions(render=options, encoder_size=encoder_size, pti=PTIOptions(steps=pti_steps), export=("onnx",))
     with tempfile.TemporaryDirectory(prefix="recast-bake-bench-") as tmp:
         folder = Path(tmp)
         cache = TitleCache(folder / "cache")
@@ -61,6 +62,8 @@ def run_bake_bench(location: str | Path, warp: Recaster, options: RenderOptions,
             "warp_baked_tracks": _play(location, folder, "baked", warp, offline, title),
             "stylegan_baked": _play(location, folder, "stylegan", StyleGANRecaster(title, device=device), offline,
                                     title),
+            "stylegan_baked_onnx": _play(location, folder, "onnx", StyleGANRecaster(title, runtime="onnx"), offline,
+                                         title),
         }
     return {"input": str(location), "models": which, "frames": title.tracks.frame_count, "faces": faces,
             "pti_steps": pti_steps, "bake_seconds": round(bake_seconds, 2),

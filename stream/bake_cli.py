@@ -239,7 +239,7 @@ def baked_recaster(args: argparse.Namespace, casts: list[Any]) -> tuple[Any, Any
 
     title = BakedTitle(TitleCache(args.cache), args.title)
     if args.engine == "stylegan":
-        recaster = StyleGANRecaster(title, device=args.device)
+        recaster = StyleGANRecaster(title, device=args.device, runtime=args.runtime)
         for direction, value in parse_edits(args.edit, args.directions):
             recaster.set_edit(direction, value)
         return title, recaster

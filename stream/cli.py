@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stylegan: apply a direction (repeatable), e.g. age=2")
     rend.add_argument("--directions", metavar="DIR", help="stylegan: folder of direction files for --edit")
     rend.add_argument("--device", default="cpu", help="stylegan/fomm: torch device")
+    rend.add_argument("--runtime", choices=("torch", "onnx", "tensorrt"), default="torch",
+                      help="stylegan: run the baked generator eagerly, or its exported ONNX file or TensorRT plan")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
     rend.add_argument("--no-color-match", action="store_true",
                       help="warp: paste the cast's own colours instead of matching the actor's skin")
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--directions", metavar="DIR",
                        help="direction files (.npy STIT, .pt InterFaceGAN) for the edit sliders of StyleGAN bakes")
     serve.add_argument("--device", default="cpu", help="torch device of the baked titles' tuned generators")
+    serve.add_argument("--runtime", choices=("torch", "onnx", "tensorrt"), default="torch",
+                       help="the baked titles' tuned generators: eager, or their exported ONNX files / plans")
     serve.add_argument("--demo", action="store_true", help="serve the sample title and cast")
     serve.add_argument("--ice-host", action="append", metavar="ADDR",
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
@@ -306,7 +310,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         directions = list_directions(args.directions, skipped)
         for problem in skipped:
             log.warning("%s; skipped", problem)
-    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None, cache, directions, args.device)
+    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None, cache, directions, args.device,
+                         args.runtime)
     if not titles:
         raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
     casts = [default_cast()] + [cast_from_file(p) for p in args.cast]

@@ -105,6 +105,12 @@ def test_baked_title_plays_with_the_stylegan_and_fomm_recasters(baked: Path, mod
         # recast faces differ from the actor's (the 64 px models are coarse), the rest of the title does not
         assert 10 < np.mean(inside) < 30, (path.name, np.mean(inside))
         assert min(untouched) > 35
+    # the bake's ONNX export on ONNX Runtime plays the same faces as the eager generator (up to the encode)
+    onnx = tmp_path / "onnx.mp4"
+    assert main(["render", "--title", "d20", "--cache", str(baked), "--engine", "stylegan", "--runtime", "onnx",
+                 "-o", str(onnx)]) == 0
+    eager, exported = read_frames(sg), read_frames(onnx)
+    assert min(psnr(exported[i], eager[i]) for i in range(FRAMES)) > 40
 
 
 def test_pti_and_stylegan_playback_use_the_tuned_generator(models: dict[str, Path], tmp_path: Path) -> None:
@@ -290,12 +296,13 @@ def test_bench_reports_bake_stages_and_baked_playback_against_live(tmp_path: Pat
     for name in ("tracking_fps", "inversion_fps", "pti_steps_per_s"):
         assert figures[name] > 0, name
     assert figures["pti_title_mse_after"] < figures["pti_title_mse_before"]
-    assert set(result["stage_seconds"]) == {"tracks", "pivots", "pti"}
-    live, baked, stylegan = (result["playback"][k] for k in ("warp_live_tracking", "warp_baked_tracks",
-                                                               "stylegan_baked"))
-    for run in (live, baked, stylegan):
+    assert set(result["stage_seconds"]) == {"tracks", "pivots", "pti", "export"}
+    live, baked, stylegan, onnx = (result["playback"][k] for k in ("warp_live_tracking", "warp_baked_tracks",
+                                                                     "stylegan_baked", "stylegan_baked_onnx"))
+    for run in (live, baked, stylegan, onnx):
         assert run["frames"] == 150 and run["fps"] > 0
-    assert baked["faces_recast"] == stylegan["faces_recast"] == result["faces"]  # exactly the baked faces
+    # exactly the baked faces
+    assert baked["faces_recast"] == stylegan["faces_recast"] == onnx["faces_recast"] == result["faces"]
     assert live["faces_recast"] >= 140
     assert live["ms_per_frame"]["track"] > 0 and baked["ms_per_frame"].get("track", 0) == 0
     assert "recast" in stylegan["ms_per_frame"]

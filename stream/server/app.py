@@ -88,7 +88,8 @@ class RateLimiter:
 
 
 def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache | None = None,
-                directions: Sequence[Direction] = (), device: str = "cpu") -> dict[str, Title]:
+                directions: Sequence[Direction] = (), device: str = "cpu", runtime: str = "torch"
+                ) -> dict[str, Title]:
     """Titles from a folder (file stem = id; names that are not valid ids are skipped), the demo title, and the
     baked titles of a cache (see `bake_title`)."""
     found: dict[str, Title] = {}
@@ -110,20 +111,21 @@ def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache |
         found[title_id] = Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio)
     if cache is not None:
         for title_id in cache.title_ids():
-            title = bake_title(cache, title_id, found.get(title_id), directions, device)
+            title = bake_title(cache, title_id, found.get(title_id), directions, device, runtime)
             if title is not None:
                 found[title_id] = title
     return found
 
 
 def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions: Sequence[Direction],
-               device: str) -> Title | None:
+               device: str, runtime: str = "torch") -> Title | None:
     """A title of the cache, played from its bake: the cached tracks (no detection, the offline smoothing) and,
     when the bake has the StyleGAN stages, the `actor` cast (its tuned generator on the frame's pivot) with the
     edits of the directions that fit it. The source is the folder's file of the same id, or the file the manifest
     names; it must be the file that was baked (sha256). An entry that fails verification is skipped with a warning
     (a folder title of that id then plays with live tracking)."""
     from engines.cache import BakedTitle, CacheError, sha256_path
+    from engines.runtime import EngineError
 
     try:
         baked = BakedTitle(cache, title_id)
@@ -138,8 +140,8 @@ def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions
         if baked.baked("pivots") and baked.baked("pti"):
             from engines.playback import StyleGANRecaster
 
-            actor = StyleGANRecaster(baked, device=device, directions=directions)
-    except (CacheError, MediaError, OSError) as err:
+            actor = StyleGANRecaster(baked, device=device, directions=directions, runtime=runtime)
+    except (CacheError, MediaError, OSError, EngineError) as err:
         log.warning("baked title %s: %s; %s", title_id, err, "played live" if plain is not None else "skipped")
         return None
     return Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio, prebaked=True,
