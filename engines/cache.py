@@ -2,7 +2,7 @@
 
     CACHE/titles/ID/manifest.json   schema, title id, source sha256, frame count, fps, tool versions, what was
                                     baked (stages with their keys), sha256 of every file below
-    CACHE/titles/ID/tracks.npz      per frame and track: box, landmarks, raw_quad, quad; cuts
+    CACHE/titles/ID/tracks.npz      per frame and track: box, landmarks, raw_quad, quad, mask_outline; cuts
     CACHE/titles/ID/pivots/*.npy    per track, per frame W+ latent (a StyleGAN bake)
     CACHE/titles/ID/generator/...   tuned generator: .safetensors, .onnx, .plan
     CACHE/titles/ID/fomm/*.npz      per track, the actor's keypoints (a FOMM bake)

@@ -49,18 +49,21 @@ def crop(image: np.ndarray, align: Alignment, interpolation: int = cv2.INTER_LIN
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def mask_outline(landmarks: np.ndarray) -> np.ndarray:
+    """The points whose hull is the face mask [27,2]: the jaw, and the brows lifted to the hairline. Linear in
+    the landmarks, so it maps between frame and crop like they do."""
+    lm = landmarks.astype(np.float64)
+    lift = (lm[36:48].mean(axis=0) - lm[8]) * 0.25  # the hairline sits above the brows
+    return np.concatenate([lm[_JAW], lm[_BROWS] + lift])
+
+
 def face_mask(landmarks_crop: np.ndarray, size: int, feather: float = 0.06) -> np.ndarray:
     """Feathered float mask [N,N] in 0..1 over the face hull (jaw, brows lifted to the forehead).
 
     The hull is eroded by the feather width before blurring, so the soft edge falls inside the hull and
     the mask is zero outside it.
     """
-    lm = landmarks_crop.astype(np.float64)
-    brows = lm[_BROWS]
-    eye_line = lm[36:48].mean(axis=0)
-    chin = lm[8]
-    lift = (eye_line - chin) * 0.25  # the hairline sits above the brows
-    outline = np.concatenate([lm[_JAW], brows + lift])
+    outline = mask_outline(landmarks_crop)
     hull = cv2.convexHull(np.round(outline * 4).astype(np.int32))
     mask = np.zeros((size, size), dtype=np.uint8)
     cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=2)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stream.align import mask_outline
 from stream.faces import Box, to_gray
 from stream.media import Frame, VideoInfo
 from stream.smoothing import LiveSmoother, quad_corners, quad_params, smooth_offline
@@ -131,6 +132,8 @@ class TrackSet:
             "quad": np.asarray([quad_corners(p) for p in quad], np.float64).reshape(-1, 4, 2),
             "raw_params": raw,
             "quad_params": quad,
+            # the mask: the feathered fill (6 % of the crop) of this outline's hull, aligned like the landmarks
+            "mask_outline": np.asarray([mask_outline(f.landmarks) for f in faces], np.float32).reshape(-1, 27, 2),
         }
 
     @classmethod

@@ -63,6 +63,8 @@ def test_bake_writes_the_cache_layout_and_pti_fits_the_crops(baked: Path, models
     with np.load(folder / "tracks.npz") as tracks:
         assert tracks["landmarks"].shape == (FRAMES, 68, 2) and tracks["quad"].shape == (FRAMES, 4, 2)
         assert tracks["raw_quad"].shape == (FRAMES, 4, 2) and tracks["box"].shape == (FRAMES, 4)
+        assert tracks["mask_outline"].shape == (FRAMES, 27, 2)  # the paste mask's hull, with the landmarks
+        assert np.all(tracks["mask_outline"][:, :17] == tracks["landmarks"][:, :17])  # the jaw
         assert tracks["frame"].tolist() == list(range(FRAMES))
     pivots = np.load(folder / "pivots" / "track_1.npy")
     assert pivots.shape == (FRAMES, 10, 512) and np.isfinite(pivots).all()
