@@ -184,6 +184,14 @@ class TitleEntry:
         data = self.manifest["stages"].get(name)
         return Stage(name=name, **data) if isinstance(data, dict) else None
 
+    def generator_rel(self, track_id: int) -> str:
+        """The tuned generator a track plays with: its own (a per-track PTI bake) or the title's."""
+        stage = self.stage("pti")
+        if stage is None:
+            raise CacheError(f"{self.folder}: no tuned generator (bake with --generator and --encoder)")
+        per_track = f"generator/track_{track_id}.safetensors"
+        return per_track if per_track in stage.files else "generator/title.safetensors"
+
     def problems(self, name: str) -> list[str]:
         """What is wrong with a recorded stage's files (empty when they all verify)."""
         stage = self.stage(name)
@@ -349,11 +357,7 @@ class BakedTitle:
     def generator_file(self, track_id: int, suffix: str = ".safetensors") -> Path:
         """The tuned generator of this track (or the title's): the weights, or with `suffix` .onnx / .plan the
         exported engine."""
-        stage = self.entry.stage("pti")
-        if stage is None:
-            raise CacheError(f"{self.entry.folder}: no tuned generator (bake with --generator and --encoder)")
-        per_track = f"generator/track_{track_id}.safetensors"
-        rel = per_track if per_track in stage.files else "generator/title.safetensors"
+        rel = self.entry.generator_rel(track_id)
         if suffix != ".safetensors":
             rel = rel.removesuffix(".safetensors") + suffix
             export = self.entry.stage("export")

@@ -138,9 +138,8 @@ def aligned_crops(location: str | Path, tracks: TrackSet, size: int,
                 break
             for track_id, row in wanted.get(frame.index, {}).items():
                 face = faces[track_id][row]
-                params = face.quad if face.quad is not None else face.raw
                 rows[track_id].append(row)
-                images[track_id].append(crop(frame.image, alignment(params, size)))
+                images[track_id].append(crop(frame.image, alignment(face.crop_params, size)))
     return {t: (rows[t], np.stack(images[t])) for t in rows if rows[t]}
 
 
@@ -457,12 +456,6 @@ class Baker:
 
     # stitching ---------------------------------------------------------------------------------------------
 
-    def _generator_rel(self, track_id: int) -> str:
-        stage = self.entry.stage("pti")
-        assert stage is not None
-        per_track = f"generator/track_{track_id}.safetensors"
-        return per_track if per_track in stage.files else "generator/title.safetensors"
-
     def _bake_stitch(self) -> tuple[list[str], dict[str, Any]]:
         size, options = self._size(), self.options.stitch
         crops = self.crops() if self.options.every == 1 else aligned_crops(self.source, self.tracks(), size)
@@ -478,9 +471,9 @@ class Baker:
             masks = []
             for row in rows:
                 face = track.faces[row]
-                align = alignment(face.quad if face.quad is not None else face.raw, size)
+                align = alignment(face.crop_params, size)
                 masks.append(face_mask(align.points_to_crop(face.landmarks.astype(np.float64)), size))
-            generator = str(self.entry.verified(self._generator_rel(track.track_id)))
+            generator = str(self.entry.verified(self.entry.generator_rel(track.track_id)))
             for a, b in segments(len(rows), options.segment):
                 jobs.append(StitchJob(generator, edited[a:b].numpy(), images[a:b], np.stack(masks[a:b]), options))
                 where.append((track.track_id, rows[a:b]))

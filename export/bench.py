@@ -30,7 +30,7 @@ def _play(location: str | Path, folder: Path, name: str, recaster: Recaster, opt
           title: BakedTitle | None) -> dict[str, Any]:
     report = render(location, folder / f"{name}.mp4", recaster, options,
                     tracks=title.tracks if title is not None else None)
-    return {"fps": round(report.frames / max(report.seconds, 1e-9), 2),
+    return {"fps": report.as_dict()["fps"],
             "wall_ms_per_frame": round(report.seconds * 1e3 / max(report.frames, 1), 2),
             "ms_per_frame": report.ms_per_frame, "faces_recast": report.faces_recast, "frames": report.frames}
 

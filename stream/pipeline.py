@@ -180,7 +180,7 @@ class FaceRenderer:
         """Recast every face of ``image`` in place."""
         out = RenderedFrame()
         for face in faces:
-            params = face.quad if face.quad is not None else face.raw
+            params = face.crop_params
             size = self.recaster.size_for(face.track_id)
             size = size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
             start = time.perf_counter()
@@ -333,8 +333,7 @@ def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int
     with MediaSource(location, keep_audio=False) as source:
         for frame in source.frames():
             for face in wanted.get(frame.index, []):
-                params = face.quad if face.quad is not None else face.raw
-                pixels = crop(frame.image, alignment(params, size), cv2.INTER_AREA)
+                pixels = crop(frame.image, alignment(face.crop_params, size), cv2.INTER_AREA)
                 Image.fromarray(pixels).save(folder / f"t{face.track_id:03d}_f{frame.index:06d}.png")
                 written += 1
     return written

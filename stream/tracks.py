@@ -34,6 +34,11 @@ class FaceState:
     raw: np.ndarray  # [4]
     quad: np.ndarray | None = None  # [4], smoothed; None until the smoother has seen enough frames
 
+    @property
+    def crop_params(self) -> np.ndarray:
+        """The quad the face is cropped on: the smoothed one once there is one, the raw one before."""
+        return self.quad if self.quad is not None else self.raw
+
 
 @dataclass
 class FaceTrack:
@@ -52,7 +57,7 @@ class FaceTrack:
         return np.stack([f.raw for f in self.faces])
 
     def quad_params(self) -> np.ndarray:
-        return np.stack([f.quad if f.quad is not None else f.raw for f in self.faces])
+        return np.stack([f.crop_params for f in self.faces])
 
 
 @dataclass
@@ -96,7 +101,7 @@ class TrackSet:
                             "box": f.box.as_list(),
                             "landmarks": np.round(f.landmarks, 2).tolist(),
                             "raw_quad": np.round(quad_corners(f.raw), 3).tolist(),
-                            "quad": np.round(quad_corners(f.quad if f.quad is not None else f.raw), 3).tolist(),
+                            "quad": np.round(quad_corners(f.crop_params), 3).tolist(),
                         }
                         for f in t.faces
                     ],
@@ -117,7 +122,7 @@ class TrackSet:
         full precision so that a reloaded track set crops exactly as the one that was baked."""
         faces = [f for t in self.tracks for f in t.faces]
         raw = np.asarray([f.raw for f in faces], np.float64).reshape(-1, 4)
-        quad = np.asarray([f.quad if f.quad is not None else f.raw for f in faces], np.float64).reshape(-1, 4)
+        quad = np.asarray([f.crop_params for f in faces], np.float64).reshape(-1, 4)
         header = {"source": self.source, "width": self.width, "height": self.height, "fps": self.fps,
                   "frame_count": self.frame_count, "mode": self.mode, "version": TRACK_FILE_VERSION}
         return {
