@@ -63,7 +63,16 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str)
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"}, codec=codec)
             assert viewer.audio is not None  # the title's audio track is negotiated too
-            on = await viewer.frames(25)
+            on, skews = [], []
+            for _ in range(5):
+                on += await viewer.frames(5)
+                skews.append(app[SERVICE].sessions[viewer.session].clock.skew_ms())
+            sound = [await asyncio.wait_for(viewer.audio.recv(), 10) for _ in range(10)]
+            print(f"{codec}: video minus audio lateness at send {skews} ms")
+            # the title's audio arrives (Opus, 48 kHz) and leaves the server in step with the video: the median
+            # gap between their lateness against the session clock stays within 40 ms (a frame and a bit)
+            assert all(s.sample_rate == 48000 and s.samples > 0 for s in sound)
+            assert None not in skews and abs(float(np.median(skews))) < 40
             state = await viewer.control({"type": "recast", "enabled": False})
             assert state["type"] == "state" and state["enabled"] is False and state["frame"] > 0
             await viewer.frames(3)  # frames already handed to the encoder before the toggle

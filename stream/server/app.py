@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor
@@ -23,7 +22,7 @@ from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
 from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
 from stream.server.metrics import Registry
-from stream.server.sessions import ACTOR_CAST, CameraVideoTrack, Session, Title, TitleVideoTrack
+from stream.server.sessions import ACTOR_CAST, CameraVideoTrack, Session, Title, TitleAudioTrack, TitleVideoTrack
 
 if TYPE_CHECKING:
     from engines.cache import TitleCache
@@ -342,9 +341,9 @@ async def offer(request: web.Request) -> web.StreamResponse:
         session.tracks.append(video)
         pc.addTrack(video)
         if session.title.has_audio:
-            session.player = MediaPlayer(str(session.title.path), decode=True)
-            if session.player.audio is not None:
-                pc.addTrack(session.player.audio)
+            audio = TitleAudioTrack(session, session.title.path)
+            session.tracks.append(audio)
+            pc.addTrack(audio)
     else:
 
         @pc.on("track")

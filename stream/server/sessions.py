@@ -16,12 +16,13 @@ import ctypes
 import dataclasses
 import fractions
 import functools
+import itertools
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
-from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 from stream.casts import Cast
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = fractions.Fraction(1, 90000)
 MAX_CONTROL_BYTES = 4096
 LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
+AUDIO_RATE = 48000  # Opus's clock; aiortc's encoder takes s16 stereo at this rate
+AUDIO_PTIME = 0.020  # seconds of audio per frame sent
+AUDIO_AHEAD = 50  # decoded audio frames held ahead of sending (1 s)
+AUDIO_DELAY_S = 0.1  # audio's hold-back before the first video frame tells the pipeline's latency
+MAX_AUDIO_LATE = 0.2  # seconds: audio later than this against the session clock is skipped to stay in sync
 ACTOR_CAST = "actor"  # a baked title's own actor, re-rendered by its tuned generator (edits apply to it)
 
 
@@ -132,6 +137,38 @@ class _LatestQueue:
         self.queue.put_nowait(item)
 
 
+class PlaybackClock:
+    """One wall-clock mapping for all of a session's tracks, so that audio and video leave in step with their
+    source timestamps: the first track to ask maps its first timestamp to now, and every track paces to that.
+    Video leaves late by the pipeline's latency (look-ahead and recasting); audio is held back by the same amount
+    (a running average of the video's lateness), so the two stay in sync."""
+
+    def __init__(self) -> None:
+        self._origin: float | None = None
+        self._lock = threading.Lock()
+        self.late_s: dict[str, float] = {}  # per track kind: how late its last frame left against the clock
+        self.video_delay_s = AUDIO_DELAY_S  # running average of the video's lateness
+
+    def due(self, source_time: float) -> float:
+        """The monotonic time at which the frame with this source timestamp should be sent."""
+        with self._lock:
+            if self._origin is None:
+                self._origin = time.monotonic() - source_time
+            return self._origin + source_time
+
+    def sent(self, kind: str, source_time: float) -> None:
+        late = time.monotonic() - self.due(source_time)
+        self.late_s[kind] = late
+        if kind == "video":
+            self.video_delay_s += 0.1 * (late - self.video_delay_s)
+
+    def skew_ms(self) -> float | None:
+        """Video minus audio lateness of the last frames sent (positive: video behind); None without both."""
+        if "video" not in self.late_s or "audio" not in self.late_s:
+            return None
+        return (self.late_s["video"] - self.late_s["audio"]) * 1e3
+
+
 class TitleVideoTrack(MediaStreamTrack):
     """Video of a title through the recast pipeline, paced to the source's timestamps."""
 
@@ -152,31 +189,29 @@ class TitleVideoTrack(MediaStreamTrack):
 
     def _run(self) -> None:
         assert self._queue is not None
-        metrics, sid = self.session.metrics, self.session.id
+        metrics, sid, clock = self.session.metrics, self.session.id, self.session.clock
         try:
             with MediaSource(self.path, keep_audio=False) as source:
                 interval = 1 / max(source.info.fps, 1.0)
-                start: float | None = None
-                t0 = 0.0
+                t0: float | None = None
                 for frame in source.frames():
                     if self._stop.is_set():
                         return
                     self.session.count("in")
-                    if start is None:
-                        start, t0 = time.monotonic(), frame.time
-                    due = start + (frame.time - t0)
+                    if t0 is None:
+                        t0 = frame.time  # sent timestamps start at 0
+                    due = clock.due(frame.time)
                     if time.monotonic() - due > 2 * interval:  # late already: drop it rather than fall behind
                         self.session.count("dropped")
                         continue
                     began = time.perf_counter()
                     for ready, faces in self.processor.push(frame):
                         image = self.processor.render(ready, faces)
-                        ready_due = start + (ready.time - t0)
-                        latency = (time.monotonic() - ready_due) * 1e3
+                        latency = (time.monotonic() - clock.due(ready.time)) * 1e3
                         self.processor.state.frame = ready.index
                         self.processor.state.latency_ms = latency
                         metrics.latency_ms.observe(latency, session=sid)
-                        self._queue.put_threadsafe(to_video_frame(image, ready.time - t0))
+                        self._queue.put_threadsafe((to_video_frame(image, ready.time - t0), ready.time))
                     metrics.stage_ms.observe((time.perf_counter() - began) * 1e3, session=sid, stage="process")
                     wait = due - time.monotonic()
                     if wait > 0:
@@ -192,11 +227,103 @@ class TitleVideoTrack(MediaStreamTrack):
         if self._thread is None:
             self._start()
         assert self._queue is not None
-        frame = await self._queue.queue.get()
-        if frame is None:
+        item = await self._queue.queue.get()
+        if item is None:
             self.stop()
             raise MediaStreamError
+        frame, source_time = item
+        self.session.clock.sent("video", source_time)
         self.session.count("out")
+        return frame
+
+    def stop(self) -> None:
+        self._stop.set()
+        super().stop()
+
+
+class TitleAudioTrack(MediaStreamTrack):
+    """A title's audio: only its audio stream is decoded (in a worker thread, at most a second ahead), resampled
+    to 48 kHz stereo in 20 ms frames, and sent on the session's clock so it stays in step with the video.
+    aiortc's MediaPlayer would also decode the video into a queue that nothing reads."""
+
+    kind = "audio"
+
+    def __init__(self, session: Session, path: Path) -> None:
+        super().__init__()
+        self.session, self.path = session, path
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._room = threading.BoundedSemaphore(AUDIO_AHEAD)
+        self._queue: asyncio.Queue[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            if self._room.acquire(timeout=0.1):
+                assert self._loop is not None and self._queue is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+                except RuntimeError:  # the loop is closed: the session is gone
+                    return False
+                return True
+        return False
+
+    def _decoded(self, container: Any) -> Iterator[av.AudioFrame]:
+        """The audio stream's frames; corrupt packets are skipped (the track ends after 50 in a row)."""
+        errors = 0
+        for packet in container.demux(container.streams.audio[0]):
+            try:
+                frames = packet.decode()
+                errors = 0
+            except av.error.FFmpegError as exc:
+                errors += 1
+                log.warning("session %s: skipping a corrupt audio packet (%s)", self.session.id, exc)
+                if errors >= 50:
+                    return
+                continue
+            yield from frames
+
+    def _run(self) -> None:
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE,
+                                      frame_size=round(AUDIO_RATE * AUDIO_PTIME))
+        samples, start = 0, 0.0
+        try:
+            with av.open(str(self.path), metadata_errors="ignore") as container:
+                for raw in itertools.chain(self._decoded(container), [None]):  # None: flush the resampler's tail
+                    if samples == 0 and raw is not None:
+                        start = float(raw.time or 0.0)
+                    for out in resampler.resample(raw):
+                        out.pts, out.time_base = samples, fractions.Fraction(1, AUDIO_RATE)
+                        if not self._put((out, start + samples / AUDIO_RATE)):
+                            return
+                        samples += out.samples
+        except Exception:
+            log.exception("session %s: title audio failed; ending the audio track", self.session.id)
+        finally:
+            self._put(None)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._thread is None:
+            self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
+            self._thread = threading.Thread(target=self._run, name=f"audio-{self.session.id[:8]}", daemon=True)
+            self._thread.start()
+        assert self._queue is not None
+        while True:
+            item = await self._queue.get()
+            self._room.release()
+            if item is None:
+                self.stop()
+                raise MediaStreamError
+            frame, source_time = item
+            clock = self.session.clock
+            wait = clock.due(source_time) + clock.video_delay_s - time.monotonic()
+            if wait > -MAX_AUDIO_LATE:
+                break  # else: late (the video started first); skip ahead to stay in sync
+        if wait > 0:
+            await asyncio.sleep(wait)
+        clock.sent("audio", source_time)
         return frame
 
     def stop(self) -> None:
@@ -330,7 +457,7 @@ class Session:
         self.predictor = predictor
         self.pc: RTCPeerConnection | None = None
         self.tracks: list[MediaStreamTrack] = []
-        self.player: MediaPlayer | None = None
+        self.clock = PlaybackClock()
         self.created = time.monotonic()
         self.answered = False
         self.closed = False
@@ -429,10 +556,6 @@ class Session:
         self.ended_by = reason
         for track in self.tracks:
             track.stop()
-        if self.player is not None:
-            for player_track in (self.player.audio, self.player.video):
-                if player_track is not None:
-                    player_track.stop()
         if self.pc is not None:
             try:
                 await asyncio.wait_for(self.pc.close(), timeout=5)
