@@ -4,6 +4,7 @@ page, /healthz and /metrics. Blocking work (decode, dlib, recast) runs in each s
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import re
@@ -22,7 +23,15 @@ from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
 from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
 from stream.server.metrics import Registry
-from stream.server.sessions import ACTOR_CAST, CameraVideoTrack, Session, Title, TitleAudioTrack, TitleVideoTrack
+from stream.server.sessions import (
+    ACTOR_CAST,
+    CameraVideoTrack,
+    Session,
+    Title,
+    TitleAudioTrack,
+    TitleVideoTrack,
+    release_free_memory,
+)
 
 if TYPE_CHECKING:
     from engines.cache import TitleCache
@@ -34,6 +43,7 @@ TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 MAX_BODY = 256 * 1024
 MAX_SDP = 128 * 1024
+CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
 STATIC = Path(__file__).resolve().parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -157,6 +167,7 @@ class Service:
         self.sessions: dict[str, Session] = {}
         self.limiter = RateLimiter(config.sessions_per_minute)
         self._reaper: asyncio.Task[None] | None = None
+        self._cleanup: asyncio.TimerHandle | None = None
         self._disconnected: dict[str, float] = {}
         # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
         # stateless per call, and a session's recaster copy has its own track assignments
@@ -172,10 +183,15 @@ class Service:
 
     async def start(self, _app: web.Application) -> None:
         self._reaper = asyncio.ensure_future(self._reap())
+        gc.collect()
+        gc.freeze()  # models, casts and modules live as long as the server: later full collections skip them
 
     async def stop(self, _app: web.Application) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+        gc.unfreeze()
         await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
 
     async def close(self, sid: str, reason: str) -> None:
@@ -184,6 +200,14 @@ class Service:
         if session is not None:
             await session.close(reason)
             self.count_sessions()
+            if self._cleanup is None:  # once the handlers that still hold the session have returned
+                self._cleanup = asyncio.get_running_loop().call_later(CLEANUP_DELAY_S, self._release)
+
+    def _release(self) -> None:
+        self._cleanup = None
+        began = time.perf_counter()
+        collected = release_free_memory()
+        log.info("freed %d objects of ended sessions in %.0f ms", collected, (time.perf_counter() - began) * 1e3)
 
     def count_sessions(self) -> None:
         for kind in ("title", "camera"):
