@@ -128,8 +128,12 @@ async def soak(minutes: float, sessions: int) -> dict[str, Any]:
             text = await r.text()
     left = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("recast_sessions{"))
     first, last = samples[min(2, len(samples) - 1)], samples[-1]
+    settled = samples[2:] if len(samples) > 4 else samples
+    slope = statistics.linear_regression([s["round"] for s in settled], [s["rss_mb"] for s in settled]).slope \
+        if len(settled) > 1 else 0.0
     return {"rounds": len(samples), "sessions_per_round": sessions, "sessions_left": left,
             "rss_mb_after_warmup": first["rss_mb"], "rss_mb_end": last["rss_mb"],
+            "rss_mb_per_round": round(slope, 3),
             "threads_after_warmup": first["threads"], "threads_end": last["threads"],
             "fds_after_warmup": first["fds"], "fds_end": last["fds"]}
 

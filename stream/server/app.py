@@ -167,7 +167,7 @@ class Service:
         self.sessions: dict[str, Session] = {}
         self.limiter = RateLimiter(config.sessions_per_minute)
         self._reaper: asyncio.Task[None] | None = None
-        self._cleanup: asyncio.TimerHandle | None = None
+        self._cleanups: list[asyncio.TimerHandle] = []
         self._disconnected: dict[str, float] = {}
         # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
         # stateless per call, and a session's recaster copy has its own track assignments
@@ -189,8 +189,8 @@ class Service:
     async def stop(self, _app: web.Application) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        if self._cleanup is not None:
-            self._cleanup.cancel()
+        for handle in self._cleanups:
+            handle.cancel()
         gc.unfreeze()
         await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
 
@@ -200,11 +200,13 @@ class Service:
         if session is not None:
             await session.close(reason)
             self.count_sessions()
-            if self._cleanup is None:  # once the handlers that still hold the session have returned
-                self._cleanup = asyncio.get_running_loop().call_later(CLEANUP_DELAY_S, self._release)
+            # once the handlers that still hold the session have returned; one per session, so that a session
+            # ending while another's collection waits is not left for the next one
+            self._cleanups.append(asyncio.get_running_loop().call_later(CLEANUP_DELAY_S, self._release))
 
     def _release(self) -> None:
-        self._cleanup = None
+        now = asyncio.get_running_loop().time()
+        self._cleanups = [h for h in self._cleanups if h.when() > now]
         began = time.perf_counter()
         collected = release_free_memory()
         log.info("freed %d objects of ended sessions in %.0f ms", collected, (time.perf_counter() - began) * 1e3)
@@ -218,18 +220,25 @@ class Service:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            for sid, session in list(self.sessions.items()):
-                pc = session.pc
-                if not session.answered and now - session.created > self.config.offer_timeout_s:
-                    await self.close(sid, "no_offer")
-                elif pc is not None and pc.connectionState in ("failed", "closed"):
-                    await self.close(sid, f"peer_{pc.connectionState}")
-                elif pc is not None and pc.iceConnectionState == "disconnected":
-                    since = self._disconnected.setdefault(sid, now)
-                    if now - since > self.config.disconnect_timeout_s:
-                        await self.close(sid, "peer_timeout")
-                else:
-                    self._disconnected.pop(sid, None)
+            for sid in list(self.sessions):
+                reason = self._reap_reason(sid, now)  # no reference to the session stays in this frame
+                if reason:
+                    await self.close(sid, reason)
+
+    def _reap_reason(self, sid: str, now: float) -> str:
+        session = self.sessions.get(sid)
+        if session is None:
+            return ""
+        pc = session.pc
+        if not session.answered and now - session.created > self.config.offer_timeout_s:
+            return "no_offer"
+        if pc is not None and pc.connectionState in ("failed", "closed"):
+            return f"peer_{pc.connectionState}"
+        if pc is not None and pc.iceConnectionState == "disconnected":
+            since = self._disconnected.setdefault(sid, now)
+            return "peer_timeout" if now - since > self.config.disconnect_timeout_s else ""
+        self._disconnected.pop(sid, None)
+        return ""
 
 
 SERVICE = web.AppKey("service", Service)

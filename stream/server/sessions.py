@@ -438,7 +438,7 @@ def release_free_memory() -> int:
     """Free what ended sessions left in reference cycles, then hand the freed heap pages back to the OS.
 
     A closed session is garbage inside reference cycles (aiortc's peer connection, its transports and event
-    handlers; about 1,900 objects) that still hold native memory: codec contexts, the last decoded frames. The
+    handlers; about 2,500 objects) that still hold native memory: codec contexts, the last decoded frames. The
     cyclic collector counts objects, not bytes, so in a long-running server a full collection comes rarely and
     those buffers piled up at about 1 MB per session (found with heaptrack: decoded frames from `to_ndarray`
     still allocated). A full collection here frees them; with the server's start-up objects frozen
