@@ -29,6 +29,29 @@ _LIVE_SCHEMES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://")
 _MAX_CONSECUTIVE_ERRORS = 25
 
 
+class PacketDecoder:
+    """Decodes one stream's packets, skipping corrupt ones with a warning; ``limit`` corrupt packets in a row
+    raise :class:`MediaError` (the stream is not what it claims). ``errors`` counts the packets skipped."""
+
+    def __init__(self, location: str, kind: str, limit: int = _MAX_CONSECUTIVE_ERRORS) -> None:
+        self.location, self.kind, self.limit = location, kind, limit
+        self.errors = 0
+        self._in_a_row = 0
+
+    def decode(self, packet: Any) -> list[Any]:
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            self.errors += 1
+            self._in_a_row += 1
+            log.warning("%s: skipping a corrupt %s packet (%s)", self.location, self.kind, exc)
+            if self._in_a_row >= self.limit:
+                raise MediaError(self.location, f"{self.kind} does not decode ({exc})") from exc
+            return []
+        self._in_a_row = 0
+        return list(frames)
+
+
 class MediaError(Exception):
     """A media file or URL that cannot be read or written; the message names it and says why."""
 
@@ -128,8 +151,12 @@ class MediaSource:
             codec=cc.name,
         )
         self.audio_packets: collections.deque[av.Packet] = collections.deque()
-        self.decode_errors = 0
+        self._decoder = PacketDecoder(self.location, "video")
         self.truncated = False
+
+    @property
+    def decode_errors(self) -> int:
+        return self._decoder.errors
 
     @property
     def audio_stream(self) -> Any:
@@ -139,7 +166,6 @@ class MediaSource:
         """Decode every video frame in order; audio packets go to ``audio_packets``."""
         streams = [self._video] + ([self._audio] if self._audio is not None else [])
         index = 0
-        consecutive_errors = 0
         last_pts: int | None = None
         step = _pts_step(self.info)
         try:
@@ -148,17 +174,7 @@ class MediaSource:
                     if packet.dts is not None and packet.size:
                         self.audio_packets.append(packet)
                     continue
-                try:
-                    decoded = packet.decode()
-                    consecutive_errors = 0
-                except av.error.FFmpegError as exc:
-                    self.decode_errors += 1
-                    consecutive_errors += 1
-                    log.warning("%s: skipping a corrupt video packet (%s)", self.location, exc)
-                    if consecutive_errors >= _MAX_CONSECUTIVE_ERRORS:
-                        raise MediaError(self.location, f"video does not decode ({exc})") from exc
-                    continue
-                for vf in decoded:
+                for vf in self._decoder.decode(packet):
                     pts = vf.pts if vf.pts is not None else (last_pts + step if last_pts is not None else 0)
                     if last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1  # keep timestamps strictly increasing for the muxer

@@ -35,7 +35,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor
-from stream.media import Frame, MediaSource
+from stream.media import Frame, MediaSource, PacketDecoder
 from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
 from stream.recasters import Recaster
 from stream.server.metrics import Registry
@@ -49,6 +49,7 @@ LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing 
 AUDIO_RATE = 48000  # Opus's clock; aiortc's encoder takes s16 stereo at this rate
 AUDIO_PTIME = 0.020  # seconds of audio per frame sent
 AUDIO_AHEAD = 50  # decoded audio frames held ahead of sending (1 s)
+AUDIO_CORRUPT_LIMIT = 50  # corrupt audio packets in a row that end the audio track
 AUDIO_DELAY_S = 0.1  # audio's hold-back before the first video frame tells the pipeline's latency
 MAX_AUDIO_LATE = 0.2  # seconds: audio later than this against the session clock is skipped to stay in sync
 ACTOR_CAST = "actor"  # a baked title's own actor, re-rendered by its tuned generator (edits apply to it)
@@ -271,19 +272,10 @@ class TitleAudioTrack(MediaStreamTrack):
         return False
 
     def _decoded(self, container: Any) -> Iterator[av.AudioFrame]:
-        """The audio stream's frames; corrupt packets are skipped (the track ends after 50 in a row)."""
-        errors = 0
+        """The audio stream's frames; corrupt packets are skipped (MediaError after 50 in a row, about 1 s)."""
+        decoder = PacketDecoder(str(self.path), "audio", limit=AUDIO_CORRUPT_LIMIT)
         for packet in container.demux(container.streams.audio[0]):
-            try:
-                frames = packet.decode()
-                errors = 0
-            except av.error.FFmpegError as exc:
-                errors += 1
-                log.warning("session %s: skipping a corrupt audio packet (%s)", self.session.id, exc)
-                if errors >= 50:
-                    return
-                continue
-            yield from frames
+            yield from decoder.decode(packet)
 
     def _run(self) -> None:
         resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE,
