@@ -189,10 +189,10 @@ class Service:
     async def stop(self, _app: web.Application) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        for handle in self._cleanups:
+        await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
+        for handle in self._cleanups:  # after the closes above, which schedule theirs too
             handle.cancel()
         gc.unfreeze()
-        await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
 
     async def close(self, sid: str, reason: str) -> None:
         session = self.sessions.pop(sid, None)
