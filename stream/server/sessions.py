@@ -192,7 +192,7 @@ class TitleVideoTrack(MediaStreamTrack):
 
     def _run(self) -> None:
         assert self._queue is not None
-        metrics, sid, clock = self.session.metrics, self.session.id, self.session.clock
+        sid, clock = self.session.id, self.session.clock
         try:
             with MediaSource(self.path, keep_audio=False) as source:
                 interval = 1 / max(source.info.fps, 1.0)
@@ -213,9 +213,9 @@ class TitleVideoTrack(MediaStreamTrack):
                         latency = (time.monotonic() - clock.due(ready.time)) * 1e3
                         self.processor.state.frame = ready.index
                         self.processor.state.latency_ms = latency
-                        metrics.latency_ms.observe(latency, session=sid)
+                        self.session.observe("latency", latency)
                         self._queue.put_threadsafe((to_video_frame(image, ready.time - t0), ready.time))
-                    metrics.stage_ms.observe((time.perf_counter() - began) * 1e3, session=sid, stage="process")
+                    self.session.observe("process", (time.perf_counter() - began) * 1e3)
                     wait = due - time.monotonic()
                     if wait > 0:
                         self._stop.wait(wait)
@@ -365,7 +365,7 @@ class CameraVideoTrack(MediaStreamTrack):
             ready_frame, faces = ready[-1]
             out_image = self.processor.render(ready_frame, faces)
         elapsed = (time.perf_counter() - began) * 1e3
-        self.session.metrics.stage_ms.observe(elapsed, session=self.session.id, stage="process")
+        self.session.observe("process", elapsed)
         self.processor.state.frame = index
         self.processor.state.latency_ms = elapsed
         out = to_video_frame(out_image, time_s)
@@ -467,9 +467,20 @@ class Session:
         self._channel: Any = None
 
     def count(self, what: str, amount: int = 1) -> None:
+        if self.closed:  # a frame the worker hands over after the end must not bring back the forgotten series
+            return
         counter = {"in": self.metrics.frames_in, "out": self.metrics.frames_out,
                    "dropped": self.metrics.frames_dropped, "failed": self.metrics.faces_failed}[what]
         counter.inc(amount, session=self.id)
+
+    def observe(self, what: str, ms: float) -> None:
+        """A frame's latency (`latency`) or a stage's time (`process`), in ms; ignored once the session ended."""
+        if self.closed:
+            return
+        if what == "latency":
+            self.metrics.latency_ms.observe(ms, session=self.id)
+        else:
+            self.metrics.stage_ms.observe(ms, session=self.id, stage=what)
 
     def processor(self) -> FrameProcessor:
         return FrameProcessor(self.recaster, self.state, self.options, self.predictor,
