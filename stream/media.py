@@ -75,10 +75,16 @@ class VideoInfo:
     frame_count: int  # 0 when the container does not say
     has_audio: bool
     codec: str
+    rotation: int = 0  # the display matrix's rotation (degrees counter-clockwise: 0, 90, 180, 270)
 
     @property
     def fps(self) -> float:
         return float(self.rate)
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """Width and height of the pixels as the file stores them (``width``/``height`` are as displayed)."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
 
 @dataclass
@@ -88,11 +94,33 @@ class Frame:
     index: int
     pts: int
     time_base: Fraction
-    image: np.ndarray  # [H,W,3] uint8 RGB
+    image: np.ndarray  # [H,W,3] uint8 RGB, upright (the file's display rotation applied)
 
     @property
     def time(self) -> float:
         return float(self.pts * self.time_base)
+
+
+def quarter_turns(degrees: float) -> int:
+    """A display rotation in degrees as counter-clockwise quarter turns (0-3); other angles round to the nearest."""
+    return round(degrees / 90) % 4
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """The picture as players show it: the stored pixels turned by the display matrix's rotation."""
+    turns = quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _display_rotation(location: str) -> int:
+    """The rotation of the first video frame's display matrix (0 when the file has none or it cannot be read)."""
+    try:
+        with av.open(location, metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                return quarter_turns(frame.rotation) * 90
+    except (av.error.FFmpegError, OSError, ValueError):
+        pass
+    return 0
 
 
 def is_url(location: str | Path) -> bool:
@@ -108,7 +136,9 @@ def is_live(location: str | Path) -> bool:
 class MediaSource:
     """Pull-based decoder over a file or URL.
 
-    ``frames()`` yields :class:`Frame` objects; audio packets found on the way accumulate in
+    ``frames()`` yields :class:`Frame` objects, upright: a file whose video carries a display matrix (a phone's
+    portrait clip) is turned the way players show it, and ``info`` gives the upright size and the ``rotation``, so
+    that a sink can store the pixels as the source did. Audio packets found on the way accumulate in
     ``audio_packets`` for a sink to take. Corrupt packets are skipped and counted in ``decode_errors``;
     a file that ends early (truncated) yields the frames it has.
     """
@@ -138,10 +168,12 @@ class MediaSource:
         if not cc.width or not cc.height:
             self._container.close()
             raise MediaError(location, "video stream has no frame size (corrupt header)")
+        rotation = 0 if is_url(location) else _display_rotation(self.location)
+        width, height = (cc.height, cc.width) if rotation % 180 else (cc.width, cc.height)
         self.info = VideoInfo(
             location=self.location,
-            width=cc.width,
-            height=cc.height,
+            width=width,
+            height=height,
             rate=_frame_rate(self._video),
             time_base=Fraction(self._video.time_base or Fraction(1, 90000)),
             start_time=float((self._video.start_time or 0) * (self._video.time_base or 0)),
@@ -149,6 +181,7 @@ class MediaSource:
             frame_count=int(self._video.frames or 0),
             has_audio=bool(self._container.streams.audio),
             codec=cc.name,
+            rotation=rotation,
         )
         self.audio_packets: collections.deque[av.Packet] = collections.deque()
         self._decoder = PacketDecoder(self.location, "video")
@@ -179,7 +212,8 @@ class MediaSource:
                     if last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
                     last_pts = pts
-                    yield Frame(index, pts, self.info.time_base, vf.to_ndarray(format="rgb24"))
+                    image = upright(vf.to_ndarray(format="rgb24"), vf.rotation)
+                    yield Frame(index, pts, self.info.time_base, image)
                     index += 1
         except av.error.FFmpegError as exc:
             # Demuxing stopped inside the file: a truncated or damaged tail. Keep what decoded.
@@ -226,7 +260,8 @@ class MediaSink:
     """H.264 mp4 writer that keeps the source's timestamps, frame rate and audio.
 
     Video frames are encoded with the pts and time base they were decoded with, so frame count, variable
-    frame rate, duration and a start offset all survive. Audio packets are copied, not re-encoded.
+    frame rate, duration and a start offset all survive. Audio packets are copied, not re-encoded. Frames come
+    upright; a source with a display rotation is stored turned back, with the same display matrix, as it was.
     """
 
     def __init__(
@@ -252,8 +287,11 @@ class MediaSink:
             raise MediaError(path, f"cannot write ({exc})") from exc
         for key, value in (metadata or {}).items():
             self._container.metadata[key] = value
-        self.width, self.height = even_size(info.width, info.height)
+        self.width, self.height = even_size(*info.stored_size)
+        self._turns = quarter_turns(info.rotation)
         stream = self._container.add_stream("libx264", rate=info.rate)
+        if self._turns:
+            stream.set_display_rotation(self._turns * 90)
         stream.width = self.width
         stream.height = self.height
         stream.pix_fmt = "yuv420p"
@@ -271,6 +309,8 @@ class MediaSink:
     def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
         """Encode ``image`` (default: the frame's own pixels) at the frame's timestamp."""
         pixels = frame.image if image is None else image
+        if self._turns:
+            pixels = np.rot90(pixels, -self._turns)  # back to the stored orientation; the display matrix turns it
         if pixels.shape[0] != self.height or pixels.shape[1] != self.width:
             pixels = cv2.copyMakeBorder(
                 pixels, 0, self.height - pixels.shape[0], 0, self.width - pixels.shape[1], cv2.BORDER_REPLICATE
@@ -314,10 +354,14 @@ def probe(path: str | Path) -> dict[str, Any]:
     """Facts about a finished file for tests and reports: frames, fps, duration, start, audio, metadata."""
     with av.open(str(path), metadata_errors="ignore") as container:
         video = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(video=0))
+        frames, rotation = 0, 0
+        for frame in container.decode(video=0):
+            rotation = rotation if frames else quarter_turns(frame.rotation) * 90
+            frames += 1
         audio = container.streams.audio[0] if container.streams.audio else None
         return {
             "frames": frames,
+            "rotation": rotation,
             "fps": float(video.average_rate or 0),
             "width": video.codec_context.width,
             "height": video.codec_context.height,

@@ -173,7 +173,7 @@ def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Pa
     source = _to_tensor(source_image, size, device)
     frames = 0
     with MediaSource(driving) as media, torch.no_grad():
-        info = dataclasses.replace(media.info, width=size, height=size)
+        info = dataclasses.replace(media.info, width=size, height=size, rotation=0)  # crops, upright
         kp_source = detector_net(source)
         kp_initial: fomm.Keypoints | None = None
         box: tuple[int, int, int] | None = None

@@ -44,8 +44,10 @@ def decode_all(path: Path | str) -> list[np.ndarray]:
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], pts: Sequence[int] | None = None,
-                time_base: Fraction = Fraction(1, 25), rate: int = 25, audio_seconds: float = 0.0) -> Path:
-    """A small H.264 mp4 (yuv444p so odd sizes work), with explicit timestamps and optional audio."""
+                time_base: Fraction = Fraction(1, 25), rate: int = 25, audio_seconds: float = 0.0,
+                rotation: int = 0) -> Path:
+    """A small H.264 mp4 (yuv444p so odd sizes work), with explicit timestamps, optional audio and an optional
+    display rotation (the frames are stored as given; players turn them by ``rotation`` degrees)."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w", format="mp4") as c:
         s = c.add_stream("libx264", rate=rate)
@@ -53,6 +55,8 @@ def write_video(path: Path, frames: Sequence[np.ndarray], pts: Sequence[int] | N
         s.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
         s.codec_context.time_base = time_base
         s.time_base = time_base
+        if rotation:
+            s.set_display_rotation(rotation)
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(img, format="rgb24")
             vf.pts = pts[i] if pts is not None else i

@@ -85,7 +85,8 @@ def test_faces_sample_and_interpolate(capsys: pytest.CaptureFixture[str], tmp_pa
     z = torch.from_numpy(np.random.RandomState(1).randn(1, 64)).float()
     with torch.no_grad():
         want = (G(z, None, truncation_psi=0.7, noise_mode="const") * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    assert np.array_equal(first, want[0].permute(1, 2, 0).numpy())
+    # one grey level: a last-bit difference in the float image may round the other way on another CPU
+    assert np.abs(first.astype(int) - want[0].permute(1, 2, 0).numpy().astype(int)).max() <= 1
     # truncation 0 collapses every seed onto the average face
     run(capsys, "faces", "sample", "--generator", str(pkl), "--seeds", "1,2", "-o", str(tmp_path / "avg"),
         "--truncation", "0")

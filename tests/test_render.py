@@ -91,6 +91,29 @@ def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     assert probe(out)["audio_codec"] == "aac"
 
 
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_rotated_clip_is_tracked_upright_and_keeps_its_rotation(tmp_path: Path, make_video: Callable[..., Path],
+                                                               rotation: int) -> None:
+    """A phone clip stores its pixels sideways and a display matrix that turns them upright. Faces are found on
+    the upright picture (HOG finds no face lying on its side), and the output keeps the stored layout and the
+    matrix, so players show it as they showed the source."""
+    upright_photo = read_image(media("images/face_recognition_obama-480p.jpg"))[:, :480]
+    stored = [np.ascontiguousarray(np.rot90(f, -rotation // 90)) for f in still_video(upright_photo, 8, 0.5)]
+    clip = make_video(f"rot{rotation}.mp4", stored, rotation=rotation)
+    out = tmp_path / f"rot{rotation}-out.mp4"
+    touched, on_rendered = _capture()
+    report = render(clip, out, WarpRecaster([default_cast()]), RenderOptions(), on_rendered=on_rendered)
+    assert report.faces_recast == 8 and report.tracks == 1
+    facts = probe(out)
+    assert facts["rotation"] == rotation
+    assert (facts["width"], facts["height"]) == (stored[0].shape[1], stored[0].shape[0])
+    got = decode_all(out)  # stored pixels, as the source stored them
+    weight = np.rot90(touched[4], -rotation // 90)  # the face, in the stored layout
+    assert psnr(stored[4], got[4], weight > 0.9) < 22, "the face is recast where it lies in the stored pixels"
+    near = cv2.dilate((weight > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert psnr(stored[4], got[4], ~near) > 32, "and nothing else moved (through two lossy encodes)"
+
+
 def test_badge_marks_recast_frames() -> None:
     img = np.full((360, 640, 3), 200, np.uint8)
     box = draw_badge(img)
