@@ -34,6 +34,11 @@ from engines.cache import sha256_path
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 8 << 30  # the official files are 0.1-1.2 GB; RECAST_MAX_CHECKPOINT_BYTES raises the limit
+# Inflation bounds for torch's zip format (checked on the zip directory, before anything is read). torch.save stores
+# its records uncompressed, so a real checkpoint inflates to its own size; a zip bomb declares far more.
+MAX_RECORD_BYTES = 256 << 20  # per tensor: the largest of a supported architecture is 38 MB (FOMM vox-256's
+#                               dense-motion hourglass), e4e's and StyleGAN2-1024's 9.4 MB
+INFLATION_SLACK = 16 << 20  # a zip may inflate to twice its size on disk plus this much, in all
 
 # FOMM config/vox-256.yaml (checkpoint-formats.md 2.2); the .pth.tar holds weights only.
 VOX256_CONFIG: dict[str, Any] = {
@@ -290,8 +295,31 @@ def load_stylegan2_pkl(path: str | Path, key: str = "G_ema") -> Checkpoint:
 # --- torch.save containers --------------------------------------------------------------------------------------
 
 
+def check_inflation(path: Path) -> None:
+    """Refuse a torch zip whose records would inflate past the bounds (MAX_RECORD_BYTES per record, twice the
+    file's size plus INFLATION_SLACK in all), reading only its directory. torch's reader allocates each record at
+    its declared size and inflates into it, so the declared sizes bound the memory a load takes. The legacy
+    (non-zip) format holds its storages as raw bytes: the file's size bounds it."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = [(info.filename, info.file_size) for info in archive.infolist()]
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(path, f"not a readable torch file (corrupt zip directory): {err}") from err
+    name, biggest = max(records, key=lambda r: r[1], default=("", 0))
+    if biggest > MAX_RECORD_BYTES:
+        raise CheckpointError(path, f"record {name[:80]!r} declares {biggest} bytes, more than any tensor of a "
+                              f"supported network ({MAX_RECORD_BYTES} bytes at most); refused before reading")
+    total, allowed = sum(size for _, size in records), 2 * path.stat().st_size + INFLATION_SLACK
+    if total > allowed:
+        raise CheckpointError(path, f"declares {total} bytes inflated from {path.stat().st_size} on disk (at most "
+                              f"{allowed}: torch stores tensors uncompressed); refused before reading")
+
+
 def torch_load_weights(path: Path) -> Any:
-    """`torch.load(weights_only=True)` on the CPU, with errors that name the file."""
+    """`torch.load(weights_only=True)` on the CPU, with errors that name the file; inflation is bounded first."""
+    check_inflation(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

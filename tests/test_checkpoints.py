@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import zipfile
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,39 @@ def test_restricted_unpickler_reads_numpy_scalars_and_sets() -> None:
                         protocol=2)
     out = ck.RestrictedUnpickler(io.BytesIO(data)).load()
     assert out["gain"] == 0.5 and out["s"] == {"a"} and out["od"]["a"] == 1
+
+
+def _zip_bomb(path: Path, records: dict[str, int]) -> Path:
+    """A torch zip whose pickle is real (a small e4e-shaped dict) and whose extra records declare `records` bytes
+    each: zeros deflated, so the file stays small while its directory claims the inflated size."""
+    torch.save({"state_dict": {"encoder.w": torch.zeros(4)}, "opts": {}}, path)
+    chunk = bytes(16 << 20)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        for name, size in records.items():
+            with archive.open(f"{prefix}/data/{name}", "w", force_zip64=True) as record:
+                for start in range(0, size, len(chunk)):
+                    record.write(chunk[: min(len(chunk), size - start)])
+    return path
+
+
+def test_zip_bomb_is_refused_before_it_inflates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .pt of deflated zeros declaring one huge tensor (or many large ones) is refused from the zip directory:
+    torch.load never runs, so nothing is inflated (the probe saw 2.35 GB of memory for a 2.1 MB file)."""
+
+    def never(*_: Any, **__: Any) -> Any:
+        raise AssertionError("torch.load ran on a zip bomb")
+
+    one = _zip_bomb(tmp_path / "one.pt", {"99": 300 << 20})
+    many = _zip_bomb(tmp_path / "many.pt", {str(90 + i): 40 << 20 for i in range(3)})
+    assert one.stat().st_size < 2 << 20 and many.stat().st_size < 1 << 20
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(ck.CheckpointError, match=r"declares 314572800 bytes, more than any tensor"):
+        ck.load_e4e(one)
+    with pytest.raises(ck.CheckpointError, match=r"declares \d+ bytes inflated from \d+ on disk"):
+        ck.open_checkpoint(many, kind="fomm")
+    # a real torch.save zip passes the check: its records are stored, not deflated
+    real = tmp_path / "real.pt"
+    monkeypatch.undo()
+    torch.save({"w": torch.zeros(1000, 1000)}, real)
+    ck.check_inflation(real)

@@ -22,6 +22,7 @@ from stream.faces import LandmarkPredictor
 from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
 from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
+from stream.server.ice import consent_checks
 from stream.server.metrics import Registry
 from stream.server.sessions import (
     ACTOR_CAST,
@@ -30,8 +31,10 @@ from stream.server.sessions import (
     Title,
     TitleAudioTrack,
     TitleVideoTrack,
+    guard_data_channel_text,
     release_free_memory,
 )
+from stream.server.validate import Offer, Refused, check_offer, decode_utf8, parse_json
 
 if TYPE_CHECKING:
     from engines.cache import TitleCache
@@ -43,6 +46,8 @@ TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 MAX_BODY = 256 * 1024
 MAX_SDP = 128 * 1024
+BODY_TIMEOUT_S = 10.0  # a request body must arrive within this; a client trickling it is cut off (408)
+CLIENT_GONE = 499  # nginx's status for a request whose client went away; counted, never sent
 CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
 STATIC = Path(__file__).resolve().parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,6 +63,27 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read: nothing to answer, nothing went wrong."""
+
+
+class ParserRejections(logging.Filter):
+    """aiohttp answers requests its HTTP parser refuses (a bad Content-Length, a 20 KB header line, too many
+    headers) with 400 itself, but logs each as an error with a traceback; here they become one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
+            record.msg, record.args = "refused a malformed request (%s %s): %s", (exc.code, type(exc).__name__,
+                                                                                   first[:120])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 @dataclass
@@ -168,7 +194,6 @@ class Service:
         self.limiter = RateLimiter(config.sessions_per_minute)
         self._reaper: asyncio.Task[None] | None = None
         self._cleanups: list[asyncio.TimerHandle] = []
-        self._disconnected: dict[str, float] = {}
         # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
         # stateless per call, and a session's recaster copy has its own track assignments
         self.predictor = LandmarkPredictor()
@@ -182,6 +207,7 @@ class Service:
         return ByCastRecaster(casts, {ACTOR_CAST: title.actor.session_copy()})
 
     async def start(self, _app: web.Application) -> None:
+        consent_checks(self.config.disconnect_timeout_s)
         self._reaper = asyncio.ensure_future(self._reap())
         gc.collect()
         gc.freeze()  # models, casts and modules live as long as the server: later full collections skip them
@@ -193,10 +219,10 @@ class Service:
         for handle in self._cleanups:  # after the closes above, which schedule theirs too
             handle.cancel()
         gc.unfreeze()
+        consent_checks(None)
 
     async def close(self, sid: str, reason: str) -> None:
         session = self.sessions.pop(sid, None)
-        self._disconnected.pop(sid, None)
         if session is not None:
             await session.close(reason)
             self.count_sessions()
@@ -216,7 +242,8 @@ class Service:
             self.metrics.sessions.set(sum(s.kind == kind for s in self.sessions.values()), kind=kind)
 
     async def _reap(self) -> None:
-        """End sessions that never sent an offer, whose peer failed, or whose peer went silent."""
+        """End sessions that never sent an offer or whose peer failed; a peer that goes silent fails ICE consent
+        within `disconnect_timeout_s` (see `consent_checks`) and its connection state says so."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
@@ -232,12 +259,9 @@ class Service:
         pc = session.pc
         if not session.answered and now - session.created > self.config.offer_timeout_s:
             return "no_offer"
-        if pc is not None and pc.connectionState in ("failed", "closed"):
+        if pc is not None and (pc.connectionState in ("failed", "closed")
+                               or pc.iceConnectionState in ("failed", "closed")):
             return f"peer_{pc.connectionState}"
-        if pc is not None and pc.iceConnectionState == "disconnected":
-            since = self._disconnected.setdefault(sid, now)
-            return "peer_timeout" if now - since > self.config.disconnect_timeout_s else ""
-        self._disconnected.pop(sid, None)
         return ""
 
 
@@ -253,6 +277,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = await handler(request)
     except ApiError as exc:
         response = error(exc.status, exc.code, str(exc))
+    except ClientGone:
+        log.info("request %s %s: the client went away before its body arrived", request.method, request.path)
+        response = web.Response(status=CLIENT_GONE)  # counted; there is nobody to send it to
     except web.HTTPException as exc:
         if exc.status >= 400:
             response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
@@ -272,7 +299,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[API_KEY] = "open"
         return await handler(request)
     header = request.headers.get("Authorization", "")
-    given = header[7:].encode() if header.startswith("Bearer ") else b""
+    # aiohttp keeps bytes that are not UTF-8 as surrogates; they can never match a key, but must not raise
+    given = header[7:].encode("utf-8", "surrogateescape") if header.startswith("Bearer ") else b""
     matched = ""
     for key in service.config.api_keys:  # compare against every key, in constant time each
         if hmac.compare_digest(given, key.encode()):
@@ -284,12 +312,23 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object: at most MAX_BODY bytes arriving within BODY_TIMEOUT_S, UTF-8, nested at
+    most MAX_JSON_DEPTH deep."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    charset = (request.charset or "utf-8").lower().replace("_", "-")
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_charset", "JSON bodies are UTF-8 (charset=utf-8 or none)")
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_json", "the body must be a JSON object") from None
+        raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+    except (ConnectionError, EOFError) as err:
+        raise ClientGone from err
+    try:
+        body = parse_json(decode_utf8(raw, "the body"))
+    except Refused as err:
+        raise ApiError(400, err.code, f"the body must be a JSON object ({err})") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     return body
@@ -351,17 +390,41 @@ def _session(request: web.Request) -> Session:
     return session
 
 
-async def offer(request: web.Request) -> web.StreamResponse:
-    service: Service = request.app[SERVICE]
-    session = _session(request)
-    body = await _json_object(request)
+def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
+    """The offer's SDP, checked (validate.check_offer) against what this session needs, before anything is built."""
     sdp, kind = body.get("sdp"), body.get("type")
     if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
-        return error(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
+        raise ApiError(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
+    try:
+        offered = check_offer(sdp)
+    except Refused as err:
+        raise ApiError(400, err.code, f"cannot use this offer: {err}") from None
+    if session.title is not None and not offered.receives("video"):
+        raise ApiError(400, "bad_sdp", "cannot use this offer: it must receive video (a recvonly or sendrecv "
+                       "video section)")
+    if session.title is None and not (offered.sends("video") and offered.receives("video")):
+        raise ApiError(400, "bad_sdp", "cannot use this offer: a camera session sends and receives video "
+                       "(a sendrecv video section)")
+    return sdp, offered
+
+
+async def offer(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app[SERVICE]
+    sid = _session(request).id
+    body = await _json_object(request)
+    # the body took time to arrive: the session may have ended meanwhile (DELETE, the reaper); look it up again
+    session = _session(request)
+    if session.id != sid or session.closed:
+        raise ApiError(404, "unknown_session", "no such session for this key")
     if session.pc is not None:
         return error(409, "already_negotiated", "this session already has a peer connection")
+    try:
+        sdp, offered = _offered(session, body)
+    except ApiError:
+        await service.close(session.id, "bad_sdp")
+        raise
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    session.pc = pc
+    session.pc = pc  # from here on, closing the session closes the peer connection
     pc.on("datachannel", session.attach_channel)
 
     @pc.on("connectionstatechange")
@@ -369,32 +432,38 @@ async def offer(request: web.Request) -> web.StreamResponse:
         if pc.connectionState in ("failed", "closed"):
             await service.close(session.id, f"peer_{pc.connectionState}")
 
-    if session.title is not None:
-        video = TitleVideoTrack(session, session.title.path, session.processor())
-        session.tracks.append(video)
-        pc.addTrack(video)
-        if session.title.has_audio:
-            audio = TitleAudioTrack(session, session.title.path)
-            session.tracks.append(audio)
-            pc.addTrack(audio)
-    else:
+    if session.title is None:
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind == "video" and not session.tracks:
-                out = CameraVideoTrack(session, track, session.processor())
+            if track.kind == "video" and not session.tracks and not session.closed:
+                out = CameraVideoTrack(session, track)
                 session.tracks.append(out)
                 pc.addTrack(out)
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        guard_data_channel_text(pc, session.refuse_text)
+        if session.title is not None and not session.closed:
+            # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
+            video = TitleVideoTrack(session, session.title.path)
+            session.tracks.append(video)
+            pc.addTrack(video)
+            if session.title.has_audio and offered.receives("audio"):
+                audio = TitleAudioTrack(session, session.title.path)
+                session.tracks.append(audio)
+                pc.addTrack(audio)
         if session.title is None and not session.tracks:
             raise ValueError("a camera session's offer must send video")
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
     except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        if session.closed:  # ended while negotiating; its close closed the peer connection
+            raise ApiError(404, "unknown_session", "the session ended during negotiation") from None
         await service.close(session.id, "bad_sdp")
         return error(400, "bad_sdp", f"cannot use this offer: {str(exc)[:200]}")
+    if session.closed:
+        raise ApiError(404, "unknown_session", "the session ended during negotiation")
     session.answered = True
     return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
@@ -406,7 +475,13 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+_PARSER_REJECTIONS = ParserRejections()
+
+
 def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast]) -> web.Application:
+    server_log = logging.getLogger("aiohttp.server")
+    if _PARSER_REJECTIONS not in server_log.filters:
+        server_log.addFilter(_PARSER_REJECTIONS)
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
     service = Service(config, titles, casts)
     app[SERVICE] = service

@@ -39,6 +39,7 @@ from stream.media import Frame, MediaSource, PacketDecoder
 from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
 from stream.recasters import Recaster
 from stream.server.metrics import Registry
+from stream.server.validate import Refused, parse_json
 from stream.tracks import BakedFaceStage, FaceState, LiveFaceStage
 
 log = logging.getLogger(__name__)
@@ -173,13 +174,15 @@ class PlaybackClock:
 
 
 class TitleVideoTrack(MediaStreamTrack):
-    """Video of a title through the recast pipeline, paced to the source's timestamps."""
+    """Video of a title through the recast pipeline, paced to the source's timestamps. The frame processor (a
+    detector, a tracker: 0.3 s to build) is built in the worker thread, never on the event loop."""
 
     kind = "video"
 
-    def __init__(self, session: Session, path: Path, processor: FrameProcessor) -> None:
+    def __init__(self, session: Session, path: Path) -> None:
         super().__init__()
-        self.session, self.path, self.processor = session, path, processor
+        self.session, self.path = session, path
+        self.processor: FrameProcessor | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
@@ -194,6 +197,7 @@ class TitleVideoTrack(MediaStreamTrack):
         assert self._queue is not None
         sid, clock = self.session.id, self.session.clock
         try:
+            processor = self.processor = self.session.processor()
             with MediaSource(self.path, keep_audio=False) as source:
                 interval = 1 / max(source.info.fps, 1.0)
                 t0: float | None = None
@@ -208,11 +212,11 @@ class TitleVideoTrack(MediaStreamTrack):
                         self.session.count("dropped")
                         continue
                     began = time.perf_counter()
-                    for ready, faces in self.processor.push(frame):
-                        image = self.processor.render(ready, faces)
+                    for ready, faces in processor.push(frame):
+                        image = processor.render(ready, faces)
                         latency = (time.monotonic() - clock.due(ready.time)) * 1e3
-                        self.processor.state.frame = ready.index
-                        self.processor.state.latency_ms = latency
+                        processor.state.frame = ready.index
+                        processor.state.latency_ms = latency
                         self.session.observe("latency", latency)
                         self._queue.put_threadsafe((to_video_frame(image, ready.time - t0), ready.time))
                     self.session.observe("process", (time.perf_counter() - began) * 1e3)
@@ -326,13 +330,15 @@ class TitleAudioTrack(MediaStreamTrack):
 
 
 class CameraVideoTrack(MediaStreamTrack):
-    """The viewer's camera, recast and sent back; only the newest received frame is processed."""
+    """The viewer's camera, recast and sent back; only the newest received frame is processed. The frame processor
+    is built in the track's worker thread, with the first frame."""
 
     kind = "video"
 
-    def __init__(self, session: Session, source: MediaStreamTrack, processor: FrameProcessor) -> None:
+    def __init__(self, session: Session, source: MediaStreamTrack) -> None:
         super().__init__()
-        self.session, self.source, self.processor = session, source, processor
+        self.session, self.source = session, source
+        self.processor: FrameProcessor | None = None
         self._latest: av.VideoFrame | None = None
         self._arrived = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -356,6 +362,8 @@ class CameraVideoTrack(MediaStreamTrack):
             self._arrived.set()
 
     def _process(self, frame: av.VideoFrame, index: int) -> av.VideoFrame:
+        if self.processor is None:
+            self.processor = self.session.processor()
         image = frame.to_ndarray(format="rgb24")
         time_s = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
         began = time.perf_counter()
@@ -393,6 +401,49 @@ class CameraVideoTrack(MediaStreamTrack):
             self._reader.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
         super().stop()
+
+
+DCEP_OPEN = 0x03  # RFC 8832 5.1: DATA_CHANNEL_OPEN
+
+
+def guard_data_channel_text(pc: RTCPeerConnection, on_bad_text: Callable[[Any], None] | None = None) -> None:
+    """Keep text that is not UTF-8 out of aiortc's data channel receive loop, where decoding it raises and ends the
+    whole association (the session's control channel with it): a text message is dropped (``on_bad_text`` gets
+    its channel), a DCEP open whose label or protocol is not UTF-8 is ignored (that channel never opens).
+
+    aiortc decodes inside `RTCSctpTransport._data_channel_receive`, a private method; this wraps it on this peer
+    connection's transport only. Should aiortc rename it, the guard logs a warning and stands aside."""
+    from aiortc.rtcsctptransport import WEBRTC_DCEP, WEBRTC_STRING
+
+    sctp = pc.sctp
+    if sctp is None:  # the offer has no data channel section
+        return
+    receive = getattr(sctp, "_data_channel_receive", None)
+    if receive is None:
+        log.warning("aiortc has no _data_channel_receive; text that is not UTF-8 will end the session")
+        return
+
+    def utf8(data: bytes) -> bool:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    async def guarded(stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == WEBRTC_STRING and not utf8(data):
+            channel = sctp._data_channels.get(stream_id)
+            if channel is not None and on_bad_text is not None:
+                on_bad_text(channel)
+            return
+        if pp_id == WEBRTC_DCEP and data[:1] == bytes([DCEP_OPEN]) and len(data) >= 12:
+            label_length, protocol_length = int.from_bytes(data[8:10], "big"), int.from_bytes(data[10:12], "big")
+            if not utf8(data[12:12 + label_length]) or not utf8(data[12 + label_length:][:protocol_length]):
+                log.info("ignored a data channel whose label is not UTF-8")
+                return
+        await receive(stream_id, pp_id, data)
+
+    sctp._data_channel_receive = guarded  # type: ignore[method-assign]
 
 
 @dataclass
@@ -506,9 +557,9 @@ class Session:
         if not isinstance(raw, str) or len(raw.encode("utf-8", "replace")) > MAX_CONTROL_BYTES:
             raise ControlError("too_large", f"control messages are at most {MAX_CONTROL_BYTES} bytes")
         try:
-            message = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ControlError("bad_json", f"not JSON: {err.msg}") from None
+            message = parse_json(raw)
+        except Refused as err:
+            raise ControlError(err.code, str(err)) from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise ControlError("bad_message", "a control message is an object with a 'type'")
         return message
@@ -548,6 +599,13 @@ class Session:
             pass  # a poll: the reply is the state (the preview page shows its latency once a second)
         else:
             raise ControlError("unknown_type", f"unknown control message type {kind[:32]!r}")
+
+    def refuse_text(self, channel: Any) -> None:
+        """A text message that is not UTF-8 (dropped before aiortc decodes it: see guard_data_channel_text)."""
+        if channel is self._channel and channel.readyState == "open":
+            self.metrics.control.inc(type="invalid", outcome="bad_message")
+            channel.send(json.dumps({"type": "error", "error": "bad_message",
+                                     "message": "control messages are UTF-8 JSON text"}))
 
     def attach_channel(self, channel: Any) -> None:
         if channel.label != "control":
