@@ -8,8 +8,8 @@ import io
 import os
 import pickle
 import zipfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
