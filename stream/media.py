@@ -44,7 +44,9 @@ class PacketDecoder:
         except av.error.FFmpegError as exc:
             self.errors += 1
             self._in_a_row += 1
-            log.warning("%s: skipping a corrupt %s packet (%s)", self.location, self.kind, exc)
+            # one line per packet only with -v: a file that turns out unreadable gets one error line, a readable
+            # one a single summary warning (MediaSource.frames)
+            log.info("%s: skipping a corrupt %s packet (%s)", self.location, self.kind, exc)
             if self._in_a_row >= self.limit:
                 raise MediaError(self.location, f"{self.kind} does not decode ({exc})") from exc
             return []
@@ -218,9 +220,13 @@ class MediaSource:
         except av.error.FFmpegError as exc:
             # Demuxing stopped inside the file: a truncated or damaged tail. Keep what decoded.
             self.truncated = True
-            log.warning("%s: stopped reading after %d frames (%s)", self.location, index, exc)
+            if index:
+                log.warning("%s: stopped reading after %d frames (%s)", self.location, index, exc)
         if index == 0:
-            raise MediaError(self.location, "no video frame could be decoded (corrupt or truncated file)")
+            skipped = f"; corrupt packets: {self.decode_errors}" if self.decode_errors else ""
+            raise MediaError(self.location, f"no video frame could be decoded (corrupt or truncated file{skipped})")
+        if self.decode_errors:
+            log.warning("%s: skipped %d corrupt video packets", self.location, self.decode_errors)
 
     def close(self) -> None:
         self._container.close()

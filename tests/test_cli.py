@@ -80,3 +80,18 @@ def test_console_script_bad_usage() -> None:
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "render", "x.mp4", "-o", "y.mp4",
                            "--detect-interval", "0"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "detect-interval" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["track", "render"])
+def test_truncated_file_exits_2_with_one_line(tmp_path: Path, command: str) -> None:
+    """A file cut inside its first frames (the header and a broken packet remain): exit 2 and one line on stderr,
+    as the contract says, not a warning per corrupt packet before it. Run as a process, so that the CLI's own
+    logging set-up is what writes stderr."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(media("videos/liveportrait_d20.mp4").read_bytes()[:20000])
+    out = ["--out", str(tmp_path / "t.json")] if command == "track" else ["-o", str(tmp_path / "o.mp4")]
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", command, str(cut), *out], capture_output=True,
+                          text=True, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "cut.mp4: no video frame could be decoded" in lines[0]
