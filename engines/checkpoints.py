@@ -151,9 +151,16 @@ class EasyDict(dict[str, Any]):
     """Data-only replacement for `dnnlib.util.EasyDict`."""
 
 
+class _Reading:
+    """The file a restricted unpickler is reading, for the checks its globals make (one load at a time)."""
+
+    path = Path()
+
+
 def _load_storage_bytes(blob: Any) -> Any:
     if not isinstance(blob, bytes | bytearray):
         raise pickle.UnpicklingError("storage payload is not bytes")
+    check_inflation(_Reading.path, bytes(blob))  # each storage is a torch zip of its own: bound it before loading
     return torch.load(io.BytesIO(blob), weights_only=True)
 
 
@@ -166,6 +173,8 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
 def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> Any:
     if cls is not np.ndarray:
         raise pickle.UnpicklingError("numpy reconstruct of a class other than ndarray")
+    if shape != (0,):  # ndarray.__reduce__ always starts from an empty array; the data comes with its state
+        raise pickle.UnpicklingError(f"numpy reconstruct of shape {str(shape)[:40]} (an array is rebuilt empty)")
     return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
@@ -226,6 +235,7 @@ UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexErro
 def read_network_pickle(path: Path) -> Any:
     """Unpickle an NVlabs pickle into plain data and `PersistentRecord`s; nothing in the file is executed."""
     try:
+        _Reading.path = path
         with path.open("rb") as f:
             return RestrictedUnpickler(f).load()
     except RefusedContent as err:
@@ -295,15 +305,18 @@ def load_stylegan2_pkl(path: str | Path, key: str = "G_ema") -> Checkpoint:
 # --- torch.save containers --------------------------------------------------------------------------------------
 
 
-def check_inflation(path: Path) -> None:
-    """Refuse a torch zip whose records would inflate past the bounds (MAX_RECORD_BYTES per record, twice the
-    file's size plus INFLATION_SLACK in all), reading only its directory. torch's reader allocates each record at
-    its declared size and inflates into it, so the declared sizes bound the memory a load takes. The legacy
-    (non-zip) format holds its storages as raw bytes: the file's size bounds it."""
-    if not zipfile.is_zipfile(path):
+def check_inflation(path: Path, blob: bytes | None = None) -> None:
+    """Refuse a torch zip (the file, or ``blob``: one embedded in a network pickle) whose records would inflate
+    past the bounds (MAX_RECORD_BYTES per record, twice its size plus INFLATION_SLACK in all), reading only its
+    directory. torch's reader allocates each record at its declared size and inflates into it, so the declared
+    sizes bound the memory a load takes. The legacy (non-zip) format holds its storages as raw bytes: its size
+    bounds it."""
+    source: Any = io.BytesIO(blob) if blob is not None else path
+    size = len(blob) if blob is not None else path.stat().st_size
+    if not zipfile.is_zipfile(source):
         return
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             records = [(info.filename, info.file_size) for info in archive.infolist()]
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(path, f"not a readable torch file (corrupt zip directory): {err}") from err
@@ -311,10 +324,10 @@ def check_inflation(path: Path) -> None:
     if biggest > MAX_RECORD_BYTES:
         raise CheckpointError(path, f"record {name[:80]!r} declares {biggest} bytes, more than any tensor of a "
                               f"supported network ({MAX_RECORD_BYTES} bytes at most); refused before reading")
-    total, allowed = sum(size for _, size in records), 2 * path.stat().st_size + INFLATION_SLACK
+    total, allowed = sum(n for _, n in records), 2 * size + INFLATION_SLACK
     if total > allowed:
-        raise CheckpointError(path, f"declares {total} bytes inflated from {path.stat().st_size} on disk (at most "
-                              f"{allowed}: torch stores tensors uncompressed); refused before reading")
+        raise CheckpointError(path, f"declares {total} bytes inflated from {size} on disk (at most {allowed}: "
+                              "torch stores tensors uncompressed); refused before reading")
 
 
 def torch_load_weights(path: Path) -> Any:

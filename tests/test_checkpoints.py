@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -264,3 +265,30 @@ def test_zip_bomb_is_refused_before_it_inflates(tmp_path: Path, monkeypatch: pyt
     monkeypatch.undo()
     torch.save({"w": torch.zeros(1000, 1000)}, real)
     ck.check_inflation(real)
+
+
+class _StorageBytes:
+    """Pickles as `torch.storage._load_from_bytes(blob)`, the way a tensor inside an NVlabs pickle does."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return torch.storage._load_from_bytes, (self.blob,)
+
+
+def test_zip_bomb_inside_a_network_pickle_is_refused(tmp_path: Path) -> None:
+    """An NVlabs pickle carries each storage as a torch zip in bytes; a bomb there is bounded the same way, and a
+    numpy array cannot be reconstructed at a declared size."""
+    bomb = _zip_bomb(tmp_path / "inner.pt", {"99": 300 << 20}).read_bytes()
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _StorageBytes(bomb)}, protocol=4))
+    with pytest.raises(ck.CheckpointError, match=r"bomb.pkl: record .* declares 314572800 bytes"):
+        ck.load_stylegan2_pkl(path)
+    huge = tmp_path / "huge.pkl"
+    plain = pickle.dumps({"G_ema": np.zeros(3)}, protocol=4)
+    payload = plain.replace(b"K\x00\x85", b"J\x00\x00\x00\x40\x85")  # shape (0,) -> (2**30,)
+    assert payload != plain
+    huge.write_bytes(payload)
+    with pytest.raises(ck.CheckpointError, match="numpy reconstruct of shape"):
+        ck.load_stylegan2_pkl(huge)
