@@ -116,7 +116,7 @@ class TitleEntry:
                 if not isinstance(data.get(key), dict):
                     raise ValueError(f"no {key!r} table")
             return data
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             log.warning("%s: unreadable manifest (%s); the entry is rebuilt", self.manifest_path, err)
             return self._empty()
 

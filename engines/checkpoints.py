@@ -484,7 +484,7 @@ def load_safetensors(path: str | Path) -> Checkpoint:
     try:
         config = json.loads(metadata.get("config", ""))
         modules = build_modules(kind, config)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise CheckpointError(path, f"bad architecture header ({kind}): {err}") from err
     for name, module in modules.items():
         state = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}

@@ -297,8 +297,8 @@ def run_parity(folder: str | Path, device: str = "cpu") -> ParityReport:
         config = json.loads((folder / "config.json").read_text())
     except FileNotFoundError as err:
         raise ParityError(f"{folder / 'config.json'}: missing") from err
-    except json.JSONDecodeError as err:
-        raise ParityError(f"{folder / 'config.json'}: not JSON ({err})") from err
+    except (ValueError, RecursionError) as err:  # RecursionError: JSON nested too deep
+        raise ParityError(f"{folder / 'config.json'}: not JSON ({str(err)[:200]})") from None
     readme_path = folder / "README.md"
     readme = readme_path.read_text() if readme_path.exists() else ""
     family = detect_family(config, readme)

@@ -286,8 +286,8 @@ def read_plan(path: Path) -> tuple[dict[str, Any], bytes]:
     (length,) = struct.unpack("<I", data[start : start + 4])
     try:
         header = json.loads(data[start + 4 : start + 4 + length])
-    except json.JSONDecodeError as err:
-        raise EngineError(f"{path}: corrupt plan header: {err}") from err
+    except (ValueError, RecursionError) as err:  # RecursionError: JSON nested too deep
+        raise EngineError(f"{path}: corrupt plan header: {str(err)[:200]}") from None
     return header, data[start + 4 + length :]
 
 

@@ -110,8 +110,8 @@ def _load(path: str, kind: str | None = None, config_path: str | None = None) ->
     if config_path:
         try:
             config = json.loads(Path(config_path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{config_path}: not a readable JSON config ({err})") from err
+        except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested too deep
+            raise ValueError(f"{config_path}: not a readable JSON config ({str(err)[:200]})") from None
     ckpt = open_checkpoint(path, kind=kind, config=config)
     print(f"{ckpt.path}: {ckpt.kind}, sha256 {ckpt.sha256}", file=sys.stderr)
     return ckpt

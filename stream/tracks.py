@@ -176,8 +176,8 @@ class TrackSet:
                 tracks.append(FaceTrack(int(t["id"]), faces))
             return cls(str(data["source"]), int(data["width"]), int(data["height"]), float(data["fps"]),
                        int(data["frame_count"]), data["mode"], [int(c) for c in data["cuts"]], tracks)
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: not a Recast track file ({exc})") from exc
+        except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: deep JSON
+            raise ValueError(f"{path}: not a Recast track file ({str(exc)[:200]})") from None
 
 
 def _params_from_corners(corners: np.ndarray) -> np.ndarray:

@@ -62,11 +62,14 @@ def test_render_from_track_file(tmp_path: Path) -> None:
         (["render", "{d0}", "-o", "{tmp}/nodir/o.mp4"], "output folder does not exist"),
         (["render", "{d0}", "--tracks", "{tmp}/garbage.mp4", "-o", "{tmp}/o.mp4"], "not a Recast track file"),
         (["track", "{tmp}", "--out", "{tmp}/t.json"], "is a directory"),
+        (["render", "{d0}", "--tracks", "{tmp}/deep.json", "-o", "{tmp}/o.mp4"], "deep.json: not a Recast track file"),
+        (["checkpoint", "{tmp}/garbage.mp4", "--config", "{tmp}/deep.json"], "deep.json: not a readable JSON config"),
     ],
 )
 def test_bad_input_exits_2_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                          needle: str) -> None:
     (tmp_path / "garbage.mp4").write_bytes(b"\x00garbage" * 100)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past the JSON parser's recursion limit
     from PIL import Image
 
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "blank.png")
