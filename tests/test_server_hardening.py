@@ -420,3 +420,27 @@ def test_a_silent_peer_is_reaped_within_the_disconnect_timeout(demo: DemoTitle) 
             await viewer.close()
 
     run_async(scenario, timeout=60)
+
+
+def test_a_camera_sessions_unused_audio_is_drained(demo: DemoTitle) -> None:
+    """A camera viewer that also sends its microphone: the server has no use for the audio, and aiortc queues every
+    decoded frame of a remote track until someone reads it, so unread it grew for the whole session."""
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+    async def scenario() -> None:
+        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, app), \
+                aiohttp.ClientSession() as http:
+            viewer = Viewer(base, http)
+            viewer.pc.addTrack(AudioStreamTrack())
+            await viewer.connect({"camera": True}, send=VideoStreamTrack())
+            await viewer.frames(5)
+            await asyncio.sleep(3.0)  # 150 audio frames of 20 ms
+            session = app[SERVICE].sessions[viewer.session]
+            assert session.pc is not None
+            audio = [r.track for r in session.pc.getReceivers() if r.track.kind == "audio"]
+            assert len(audio) == 1
+            backlog = audio[0]._queue.qsize()
+            assert backlog < 10, f"{backlog} audio frames wait unread"
+            await viewer.close()
+
+    run_async(scenario)

@@ -441,6 +441,8 @@ async def offer(request: web.Request) -> web.StreamResponse:
                 out = CameraVideoTrack(session, track)
                 session.tracks.append(out)
                 pc.addTrack(out)
+            else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
+                session.discard(track)
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

@@ -516,6 +516,7 @@ class Session:
         self.closed = False
         self.ended_by = ""
         self._channel: Any = None
+        self._discarding: set[asyncio.Task[None]] = set()
 
     def count(self, what: str, amount: int = 1) -> None:
         if self.closed:  # a frame the worker hands over after the end must not bring back the forgotten series
@@ -618,6 +619,19 @@ class Session:
             if channel.readyState == "open":
                 channel.send(json.dumps(reply))
 
+    def discard(self, track: MediaStreamTrack) -> None:
+        """Read and drop a received track nobody uses: aiortc queues every decoded frame of a remote track until it
+        is read, so an unread one grows for as long as the session lasts."""
+
+        async def drain() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+
+        task = asyncio.ensure_future(drain())
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def close(self, reason: str) -> None:
@@ -627,6 +641,8 @@ class Session:
         self.ended_by = reason
         for track in self.tracks:
             track.stop()
+        for task in list(self._discarding):
+            task.cancel()
         if self.pc is not None:
             try:
                 await asyncio.wait_for(self.pc.close(), timeout=5)
