@@ -83,6 +83,12 @@ MALFORMED: dict[str, Callable[[str], str]] = {
     "not an SDP line": _sub(r"^s=-(?=\r)", "s=-\r\nhello world"),
     "no ICE credentials": _sub(r"^a=ice-(ufrag|pwd):.*\r\n", ""),
     "a=setup:holdconn": _sub(r"^a=setup:actpass(?=\r)", "a=setup:holdconn"),
+    "candidate port 99999": _sub(r"^(a=candidate:\S+ 1 udp \d+ \S+) \d+", r"\1 99999", 1),
+    "candidate address 999.1.1.1": _sub(r"^(a=candidate:\S+ 1 udp \d+) \S+", r"\1 999.1.1.1", 1),
+    "candidate priority abc": _sub(r"^(a=candidate:\S+ 1 udp) \d+", r"\1 abc", 1),
+    "candidate cut short": _sub(r"^a=candidate:[^\r\n]*", "a=candidate:x", 1),
+    "c= address 999.999.1.1": _sub(r"^c=IN IP4 [^\r\n]*", "c=IN IP4 999.999.1.1", 1),
+    "rtpmap without a clock": _sub(r"^a=rtpmap:97 [^\r\n]*", "a=rtpmap:97 VP8", 1),
 }
 
 

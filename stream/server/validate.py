@@ -7,6 +7,7 @@ connection, a decoder or a model. A failure raises :class:`Refused` with a code 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -116,6 +117,40 @@ def _int(text: str, low: int, high: int, what: str) -> int:
     return int(text)
 
 
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"
+                      r"[A-Za-z0-9])?)*\.?$")
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+
+
+def _check_address(address: str, what: str) -> None:
+    """An IP address, or a host name (browsers hide host addresses behind mDNS names such as `abc.local`)."""
+    try:
+        ipaddress.ip_address(address)
+        return
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+|[\dA-Fa-f:.]*:[\dA-Fa-f:.]*", address) or not HOSTNAME.match(address):
+        raise Refused("bad_sdp", f"{what} {address[:64]!r} is neither an IP address nor a host name")
+
+
+def _check_candidate(value: str) -> None:
+    """RFC 8839 5.1: foundation component-id transport priority address port typ type [extensions]."""
+    parts = value.split()
+    if len(parts) < 8 or parts[6] != "typ":
+        raise Refused("bad_sdp", "a=candidate must be 'foundation component transport priority address port "
+                      "typ type ...'")
+    if not 1 <= len(parts[0]) <= 32 or not ICE_CHARS.match(parts[0]):
+        raise Refused("bad_sdp", "a candidate's foundation is 1-32 characters of [A-Za-z0-9+/]")
+    _int(parts[1], 1, 256, "a candidate's component id")
+    if parts[2].lower() not in ("udp", "tcp"):
+        raise Refused("bad_sdp", f"candidate transport {parts[2][:16]!r} is not udp or tcp")
+    _int(parts[3], 1, 2**31 - 1, "a candidate's priority")
+    _check_address(parts[4], "a candidate's address")
+    _int(parts[5], 0, 65535, "a candidate's port")
+    if parts[7] not in CANDIDATE_TYPES:
+        raise Refused("bad_sdp", f"candidate type {parts[7][:16]!r} is not one of {', '.join(CANDIDATE_TYPES)}")
+
+
 def _check_fingerprint(value: str) -> None:
     parts = value.split()
     if len(parts) != 2:
@@ -133,6 +168,8 @@ def _check_attribute(name: str, value: str, section: MediaSection | None) -> Non
     payload = section is not None and section.kind in ("audio", "video")
     if name == "fingerprint":
         _check_fingerprint(value)
+    elif name == "candidate":
+        _check_candidate(value)
     elif name == "ice-ufrag":
         if not 4 <= len(value) <= 256 or not ICE_CHARS.match(value):
             raise Refused("bad_sdp", "ice-ufrag must be 4-256 characters of [A-Za-z0-9+/]")
@@ -143,6 +180,8 @@ def _check_attribute(name: str, value: str, section: MediaSection | None) -> Non
         pt = value.split(" ", 1)[0]
         if not (name == "rtcp-fb" and pt == "*"):
             _int(pt, 0, 127, f"a={name} payload type")
+        if name == "rtpmap" and not re.fullmatch(r"\d+ [^/\s]+/\d{1,6}(/\d{1,2})?", value):
+            raise Refused("bad_sdp", "a=rtpmap must be 'payload-type encoding/clock-rate[/channels]'")
     elif name == "extmap":
         ident = value.split(" ", 1)[0].split("/", 1)[0]
         _int(ident, 1, 255, "a=extmap id")  # RFC 8285: 1-14 one-byte, 1-255 two-byte; 0 and above 255 never
@@ -174,8 +213,9 @@ def check_offer(sdp: str) -> Offer:
     a media section that is not audio, video or application, a transport other than UDP/TLS/RTP/SAVPF (DTLS/SCTP
     for data channels), payload types outside 0-127, extmap ids outside 1-255, ssrcs outside 32 bits, an
     sctp-port outside 1-65535, a fingerprint with an unknown hash or the wrong length, ICE credentials outside
-    RFC 8839's characters and lengths, duplicate mids, a BUNDLE group naming a mid that no section has, media
-    without ICE credentials or a fingerprint, and an offer with no media at all."""
+    RFC 8839's characters and lengths, candidates and c= lines that do not parse (or name no IP address or host
+    name), an rtpmap that is not 'pt encoding/clock[/channels]', duplicate mids, a BUNDLE group naming a mid that
+    no section has, media without ICE credentials or a fingerprint, and an offer with no media at all."""
     if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", sdp):
         raise Refused("bad_sdp", "the SDP contains control characters")
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
@@ -220,6 +260,11 @@ def check_offer(sdp: str) -> Offer:
                     raise Refused("bad_sdp", "t= must be two integers (start and stop time)")
         elif kind in "ost":
             raise Refused("bad_sdp", f"more than one {kind}= line")
+        if kind == "c":
+            fields = value.split()
+            if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
+                raise Refused("bad_sdp", "c= must be 'IN IP4|IP6 address'")
+            _check_address(fields[2].split("/", 1)[0], "the c= address")
         if kind != "a":
             continue
         name, _, attr = value.partition(":")
