@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -95,6 +96,14 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(tmp_path / name, frames, **kwargs)  # type: ignore[arg-type]
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def demo() -> Any:
+    """The demo title's frames and face boxes, with a title table for the server (tests/demo_title.py)."""
+    from tests.demo_title import DemoTitle
+
+    return DemoTitle.load()
 
 
 @pytest.fixture(scope="session")

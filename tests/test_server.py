@@ -9,7 +9,6 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,11 @@ from stream.media import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig, scan_titles
 from tests.conftest import media, psnr
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, running_server
+from tests.webrtc_client import Viewer, run_async, running_server
 
 KEY = "k" * 24
 OTHER_KEY = "o" * 24
 
-
-def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:
-    asyncio.run(asyncio.wait_for(fn(), timeout))
-
-
-@pytest.fixture(scope="module")
-def demo() -> DemoTitle:
-    return DemoTitle.load()
 
 
 def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -24,18 +24,10 @@ from stream.casts import default_cast
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, running_server
+from tests.webrtc_client import Viewer, run_async, running_server
 
 KEY = "k" * 24
 
-
-def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:
-    asyncio.run(asyncio.wait_for(fn(), timeout))
-
-
-@pytest.fixture(scope="module")
-def demo() -> DemoTitle:
-    return DemoTitle.load()
 
 
 async def client_offer(video: str | None = "recvonly", audio: str | None = "recvonly", data: bool = True) -> str:

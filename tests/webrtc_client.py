@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,11 @@ from stream.casts import Cast
 from stream.server.app import ServerConfig, build_app
 from stream.server.ice import restrict_host_candidates
 from stream.server.sessions import Title
+
+
+def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:
+    """Run a test's async scenario on a fresh event loop, failing it after ``timeout`` seconds."""
+    asyncio.run(asyncio.wait_for(fn(), timeout))
 
 
 @contextlib.asynccontextmanager
