@@ -79,8 +79,8 @@ class BakeOptions:
 
     def tracking_options(self) -> dict[str, Any]:
         r = self.render
-        return {"detect_interval": r.detect_interval, "detect_width": r.detect_width, "upsample": r.upsample,
-                "max_frames": self.max_frames}
+        return {"detector": r.detector, "tiles": r.tiles, "detect_interval": r.detect_interval,
+                "detect_width": r.detect_width, "upsample": r.upsample, "max_frames": self.max_frames}
 
 
 @dataclass

@@ -42,6 +42,10 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("offline", "live"), default="offline",
                    help="offline: Gaussian smoothing over whole track segments (two passes); "
                         "live: causal, 4-frame look-ahead (one pass)")
+    p.add_argument("--detector", choices=("hog", "mediapipe"), default="hog",
+                   help="hog: dlib's HOG detector and 68-point model; mediapipe: BlazeFace and the face mesh")
+    p.add_argument("--tiles", type=int, default=2, choices=range(5), metavar="0..4",
+                   help="mediapipe: tile columns searched besides the whole frame, for small faces")
     p.add_argument("--detect-interval", type=_positive, default=10, metavar="N",
                    help="run the face detector every N frames (also after a cut and when a track is lost)")
     p.add_argument("--detect-width", type=int, default=640, metavar="PX",
@@ -159,7 +163,8 @@ def _recaster(engine: str, cast_files: Sequence[str], color: bool = True) -> Rec
 def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
-    return RenderOptions(mode=args.mode, detect_interval=args.detect_interval, detect_width=args.detect_width,
+    return RenderOptions(mode=args.mode, detector=getattr(args, "detector", "hog"), tiles=getattr(args, "tiles", 2),
+                         detect_interval=args.detect_interval, detect_width=args.detect_width,
                          upsample=args.upsample, lookahead=args.lookahead, badge=not getattr(args, "no_badge", False))
 
 

@@ -28,7 +28,7 @@ from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.provenance import BadgeBox, draw_badge, file_metadata
 from stream.recasters import FaceCrop, Recaster
 from stream.smoothing import quad_side
-from stream.tracking import FaceTracker
+from stream.tracking import FaceTracker, MeshTracker, Tracker
 from stream.tracks import FaceState, LiveFaceStage, Mode, TrackSet, track_frames
 
 log = logging.getLogger(__name__)
@@ -208,12 +208,17 @@ class FaceRenderer:
         return out
 
 
+DETECTORS = ("hog", "mediapipe")
+
+
 @dataclass
 class RenderOptions:
     mode: Mode = "offline"
+    detector: str = "hog"  # hog: dlib's HOG and 68-point model; mediapipe: BlazeFace and the face mesh (LiteRT)
     detect_interval: int = 10
     detect_width: int = 640
     upsample: int = 0
+    tiles: int = 2  # mediapipe: tile columns besides the whole frame (0: the whole frame only)
     lookahead: int = 4
     badge: bool = True
     crf: int = 18
@@ -242,7 +247,14 @@ class RenderReport:
                 "fps": round(self.frames / self.seconds, 2) if self.seconds else 0.0}
 
 
-def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = None) -> FaceTracker:
+def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = None) -> Tracker:
+    if options.detector == "mediapipe":
+        from stream.blazeface import BlazeFace
+        from stream.mesh import FaceMesh
+
+        return MeshTracker(BlazeFace(tiles=options.tiles), FaceMesh(), detect_interval=options.detect_interval)
+    if options.detector != "hog":
+        raise ValueError(f"unknown detector {options.detector!r} (one of {', '.join(DETECTORS)})")
     return FaceTracker(FaceDetector(options.detect_width, options.upsample), predictor or LandmarkPredictor(),
                        detect_interval=options.detect_interval)
 

@@ -16,7 +16,7 @@ from stream.align import mask_outline
 from stream.faces import Box, to_gray
 from stream.media import Frame, VideoInfo
 from stream.smoothing import LiveSmoother, quad_corners, quad_params, smooth_offline
-from stream.tracking import FaceTracker, TrackerStats
+from stream.tracking import Tracker, TrackerStats
 
 Mode = Literal["offline", "live"]
 TRACK_FILE_VERSION = 1
@@ -195,7 +195,7 @@ class LiveFaceStage:
     use the look-ahead they have; no smoothing crosses a cut.
     """
 
-    def __init__(self, tracker: FaceTracker, lookahead: int = 4, center_sigma: float = 1.0,
+    def __init__(self, tracker: Tracker, lookahead: int = 4, center_sigma: float = 1.0,
                  xy_sigma: float = 3.0, quad_scale: float = 1.0) -> None:
         self.tracker = tracker
         self.lookahead = lookahead
@@ -206,7 +206,8 @@ class LiveFaceStage:
         self._pending: collections.deque[tuple[Frame, list[FaceState], bool]] = collections.deque()
 
     def push(self, frame: Frame, gray: np.ndarray | None = None) -> list[tuple[Frame, list[FaceState], bool]]:
-        cut, tracked = self.tracker.update(frame.index, to_gray(frame.image) if gray is None else gray)
+        rgb = frame.image if frame.image.ndim == 3 else None
+        cut, tracked = self.tracker.update(frame.index, to_gray(frame.image) if gray is None else gray, rgb)
         faces = [FaceState(t.track_id, frame.index, frame.time, t.box, t.landmarks,
                            quad_params(t.landmarks, self.quad_scale)) for t in tracked]
         present = {f.track_id for f in faces}
@@ -253,7 +254,7 @@ class BakedFaceStage:
         return [(frame, self.by_frame.get(frame.index, []), False)]
 
 
-def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: FaceTracker, *, mode: Mode = "offline",
+def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: Tracker, *, mode: Mode = "offline",
                  lookahead: int = 4, center_sigma: float = 1.0, xy_sigma: float = 3.0, quad_scale: float = 1.0,
                  on_frame: Callable[[int], None] | None = None) -> TrackSet:
     """Track a whole video and smooth every track segment in the given mode."""

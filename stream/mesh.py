@@ -1,0 +1,157 @@
+"""MediaPipe's face mesh (`face_landmark.tflite`, Apache-2.0) on LiteRT: 468 points in 3-D, a face-presence score,
+the 68-point layout of the track file, and the head's yaw and pitch.
+
+The model looks at a square crop around the face (the face's box scaled by 1.5 and turned so the eyes are level,
+as MediaPipe's face_landmark graph does), 192x192 in [0, 1], and returns 468 (x, y, z) in crop pixels plus the logit
+of "a face is in this crop". The crop for the next frame comes from this frame's mesh, so a track needs the
+detector only to start and to recover.
+
+The 68 points keep dlib's layout (DESIGN.md 3.2): the jaw is the mesh's face oval from the right tragus (127)
+down to the chin (152) and up to the left one (356), resampled by arc length to 9 points a side; brows, nose,
+eyes and lips are the mesh vertices at the same anatomical places (two averaged where dlib's point lies between
+them).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream.models import mediapipe_model
+
+INPUT = 192
+CROP_SCALE = 1.5
+
+# the face oval from the right tragus over the chin to the left one (MediaPipe's FACEMESH_FACE_OVAL, lower half)
+JAW_CHAIN = [127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
+             377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356]
+# dlib points 17-67 as mesh vertices (a pair is averaged)
+FEATURES: list[tuple[int, ...]] = [
+    (70,), (63,), (105,), (66,), (107,),  # 17-21 right brow, outer to inner
+    (336,), (296,), (334,), (293,), (300,),  # 22-26 left brow, inner to outer
+    (168, 6), (197, 195), (5,), (4,),  # 27-30 nose bridge to tip
+    (75,), (97,), (2,), (326,), (305,),  # 31-35 under the nose
+    (33,), (160,), (158,), (133,), (153,), (144,),  # 36-41 right eye
+    (362,), (385,), (387,), (263,), (373,), (380,),  # 42-47 left eye
+    (61,), (40,), (37,), (0,), (267,), (270,), (291,), (321,), (314,), (17,), (84,), (91,),  # 48-59 outer lips
+    (78,), (81,), (13,), (311,), (308,), (402,), (14,), (178,),  # 60-67 inner lips
+]
+RIGHT_EYE_CORNER, LEFT_EYE_CORNER = 33, 263
+RIGHT_TRAGUS, LEFT_TRAGUS, FOREHEAD, CHIN = 234, 454, 10, 152
+
+
+def _resample(chain: np.ndarray, count: int) -> np.ndarray:
+    """``count`` points evenly spaced by arc length along a polyline, its ends included."""
+    steps = np.linalg.norm(np.diff(chain, axis=0), axis=1)
+    along = np.concatenate([[0.0], np.cumsum(steps)])
+    if along[-1] <= 0:
+        return np.repeat(chain[:1], count, axis=0)
+    targets = np.linspace(0.0, along[-1], count)
+    return np.stack([np.interp(targets, along, chain[:, k]) for k in range(chain.shape[1])], axis=1)
+
+
+def to_68(mesh: np.ndarray) -> np.ndarray:
+    """[468,2+] mesh -> [68,2] float32 in dlib's layout."""
+    points = mesh[:, :2].astype(np.float64)
+    middle = JAW_CHAIN.index(CHIN)
+    right = _resample(points[JAW_CHAIN[: middle + 1]], 9)
+    left = _resample(points[JAW_CHAIN[middle:]], 9)
+    jaw = np.concatenate([right, left[1:]])
+    features = np.array([points[list(ids)].mean(axis=0) for ids in FEATURES])
+    return np.concatenate([jaw, features]).astype(np.float32)
+
+
+def head_pose(mesh: np.ndarray) -> tuple[float, float]:
+    """Yaw and pitch in degrees from the mesh's 3-D points: yaw from the line between the tragi (0 facing the
+    camera, positive turned to the picture's right), pitch from the line from forehead to chin (positive looking
+    down). The mesh's z is in the same units as x and y (crop pixels, scaled like them)."""
+    across = mesh[LEFT_TRAGUS] - mesh[RIGHT_TRAGUS]
+    down = mesh[CHIN] - mesh[FOREHEAD]
+    yaw = float(np.degrees(np.arctan2(-across[2], np.hypot(across[0], across[1]))))
+    pitch = float(np.degrees(np.arctan2(down[2], np.hypot(down[0], down[1]))))
+    return yaw, pitch
+
+
+@dataclass
+class Crop:
+    """A square, rotated crop of the frame: centre, side and angle (radians, the eyes' tilt)."""
+
+    cx: float
+    cy: float
+    side: float
+    angle: float
+
+    def matrix(self) -> np.ndarray:
+        """Affine map from frame pixels to the 192x192 model input."""
+        scale = INPUT / max(self.side, 1.0)
+        cos, sin = np.cos(-self.angle) * scale, np.sin(-self.angle) * scale
+        return np.array([[cos, -sin, INPUT / 2 - cos * self.cx + sin * self.cy],
+                         [sin, cos, INPUT / 2 - sin * self.cx - cos * self.cy]])
+
+
+def crop_from_points(points: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray,
+                     scale: float = CROP_SCALE) -> Crop:
+    """The crop around a set of face points (a detection's box corners, or last frame's mesh), turned level."""
+    angle = float(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
+    cos, sin = np.cos(-angle), np.sin(-angle)
+    centre = points[:, :2].mean(axis=0)
+    local = (points[:, :2] - centre) @ np.array([[cos, sin], [-sin, cos]])
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    middle = (lo + hi) / 2 @ np.array([[cos, -sin], [sin, cos]]) + centre
+    side = float(max(hi - lo)) * scale
+    return Crop(float(middle[0]), float(middle[1]), side, angle)
+
+
+@dataclass
+class MeshResult:
+    mesh: np.ndarray  # [468,3] frame pixels (z scaled like x)
+    score: float  # probability that the crop holds a face
+    crop: Crop
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return to_68(self.mesh)
+
+    def next_crop(self) -> Crop:
+        return crop_from_points(self.mesh, self.mesh[RIGHT_EYE_CORNER], self.mesh[LEFT_EYE_CORNER])
+
+
+class FaceMesh:
+    """One LiteRT interpreter of face_landmark.tflite (not thread-safe: one per tracker)."""
+
+    def __init__(self, threads: int = 1, model: Path | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(model or mediapipe_model("face_landmark")),
+                                        num_threads=threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
+        self._score, self._points = outputs[0]["index"], outputs[1]["index"]
+        self._lock = threading.Lock()
+
+    def run(self, rgb: np.ndarray, crop: Crop) -> MeshResult:
+        m = crop.matrix()
+        patch = cv2.warpAffine(rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        with self._lock:
+            self._interpreter.set_tensor(self._input, (patch.astype(np.float32) / 255.0)[None])
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._points).reshape(468, 3).astype(np.float64)
+            logit = float(self._interpreter.get_tensor(self._score).ravel()[0])
+        inverse = cv2.invertAffineTransform(m)
+        xy = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+        z = raw[:, 2:3] * (crop.side / INPUT)
+        score = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        return MeshResult(np.concatenate([xy, z], axis=1), float(score), crop)
+
+
+def crop_from_detection(box_x0: float, box_y0: float, box_x1: float, box_y1: float, right_eye: np.ndarray,
+                        left_eye: np.ndarray, scale: float = CROP_SCALE) -> Crop:
+    """MediaPipe's detection-to-ROI: the box's centre, its longer side scaled by 1.5, turned by the eyes' tilt."""
+    angle = float(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
+    side = max(box_x1 - box_x0, box_y1 - box_y0) * scale
+    return Crop((box_x0 + box_x1) / 2, (box_y0 + box_y1) / 2, side, angle)
