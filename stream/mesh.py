@@ -14,6 +14,7 @@ them).
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,23 +46,25 @@ RIGHT_TRAGUS, LEFT_TRAGUS, FOREHEAD, CHIN = 234, 454, 10, 152
 
 
 def _resample(chain: np.ndarray, count: int) -> np.ndarray:
-    """``count`` points evenly spaced by arc length along a polyline, its ends included."""
-    steps = np.linalg.norm(np.diff(chain, axis=0), axis=1)
+    """``count`` points evenly spaced by arc length along a polyline [N,2], its ends included."""
+    steps = np.hypot(*np.diff(chain, axis=0).T)
     along = np.concatenate([[0.0], np.cumsum(steps)])
     if along[-1] <= 0:
         return np.repeat(chain[:1], count, axis=0)
     targets = np.linspace(0.0, along[-1], count)
-    return np.stack([np.interp(targets, along, chain[:, k]) for k in range(chain.shape[1])], axis=1)
+    return np.stack([np.interp(targets, along, chain[:, 0]), np.interp(targets, along, chain[:, 1])], axis=1)
+
+
+_FEATURE_PAIRS = np.array([ids if len(ids) == 2 else ids * 2 for ids in FEATURES])  # singletons doubled: [51,2]
+_MIDDLE = JAW_CHAIN.index(CHIN)
+_RIGHT_JAW, _LEFT_JAW = np.array(JAW_CHAIN[: _MIDDLE + 1]), np.array(JAW_CHAIN[_MIDDLE:])
 
 
 def to_68(mesh: np.ndarray) -> np.ndarray:
     """[468,2+] mesh -> [68,2] float32 in dlib's layout."""
     points = mesh[:, :2].astype(np.float64)
-    middle = JAW_CHAIN.index(CHIN)
-    right = _resample(points[JAW_CHAIN[: middle + 1]], 9)
-    left = _resample(points[JAW_CHAIN[middle:]], 9)
-    jaw = np.concatenate([right, left[1:]])
-    features = np.array([points[list(ids)].mean(axis=0) for ids in FEATURES])
+    jaw = np.concatenate([_resample(points[_RIGHT_JAW], 9), _resample(points[_LEFT_JAW], 9)[1:]])
+    features = points[_FEATURE_PAIRS].mean(axis=1)
     return np.concatenate([jaw, features]).astype(np.float32)
 
 
@@ -112,7 +115,7 @@ class MeshResult:
     score: float  # probability that the crop holds a face
     crop: Crop
 
-    @property
+    @functools.cached_property
     def landmarks(self) -> np.ndarray:
         return to_68(self.mesh)
 

@@ -289,6 +289,7 @@ class MeshTracker:
         self._since_detect = detect_interval
         self._index = 0
         self._shot_age = 0
+        self._rounds = 0
 
     def update(self, index: int, gray: np.ndarray, rgb: np.ndarray | None = None
                ) -> tuple[bool, list[TrackedFace]]:
@@ -417,8 +418,17 @@ class MeshTracker:
         return result
 
     def _detect(self, rgb: np.ndarray, suspects: list[_MeshTrack]) -> set[int]:
+        """A detection round: the whole frame, and the tiles. Where every tracked face is large (over a sixth of
+        the frame's longer side) the tiles, which look for small ones, join only every fourth round."""
         self.stats.detections += 1
-        detections = sorted(self.detector.detect_rgb(rgb), key=lambda d: -d.box.width * d.box.height)
+        self._rounds += 1
+        regions = self.detector.regions(rgb.shape[1], rgb.shape[0])
+        longer = max(rgb.shape[:2])
+        large = bool(self._tracks) and all(max(landmark_box(t.landmarks).width, landmark_box(t.landmarks).height)
+                                           > longer / 6 for t in self._tracks)
+        if large and self._shot_age > max(EARLY_ROUNDS) and self._rounds % 4:
+            regions = regions[:1]
+        detections = sorted(self.detector.detect_rgb(rgb, regions), key=lambda d: -d.box.width * d.box.height)
         pairs = sorted(((_near(t.landmarks, d.box), ti, di) for ti, t in enumerate(self._tracks)
                         for di, d in enumerate(detections)), key=lambda p: p[0])
         matched_tracks: set[int] = set()
