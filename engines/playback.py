@@ -25,7 +25,7 @@ from engines.runtime import Engine, open_engine
 from export.bake import generator_of
 from stream.align import face_mask
 from stream.casts import Cast
-from stream.faces import FaceDetector, LandmarkPredictor
+from stream.faces import LandmarkPredictor, still_faces
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ class FOMMRecaster(Recaster):
     name = "fomm"
 
     def __init__(self, ckpt: Checkpoint, casts: Sequence[Cast], title: BakedTitle | None = None,
-                 device: str = "cpu", predictor: LandmarkPredictor | None = None) -> None:
+                 device: str = "cpu", predictor: LandmarkPredictor | None = None, detector: str = "mediapipe"
+                 ) -> None:
         if ckpt.kind != "fomm":
             raise CastError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")
         if not casts:
@@ -140,11 +141,10 @@ class FOMMRecaster(Recaster):
         has_jacobian = bool(ckpt.config["common_params"].get("estimate_jacobian", False))
         norm.update(use_relative_movement=True, use_relative_jacobian=has_jacobian)
         self.norm = norm
-        predictor = predictor or LandmarkPredictor()
-        detector = FaceDetector(detect_width=0, upsample=1)
+        faces = still_faces(detector, predictor)
         self.casts: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         for cast in casts:
-            prepared = prepare_cast(cast, self.crop_size, detector, predictor)
+            prepared = prepare_cast(cast, self.crop_size, faces)
             source = self._tensor(prepared.image)
             with torch.no_grad():
                 self.casts[cast.cast_id] = (source, self.detector_net(source))

@@ -60,6 +60,8 @@ def add_bake_commands(sub: Any) -> None:
     bake.add_argument("--max-frames", type=int, metavar="N", help="bake only the first N frames")
     bake.add_argument("--cache-limit", type=_size, metavar="SIZE", help="bound on cached engines (LRU eviction)")
     bake.add_argument("--detect-interval", type=int, default=10, metavar="N")
+    bake.add_argument("--detector", choices=("mediapipe", "hog"), default="mediapipe",
+                      help="the tracker's face detector and landmarks (see recast track --help)")
     bake.add_argument("--edit", action="append", default=[], metavar="NAME=FACTOR",
                       help="a bake-time edit, stitched per track segment (repeatable; needs a StyleGAN bake)")
     bake.add_argument("--directions", metavar="DIR", help="folder of direction files for --edit")
@@ -104,7 +106,8 @@ def bake_options(args: argparse.Namespace) -> Any:
         raise BakeUsageError("--edit needs a StyleGAN bake (--generator and --encoder)")
     stitch = StitchOptions(steps=args.stitch_steps, segment=args.stitch_segment, lr=args.stitch_lr,
                            content_weight=args.stitch_content_weight)
-    return BakeOptions(render=RenderOptions(detect_interval=args.detect_interval), encoder_size=args.encoder_size,
+    return BakeOptions(render=RenderOptions(detect_interval=args.detect_interval, detector=args.detector),
+                       encoder_size=args.encoder_size,
                        every=args.every, pti=pti, export=formats, max_frames=args.max_frames,
                        edits=tuple(parse_edits(args.edit, args.directions)), stitch=stitch,
                        segment_executor=args.executor)

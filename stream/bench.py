@@ -7,48 +7,86 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import Frame, MediaSource
+from stream.media import MediaSource
 from stream.pipeline import RenderOptions, make_tracker, render
 from stream.recasters import Recaster
 from stream.tracks import LiveFaceStage
 
 
-def bench_tracking(location: str | Path, options: RenderOptions, naive_frames: int = 60) -> dict[str, Any]:
-    """Tracking cost per frame (detect + landmarks + cut detection + live smoothing) on pre-decoded frames,
-    against detecting on every full frame (the same landmark model) over the first ``naive_frames``."""
+def _naive(options: RenderOptions) -> Callable[[np.ndarray, np.ndarray], int]:
+    """The naive baseline of a detector: find every face on every full frame and run the landmark model on each."""
+    if options.detector == "mediapipe":
+        from stream.blazeface import BlazeFace
+        from stream.mesh import FaceMesh, crop_from_detection
+
+        detector, mesh = BlazeFace(tiles=options.tiles), FaceMesh()
+
+        def mediapipe(rgb: np.ndarray, _gray: np.ndarray) -> int:
+            found = detector.detect_rgb(rgb)
+            for d in found:
+                mesh.run(rgb, crop_from_detection(d.box.x0, d.box.y0, d.box.x1, d.box.y1, d.keypoints[0],
+                                                  d.keypoints[1]))
+            return len(found)
+
+        return mediapipe
+    hog, predictor = FaceDetector(detect_width=0, upsample=0), LandmarkPredictor()
+
+    def dlib_hog(_rgb: np.ndarray, gray: np.ndarray) -> int:
+        boxes = hog.detect(gray)
+        for box in boxes:
+            predictor.predict(gray, box)
+        return len(boxes)
+
+    return dlib_hog
+
+
+def bench_tracking(location: str | Path, options: RenderOptions, naive_frames: int = 60,
+                   span: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Tracking cost per frame (detect + landmarks + cut detection + live smoothing) on pre-decoded frames (the
+    frames of ``span``, first and last index, when given), against the naive baseline (every face found on every
+    full frame, the same models) over the first ``naive_frames``. Also the landmark model's own cost per face,
+    timed on every call the tracker makes."""
     with MediaSource(location, keep_audio=False) as source:
-        frames = [Frame(f.index, f.pts, f.time_base, to_gray(f.image)) for f in source.frames()]
-    predictor = LandmarkPredictor()
-    tracker = make_tracker(options, predictor)
+        frames = [f for f in source.frames() if span is None or span[0] <= f.index <= span[1]]
+    grays = [to_gray(f.image) for f in frames]
+    tracker = make_tracker(options)
+    calls: list[float] = []
+    mesh = getattr(tracker, "mesh", None) or getattr(tracker, "predictor", None)
+    timed = _timing(mesh, "run" if hasattr(mesh, "run") else "predict", calls)
     stage = LiveFaceStage(tracker, options.lookahead)
     faces = 0
     start = time.perf_counter()
-    for frame in frames:
-        for _, found, _ in stage.push(frame, frame.image):
+    for frame, gray in zip(frames, grays, strict=True):
+        for _, found, _ in stage.push(frame, gray):
             faces += len(found)
     for _, found, _ in stage.flush():
         faces += len(found)
     tracked_s = time.perf_counter() - start
+    timed()
 
-    detector = FaceDetector(detect_width=0, upsample=0)
-    subset = frames[:naive_frames]
+    naive = _naive(options)
+    subset = list(zip(frames, grays, strict=True))[:naive_frames]
     naive_faces = 0
     start = time.perf_counter()
-    for frame in subset:
-        for box in detector.detect(frame.image):
-            predictor.predict(frame.image, box)
-            naive_faces += 1
+    for frame, gray in subset:
+        naive_faces += naive(frame.image, gray)
     naive_s = time.perf_counter() - start
     tracked_ms = tracked_s * 1e3 / len(frames)
     naive_ms = naive_s * 1e3 / max(len(subset), 1)
     return {
+        "detector": options.detector,
         "frames": len(frames),
+        "span": list(span) if span else None,
         "tracked_ms_per_frame": round(tracked_ms, 3),
         "tracked_faces_per_frame": round(faces / len(frames), 3),
+        "landmarks_ms_per_face": round(float(np.mean(calls)) * 1e3, 3) if calls else None,
         "detections": tracker.stats.detections,
         "landmark_calls": tracker.stats.landmark_calls,
         "naive_frames": len(subset),
@@ -57,6 +95,23 @@ def bench_tracking(location: str | Path, options: RenderOptions, naive_frames: i
         "speedup_vs_naive": round(naive_ms / tracked_ms, 2) if tracked_ms > 0 else None,
         "cuts": tracker.stats.cuts,
     }
+
+
+def _timing(owner: Any, name: str, into: list[float]) -> Callable[[], None]:
+    """Time every call of ``owner.name`` into ``into`` (seconds); returns the function that stops timing."""
+    if owner is None:
+        return lambda: None
+    original = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - began)
+
+    setattr(owner, name, timed)
+    return lambda: delattr(owner, name)
 
 
 def bench_live_path(location: str | Path, recaster: Recaster, options: RenderOptions, repeats: int = 1
@@ -81,8 +136,8 @@ def bench_live_path(location: str | Path, recaster: Recaster, options: RenderOpt
     }
 
 
-def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, repeats: int = 2
-              ) -> dict[str, Any]:
+def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, repeats: int = 2,
+              span: tuple[int, int] | None = None) -> dict[str, Any]:
     with MediaSource(location, keep_audio=False) as source:
         info = source.info
     live_options = dataclasses.replace(options, mode="live")
@@ -94,13 +149,17 @@ def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, 
         "engine": recaster.name,
         "detect_interval": options.detect_interval,
         "live_path": bench_live_path(location, recaster, live_options, repeats),
-        "tracking": bench_tracking(location, live_options),
+        "tracking": bench_tracking(location, live_options, span=span),
         "cpu_count": _cpus(),
     }
 
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _span(span: list[int] | None) -> str:
+    return f", frames {span[0]}-{span[1]}" if span else ""
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -112,7 +171,9 @@ def format_bench(result: dict[str, Any]) -> str:
         f"({live['wall_ms_per_frame']:.1f} ms/frame wall, {live['frames']} frames)",
         "  per stage (ms/frame, summed over threads): "
         + ", ".join(f"{k} {v:.2f}" for k, v in live["ms_per_frame"].items()),
-        f"tracking: {tracking['tracked_ms_per_frame']:.2f} ms/frame "
+        f"tracking ({tracking['detector']}{_span(tracking['span'])}): "
+        f"{tracking['tracked_ms_per_frame']:.2f} ms/frame, {tracking['tracked_faces_per_frame']:.2f} faces/frame, "
+        f"landmarks {tracking['landmarks_ms_per_face']} ms/face "
         f"({tracking['detections']} detections, {tracking['landmark_calls']} landmark calls); "
         f"naive full-frame detection every frame: {tracking['naive_ms_per_frame']:.2f} ms/frame "
         f"-> {tracking['speedup_vs_naive']}x",

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from stream.faces import Box
-from stream.models import mediapipe_model
+from stream.models import interpreter, mediapipe_model
 
 INPUT = 192
 GRID = 48  # 192 / stride 4
@@ -88,12 +88,8 @@ class BlazeFace:
 
     def __init__(self, tiles: int = 0, min_score: float = MIN_SCORE, threads: int = 1,
                  model: Path | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.tiles, self.min_score = tiles, min_score
-        self._interpreter = Interpreter(model_path=str(model or mediapipe_model("face_detection_full_range_sparse")),
-                                        num_threads=threads)
-        self._interpreter.allocate_tensors()
+        self._interpreter = interpreter(model or mediapipe_model("face_detection_full_range_sparse"), threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
         self._scores, self._regressors = outputs[0]["index"], outputs[1]["index"]

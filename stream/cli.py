@@ -38,12 +38,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _span(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit()) or int(first) > int(last):
+        raise argparse.ArgumentTypeError(f"expected A-B with A <= B, got {text!r}")
+    return int(first), int(last)
+
+
+def _add_detector_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=("mediapipe", "hog"), default="mediapipe",
+                   help="mediapipe: BlazeFace and the face mesh on LiteRT (Apache-2.0 models, the default); "
+                        "hog: dlib's HOG detector and 68-point model (its model's licence excludes commercial use)")
+
+
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("offline", "live"), default="offline",
                    help="offline: Gaussian smoothing over whole track segments (two passes); "
                         "live: causal, 4-frame look-ahead (one pass)")
-    p.add_argument("--detector", choices=("hog", "mediapipe"), default="hog",
-                   help="hog: dlib's HOG detector and 68-point model; mediapipe: BlazeFace and the face mesh")
+    _add_detector_option(p)
     p.add_argument("--tiles", type=int, default=2, choices=range(5), metavar="0..4",
                    help="mediapipe: tile columns searched besides the whole frame, for small faces")
     p.add_argument("--detect-interval", type=_positive, default=10, metavar="N",
@@ -98,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     bench.add_argument("--repeats", type=_positive, default=2)
     bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
+    _add_detector_option(bench)
+    bench.add_argument("--frames", type=_span, metavar="A-B",
+                       help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
     bench.add_argument("--only", choices=("live", "engines", "bake"),
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
@@ -128,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
                        help="register a cast portrait (consented; the operator answers for it)")
     serve.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
+    _add_detector_option(serve)
     add_engine_commands(sub)
     add_bake_commands(sub)
     return parser
@@ -155,17 +171,18 @@ def _demo_location() -> str:
     return str(demo_title_path())
 
 
-def _recaster(engine: str, cast_files: Sequence[str], color: bool = True) -> Recaster:
+def _recaster(engine: str, cast_files: Sequence[str], color: bool = True, detector: str = "mediapipe") -> Recaster:
     casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
-    return make_recaster(engine, casts, color=color)
+    return make_recaster(engine, casts, color=color, detector=detector)
 
 
 def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
-    return RenderOptions(mode=args.mode, detector=getattr(args, "detector", "hog"), tiles=getattr(args, "tiles", 2),
-                         detect_interval=args.detect_interval, detect_width=args.detect_width,
-                         upsample=args.upsample, lookahead=args.lookahead, badge=not getattr(args, "no_badge", False))
+    return RenderOptions(mode=args.mode, detector=getattr(args, "detector", "mediapipe"),
+                         tiles=getattr(args, "tiles", 2), detect_interval=args.detect_interval,
+                         detect_width=args.detect_width, upsample=args.upsample, lookahead=args.lookahead,
+                         badge=not getattr(args, "no_badge", False))
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -210,7 +227,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         if Path(args.output).suffix.lower() != ".mp4":
             raise UsageError(f"{args.output}: output must be an .mp4 file")
         casts = [cast_from_file(p) for p in args.cast] or [default_cast()]
-        classical = _recaster(args.engine, args.cast) if args.engine in ("identity", "warp") else None
+        classical = (_recaster(args.engine, args.cast, detector=args.detector)
+                     if args.engine in ("identity", "warp") else None)
         return render_baked(args, casts, _options(args), classical, _progress)
     if args.demo == bool(args.input):
         raise UsageError("give exactly one of INPUT or --demo")
@@ -218,7 +236,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
-    recaster = _recaster(args.engine, args.cast, color=not args.no_color_match)
+    recaster = _recaster(args.engine, args.cast, color=not args.no_color_match, detector=args.detector)
     options = _options(args)
     if is_live(location) and options.mode == "offline" and not args.tracks:
         raise UsageError(f"{location}: a live stream cannot be read twice; use --mode live")
@@ -251,10 +269,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if bool(args.generator) != bool(args.encoder):
         raise UsageError("--generator and --encoder go together")
     location = args.input or _demo_location()
-    options = RenderOptions(detect_interval=args.detect_interval)
+    options = RenderOptions(detect_interval=args.detect_interval, detector=args.detector)
     if args.only in (None, "live"):
-        recaster = _recaster(args.engine, args.cast)
-        result = run_bench(location, recaster, options, args.repeats)
+        recaster = _recaster(args.engine, args.cast, detector=args.detector)
+        result = run_bench(location, recaster, options, args.repeats, span=args.frames)
         print(format_bench(result))
     if args.only in (None, "engines"):
         from engines.bench import format_engine_bench, run_engine_bench
@@ -264,9 +282,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.only in (None, "bake"):
         from export.bench import format_bake_bench, run_bake_bench
 
-        result["bake"] = run_bake_bench(location, _recaster("warp", args.cast), options, generator=args.generator,
-                                        encoder=args.encoder, encoder_size=args.encoder_size,
-                                        pti_steps=args.pti_steps, device=args.device)
+        warp = _recaster("warp", args.cast, detector=args.detector)
+        result["bake"] = run_bake_bench(location, warp, options, generator=args.generator, encoder=args.encoder,
+                                        encoder_size=args.encoder_size, pti_steps=args.pti_steps, device=args.device)
         print(format_bake_bench(result["bake"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -323,7 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
-                          options=RenderOptions(detect_interval=args.detect_interval))
+                          options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector))
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
     try:

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +131,22 @@ def landmark_box(landmarks: np.ndarray) -> Box:
     x0, y0 = landmarks.min(axis=0)
     x1, y1 = landmarks.max(axis=0)
     return Box(float(x0), float(y0), float(x1), float(y1))
+
+
+StillFaces = Callable[[np.ndarray], list[tuple[Box, np.ndarray]]]  # RGB image -> (box, 68 landmarks) per face
+
+
+def still_faces(detector: str = "mediapipe", predictor: LandmarkPredictor | None = None) -> StillFaces:
+    """Faces with 68 landmarks in a still image (a cast portrait), found the way the tracker of ``detector`` finds
+    them, so that a cast's landmarks and an actor's come from the same model (the warp maps one onto the other)."""
+    if detector == "mediapipe":
+        from stream.mesh import MeshLandmarker
+
+        return MeshLandmarker().faces
+    hog, model = FaceDetector(detect_width=0, upsample=1), predictor or LandmarkPredictor()
+
+    def faces(image: np.ndarray) -> list[tuple[Box, np.ndarray]]:
+        gray = to_gray(image)
+        return [(box, model.predict(gray, box)) for box in hog.detect(gray)]
+
+    return faces

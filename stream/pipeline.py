@@ -214,7 +214,7 @@ DETECTORS = ("hog", "mediapipe")
 @dataclass
 class RenderOptions:
     mode: Mode = "offline"
-    detector: str = "hog"  # hog: dlib's HOG and 68-point model; mediapipe: BlazeFace and the face mesh (LiteRT)
+    detector: str = "mediapipe"  # BlazeFace and the face mesh on LiteRT; hog: dlib's HOG and 68-point model
     detect_interval: int = 10
     detect_width: int = 640
     upsample: int = 0

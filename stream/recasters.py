@@ -19,7 +19,7 @@ import numpy as np
 
 from stream.align import PiecewiseAffine, alignment, color_match, crop, face_mask, polygon_mask
 from stream.casts import Cast
-from stream.faces import FaceDetector, LandmarkPredictor, to_gray
+from stream.faces import LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,13 @@ class WarpRecaster(Recaster):
     name = "warp"
 
     def __init__(self, casts: Sequence[Cast], *, size: int = 256, color: bool = True,
-                 predictor: LandmarkPredictor | None = None) -> None:
+                 predictor: LandmarkPredictor | None = None, detector: str = "mediapipe") -> None:
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
         self.crop_size = size
         self.color = color
-        predictor = predictor or LandmarkPredictor()
-        detector = FaceDetector(detect_width=0, upsample=1)
-        self._casts = {c.cast_id: prepare_cast(c, size, detector, predictor) for c in casts}
+        faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
+        self._casts = {c.cast_id: prepare_cast(c, size, faces) for c in casts}
         self._order = [c.cast_id for c in casts]
         self._assigned: dict[int, str] = {}
         self.default_cast: str | None = None  # when set, every unassigned track gets it
@@ -133,25 +132,24 @@ class WarpRecaster(Recaster):
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
 
 
-def prepare_cast(cast: Cast, size: int, detector: FaceDetector, predictor: LandmarkPredictor) -> _PreparedCast:
-    gray = to_gray(cast.image)
-    boxes = detector.detect(gray)
-    if not boxes:
+def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
+    found = faces(cast.image)
+    if not found:
         raise CastError(f"{cast.source}: no face found in the cast image")
-    box = max(boxes, key=lambda b: b.width * b.height)
-    landmarks = predictor.predict(gray, box)
+    _, landmarks = max(found, key=lambda f: f[0].width * f[0].height)
     align = alignment(quad_params(landmarks), size)
     image = crop(cast.image, align)
     points = align.points_to_crop(landmarks.astype(np.float64))
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size))
 
 
-def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True) -> Recaster:
-    """The recaster named on the command line (``identity`` or ``warp``)."""
+def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True,
+                  detector: str = "mediapipe") -> Recaster:
+    """The recaster named on the command line (``identity`` or ``warp``); ``detector`` is the tracker's."""
     if engine == "identity":
         return IdentityRecaster()
     if engine == "warp":
-        return WarpRecaster(casts, color=color)
+        return WarpRecaster(casts, color=color, detector=detector)
     if engine in ("stylegan", "fomm"):
         raise NotImplementedError(f"the {engine} recaster needs a baked title and model weights "
                                   "(not part of this release)")

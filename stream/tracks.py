@@ -254,6 +254,17 @@ class BakedFaceStage:
         return [(frame, self.by_frame.get(frame.index, []), False)]
 
 
+def contiguous_runs(faces: list[FaceState]) -> list[list[FaceState]]:
+    """A track's faces split where frames are missing: smoothing never bridges a gap."""
+    runs: list[list[FaceState]] = []
+    for face in faces:
+        if runs and face.index == runs[-1][-1].index + 1:
+            runs[-1].append(face)
+        else:
+            runs.append([face])
+    return runs
+
+
 def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: Tracker, *, mode: Mode = "offline",
                  lookahead: int = 4, center_sigma: float = 1.0, xy_sigma: float = 3.0, quad_scale: float = 1.0,
                  on_frame: Callable[[int], None] | None = None) -> TrackSet:
@@ -276,8 +287,9 @@ def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: Tracker, *, 
     ordered = sorted(tracks.values(), key=lambda t: t.track_id)
     if mode == "offline":
         for track in ordered:
-            smoothed = smooth_offline(track.raw_params(), center_sigma, xy_sigma)
-            for face, params in zip(track.faces, smoothed, strict=True):
-                face.quad = params
+            for run in contiguous_runs(track.faces):  # a track that was lost and took its id back has gaps
+                raw = np.stack([f.raw for f in run])
+                for face, params in zip(run, smooth_offline(raw, center_sigma, xy_sigma), strict=True):
+                    face.quad = params
     return TrackSet(info.location, info.width, info.height, info.fps, count, mode,
                     list(tracker.stats.cuts), ordered, tracker.stats)

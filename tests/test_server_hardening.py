@@ -21,6 +21,7 @@ from aiortc import RTCPeerConnection
 import stream.server.app as server_app
 import stream.server.sessions as server_sessions
 from stream.casts import default_cast
+from stream.pipeline import RenderOptions
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
 from tests.demo_title import DemoTitle
@@ -239,7 +240,9 @@ def test_an_ended_session_cannot_get_a_peer(demo: DemoTitle, good_offer: str,
     run_async(scenario)
 
 
-def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("detector", ["mediapipe", "hog"])
+def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: pytest.MonkeyPatch,
+                                                 detector: str) -> None:
     """A session's frame processor is built in the session's worker thread, and dlib's HOG detector (0.25-0.33 s
     inside dlib, holding the GIL, so a worker thread building it froze the loop just the same) is built once per
     process, at start-up: a joining viewer no longer stalls the others' streams. The loop's largest stall while
@@ -275,9 +278,10 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
                 await asyncio.sleep(0.005)
                 lags.append(time.perf_counter() - began - 0.005)
 
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, _), \
+        config = ServerConfig(demo=True, options=RenderOptions(detector=detector))
+        async with running_server(config, demo.titles, [default_cast()]) as (base, _), \
                 aiohttp.ClientSession() as http:
-            assert len(hog_builds) == 1  # at start-up
+            assert len(hog_builds) == (detector == "hog")  # at start-up, and only for HOG
             task = asyncio.ensure_future(ticker())
             viewers = [Viewer(base, http) for _ in range(2)]
             for viewer in viewers:
@@ -288,7 +292,7 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
             for viewer in viewers:
                 await viewer.close()
         assert len(built_on) == 2 and loop_thread not in built_on, (loop_thread, built_on)
-        assert len(hog_builds) == 1, hog_builds
+        assert len(hog_builds) == (detector == "hog"), hog_builds
 
     try:
         run_async(scenario)

@@ -196,9 +196,11 @@ class Service:
         self._cleanups: list[asyncio.TimerHandle] = []
         # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
         # stateless per call, and a session's recaster copy has its own track assignments
-        self.predictor = LandmarkPredictor()
-        hog_detector()  # built once now, before serving: each session's detector is then a 1.5 ms copy
-        self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor)
+        detector = config.options.detector
+        self.predictor = LandmarkPredictor() if detector == "hog" else None
+        if detector == "hog":
+            hog_detector()  # built once now, before serving: each session's detector is then a 1.5 ms copy
+        self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor, detector=detector)
 
     def new_recaster(self, title: Title | None) -> Recaster:
         """A session's recaster: the warp casts (prepared once, shared), plus the title's `actor` when baked."""
