@@ -33,6 +33,9 @@ class FaceState:
     landmarks: np.ndarray  # [68,2]
     raw: np.ndarray  # [4]
     quad: np.ndarray | None = None  # [4], smoothed; None until the smoother has seen enough frames
+    yaw: float | None = None  # head pose in degrees (MediaPipe's mesh; None with --detector hog)
+    pitch: float | None = None
+    presence: float | None = None  # the mesh's confidence that this is a face
 
     @property
     def crop_params(self) -> np.ndarray:
@@ -102,6 +105,7 @@ class TrackSet:
                             "landmarks": np.round(f.landmarks, 2).tolist(),
                             "raw_quad": np.round(quad_corners(f.raw), 3).tolist(),
                             "quad": np.round(quad_corners(f.crop_params), 3).tolist(),
+                            **_pose(f),
                         }
                         for f in t.faces
                     ],
@@ -137,6 +141,9 @@ class TrackSet:
             "quad": np.asarray([quad_corners(p) for p in quad], np.float64).reshape(-1, 4, 2),
             "raw_params": raw,
             "quad_params": quad,
+            # head pose and presence (NaN where the tracker gives none): an extension of DESIGN.md 3.6's arrays
+            "pose": np.asarray([[np.nan if v is None else v for v in (f.yaw, f.pitch, f.presence)] for f in faces],
+                               np.float64).reshape(-1, 3),
             # the mask: the feathered fill (6 % of the crop) of this outline's hull, aligned like the landmarks
             "mask_outline": np.asarray([mask_outline(f.landmarks) for f in faces], np.float32).reshape(-1, 27, 2),
         }
@@ -147,10 +154,11 @@ class TrackSet:
         if header.get("version") != TRACK_FILE_VERSION:
             raise ValueError(f"unsupported track arrays version {header.get('version')!r}")
         tracks: dict[int, FaceTrack] = {}
+        pose = arrays["pose"] if "pose" in getattr(arrays, "files", arrays) else None  # older caches have none
         for i, track_id in enumerate(arrays["track"].tolist()):
             face = FaceState(track_id, int(arrays["frame"][i]), float(arrays["time"][i]), Box(*arrays["box"][i]),
                              arrays["landmarks"][i].copy(), arrays["raw_params"][i].copy(),
-                             arrays["quad_params"][i].copy())
+                             arrays["quad_params"][i].copy(), *_pose_values(pose[i] if pose is not None else None))
             tracks.setdefault(track_id, FaceTrack(track_id)).faces.append(face)
         return cls(header["source"], int(header["width"]), int(header["height"]), float(header["fps"]),
                    int(header["frame_count"]), header["mode"], [int(c) for c in arrays["cuts"]], list(tracks.values()))
@@ -170,6 +178,8 @@ class TrackSet:
                         landmarks=np.asarray(f["landmarks"], dtype=np.float32).reshape(68, 2),
                         raw=_params_from_corners(np.asarray(f["raw_quad"], dtype=np.float64)),
                         quad=_params_from_corners(np.asarray(f["quad"], dtype=np.float64)),
+                        yaw=_optional_float(f.get("yaw")), pitch=_optional_float(f.get("pitch")),
+                        presence=_optional_float(f.get("presence")),
                     )
                     for f in t["frames"]
                 ]
@@ -178,6 +188,28 @@ class TrackSet:
                        int(data["frame_count"]), data["mode"], [int(c) for c in data["cuts"]], tracks)
         except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: deep JSON
             raise ValueError(f"{path}: not a Recast track file ({str(exc)[:200]})") from None
+
+
+def _pose(face: FaceState) -> dict[str, float]:
+    """The optional per-face fields of the track file: head yaw and pitch (degrees) and presence, when known."""
+    values = {"yaw": face.yaw, "pitch": face.pitch, "presence": face.presence}
+    return {k: round(float(v), 3) for k, v in values.items() if v is not None}
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _pose_values(row: np.ndarray | None) -> tuple[float | None, float | None, float | None]:
+    if row is None:
+        return None, None, None
+    yaw, pitch, presence = (None if not np.isfinite(v) else float(v) for v in row)
+    return yaw, pitch, presence
 
 
 def _params_from_corners(corners: np.ndarray) -> np.ndarray:
@@ -209,7 +241,8 @@ class LiveFaceStage:
         rgb = frame.image if frame.image.ndim == 3 else None
         cut, tracked = self.tracker.update(frame.index, to_gray(frame.image) if gray is None else gray, rgb)
         faces = [FaceState(t.track_id, frame.index, frame.time, t.box, t.landmarks,
-                           quad_params(t.landmarks, self.quad_scale)) for t in tracked]
+                           quad_params(t.landmarks, self.quad_scale), yaw=t.yaw, pitch=t.pitch, presence=t.presence)
+                 for t in tracked]
         present = {f.track_id for f in faces}
         for track_id in [tid for tid in self._smoothers if tid not in present]:
             self._assign(track_id, self._smoothers.pop(track_id).flush())

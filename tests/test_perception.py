@@ -122,3 +122,25 @@ def test_nothing_is_tracked_where_there_is_no_face(make_video: object) -> None:
     frames += [np.full((360, 640, 3), 128, np.uint8)] * 5
     clip = make_video("empty.mp4", frames)  # type: ignore[operator]
     assert run_tracking(clip, RenderOptions(detector="mediapipe")).tracks == []
+
+
+def test_every_face_carries_its_head_pose_through_the_track_file(tmp_path: Path,
+                                                                  hamilton_tracks: TrackSet) -> None:
+    """Yaw, pitch and presence per face, in the track file (JSON) and the cache's arrays, read back as written.
+    d0 faces the camera (measured yaw 1-5 degrees); the hamilton audience looks at the stage (up to about 55)."""
+    tracks = run_tracking(media("videos/liveportrait_d0.mp4"), RenderOptions(detector="mediapipe"))
+    faces = tracks.tracks[0].faces
+    yaws = np.array([f.yaw for f in faces], np.float64)
+    assert np.isfinite(yaws).all() and np.abs(yaws).max() < 15
+    audience = [abs(f.yaw or 0.0) for t in hamilton_tracks.tracks for f in t.faces if f.index >= 211]
+    assert max(audience) > 30
+    assert all(f.presence is not None and 0 <= f.presence <= 1 for f in faces)
+    path = tmp_path / "d0.json"
+    tracks.save(path)
+    back = TrackSet.load(path).tracks[0].faces
+    np.testing.assert_allclose([f.yaw for f in back], yaws, atol=1e-3)
+    arrays = TrackSet.from_arrays(tracks.to_arrays()).tracks[0].faces
+    np.testing.assert_allclose([f.pitch for f in arrays], [f.pitch for f in faces], atol=1e-9)
+    hog = run_tracking(media("videos/liveportrait_d0.mp4"), RenderOptions(detector="hog"))
+    assert hog.tracks[0].faces[0].yaw is None  # dlib's 68 points carry no pose; the file leaves it out
+    assert "yaw" not in hog.to_json()["tracks"][0]["frames"][0]
