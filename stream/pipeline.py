@@ -164,10 +164,24 @@ class RenderedFrame:
     regions: list[PastedRegion] = field(default_factory=list)
     badge: BadgeBox | None = None
     failed: int = 0
+    faded: int = 0  # faces turned past the recaster's usable angle, passed through
+
+
+def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
+    """How much of the recast a face at this yaw gets: 1 up to ``usable[0]`` degrees, 0 past ``usable[1]``, a
+    smoothstep between (no pop at either end). A face without a pose estimate gets all of it."""
+    if yaw is None:
+        return 1.0
+    full, none = usable
+    if none <= full:
+        return 1.0 if abs(yaw) <= full else 0.0
+    t = float(np.clip((none - abs(yaw)) / (none - full), 0.0, 1.0))
+    return t * t * (3.0 - 2.0 * t)
 
 
 class FaceRenderer:
-    """Align, recast, paste back and badge the faces of one frame."""
+    """Align, recast, paste back and badge the faces of one frame. A face turned past the recaster's usable angle
+    fades out (its steadied yaw, FaceState.steady_yaw, sets the blend weight) and passes through once gone."""
 
     def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512) -> None:
         self.recaster = recaster
@@ -175,11 +189,18 @@ class FaceRenderer:
         self.max_crop = max_crop
         self.faces_recast = 0
         self.faces_failed = 0
+        self.faces_faded = 0
 
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
         """Recast every face of ``image`` in place."""
         out = RenderedFrame()
         for face in faces:
+            weight = pose_weight(face.steady_yaw if face.steady_yaw is not None else face.yaw,
+                                 self.recaster.usable_yaw)
+            if weight <= 0.0:
+                out.faded += 1
+                self.faces_faded += 1
+                continue
             params = face.crop_params
             size = self.recaster.size_for(face.track_id)
             size = size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
@@ -189,6 +210,8 @@ class FaceRenderer:
                 face_crop = FaceCrop(face.track_id, crop(image, align), align.points_to_crop(
                     face.landmarks.astype(np.float64)), face.index)
                 pixels, mask = self.recaster.recast(face_crop)
+                if weight < 1.0:
+                    mask = mask * np.float32(weight)
                 mid = time.perf_counter()
                 region = paste_back(image, pixels, mask, align)
             except Exception:

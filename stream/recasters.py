@@ -47,6 +47,9 @@ class Recaster(ABC):
     name: str = "base"
     synthetic: bool = True  # frames it touches get the provenance badge
     crop_size: int | None = None
+    # head yaw (degrees) up to which the recast is whole, and past which it is faded out entirely (the face then
+    # passes through); between the two it blends in and out smoothly (see stream.pipeline.pose_weight)
+    usable_yaw: tuple[float, float] = (30.0, 50.0)
 
     @abstractmethod
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +66,7 @@ class Recaster(ABC):
 class IdentityRecaster(Recaster):
     name = "identity"
     synthetic = False
+    usable_yaw = (90.0, 90.0)  # a geometry check: never faded
 
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         return face.image, face_mask(face.landmarks, face.image.shape[0])

@@ -36,6 +36,7 @@ class FaceState:
     yaw: float | None = None  # head pose in degrees (MediaPipe's mesh; None with --detector hog)
     pitch: float | None = None
     presence: float | None = None  # the mesh's confidence that this is a face
+    steady_yaw: float | None = None  # the yaw smoothed over the track (what the recast's fade follows; not saved)
 
     @property
     def crop_params(self) -> np.ndarray:
@@ -160,6 +161,7 @@ class TrackSet:
                              arrays["landmarks"][i].copy(), arrays["raw_params"][i].copy(),
                              arrays["quad_params"][i].copy(), *_pose_values(pose[i] if pose is not None else None))
             tracks.setdefault(track_id, FaceTrack(track_id)).faces.append(face)
+        steady_pose(tracks.values())
         return cls(header["source"], int(header["width"]), int(header["height"]), float(header["fps"]),
                    int(header["frame_count"]), header["mode"], [int(c) for c in arrays["cuts"]], list(tracks.values()))
 
@@ -184,6 +186,7 @@ class TrackSet:
                     for f in t["frames"]
                 ]
                 tracks.append(FaceTrack(int(t["id"]), faces))
+            steady_pose(tracks)
             return cls(str(data["source"]), int(data["width"]), int(data["height"]), float(data["fps"]),
                        int(data["frame_count"]), data["mode"], [int(c) for c in data["cuts"]], tracks)
         except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: deep JSON
@@ -234,6 +237,7 @@ class LiveFaceStage:
         self._sigmas = (center_sigma, xy_sigma)
         self.quad_scale = quad_scale
         self._smoothers: dict[int, LiveSmoother] = {}
+        self._yaw: dict[int, float] = {}  # per track, the steadied yaw (causal)
         self._waiting: dict[int, collections.deque[FaceState]] = {}
         self._pending: collections.deque[tuple[Frame, list[FaceState], bool]] = collections.deque()
 
@@ -244,6 +248,13 @@ class LiveFaceStage:
                            quad_params(t.landmarks, self.quad_scale), yaw=t.yaw, pitch=t.pitch, presence=t.presence)
                  for t in tracked]
         present = {f.track_id for f in faces}
+        for face in faces:
+            if face.yaw is not None:
+                last = self._yaw.get(face.track_id, face.yaw)
+                step = float(np.clip(YAW_FOLLOW * (face.yaw - last), -YAW_SLEW, YAW_SLEW))
+                face.steady_yaw = self._yaw[face.track_id] = last + step
+        for track_id in [tid for tid in self._yaw if tid not in present]:
+            del self._yaw[track_id]
         for track_id in [tid for tid in self._smoothers if tid not in present]:
             self._assign(track_id, self._smoothers.pop(track_id).flush())
             del self._waiting[track_id]
@@ -287,6 +298,36 @@ class BakedFaceStage:
         return [(frame, self.by_frame.get(frame.index, []), False)]
 
 
+YAW_SIGMA = 3.0  # frames: the offline smoothing of the yaw the fade follows
+YAW_FOLLOW = 0.35  # live: how far the steadied yaw moves toward each new estimate
+YAW_SLEW = 2.0  # degrees per frame at most: the fade takes a third of a second or more, never a jump
+
+
+def _slew(values: np.ndarray, step: float) -> np.ndarray:
+    """Limit the change between neighbours to ``step``, in a forward and a backward pass (no lag either way)."""
+    out = values.copy()
+    for i in range(1, len(out)):
+        out[i] = np.clip(out[i], out[i - 1] - step, out[i - 1] + step)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = np.clip(out[i], out[i + 1] - step, out[i + 1] + step)
+    return out
+
+
+def steady_pose(tracks: Iterable[FaceTrack], sigma: float = YAW_SIGMA) -> None:
+    """Offline: each face's steady yaw is its track's yaw smoothed by a Gaussian over each run of frames and
+    slew-limited, so that the recast's fade (stream.pipeline.pose_weight) never jumps between frames even when
+    the mesh's estimate does (a strongly turned face's yaw can swing 20 degrees in two frames)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    for track in tracks:
+        for run in contiguous_runs(track.faces):
+            if any(f.yaw is None for f in run):
+                continue
+            smooth = gaussian_filter1d(np.array([f.yaw for f in run], np.float64), sigma, mode="nearest")
+            for face, value in zip(run, _slew(smooth, YAW_SLEW), strict=True):
+                face.steady_yaw = float(value)
+
+
 def contiguous_runs(faces: list[FaceState]) -> list[list[FaceState]]:
     """A track's faces split where frames are missing: smoothing never bridges a gap."""
     runs: list[list[FaceState]] = []
@@ -324,5 +365,6 @@ def track_frames(frames: Iterable[Frame], info: VideoInfo, tracker: Tracker, *, 
                 raw = np.stack([f.raw for f in run])
                 for face, params in zip(run, smooth_offline(raw, center_sigma, xy_sigma), strict=True):
                     face.quad = params
+        steady_pose(ordered)
     return TrackSet(info.location, info.width, info.height, info.fps, count, mode,
                     list(tracker.stats.cuts), ordered, tracker.stats)

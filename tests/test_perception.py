@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import zipfile
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 
 from stream.blazeface import BlazeFace
+from stream.casts import read_image
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
 from stream.media import MediaSource
-from stream.mesh import FaceMesh, crop_from_detection, head_pose
+from stream.mesh import FaceMesh, MeshLandmarker, crop_from_detection, head_pose
 from stream.models import MEDIAPIPE_FILES, ModelMissing, install_from_wheel, mediapipe_model
-from stream.pipeline import RenderOptions, run_tracking
-from stream.tracks import TrackSet
+from stream.pipeline import FaceRenderer, RenderOptions, pose_weight, run_tracking
+from stream.recasters import IdentityRecaster, WarpRecaster
+from stream.tracks import FaceState, TrackSet, contiguous_runs
 from tests.conftest import media
 
 HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
@@ -144,3 +147,43 @@ def test_every_face_carries_its_head_pose_through_the_track_file(tmp_path: Path,
     hog = run_tracking(media("videos/liveportrait_d0.mp4"), RenderOptions(detector="hog"))
     assert hog.tracks[0].faces[0].yaw is None  # dlib's 68 points carry no pose; the file leaves it out
     assert "yaw" not in hog.to_json()["tracks"][0]["frames"][0]
+
+
+def test_pose_weight_fades_smoothly_between_the_usable_angles() -> None:
+    usable = (30.0, 50.0)
+    assert pose_weight(None, usable) == 1.0 and pose_weight(0.0, usable) == 1.0 and pose_weight(-30.0, usable) == 1.0
+    assert pose_weight(50.0, usable) == 0.0 and pose_weight(-75.0, usable) == 0.0
+    steps = [pose_weight(y, usable) for y in np.linspace(30, 50, 201)]
+    assert all(a >= b for a, b in itertools.pairwise(steps))  # monotonic
+    assert max(abs(a - b) for a, b in itertools.pairwise(steps)) < 0.02  # no jump anywhere
+
+
+def test_turned_faces_fade_out_without_flicker(hamilton_tracks: TrackSet) -> None:
+    """The hamilton audience looks at the stage at 25-55 degrees: the warp recast fades on those faces, by a weight
+    that follows the steadied yaw and so moves little from one frame to the next (no flicker between recast
+    and original); a face past 50 degrees passes through untouched."""
+    usable = WarpRecaster.usable_yaw
+    weights: dict[int, list[float]] = collections.defaultdict(list)
+    for track in hamilton_tracks.tracks:
+        for run in contiguous_runs(track.faces):
+            series = [pose_weight(f.steady_yaw, usable) for f in run]
+            weights[track.track_id] += series
+            assert max((abs(a - b) for a, b in itertools.pairwise(series)), default=0.0) < 0.2
+    audience = [w for t in hamilton_tracks.tracks if t.first >= 211 for w in weights[t.track_id]]
+    assert min(audience) < 0.9 and max(audience) == 1.0
+    # the renderer: a face at 70 degrees passes through, one at 40 is pasted at part strength
+    image = read_image(media("images/face_recognition_obama-480p.jpg"))
+    faces = MeshLandmarker().faces(image)
+    assert faces
+    box, landmarks = faces[0]
+    from stream.smoothing import quad_params
+
+    renderer = FaceRenderer(IdentityRecaster())
+    renderer.recaster.usable_yaw = usable  # the identity recaster is never faded otherwise
+    turned = FaceState(1, 0, 0.0, box, landmarks, quad_params(landmarks), steady_yaw=70.0)
+    assert renderer.render(image.copy(), [turned]).regions == [] and renderer.faces_faded == 1
+    half = FaceState(1, 0, 0.0, box, landmarks, quad_params(landmarks), steady_yaw=40.0)
+    weight = np.zeros(image.shape[:2], np.float32)
+    (region,) = renderer.render(image.copy(), [half]).regions
+    region.add_to(weight)
+    assert 0.4 < weight.max() < 0.6  # the smoothstep's middle
