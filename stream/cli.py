@@ -58,6 +58,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     _add_detector_option(p)
     p.add_argument("--tiles", type=int, default=2, choices=range(5), metavar="0..4",
                    help="mediapipe: tile columns searched besides the whole frame, for small faces")
+    p.add_argument("--max-faces", type=_positive, default=16, metavar="N",
+                   help="faces tracked and recast per frame at most, the largest first")
     p.add_argument("--detect-interval", type=_positive, default=10, metavar="N",
                    help="run the face detector every N frames (also after a cut and when a track is lost)")
     p.add_argument("--detect-width", type=int, default=640, metavar="PX",
@@ -180,7 +182,8 @@ def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
     return RenderOptions(mode=args.mode, detector=getattr(args, "detector", "mediapipe"),
-                         tiles=getattr(args, "tiles", 2), detect_interval=args.detect_interval,
+                         tiles=getattr(args, "tiles", 2), max_faces=getattr(args, "max_faces", 16),
+                         detect_interval=args.detect_interval,
                          detect_width=args.detect_width, upsample=args.upsample, lookahead=args.lookahead,
                          badge=not getattr(args, "no_badge", False))
 

@@ -242,6 +242,7 @@ class RenderOptions:
     detect_width: int = 640
     upsample: int = 0
     tiles: int = 2  # mediapipe: tile columns besides the whole frame (0: the whole frame only)
+    max_faces: int = 16  # faces tracked (and recast) per frame at most, the largest first
     lookahead: int = 4
     badge: bool = True
     crf: int = 18
@@ -275,11 +276,12 @@ def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = N
         from stream.blazeface import BlazeFace
         from stream.mesh import FaceMesh
 
-        return MeshTracker(BlazeFace(tiles=options.tiles), FaceMesh(), detect_interval=options.detect_interval)
+        return MeshTracker(BlazeFace(tiles=options.tiles), FaceMesh(), detect_interval=options.detect_interval,
+                           max_faces=options.max_faces)
     if options.detector != "hog":
         raise ValueError(f"unknown detector {options.detector!r} (one of {', '.join(DETECTORS)})")
     return FaceTracker(FaceDetector(options.detect_width, options.upsample), predictor or LandmarkPredictor(),
-                       detect_interval=options.detect_interval)
+                       detect_interval=options.detect_interval, max_faces=options.max_faces)
 
 
 def run_tracking(location: str | Path, options: RenderOptions,

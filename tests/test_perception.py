@@ -187,3 +187,52 @@ def test_turned_faces_fade_out_without_flicker(hamilton_tracks: TrackSet) -> Non
     (region,) = renderer.render(image.copy(), [half]).regions
     region.add_to(weight)
     assert 0.4 < weight.max() < 0.6  # the smoothstep's middle
+
+
+def _scene(kind: str, face: np.ndarray) -> np.ndarray:
+    """A 640x360 frame built around a real face photo in one of the awkward ways a film can show one."""
+    import cv2
+
+    canvas = np.full((360, 640, 3), 40, np.uint8)
+    if kind == "half out of frame":
+        small = cv2.resize(face, (240, 240))
+        canvas[60:300, 520:640] = small[:, :120]
+    elif kind == "huge":
+        canvas = cv2.resize(face[40:440, 40:440], (640, 360))
+    elif kind == "tiny":
+        small = cv2.resize(face, (24, 24), interpolation=cv2.INTER_AREA)  # the face itself is about 10 px
+        canvas[100:124, 300:324] = small
+    elif kind == "fifty":
+        small = cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA)
+        for i in range(50):
+            y, x = divmod(i, 10)
+            canvas[y * 72:y * 72 + 64, x * 64:x * 64 + 64] = small
+    elif kind == "rotated":
+        canvas[60:300, 200:440] = np.rot90(cv2.resize(face, (240, 240)))
+    return canvas
+
+
+@pytest.mark.parametrize("kind", ["half out of frame", "huge", "tiny", "fifty", "rotated"])
+def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: Path, kind: str) -> None:
+    """A face half out of the frame, one filling it, a 10 px one, fifty at once (capped: the largest first), one
+    lying on its side: tracking and a warp render run through, no frame holds more faces than are there (or
+    than the cap), and the picture outside the faces is left as it was."""
+    from stream.casts import default_cast
+    from stream.pipeline import render
+
+    photo = read_image(media("images/face_recognition_obama-480p.jpg"))
+    (found,) = BlazeFace().detect_rgb(photo)
+    cx, cy = (int(v) for v in found.box.center)
+    half = int(found.box.width)  # a square of twice the face box: the face and some hair and neck
+    portrait = photo[max(cy - half, 0):cy + half, max(cx - half, 0):cx + half]
+    frame = _scene(kind, portrait)
+    clip = make_video(f"{kind.replace(' ', '_')}.mp4", [frame] * 6)  # type: ignore[operator]
+    options = RenderOptions(detector="mediapipe", max_faces=8)
+    tracks = run_tracking(clip, options)
+    most = {"half out of frame": 1, "huge": 1, "tiny": 1, "fifty": 8, "rotated": 1}[kind]
+    per = _faces_per_frame(tracks)
+    assert max((len(v) for v in per.values()), default=0) <= most
+    if kind == "fifty":
+        assert max(len(v) for v in per.values()) == 8  # the cap, not fewer: the faces are all there
+    report = render(clip, tmp_path / "out.mp4", WarpRecaster([default_cast()]), options)
+    assert report.frames == 6 and report.faces_failed == 0
