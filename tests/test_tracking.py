@@ -62,7 +62,8 @@ def test_track_file_round_trip(tmp_path: Path, hamilton_tracks: TrackSet) -> Non
     data = loaded.to_json()
     assert data["version"] == 1 and data["cuts"] == [20, 82, 211]
     first = data["tracks"][0]["frames"][0]
-    assert set(first) == {"index", "time", "box", "landmarks", "raw_quad", "quad"}
+    # DESIGN.md 3.2's fields, and the head pose the default (MediaPipe) tracker adds
+    assert set(first) == {"index", "time", "box", "landmarks", "raw_quad", "quad", "yaw", "pitch", "presence"}
     assert len(first["landmarks"]) == 68 and len(first["quad"]) == 4
     # times are presentation times (the video starts at 0.852 s)
     assert first["time"] == pytest.approx(0.852 + first["index"] / 29.97, abs=2 / 29.97)
