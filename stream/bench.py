@@ -31,8 +31,7 @@ def _naive(options: RenderOptions) -> Callable[[np.ndarray, np.ndarray], int]:
         def mediapipe(rgb: np.ndarray, _gray: np.ndarray) -> int:
             found = detector.detect_rgb(rgb)
             for d in found:
-                mesh.run(rgb, crop_from_detection(d.box.x0, d.box.y0, d.box.x1, d.box.y1, d.keypoints[0],
-                                                  d.keypoints[1]))
+                mesh.run(rgb, crop_from_detection(d))
             return len(found)
 
         return mediapipe

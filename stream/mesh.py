@@ -26,6 +26,7 @@ import numpy as np
 from stream.models import interpreter, mediapipe_model
 
 if TYPE_CHECKING:
+    from stream.blazeface import Detection
     from stream.faces import Box
 
 INPUT = 192
@@ -152,12 +153,12 @@ class FaceMesh:
         return MeshResult(np.concatenate([xy, z], axis=1), float(score), crop)
 
 
-def crop_from_detection(box_x0: float, box_y0: float, box_x1: float, box_y1: float, right_eye: np.ndarray,
-                        left_eye: np.ndarray, scale: float = CROP_SCALE) -> Crop:
+def crop_from_detection(detection: Detection, scale: float = CROP_SCALE) -> Crop:
     """MediaPipe's detection-to-ROI: the box's centre, its longer side scaled by 1.5, turned by the eyes' tilt."""
+    box, (right_eye, left_eye) = detection.box, detection.keypoints[:2]
     angle = float(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
-    side = max(box_x1 - box_x0, box_y1 - box_y0) * scale
-    return Crop((box_x0 + box_x1) / 2, (box_y0 + box_y1) / 2, side, angle)
+    cx, cy = box.center
+    return Crop(cx, cy, max(box.width, box.height) * scale, angle)
 
 
 class MeshLandmarker:
@@ -174,9 +175,7 @@ class MeshLandmarker:
 
         out = []
         for found in self.detector.detect_rgb(image):
-            b = found.box
-            result = self.mesh.run(image, crop_from_detection(b.x0, b.y0, b.x1, b.y1, found.keypoints[0],
-                                                              found.keypoints[1]))
+            result = self.mesh.run(image, crop_from_detection(found))
             for _ in range(2):
                 result = self.mesh.run(image, result.next_crop())
             if result.score >= self.min_presence:

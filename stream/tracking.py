@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import cv2
 import numpy as np
 
 from stream.faces import Box, FaceDetector, LandmarkPredictor, landmark_box
-from stream.mesh import Crop, MeshResult
+from stream.mesh import Crop, MeshResult, crop_from_detection, head_pose
 
 if TYPE_CHECKING:
     from stream.blazeface import BlazeFace, Detection
     from stream.mesh import FaceMesh
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", "_Track", "_MeshTrack")
 
 
 class CutDetector:
@@ -204,7 +206,7 @@ class FaceTracker:
             track = _Track(next(self._ids), landmarks, _calibrate(box, landmarks), box)
             self._tracks.append(track)
             detected.add(track.track_id)
-        self._tracks = _drop_duplicates(self._tracks)
+        self._tracks = _drop_duplicates(self._tracks, lambda t: t.box)
         return detected
 
 
@@ -225,13 +227,14 @@ def _plausible(previous: np.ndarray, current: np.ndarray, width: int, height: in
     return inside_x * inside_y > 0.6
 
 
-def _drop_duplicates(tracks: list[_Track]) -> list[_Track]:
-    """Two tracks that converged on one face: keep the older id."""
-    kept: list[_Track] = []
+def _drop_duplicates(tracks: list[T], box_of: Callable[[T], Box]) -> list[T]:
+    """Two tracks that converged on one face (boxes overlapping by half): keep the older id."""
+    kept: list[tuple[T, Box]] = []
     for track in sorted(tracks, key=lambda t: t.track_id):
-        if all(track.box.iou(k.box) < 0.5 for k in kept):
-            kept.append(track)
-    return kept
+        box = box_of(track)
+        if all(box.iou(other) < 0.5 for _, other in kept):
+            kept.append((track, box))
+    return [track for track, _ in kept]
 
 
 # --- the mesh tracker: BlazeFace to find faces, MediaPipe's mesh to follow them ------------------------------------
@@ -244,14 +247,17 @@ EARLY_ROUNDS = (2, 5)  # extra detection rounds early in a shot: faces the first
 @dataclass
 class _MeshTrack:
     track_id: int
-    result: MeshResult
-    crop: Crop
-    landmarks: np.ndarray
+    result: MeshResult  # the face's latest mesh
+    crop: Crop  # where the mesh looks next frame
     misses: int = 0  # detection rounds in a row that did not see this face
     age: int = 0
     last_seen: int = 0
     confirmed: bool = False  # shown only once confirmed: at birth when sure, else by the next detection round
     coasting: int = 0  # frames in a row held by the detector alone, the mesh having lost the face
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return self.result.landmarks
 
 
 class MeshTracker:
@@ -293,11 +299,13 @@ class MeshTracker:
 
     def update(self, index: int, gray: np.ndarray, rgb: np.ndarray | None = None
                ) -> tuple[bool, list[TrackedFace]]:
+        """Track one frame (``rgb``; a grey picture when only ``gray`` is given); returns (is this frame the first of
+        a new shot, the confirmed faces in it)."""
         if rgb is None:
-            rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if gray.ndim == 2 else gray
+            rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
         self.stats.frames += 1
         self._index = index
-        cut = self.cuts.update(gray if gray.ndim == 2 else cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY))
+        cut = self.cuts.update(gray)
         if cut:
             self.stats.cuts.append(index)
             self._tracks, self._lost = [], []
@@ -317,7 +325,7 @@ class MeshTracker:
                         suspects.append(track)
                         continue
                     result = found
-            self._follow(track, result, result.landmarks)
+            self._follow(track, result)
         for track in [t for t in self._tracks if not t.confirmed and t not in suspects and t.age > 0]:
             # a tentative face is confirmed (or dropped) by the detector right around it on the next frame
             if self._detected_near(rgb, track):
@@ -342,13 +350,10 @@ class MeshTracker:
         self._since_detect += 1
         faces = []
         for track in self._tracks:
-            if not track.confirmed:
-                continue
-            from stream.mesh import head_pose
-
-            yaw, pitch = head_pose(track.result.mesh)
-            faces.append(TrackedFace(track.track_id, landmark_box(track.landmarks), track.landmarks,
-                                     track.track_id in detected, yaw, pitch, track.result.score))
+            if track.confirmed:
+                yaw, pitch = head_pose(track.result.mesh)
+                faces.append(TrackedFace(track.track_id, landmark_box(track.landmarks), track.landmarks,
+                                         track.track_id in detected, yaw, pitch, track.result.score))
         return cut, faces
 
     def _good(self, track: _MeshTrack, result: MeshResult, width: int, height: int) -> bool:
@@ -394,26 +399,22 @@ class MeshTracker:
         mesh[:, :2] += shift
         return MeshResult(mesh, last.score, moved)
 
-    def _follow(self, track: _MeshTrack, result: MeshResult, landmarks: np.ndarray) -> None:
-        track.result, track.crop, track.landmarks = result, result.next_crop(), landmarks
+    def _follow(self, track: _MeshTrack, result: MeshResult) -> None:
+        track.result, track.crop = result, result.next_crop()
         track.age += 1
         track.last_seen = self._index
 
     def _confirm(self, rgb: np.ndarray, detection: Detection, floor: float | None = None) -> MeshResult | None:
         """The mesh on a detection, refined once from its own crop; None when it does not see a face there
         (presence under ``floor``, by default ``start_presence``)."""
-        from stream.mesh import crop_from_detection
-
-        b = detection.box
-        first = self.mesh.run(rgb, crop_from_detection(b.x0, b.y0, b.x1, b.y1, detection.keypoints[0],
-                                                        detection.keypoints[1]))
+        first = self.mesh.run(rgb, crop_from_detection(detection))
         refined = self.mesh.run(rgb, first.next_crop())
         self.stats.landmark_calls += 2
         result = refined if refined.score >= first.score else first  # a turned face can lead the 2nd astray
         if result.score < (self.start_presence if floor is None else floor):
             return None
         found = landmark_box(result.landmarks)
-        if found.iou(b) < 0.2 or max(found.width, found.height) < self.min_face:
+        if found.iou(detection.box) < 0.2 or max(found.width, found.height) < self.min_face:
             return None  # the mesh settled elsewhere, or on nothing face-sized
         return result
 
@@ -424,8 +425,8 @@ class MeshTracker:
         self._rounds += 1
         regions = self.detector.regions(rgb.shape[1], rgb.shape[0])
         longer = max(rgb.shape[:2])
-        large = bool(self._tracks) and all(max(landmark_box(t.landmarks).width, landmark_box(t.landmarks).height)
-                                           > longer / 6 for t in self._tracks)
+        boxes = [landmark_box(t.landmarks) for t in self._tracks]
+        large = bool(boxes) and all(max(b.width, b.height) > longer / 6 for b in boxes)
         if large and self._shot_age > max(EARLY_ROUNDS) and self._rounds % 4:
             regions = regions[:1]
         detections = sorted(self.detector.detect_rgb(rgb, regions), key=lambda d: -d.box.width * d.box.height)
@@ -442,7 +443,7 @@ class MeshTracker:
                 result = self._confirm(rgb, detections[di])
                 if result is None:
                     continue
-                self._follow(track, result, result.landmarks)
+                self._follow(track, result)
             matched_tracks.add(ti)
             matched.add(di)
             track.misses = 0
@@ -484,12 +485,12 @@ class MeshTracker:
                 self._lost.remove(revived)
                 track = revived
             else:
-                track = _MeshTrack(next(self._ids), result, result.next_crop(), landmarks)
+                track = _MeshTrack(next(self._ids), result, result.next_crop())
                 track.confirmed = result.score >= self.sure_presence and detection.score >= self.sure_score
-            self._follow(track, result, landmarks)
+            self._follow(track, result)
             self._tracks.append(track)
             detected.add(track.track_id)
-        self._tracks = _drop_duplicate_meshes(self._tracks)
+        self._tracks = _drop_duplicates(self._tracks, lambda t: landmark_box(t.landmarks))
         return detected
 
 
@@ -499,12 +500,3 @@ def _near(landmarks: np.ndarray, box: Box) -> float:
     (ax, ay), (bx, by) = own.center, box.center
     return float(np.hypot(ax - bx, ay - by) / max(own.width, own.height, 1.0))
 
-
-def _drop_duplicate_meshes(tracks: list[_MeshTrack]) -> list[_MeshTrack]:
-    """Two tracks that converged on one face: keep the older id."""
-    kept: list[_MeshTrack] = []
-    for track in sorted(tracks, key=lambda t: t.track_id):
-        box = landmark_box(track.landmarks)
-        if all(box.iou(landmark_box(k.landmarks)) < 0.5 for k in kept):
-            kept.append(track)
-    return kept

@@ -82,11 +82,9 @@ def test_mesh_gives_the_68_point_layout() -> None:
     detector, mesh, dlib68 = BlazeFace(), FaceMesh(), LandmarkPredictor()
     for image in frames.values():
         (found,) = detector.detect_rgb(image)
-        b = found.box
-        result = mesh.run(image, crop_from_detection(b.x0, b.y0, b.x1, b.y1, found.keypoints[0],
-                                                     found.keypoints[1]))
+        result = mesh.run(image, crop_from_detection(found))
         result = mesh.run(image, result.next_crop())
-        ours, reference = result.landmarks, dlib68.predict(to_gray(image), b)
+        ours, reference = result.landmarks, dlib68.predict(to_gray(image), found.box)
         assert ours.shape == (68, 2) and result.score > 0.9
         eyes = np.linalg.norm(reference[36:42].mean(0) - reference[42:48].mean(0))
         assert float(np.linalg.norm(ours - reference, axis=1).mean()) / eyes < 0.08
