@@ -197,8 +197,9 @@ class Service:
         # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
         # stateless per call, and a session's recaster copy has its own track assignments
         detector = config.options.detector
-        self.predictor = LandmarkPredictor() if detector == "hog" else None
+        self.predictor: LandmarkPredictor | None = None
         if detector == "hog":
+            self.predictor = LandmarkPredictor()
             hog_detector()  # built once now, before serving: each session's detector is then a 1.5 ms copy
         self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor, detector=detector)
 
@@ -262,8 +263,7 @@ class Service:
         pc = session.pc
         if not session.answered and now - session.created > self.config.offer_timeout_s:
             return "no_offer"
-        if pc is not None and (pc.connectionState in ("failed", "closed")
-                               or pc.iceConnectionState in ("failed", "closed")):
+        if pc is not None and pc.connectionState in ("failed", "closed"):
             return f"peer_{pc.connectionState}"
         return ""
 
@@ -413,12 +413,11 @@ def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
 
 async def offer(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
-    sid = _session(request).id
+    _session(request)  # an unknown session is refused before its body is read
     body = await _json_object(request)
-    # the body took time to arrive: the session may have ended meanwhile (DELETE, the reaper); look it up again
+    # the body took time to arrive: the session may have ended meanwhile (DELETE, the reaper; an ended session is
+    # out of the table), so it is looked up again
     session = _session(request)
-    if session.id != sid or session.closed:
-        raise ApiError(404, "unknown_session", "no such session for this key")
     if session.pc is not None:
         return error(409, "already_negotiated", "this session already has a peer connection")
     try:

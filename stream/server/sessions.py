@@ -549,8 +549,12 @@ class Session:
             self.metrics.control.inc(type=message["type"], outcome="ok")
             return self.state.as_message()
         except ControlError as err:
-            self.metrics.control.inc(type="invalid", outcome=err.code)
-            return {"type": "error", "error": err.code, "message": str(err)}
+            return self._refused(err)
+
+    def _refused(self, err: ControlError) -> dict[str, Any]:
+        """The `error` reply to an invalid control message, counted."""
+        self.metrics.control.inc(type="invalid", outcome=err.code)
+        return {"type": "error", "error": err.code, "message": str(err)}
 
     def _parse(self, raw: Any) -> dict[str, Any]:
         if isinstance(raw, bytes):
@@ -604,9 +608,7 @@ class Session:
     def refuse_text(self, channel: Any) -> None:
         """A text message that is not UTF-8 (dropped before aiortc decodes it: see guard_data_channel_text)."""
         if channel is self._channel and channel.readyState == "open":
-            self.metrics.control.inc(type="invalid", outcome="bad_message")
-            channel.send(json.dumps({"type": "error", "error": "bad_message",
-                                     "message": "control messages are UTF-8 JSON text"}))
+            channel.send(json.dumps(self._refused(ControlError("bad_message", "control messages are UTF-8 JSON text"))))
 
     def attach_channel(self, channel: Any) -> None:
         if channel.label != "control":
