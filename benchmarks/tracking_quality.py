@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dlib
 
-from stream.faces import Box, FaceDetector, to_gray
+from stream.faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, to_gray
 from stream.media import MediaSource
 from stream.pipeline import RenderOptions, run_tracking
 from stream.smoothing import jitter, lag, pooled, smooth_live, smooth_offline
@@ -93,7 +93,7 @@ def measure(path: Path, every: int, options: RenderOptions, cnn: bool) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="*", default=CLIPS)
-    parser.add_argument("--detector", choices=("mediapipe", "hog"), default="mediapipe")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--every", type=int, default=6, help="reference detection on every K-th frame")
     parser.add_argument("--no-cnn", action="store_true", help="HOG alone as the reference (fast, misses much)")
     parser.add_argument("--detect-interval", type=int, default=10)

@@ -25,7 +25,7 @@ from engines.runtime import Engine, open_engine
 from export.bake import generator_of
 from stream.align import face_mask
 from stream.casts import Cast
-from stream.faces import LandmarkPredictor, still_faces
+from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class FOMMRecaster(Recaster):
     name = "fomm"
 
     def __init__(self, ckpt: Checkpoint, casts: Sequence[Cast], title: BakedTitle | None = None,
-                 device: str = "cpu", predictor: LandmarkPredictor | None = None, detector: str = "mediapipe"
+                 device: str = "cpu", predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR
                  ) -> None:
         if ckpt.kind != "fomm":
             raise CastError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")

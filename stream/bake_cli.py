@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.engine_cli import progress_bar
+from stream.faces import DEFAULT_DETECTOR, DETECTORS
 
 
 class BakeUsageError(ValueError):
@@ -60,7 +61,7 @@ def add_bake_commands(sub: Any) -> None:
     bake.add_argument("--max-frames", type=int, metavar="N", help="bake only the first N frames")
     bake.add_argument("--cache-limit", type=_size, metavar="SIZE", help="bound on cached engines (LRU eviction)")
     bake.add_argument("--detect-interval", type=int, default=10, metavar="N")
-    bake.add_argument("--detector", choices=("mediapipe", "hog"), default="mediapipe",
+    bake.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                       help="the tracker's face detector and landmarks (see recast track --help)")
     bake.add_argument("--edit", action="append", default=[], metavar="NAME=FACTOR",
                       help="a bake-time edit, stitched per track segment (repeatable; needs a StyleGAN bake)")

@@ -18,7 +18,7 @@ from typing import Any
 from stream.bake_cli import BAKE_COMMANDS, BakeUsageError, add_bake_commands
 from stream.casts import CastImageError, cast_from_file, default_cast
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
-from stream.faces import ModelNotFound
+from stream.faces import DEFAULT_DETECTOR, DETECTORS, ModelNotFound
 from stream.media import MediaError, MediaSource, is_live, is_url
 from stream.recasters import CastError, Recaster, make_recaster
 from stream.survey import SurveyError
@@ -46,7 +46,7 @@ def _span(text: str) -> tuple[int, int]:
 
 
 def _add_detector_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=("mediapipe", "hog"), default="mediapipe",
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                    help="mediapipe: BlazeFace and the face mesh on LiteRT (Apache-2.0 models, the default); "
                         "hog: dlib's HOG detector and 68-point model (its model's licence excludes commercial use)")
 
@@ -173,7 +173,8 @@ def _demo_location() -> str:
     return str(demo_title_path())
 
 
-def _recaster(engine: str, cast_files: Sequence[str], color: bool = True, detector: str = "mediapipe") -> Recaster:
+def _recaster(engine: str, cast_files: Sequence[str], color: bool = True, detector: str = DEFAULT_DETECTOR
+              ) -> Recaster:
     casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
     return make_recaster(engine, casts, color=color, detector=detector)
 
@@ -181,8 +182,7 @@ def _recaster(engine: str, cast_files: Sequence[str], color: bool = True, detect
 def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
-    return RenderOptions(mode=args.mode, detector=getattr(args, "detector", "mediapipe"),
-                         tiles=getattr(args, "tiles", 2), max_faces=getattr(args, "max_faces", 16),
+    return RenderOptions(mode=args.mode, detector=args.detector, tiles=args.tiles, max_faces=args.max_faces,
                          detect_interval=args.detect_interval,
                          detect_width=args.detect_width, upsample=args.upsample, lookahead=args.lookahead,
                          badge=not getattr(args, "no_badge", False))

@@ -133,10 +133,13 @@ def landmark_box(landmarks: np.ndarray) -> Box:
     return Box(float(x0), float(y0), float(x1), float(y1))
 
 
+DETECTORS = ("mediapipe", "hog")  # the trackers' face models; the first is the default (see stream.pipeline)
+DEFAULT_DETECTOR = DETECTORS[0]
+
 StillFaces = Callable[[np.ndarray], list[tuple[Box, np.ndarray]]]  # RGB image -> (box, 68 landmarks) per face
 
 
-def still_faces(detector: str = "mediapipe", predictor: LandmarkPredictor | None = None) -> StillFaces:
+def still_faces(detector: str = DEFAULT_DETECTOR, predictor: LandmarkPredictor | None = None) -> StillFaces:
     """Faces with 68 landmarks in a still image (a cast portrait), found the way the tracker of ``detector`` finds
     them, so that a cast's landmarks and an actor's come from the same model (the warp maps one onto the other)."""
     if detector == "mediapipe":

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stream.align import PastedRegion, alignment, crop, paste_back
-from stream.faces import FaceDetector, LandmarkPredictor, to_gray
+from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.provenance import BadgeBox, draw_badge, file_metadata
 from stream.recasters import FaceCrop, Recaster
@@ -231,13 +231,10 @@ class FaceRenderer:
         return out
 
 
-DETECTORS = ("hog", "mediapipe")
-
-
 @dataclass
 class RenderOptions:
     mode: Mode = "offline"
-    detector: str = "mediapipe"  # BlazeFace and the face mesh on LiteRT; hog: dlib's HOG and 68-point model
+    detector: str = DEFAULT_DETECTOR  # mediapipe: BlazeFace and the face mesh on LiteRT; hog: dlib's HOG and 68 points
     detect_interval: int = 10
     detect_width: int = 640
     upsample: int = 0

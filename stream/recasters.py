@@ -19,7 +19,7 @@ import numpy as np
 
 from stream.align import PiecewiseAffine, alignment, color_match, crop, face_mask, polygon_mask
 from stream.casts import Cast
-from stream.faces import LandmarkPredictor, StillFaces, still_faces
+from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class WarpRecaster(Recaster):
     name = "warp"
 
     def __init__(self, casts: Sequence[Cast], *, size: int = 256, color: bool = True,
-                 predictor: LandmarkPredictor | None = None, detector: str = "mediapipe") -> None:
+                 predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR) -> None:
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
         self.crop_size = size
@@ -148,7 +148,7 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
 
 
 def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True,
-                  detector: str = "mediapipe") -> Recaster:
+                  detector: str = DEFAULT_DETECTOR) -> Recaster:
     """The recaster named on the command line (``identity`` or ``warp``); ``detector`` is the tracker's."""
     if engine == "identity":
         return IdentityRecaster()
