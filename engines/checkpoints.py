@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import functools
 import io
 import json
 import logging
@@ -151,16 +152,10 @@ class EasyDict(dict[str, Any]):
     """Data-only replacement for `dnnlib.util.EasyDict`."""
 
 
-class _Reading:
-    """The file a restricted unpickler is reading, for the checks its globals make (one load at a time)."""
-
-    path = Path()
-
-
-def _load_storage_bytes(blob: Any) -> Any:
+def _load_storage_bytes(path: Path, blob: Any) -> Any:
     if not isinstance(blob, bytes | bytearray):
         raise pickle.UnpicklingError("storage payload is not bytes")
-    check_inflation(_Reading.path, bytes(blob))  # each storage is a torch zip of its own: bound it before loading
+    check_inflation(path, bytes(blob))  # each storage is a torch zip of its own: bound it before loading
     return torch.load(io.BytesIO(blob), weights_only=True)
 
 
@@ -218,11 +213,16 @@ class RefusedContent(pickle.UnpicklingError):
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals an NVlabs network pickle uses; everything else is refused before it runs."""
 
+    def __init__(self, file: Any, path: Path = Path("<pickle>")) -> None:
+        super().__init__(file)
+        self.path = path  # named in the errors of the checks its globals make
+
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _PICKLE_GLOBALS[(module, name)]
+            found = _PICKLE_GLOBALS[(module, name)]
         except KeyError:
             raise RefusedContent(f"refused global {module}.{name} (not part of a network pickle)") from None
+        return functools.partial(found, self.path) if found is _load_storage_bytes else found
 
     def persistent_load(self, pid: Any) -> Any:
         raise RefusedContent("persistent ids are not part of a network pickle")
@@ -235,9 +235,8 @@ UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexErro
 def read_network_pickle(path: Path) -> Any:
     """Unpickle an NVlabs pickle into plain data and `PersistentRecord`s; nothing in the file is executed."""
     try:
-        _Reading.path = path
         with path.open("rb") as f:
-            return RestrictedUnpickler(f).load()
+            return RestrictedUnpickler(f, path).load()
     except RefusedContent as err:
         raise CheckpointError(path, f"refused: {err}") from err
     except UNREADABLE as err:
