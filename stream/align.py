@@ -151,19 +151,21 @@ class PiecewiseAffine:
             raise ValueError("too many triangles")
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._xs, self._ys = xs, ys
+        self._src_ids: np.ndarray | None = None
 
     def maps(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``cv2.remap`` maps that pull source pixels onto the destination geometry."""
         dst = np.concatenate([dst_points.astype(np.float64), self.border])
-        ids = np.zeros((self.size, self.size), dtype=np.uint16)
-        for k, tri in enumerate(self.triangles):
-            cv2.fillConvexPoly(ids, np.round(dst[tri] * 16).astype(np.int32), k + 1, shift=4)
+        ids = _raster(dst[self.triangles], self.size)
         # per triangle, the affine map dst -> src: [x y 1] @ A = [u v]
         d = np.concatenate([dst[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [T,3,3]
         s = self.src[self.triangles]  # [T,3,2]
-        a = np.linalg.solve(d + np.eye(3) * 1e-9, s)  # [T,3,2]
+        return self._dense(ids, np.linalg.solve(d + np.eye(3) * 1e-9, s))  # [T,3,2]
+
+    def _dense(self, ids: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Remap maps from a triangle id image and one affine map per triangle ([T,3,2], ``[x y 1] @ A``)."""
         identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
-        table = np.concatenate([identity, a]).astype(np.float32)  # id 0 (no triangle) maps to itself
+        table = np.concatenate([identity, affine]).astype(np.float32)  # id 0 (no triangle) maps to itself
         m = table[ids]  # [N,N,3,2]
         map_x = m[..., 0, 0] * self._xs + m[..., 1, 0] * self._ys + m[..., 2, 0]
         map_y = m[..., 0, 1] * self._xs + m[..., 1, 1] * self._ys + m[..., 2, 1]
@@ -172,6 +174,25 @@ class PiecewiseAffine:
     def warp(self, image: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
         map_x, map_y = self.maps(dst_points)
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def unwarp(self, image: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+        """The inverse of ``warp``: ``image`` is in the destination geometry, the result in the source one. The
+        source triangles never move, so their id image is rasterised once."""
+        if self._src_ids is None:
+            self._src_ids = _raster(self.src[self.triangles], self.size)
+        dst = np.concatenate([dst_points.astype(np.float64), self.border])
+        s = np.concatenate([self.src[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [T,3,3]
+        map_x, map_y = self._dense(self._src_ids, np.linalg.solve(s + np.eye(3) * 1e-9, dst[self.triangles]))
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _raster(triangles: np.ndarray, size: int) -> np.ndarray:
+    """An id image [N,N] uint16: k + 1 where triangle k ([T,3,2] pixels) covers the pixel, 0 where none does."""
+    ids = np.zeros((size, size), dtype=np.uint16)
+    corners = np.round(triangles * 16).astype(np.int32)
+    for k in range(len(corners)):
+        cv2.fillConvexPoly(ids, corners[k], k + 1, shift=4)
+    return ids
 
 
 def _border_points(size: int) -> np.ndarray:

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--runtime", choices=("torch", "onnx", "tensorrt"), default="torch",
                       help="stylegan: run the baked generator eagerly, or its exported ONNX file or TensorRT plan")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
+    _add_occlusion_option(rend)
     rend.add_argument("--no-color-match", action="store_true",
                       help="warp: paste the cast's own colours instead of matching the actor's skin")
     _add_tracking_options(rend)
@@ -146,9 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="register a cast portrait (consented; the operator answers for it)")
     serve.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
     _add_detector_option(serve)
+    _add_occlusion_option(serve)
     add_engine_commands(sub)
     add_bake_commands(sub)
     return parser
+
+
+def _add_occlusion_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-occlusion", action="store_true",
+                   help="paste the recast over whatever passes in front of a face (hands, microphones) too")
 
 
 @contextmanager
@@ -185,7 +192,8 @@ def _options(args: argparse.Namespace) -> Any:
     return RenderOptions(mode=args.mode, detector=args.detector, tiles=args.tiles, max_faces=args.max_faces,
                          detect_interval=args.detect_interval,
                          detect_width=args.detect_width, upsample=args.upsample, lookahead=args.lookahead,
-                         badge=not getattr(args, "no_badge", False))
+                         badge=not getattr(args, "no_badge", False),
+                         occlusion=not getattr(args, "no_occlusion", False))
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -344,7 +352,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
-                          options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector))
+                          options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
+                                                occlusion=not args.no_occlusion))
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
     try:

@@ -25,6 +25,7 @@ import numpy as np
 from stream.align import PastedRegion, alignment, crop, paste_back
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
+from stream.occlusion import OcclusionMasker
 from stream.provenance import BadgeBox, draw_badge, file_metadata
 from stream.recasters import FaceCrop, Recaster
 from stream.smoothing import quad_side
@@ -183,10 +184,13 @@ class FaceRenderer:
     """Align, recast, paste back and badge the faces of one frame. A face turned past the recaster's usable angle
     fades out (its steadied yaw, FaceState.steady_yaw, sets the blend weight) and passes through once gone."""
 
-    def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512) -> None:
+    def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512,
+                 occlusion: bool = True) -> None:
         self.recaster = recaster
         self.badge = badge
         self.max_crop = max_crop
+        # what passes in front of a face stays in front of the recast (hands, microphones); identity has none
+        self.occlusion = OcclusionMasker() if occlusion and recaster.synthetic else None
         self.faces_recast = 0
         self.faces_failed = 0
         self.faces_faded = 0
@@ -194,6 +198,8 @@ class FaceRenderer:
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
         """Recast every face of ``image`` in place."""
         out = RenderedFrame()
+        if self.occlusion is not None and faces:
+            self.occlusion.forget(faces[0].index)
         for face in faces:
             weight = pose_weight(face.steady_yaw if face.steady_yaw is not None else face.yaw,
                                  self.recaster.usable_yaw)
@@ -213,6 +219,15 @@ class FaceRenderer:
                 if weight < 1.0:
                     mask = mask * np.float32(weight)
                 mid = time.perf_counter()
+                if self.occlusion is not None:
+                    pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
+                    hidden = self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks,
+                                                 pose)
+                    mask = mask * (np.float32(1.0) - hidden)
+                    hid = time.perf_counter()
+                    if timer is not None:
+                        timer.add("occlusion", hid - mid)
+                    mid = hid
                 region = paste_back(image, pixels, mask, align)
             except Exception:
                 log.exception("recaster %s failed on track %d frame %d; passing the face through",
@@ -242,6 +257,7 @@ class RenderOptions:
     max_faces: int = 16  # faces tracked (and recast) per frame at most, the largest first
     lookahead: int = 4
     badge: bool = True
+    occlusion: bool = True  # keep what passes in front of a face (a hand, a microphone) in front of the recast
     crf: int = 18
     preset: str = "veryfast"
 
@@ -302,7 +318,7 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     if options.mode == "offline" and tracks is None:
         tracks = run_tracking(location, options)
     faces_by_frame = tracks.by_frame() if tracks is not None else {}
-    renderer = FaceRenderer(recaster, badge=options.badge)
+    renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
     source = MediaSource(location)
     metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
     sink = MediaSink(output, source.info, audio_stream=source.audio_stream, metadata=metadata,

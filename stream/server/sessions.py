@@ -90,7 +90,7 @@ class FrameProcessor:
             self.stage = BakedFaceStage(baked)
         else:
             self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
-        self.renderer = FaceRenderer(recaster, badge=options.badge)
+        self.renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
         self.recaster = recaster
         self.state = state
         self.on_failed = on_failed
