@@ -207,13 +207,24 @@ def _scene(kind: str, face: np.ndarray) -> np.ndarray:
             canvas[y * 72:y * 72 + 64, x * 64:x * 64 + 64] = small
     elif kind == "rotated":
         canvas[60:300, 200:440] = np.rot90(cv2.resize(face, (240, 240)))
+    elif kind == "statue":  # the face in pale stone: no colour, flattened contrast, a sandstone tint
+        grey = cv2.cvtColor(cv2.resize(face, (240, 240)), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        stone = (grey - grey.mean()) * 0.6 + 150
+        canvas[60:300, 200:440] = np.clip(stone[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8)
+    elif kind == "cartoon":  # a drawn face: a disc, two eyes, a nose, a smile
+        cv2.circle(canvas, (320, 180), 110, (250, 205, 160), -1)
+        for x in (280, 360):
+            cv2.ellipse(canvas, (x, 155), (16, 22), 0, 0, 360, (255, 255, 255), -1)
+            cv2.circle(canvas, (x, 160), 9, (30, 30, 30), -1)
+        cv2.line(canvas, (320, 175), (312, 205), (150, 100, 80), 3)
+        cv2.ellipse(canvas, (320, 215), (45, 25), 0, 10, 170, (140, 40, 40), 5)
     return canvas
 
 
-@pytest.mark.parametrize("kind", ["half out of frame", "huge", "tiny", "fifty", "rotated"])
+@pytest.mark.parametrize("kind", ["half out of frame", "huge", "tiny", "fifty", "rotated", "statue", "cartoon"])
 def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: Path, kind: str) -> None:
     """A face half out of the frame, one filling it, a 10 px one, fifty at once (capped: the largest first), one
-    lying on its side: tracking and a warp render run through, no frame holds more faces than are there (or
+    lying on its side, a stone statue's, a cartoon's (each may be tracked as one face, never as more): tracking and a warp render run through, no frame holds more faces than are there (or
     than the cap), and the picture outside the faces is left as it was."""
     from stream.casts import default_cast
     from stream.pipeline import render
@@ -227,7 +238,7 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     clip = make_video(f"{kind.replace(' ', '_')}.mp4", [frame] * 6)  # type: ignore[operator]
     options = RenderOptions(detector="mediapipe", max_faces=8)
     tracks = run_tracking(clip, options)
-    most = {"half out of frame": 1, "huge": 1, "tiny": 1, "fifty": 8, "rotated": 1}[kind]
+    most = {"half out of frame": 1, "huge": 1, "tiny": 1, "fifty": 8, "rotated": 1, "statue": 1, "cartoon": 1}[kind]
     per = _faces_per_frame(tracks)
     assert max((len(v) for v in per.values()), default=0) <= most
     if kind == "fifty":
