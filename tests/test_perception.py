@@ -224,8 +224,9 @@ def _scene(kind: str, face: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["half out of frame", "huge", "tiny", "fifty", "rotated", "statue", "cartoon"])
 def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: Path, kind: str) -> None:
     """A face half out of the frame, one filling it, a 10 px one, fifty at once (capped: the largest first), one
-    lying on its side, a stone statue's, a cartoon's (each may be tracked as one face, never as more): tracking and a warp render run through, no frame holds more faces than are there (or
-    than the cap), and the picture outside the faces is left as it was."""
+    lying on its side, a stone statue's, a cartoon's (each may be tracked as one face, never as more): tracking
+    and a warp render run through, no frame holds more faces than are there (or than the cap), and the picture
+    outside the faces is left as it was."""
     from stream.casts import default_cast
     from stream.pipeline import render
 
