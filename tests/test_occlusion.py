@@ -151,3 +151,13 @@ def _mean_face(size: int) -> np.ndarray:
     points = np.array(jaw + brows + nose + eyes + mouth + inner, dtype=np.float64)
     assert points.shape == (68, 2)
     return points
+
+
+def test_no_occlusion_on_the_command_line_reaches_the_renderer() -> None:
+    from stream.cli import _options, build_parser
+
+    parser = build_parser()
+    on = _options(parser.parse_args(["render", "in.mp4", "-o", "out.mp4"]))
+    off = _options(parser.parse_args(["render", "in.mp4", "-o", "out.mp4", "--no-occlusion"]))
+    assert on.occlusion is True and off.occlusion is False
+    assert parser.parse_args(["serve", "--demo", "--no-occlusion"]).no_occlusion is True
