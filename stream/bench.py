@@ -26,7 +26,7 @@ def _naive(options: RenderOptions) -> Callable[[np.ndarray, np.ndarray], int]:
         from stream.blazeface import BlazeFace
         from stream.mesh import FaceMesh, crop_from_detection
 
-        detector, mesh = BlazeFace(tiles=options.tiles), FaceMesh()
+        detector, mesh = BlazeFace(tiles=options.tiles, threads=options.threads), FaceMesh(threads=options.threads)
 
         def mediapipe(rgb: np.ndarray, _gray: np.ndarray) -> int:
             found = detector.detect_rgb(rgb)

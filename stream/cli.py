@@ -51,11 +51,17 @@ def _add_detector_option(p: argparse.ArgumentParser) -> None:
                         "hog: dlib's HOG detector and 68-point model (its model's licence excludes commercial use)")
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive, default=2, metavar="N",
+                   help="mediapipe: threads of each LiteRT model (the service gives each session one)")
+
+
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("offline", "live"), default="offline",
                    help="offline: Gaussian smoothing over whole track segments (two passes); "
                         "live: causal, 4-frame look-ahead (one pass)")
     _add_detector_option(p)
+    _add_threads_option(p)
     p.add_argument("--tiles", type=int, default=2, choices=range(5), metavar="0..4",
                    help="mediapipe: tile columns searched besides the whole frame, for small faces")
     p.add_argument("--max-faces", type=_positive, default=16, metavar="N",
@@ -114,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_positive, default=2)
     bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
     _add_detector_option(bench)
+    _add_threads_option(bench)
     bench.add_argument("--frames", type=_span, metavar="A-B",
                        help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
     bench.add_argument("--only", choices=("live", "engines", "bake"),
@@ -190,6 +197,7 @@ def _options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
     return RenderOptions(mode=args.mode, detector=args.detector, tiles=args.tiles, max_faces=args.max_faces,
+                         threads=args.threads,
                          detect_interval=args.detect_interval,
                          detect_width=args.detect_width, upsample=args.upsample, lookahead=args.lookahead,
                          badge=not getattr(args, "no_badge", False),
@@ -280,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if bool(args.generator) != bool(args.encoder):
         raise UsageError("--generator and --encoder go together")
     location = args.input or _demo_location()
-    options = RenderOptions(detect_interval=args.detect_interval, detector=args.detector)
+    options = RenderOptions(detect_interval=args.detect_interval, detector=args.detector, threads=args.threads)
     if args.only in (None, "live"):
         recaster = _recaster(args.engine, args.cast, detector=args.detector)
         result = run_bench(location, recaster, options, args.repeats, span=args.frames)

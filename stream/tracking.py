@@ -277,7 +277,7 @@ class MeshTracker:
     frame (a blurred plant in s18) is not seen twice."""
 
     def __init__(self, detector: BlazeFace, mesh: FaceMesh, *, detect_interval: int = 10, max_faces: int = 16,
-                 min_presence: float = 0.5, keep_presence: float = 0.02, sure_presence: float = 0.9,
+                 min_presence: float = 0.5, keep_presence: float = 0.01, sure_presence: float = 0.9,
                  sure_score: float = 0.7, start_presence: float = 0.25, revive_frames: int = 15, min_face: float = 10.0,
                  cut_detector: CutDetector | None = None) -> None:
         if detect_interval < 1:

@@ -505,7 +505,7 @@ class Session:
         self.casts = casts
         self.cast_ids = set(title.cast_ids(casts) if title is not None else casts)
         self.state = ControlState(cast=next(iter(casts)) if casts else "")
-        self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD)
+        self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD, threads=1)
         self.recaster = recaster
         self.predictor = predictor
         self.pc: RTCPeerConnection | None = None
