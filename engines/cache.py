@@ -97,6 +97,9 @@ class TitleEntry:
         self.manifest_path = self.folder / "manifest.json"
         self.manifest = self._read_manifest()
         self._held = False
+        # rel -> (sha256, size, mtime) of files already hashed: playback asks for the same files per face per frame,
+        # and hashing a generator costs tens of milliseconds; a file that changes on disk is hashed again
+        self._checked: dict[str, tuple[str, int, int]] = {}
 
     # --- manifest ------------------------------------------------------------------------------------------
 
@@ -166,16 +169,25 @@ class TitleEntry:
         return self.write_with(rel, lambda p: p.write_bytes(data), record=record)
 
     def verified(self, rel: str) -> Path:
-        """The file's path once its sha256 matches the manifest; raises CacheError naming it otherwise."""
+        """The file's path once its sha256 matches the manifest; raises CacheError naming it otherwise. A file is
+        hashed once per entry (again only if its size or modification time changes)."""
         expected = self.manifest["files"].get(rel)
         path = self.path(rel)
         if expected is None:
             raise CacheError(f"{path}: not recorded in the manifest")
-        if not path.is_file():
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or not path.is_file():
             raise CacheError(f"{path}: missing")
+        seen = (expected, stat.st_size, stat.st_mtime_ns)
+        if self._checked.get(rel) == seen:
+            return path
         actual = sha256_path(path)
         if actual != expected:
             raise CacheError(f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest {expected[:12]}...)")
+        self._checked[rel] = seen
         return path
 
     # --- stages ---------------------------------------------------------------------------------------------

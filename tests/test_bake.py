@@ -115,6 +115,42 @@ def test_baked_title_plays_with_the_stylegan_and_fomm_recasters(baked: Path, mod
     assert min(psnr(exported[i], eager[i]) for i in range(FRAMES)) > 40
 
 
+def test_baked_playback_hashes_each_cache_file_once(baked: Path, models: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache's files are verified when first used and then remembered: playing 24 baked faces with either
+    learned recaster hashes each file at most once (it hashed the generator, the stitch stage's and the FOMM
+    stage's files once per face before), and a file changed on disk is hashed, and refused, again."""
+    import engines.cache
+
+    hashed: list[str] = []
+    real = engines.cache.sha256_path
+
+    def counting(path: Path, chunk: int = 1 << 22) -> str:
+        hashed.append(path.name)
+        return real(path, chunk)
+
+    monkeypatch.setattr(engines.cache, "sha256_path", counting)
+    for engine in (["stylegan"], ["fomm", "--fomm", str(models["fomm"])]):
+        hashed.clear()
+        out = tmp_path / f"{engine[0]}.mp4"
+        assert main(["render", "--title", "d20", "--cache", str(baked), "--engine", *engine, "-o", str(out)]) == 0
+        files = len(manifest(baked)["files"])
+        assert len(hashed) == len(set(hashed)) <= files, (engine[0], sorted(hashed))
+    entry = TitleCache(baked).entry("d20")
+    rel = entry.generator_rel(1)
+    path = entry.verified(rel)
+    hashed.clear()
+    entry.verified(rel)
+    assert hashed == []
+    saved = path.read_bytes()
+    try:
+        path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
+        with pytest.raises(CacheError, match="checksum mismatch"):
+            entry.verified(rel)
+    finally:
+        path.write_bytes(saved)
+
+
 def test_pti_and_stylegan_playback_use_the_tuned_generator(models: dict[str, Path], tmp_path: Path) -> None:
     """Playback of a bake with 1 PTI step against one with 120: the tuned face is much closer to the actor's."""
     cache = tmp_path / "c"
