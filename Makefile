@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo render-demo test lint bench clean
+.PHONY: install demo render-demo test test-quick lint bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-quick: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: install
 	$(BIN)/recast bench ../shared/media/videos/liveportrait_s18.mp4 --json bench.json

@@ -151,6 +151,7 @@ def test_baked_playback_hashes_each_cache_file_once(baked: Path, models: dict[st
         path.write_bytes(saved)
 
 
+@pytest.mark.slow
 def test_pti_and_stylegan_playback_use_the_tuned_generator(models: dict[str, Path], tmp_path: Path) -> None:
     """Playback of a bake with 1 PTI step against one with 120: the tuned face is much closer to the actor's."""
     cache = tmp_path / "c"
@@ -168,6 +169,7 @@ def test_pti_and_stylegan_playback_use_the_tuned_generator(models: dict[str, Pat
     assert best > one + 2, (one, best)
 
 
+@pytest.mark.slow
 def test_killed_bake_resumes_and_matches_an_uninterrupted_one(models: dict[str, Path], tmp_path: Path) -> None:
     args = ["--pti-steps", "160", "--checkpoint-every", "10"]
     killed = tmp_path / "killed"
@@ -274,6 +276,7 @@ def test_bake_bad_inputs_exit_2(models: dict[str, Path], tmp_path: Path, capsys:
         assert message in capsys.readouterr().err, argv
 
 
+@pytest.mark.slow
 def test_ray_and_local_bakes_agree(models: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
     second = media("videos/liveportrait_s18.mp4")
@@ -320,6 +323,7 @@ def test_playback_touch_never_overwrites_a_running_bake(tmp_path: Path) -> None:
     assert data["baked"] == ["pivots", "tracks"] and data["last_used"] > 0
 
 
+@pytest.mark.slow
 def test_bench_reports_bake_stages_and_baked_playback_against_live(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`recast bench --only bake` on the demo title with the small built-in models: every figure is there and
@@ -349,6 +353,7 @@ def test_bench_reports_bake_stages_and_baked_playback_against_live(tmp_path: Pat
 STIT_DIRECTIONS = REFERENCE.parent / "directions" / "stit_w_directions"
 
 
+@pytest.mark.slow
 def test_bake_time_edit_is_stitched_per_segment_and_played_back(models: dict[str, Path], tmp_path: Path) -> None:
     """A bake with --edit: each track segment's copy of the tuned generator is fitted so that the edited crops
     meet the original ones in the border band (STIT's stitching tuning); playback of that edit pastes the stitched

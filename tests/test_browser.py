@@ -11,6 +11,7 @@ import base64
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.browser import chromium_page
 from tests.demo_title import DemoTitle
@@ -46,6 +47,7 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
     return float(np.mean(faces)), float(np.mean(rests))
 
 
+@pytest.mark.slow
 def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     demo = DemoTitle.load()
     with recast_serve_demo() as server, chromium_page() as (page, errors):

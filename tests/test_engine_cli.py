@@ -139,6 +139,7 @@ def test_animate_keeps_timing_and_audio(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 2 and "missing.png" in err
 
 
+@pytest.mark.slow
 def test_directions_learn_from_track_crops(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                            crops: dict[str, Path]) -> None:
     # PyTorch's default initialisation, not the e4e_small formula: that one maps every input to nearly the same
@@ -170,6 +171,7 @@ def test_directions_learn_from_track_crops(capsys: pytest.CaptureFixture[str], t
     assert code == 2
 
 
+@pytest.mark.slow
 def test_dcgan_trains_on_track_crops(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                      crops: dict[str, Path]) -> None:
     faces = dcgan.load_faces(crops["s18"], 32)

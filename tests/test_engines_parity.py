@@ -18,7 +18,8 @@ from tests.engine_helpers import VECTORS, formula_e4e, write_vector_folder
 SHARED_FOLDERS = ["stylegan2_small", "fomm_small", "e4e_small"]
 
 
-@pytest.mark.parametrize("name", SHARED_FOLDERS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "e4e_small" else n
+                                  for n in SHARED_FOLDERS])
 def test_shared_vectors_pass(name: str) -> None:
     report = run_parity(VECTORS / name)
     expected = set(np.load(VECTORS / name / "expected.npz").files)

@@ -96,6 +96,7 @@ def test_fomm_onnx_round_trip(tmp_path: Path) -> None:
     assert anim.input_names[0] == "source"
 
 
+@pytest.mark.slow
 def test_e4e_onnx_round_trip(tmp_path: Path) -> None:
     encoder, latent_avg = formula_e4e(16)
     engine = _round_trip(e4e.E4EEngine(encoder, latent_avg), tmp_path / "e4e.onnx")

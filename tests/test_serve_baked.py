@@ -80,6 +80,7 @@ async def session_frames(base: str, http: aiohttp.ClientSession, messages: list[
             return frames, viewer
 
 
+@pytest.mark.slow
 def test_baked_title_plays_from_the_cache_with_the_actor_and_edits(cache: Path, source: list[np.ndarray]) -> None:
     titles = scan_titles(None, None, TitleCache(cache), list_directions(DIRECTIONS))
     boxes = face_box(cache)

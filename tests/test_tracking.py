@@ -77,7 +77,8 @@ def test_bad_track_file(tmp_path: Path) -> None:
         TrackSet.load(path)
 
 
-@pytest.mark.parametrize("clip", ["liveportrait_s18.mp4", "liveportrait_d20.mp4", "liveportrait_d0.mp4"])
+@pytest.mark.parametrize("clip", [pytest.param("liveportrait_s18.mp4", marks=pytest.mark.slow), "liveportrait_d20.mp4",
+                                  "liveportrait_d0.mp4"])
 def test_coverage_against_full_frame_upsampled_dlib(clip: str) -> None:
     """Coverage (DESIGN.md 3.3): of the faces dlib finds with upsampling on the full frame (every 7th
     frame), the share that a track covers (IoU >= 0.3). Must be >= 0.95 on these single-face clips."""
