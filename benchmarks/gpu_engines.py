@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from engines import stylegan2
-from engines.bench import FFHQ_1024, bench_cuda, time_calls
 from engines.parity import run_parity
+from export.engine_bench import FFHQ_1024, bench_cuda, time_calls
 
 
 def fp16_stylegan_error(folder: Path) -> float:

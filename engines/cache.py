@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -325,78 +323,3 @@ class TitleCache:
             evicted.append(entry.id)
             log.info("cache: evicted the engines of %s (%d bytes; limit %d)", entry.id, size, self.limit_bytes)
         return evicted
-
-
-class BakedTitle:
-    """A title's cache entry for playback, verified: tracks, and per-track pivots and keypoints on demand."""
-
-    def __init__(self, cache: TitleCache, title_id: str) -> None:
-        self.entry: TitleEntry = cache.entry(title_id)
-        if not self.entry.manifest_path.exists() or self.entry.stage("tracks") is None:
-            raise CacheError(f"{self.entry.folder}: title {title_id!r} is not baked (run `recast bake`)")
-        problems = self.entry.problems("tracks")
-        if problems:
-            raise CacheError("; ".join(problems) + " (re-run `recast bake` to rebuild it)")
-        from stream.tracks import TrackSet  # stream imports the cache; the track file reader is only needed here
-
-        with np.load(self.entry.verified("tracks.npz"), allow_pickle=False) as arrays:
-            self.tracks = TrackSet.from_arrays(arrays)
-        self.rows = {t.track_id: {f.index: row for row, f in enumerate(t.faces)} for t in self.tracks.tracks}
-        self.source = Path(str(self.entry.manifest.get("source", "")))
-        self._pivots: dict[int, np.ndarray] = {}
-        self._kp: dict[int, dict[str, np.ndarray]] = {}
-        self._stitched: dict[int, tuple[dict[str, float], dict[int, np.ndarray]]] = {}
-        self.entry.touch()
-
-    @property
-    def id(self) -> str:
-        return self.entry.id
-
-    def baked(self, stage: str) -> bool:
-        return self.entry.stage(stage) is not None and not self.entry.problems(stage)
-
-    def row(self, track_id: int, index: int) -> int:
-        try:
-            return self.rows[track_id][index]
-        except KeyError:
-            raise KeyError(f"{self.id}: no face of track {track_id} in frame {index}") from None
-
-    def pivots(self, track_id: int) -> np.ndarray:
-        if track_id not in self._pivots:
-            self._pivots[track_id] = np.load(self.entry.verified(f"pivots/track_{track_id}.npy"), allow_pickle=False)
-        return self._pivots[track_id]
-
-    def generator_file(self, track_id: int, suffix: str = ".safetensors") -> Path:
-        """The tuned generator of this track (or the title's): the weights, or with `suffix` .onnx / .plan the
-        exported engine."""
-        rel = self.entry.generator_rel(track_id)
-        if suffix != ".safetensors":
-            rel = rel.removesuffix(".safetensors") + suffix
-            export = self.entry.stage("export")
-            if export is None or rel not in export.files or self.entry.problems("export"):
-                raise CacheError(f"{self.entry.folder}: no usable exported {rel} (bake with --export "
-                                 f"{'onnx' if suffix == '.onnx' else 'onnx,plan'})")
-        return self.entry.verified(rel)
-
-    def stitched(self, track_id: int) -> tuple[dict[str, float], dict[int, np.ndarray]] | None:
-        """The bake-time edits and this track's stitched crops by row, when the bake has them."""
-        if not self.baked("stitch"):
-            return None
-        if track_id not in self._stitched:
-            stage = self.entry.stage("stitch")
-            assert stage is not None
-            rel = f"stitched/track_{track_id}.npz"
-            if rel not in stage.files:
-                return None
-            with np.load(self.entry.verified(rel), allow_pickle=False) as arrays:
-                crops = dict(zip(arrays["rows"].tolist(), arrays["crops"], strict=True))
-            self._stitched[track_id] = ({k: float(v) for k, v in stage.info["edits"].items()}, crops)
-        return self._stitched[track_id]
-
-    def keypoints(self, track_id: int) -> dict[str, np.ndarray] | None:
-        if not self.baked("fomm"):
-            return None
-        if track_id not in self._kp:
-            with np.load(self.entry.verified(f"fomm/track_{track_id}.npz"), allow_pickle=False) as arrays:
-                self._kp[track_id] = {k: arrays[k] for k in arrays.files}
-        return self._kp[track_id]

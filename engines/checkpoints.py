@@ -524,3 +524,11 @@ def open_checkpoint(path: str | Path, kind: str | None = None, config: dict[str,
     if kind is not None and ckpt.kind != kind:
         raise CheckpointError(path, f"holds a {ckpt.kind} network, not {kind}")
     return ckpt
+
+
+def generator_of(ckpt: Checkpoint) -> stylegan2.Generator:
+    """The StyleGAN2 generator module of a checkpoint; CheckpointError when it holds none."""
+    generator = ckpt.modules.get("generator")
+    if not isinstance(generator, stylegan2.Generator):
+        raise CheckpointError(ckpt.path, "holds no StyleGAN2 generator")
+    return generator

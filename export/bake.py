@@ -35,7 +35,7 @@ from torch import nn
 
 from engines import stylegan2
 from engines.cache import TitleCache, TitleEntry, sha256_bytes, sha256_path, stage_key, tool_versions
-from engines.checkpoints import Checkpoint, open_checkpoint, save_safetensors
+from engines.checkpoints import Checkpoint, generator_of, open_checkpoint, save_safetensors
 from engines.directions import Direction, apply_direction, fits
 from export.stitch import StitchJob, StitchOptions, map_segments, segments
 from stream.align import alignment, crop, face_mask
@@ -557,13 +557,6 @@ class Baker:
             self.entry.write_with(rel, functools.partial(_savez, arrays=arrays))
             files.append(rel)
         return files, {"size": size}
-
-
-def generator_of(ckpt: Checkpoint) -> stylegan2.Generator:
-    generator = ckpt.modules["generator"]
-    if not isinstance(generator, stylegan2.Generator):
-        raise BakeError(f"{ckpt.path}: holds no StyleGAN2 generator")
-    return generator
 
 
 def _export(module: nn.Module, path: Path, metadata: dict[str, str]) -> None:

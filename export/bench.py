@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engines.cache import BakedTitle, TitleCache
-from engines.playback import StyleGANRecaster
+from engines.cache import TitleCache
 from export.bake import BakeOptions, Models, PTIOptions, bake_title
 from export.small import SMALL_ENCODER_SIZE, small_models
+from stream.baked import BakedTitle
 from stream.pipeline import RenderOptions, render
 from stream.recasters import Recaster
+from stream.recasters.learned import StyleGANRecaster
 
 
 def _play(location: str | Path, folder: Path, name: str, recaster: Recaster, options: RenderOptions,

@@ -237,9 +237,10 @@ def parse_edits(edits: list[str], directions: str | None) -> list[tuple[Any, flo
 
 def baked_recaster(args: argparse.Namespace, casts: list[Any]) -> tuple[Any, Any]:
     """The baked title and the `stylegan` or `fomm` recaster on it, from `recast render` arguments."""
-    from engines.cache import BakedTitle, TitleCache
+    from engines.cache import TitleCache
     from engines.checkpoints import open_checkpoint
-    from engines.playback import FOMMRecaster, StyleGANRecaster
+    from stream.baked import BakedTitle
+    from stream.recasters.learned import FOMMRecaster, StyleGANRecaster
 
     title = BakedTitle(TitleCache(args.cache), args.title)
     if args.engine == "stylegan":
@@ -256,7 +257,8 @@ def render_baked(args: argparse.Namespace, casts: list[Any], options: Any, class
                  progress: Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]) -> int:
     """`recast render --title ID --cache DIR`: the cached tracks (no detection) and any recaster; `classical` is
     the identity or warp recaster when one of those was asked for."""
-    from engines.cache import BakedTitle, TitleCache, sha256_path
+    from engines.cache import TitleCache, sha256_path
+    from stream.baked import BakedTitle
     from stream.pipeline import render
 
     if classical is not None:

@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_bench(location, recaster, options, args.repeats, span=args.frames)
         print(format_bench(result))
     if args.only in (None, "engines"):
-        from engines.bench import format_engine_bench, run_engine_bench
+        from export.engine_bench import format_engine_bench, run_engine_bench
 
         result["engines"] = run_engine_bench(device=args.device)
         print(format_engine_bench(result["engines"]))

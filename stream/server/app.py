@@ -159,8 +159,9 @@ def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions
     edits of the directions that fit it. The source is the folder's file of the same id, or the file the manifest
     names; it must be the file that was baked (sha256). An entry that fails verification is skipped with a warning
     (a folder title of that id then plays with live tracking)."""
-    from engines.cache import BakedTitle, CacheError, sha256_path
+    from engines.cache import CacheError, sha256_path
     from engines.runtime import EngineError
+    from stream.baked import BakedTitle
 
     try:
         baked = BakedTitle(cache, title_id)
@@ -173,7 +174,7 @@ def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions
             info = source.info
         actor = None
         if baked.baked("pivots") and baked.baked("pti"):
-            from engines.playback import StyleGANRecaster
+            from stream.recasters.learned import StyleGANRecaster
 
             actor = StyleGANRecaster(baked, device=device, directions=directions, runtime=runtime)
     except (CacheError, MediaError, OSError, EngineError) as err:

@@ -455,7 +455,7 @@ class Title:
     has_audio: bool
     prebaked: bool = False
     faces: dict[int, list[FaceState]] | None = None  # a baked title's faces by frame index
-    actor: Any = None  # a baked title's StyleGAN recaster (engines.playback.StyleGANRecaster): the `actor` cast
+    actor: Any = None  # a baked title's StyleGAN recaster (stream.recasters.learned.StyleGANRecaster): the `actor` cast
 
     @property
     def edits(self) -> list[str]:

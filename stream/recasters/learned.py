@@ -1,4 +1,4 @@
-"""Playback of a baked title: its cached tracks (no detection), and the two learned recasters.
+"""The learned recasters (PyTorch; imported only where one is asked for), playing a baked title (stream/baked.py).
 
 - ``stylegan``: the title's tuned generator renders the pivot of that frame, with the edits chosen at playback
   (directions, STIT or InterFaceGAN arithmetic). The face stays the actor's; the edits change age, smile, ...
@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from engines import fomm
-from engines.cache import BakedTitle, CacheError
-from engines.checkpoints import Checkpoint, open_checkpoint
+from engines.cache import CacheError
+from engines.checkpoints import Checkpoint, generator_of, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
 from engines.runtime import Engine, open_engine
-from export.bake import generator_of
 from stream.align import face_mask
+from stream.baked import BakedTitle
 from stream.casts import Cast
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast

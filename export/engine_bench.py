@@ -1,5 +1,6 @@
-"""`recast bench` for the networks: per-call latency, eager PyTorch against ONNX Runtime in the same run, and the
-ONNX export round trip (export, reload, infer, compare) of each network.
+"""`recast bench --only engines`: per-call latency of the networks, eager PyTorch against ONNX Runtime in the same
+run, and the ONNX export round trip (export, reload, infer, compare) of each network. It exports, so it sits in
+`export`, above the engines it times.
 
 On this CPU: StyleGAN2 synthesis at the 64 px test config of the reference vectors, FOMM at the full vox-256 config
 and e4e at its full size (random or formula weights: the cost of a call does not depend on the weights' values).
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +25,6 @@ from engines import e4e, fomm, stylegan2
 from engines.checkpoints import VOX256_CONFIG
 from engines.parity import e4e_formula_state
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
 FFHQ_1024 = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 1024, "img_channels": 3,
              "mapping_kwargs": {"num_layers": 8}, "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512}}
 PAPER_256 = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 256, "img_channels": 3,
@@ -53,11 +52,7 @@ def time_calls(fn: Callable[[], Any], runs: int = 10, warmup: int = 2, sync: Cal
 
 def _stylegan(config: dict[str, Any], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    G = stylegan2.Generator(**config).eval()
-    vectors = VECTORS / "stylegan2_small" / "weights.npz"
-    if config == TEST_64 and vectors.exists():  # the reference weights, so the images are the tested ones
-        with np.load(vectors, allow_pickle=False) as w:
-            G.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})
+    G = stylegan2.Generator(**config).eval()  # seeded weights: a call costs the same whatever their values
     return stylegan2.SynthesisEngine(G).eval()
 
 
@@ -193,7 +188,7 @@ def format_engine_bench(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m engines.bench [cuda]
+if __name__ == "__main__":  # python -m export.engine_bench [cuda]
     import sys
 
     res = run_engine_bench(sys.argv[1] if len(sys.argv) > 1 else "cpu")
