@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.errors import InputError
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -40,7 +42,7 @@ TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENGINE_FOLDERS = ("generator", "fomm", "stitched")  # evictable: rebuilt by the next bake
 
 
-class CacheError(Exception):
+class CacheError(InputError):
     """A cache entry that cannot be used; str() names the file and the problem."""
 
 

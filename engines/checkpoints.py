@@ -31,6 +31,7 @@ from torch import nn
 
 from engines import e4e, fomm, stylegan2
 from engines.cache import sha256_path
+from engines.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ STYLEGAN2_CLASSES = frozenset(
 )
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used; str() is '<file>: <problem>'."""
 
     def __init__(self, path: str | Path, problem: str) -> None:

@@ -17,11 +17,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from engines.errors import InputError
+
 Convention = Literal["stit", "interfacegan"]
 SUFFIXES = (".npy", ".pt")
 
 
-class DirectionError(Exception):
+class DirectionError(InputError):
     """A direction file that cannot be used; the message names the file."""
 
 

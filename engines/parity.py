@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from engines import e4e, fomm, stylegan2
+from engines.errors import InputError
 
 
-class ParityError(Exception):
+class ParityError(InputError):
     """The folder is not a reference-vector folder this tool can read (names the file and the problem)."""
 
 

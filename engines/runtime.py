@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from engines.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class EngineError(Exception):
+class EngineError(InputError):
     """An engine that cannot be opened or run here; the message names the file or module and the reason."""
 
 

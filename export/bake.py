@@ -37,6 +37,7 @@ from engines import stylegan2
 from engines.cache import TitleCache, TitleEntry, sha256_bytes, sha256_path, stage_key, tool_versions
 from engines.checkpoints import Checkpoint, generator_of, open_checkpoint, save_safetensors
 from engines.directions import Direction, apply_direction, fits
+from engines.errors import InputError
 from export.stitch import StitchJob, StitchOptions, map_segments, segments
 from stream.align import alignment, crop, face_mask
 from stream.media import MediaSource
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int, dict[str, float]], None]  # stage, done, total, figures (loss, fps)
 
 
-class BakeError(Exception):
+class BakeError(InputError):
     """A bake that cannot run (bad input, mismatched models); the message names the file."""
 
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engines.errors import InputError
 from stream.engine_cli import progress_bar
 from stream.faces import DEFAULT_DETECTOR, DETECTORS
 
 
-class BakeUsageError(ValueError):
+class BakeUsageError(InputError, ValueError):
     """Bad bake/export/playback arguments (exit status 2)."""
 
 

@@ -11,11 +11,13 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engines.errors import InputError
+
 CastKind = Literal["synthetic", "consented"]
 MAX_CAST_PIXELS = 40_000_000
 
 
-class CastImageError(Exception):
+class CastImageError(InputError):
     """An image file that cannot be used as a cast; the message names the file."""
 
 

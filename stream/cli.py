@@ -15,19 +15,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stream.bake_cli import BAKE_COMMANDS, BakeUsageError, add_bake_commands
-from stream.casts import CastImageError, cast_from_file, default_cast
+from engines.errors import InputError
+from stream.bake_cli import BAKE_COMMANDS, add_bake_commands
+from stream.casts import cast_from_file, default_cast
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
-from stream.faces import DEFAULT_DETECTOR, DETECTORS, ModelNotFound
-from stream.media import MediaError, MediaSource, is_live, is_url
-from stream.recasters import CastError, Recaster, make_recaster
-from stream.survey import SurveyError
+from stream.faces import DEFAULT_DETECTOR, DETECTORS
+from stream.media import MediaSource, is_live, is_url
+from stream.recasters import Recaster, make_recaster
 
 log = logging.getLogger("recast")
 ENGINES = ("identity", "warp", "stylegan", "fomm")
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """Bad usage or bad input: exit status 2."""
 
 
@@ -385,20 +385,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **ENGINE_COMMANDS,
     **BAKE_COMMANDS,
 }
-BAD_INPUT: tuple[type[Exception], ...] = (UsageError, MediaError, CastError, CastImageError, ModelNotFound,
-                                          SurveyError, BakeUsageError)
-# The engines' input errors, looked up only when a command has imported them (they pull in PyTorch, which
-# `recast serve` and the pipeline commands do not need).
-ENGINE_ERRORS = (("engines.checkpoints", "CheckpointError"), ("engines.directions", "DirectionError"),
-                 ("engines.cache", "CacheError"), ("export.bake", "BakeError"),
-                 ("engines.parity", "ParityError"), ("engines.runtime", "EngineError"))
-
-
 def _bad_input(exc: Exception, command: str) -> bool:
-    loaded = tuple(getattr(sys.modules[m], name) for m, name in ENGINE_ERRORS if m in sys.modules)
-    if isinstance(exc, BAD_INPUT + loaded):
+    """The caller's mistake (exit 2, one line): any InputError, and the engine tools' bad arguments."""
+    if isinstance(exc, InputError):
         return True
-    return isinstance(exc, ValueError) and command in ENGINE_COMMANDS  # the engine tools' bad arguments
+    return isinstance(exc, ValueError) and command in ENGINE_COMMANDS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

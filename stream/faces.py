@@ -19,11 +19,13 @@ import cv2
 import dlib
 import numpy as np
 
+from engines.errors import InputError
+
 LANDMARK_FILE = "shape_predictor_68_face_landmarks.dat"
 _DEBIAN_PATHS = (Path("/usr/share/dlib") / LANDMARK_FILE,)
 
 
-class ModelNotFound(Exception):
+class ModelNotFound(InputError):
     pass
 
 

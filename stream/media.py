@@ -21,6 +21,8 @@ import av
 import cv2
 import numpy as np
 
+from engines.errors import InputError
+
 log = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -54,7 +56,7 @@ class PacketDecoder:
         return list(frames)
 
 
-class MediaError(Exception):
+class MediaError(InputError):
     """A media file or URL that cannot be read or written; the message names it and says why."""
 
     def __init__(self, location: str | Path, reason: str) -> None:

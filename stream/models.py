@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from engines.errors import InputError
+
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
 # name -> (path inside the wheel, sha256 of the file)
 MEDIAPIPE_FILES: dict[str, tuple[str, str]] = {
@@ -37,7 +39,7 @@ MEDIAPIPE_FILES: dict[str, tuple[str, str]] = {
 }
 
 
-class ModelMissing(Exception):
+class ModelMissing(InputError):
     """A model file that is not where the set-up puts it; the message says where it looked and what to run."""
 
 

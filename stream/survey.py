@@ -10,12 +10,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from engines.errors import InputError
+
 YES = frozenset({"yes", "y", "true", "1", "ja", "oui", "si", "sí"})
 NO = frozenset({"no", "n", "false", "0", "nein", "non"})
 MAX_BYTES = 64 << 20
 
 
-class SurveyError(Exception):
+class SurveyError(InputError):
     """Bad responses file; the message names the file and the row."""
 
 

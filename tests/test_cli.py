@@ -98,3 +98,24 @@ def test_truncated_file_exits_2_with_one_line(tmp_path: Path, command: str) -> N
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "cut.mp4: no video frame could be decoded" in lines[0]
+
+
+def test_the_callers_mistakes_are_one_family_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Every layer's error for a bad file, option or input derives from engines.errors.InputError, which the
+    command line turns into one line and exit 2, whatever module raised it (a missing MediaPipe model here)."""
+    import importlib
+
+    from engines.errors import InputError
+
+    family = {"engines.cache": "CacheError", "engines.checkpoints": "CheckpointError",
+              "engines.directions": "DirectionError", "engines.parity": "ParityError", "engines.runtime": "EngineError",
+              "export.bake": "BakeError", "stream.bake_cli": "BakeUsageError", "stream.casts": "CastImageError",
+              "stream.cli": "UsageError", "stream.faces": "ModelNotFound", "stream.media": "MediaError",
+              "stream.models": "ModelMissing", "stream.recasters": "CastError", "stream.survey": "SurveyError"}
+    for module, name in family.items():
+        assert issubclass(getattr(importlib.import_module(module), name), InputError), (module, name)
+    monkeypatch.setenv("RECAST_MEDIAPIPE", str(tmp_path))  # an empty folder: no models there
+    assert main(["track", str(media("videos/liveportrait_d20.mp4")), "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "make install" in err[0] and "Traceback" not in err[0], err

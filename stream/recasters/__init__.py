@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.errors import InputError
 from stream.align import PiecewiseAffine, alignment, color_match, crop, face_mask, polygon_mask
 from stream.casts import Cast
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 _INNER_MOUTH = list(range(60, 68))
 
 
-class CastError(Exception):
+class CastError(InputError):
     """A cast image that cannot be used (no face, unreadable); the message names the image."""
 
 
