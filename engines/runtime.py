@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from engines.errors import InputError
+from engines.formats import FORMATS, RuntimeFormat
 
 log = logging.getLogger(__name__)
 
@@ -40,49 +41,6 @@ class TensorSpec:
     def __str__(self) -> str:
         return f"{self.name}[{','.join(map(str, self.shape))}]:{self.dtype}"
 
-
-@dataclass(frozen=True)
-class RuntimeFormat:
-    """One row of the format table: what a runtime reads, where it runs and at which precisions."""
-
-    name: str
-    suffixes: tuple[str, ...]
-    devices: tuple[str, ...]
-    precisions: tuple[str, ...]
-    package: str  # what must be importable
-    dynamic_batch: bool
-    description: str
-
-
-FORMATS: dict[str, RuntimeFormat] = {
-    "torch": RuntimeFormat(
-        "torch",
-        (".pkl", ".pt", ".pth", ".pth.tar", ".safetensors"),
-        ("cpu", "cuda"),
-        ("fp32", "fp16"),
-        "torch",
-        True,
-        "eager PyTorch modules from official checkpoints or our safetensors",
-    ),
-    "onnx": RuntimeFormat(
-        "onnx",
-        (".onnx",),
-        ("cpu", "cuda"),
-        ("fp32", "fp16"),
-        "onnxruntime",
-        True,
-        "ONNX Runtime; providers TensorRT > CUDA > CPU, the best one present",
-    ),
-    "tensorrt": RuntimeFormat(
-        "tensorrt",
-        (".plan", ".engine"),
-        ("cuda",),
-        ("fp32", "fp16"),
-        "tensorrt",
-        True,
-        "serialized TensorRT engines with a Recast JSON header; NVIDIA GPUs only",
-    ),
-}
 
 # ONNX Runtime execution providers, best first, and the device each needs.
 ORT_PROVIDERS: tuple[tuple[str, str], ...] = (

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import InputError
+from engines.formats import BAKE_EXPORTS, EXPORTS
 from stream.engine_cli import progress_bar
 from stream.faces import DEFAULT_DETECTOR, DETECTORS
 
@@ -75,7 +76,7 @@ def add_bake_commands(sub: Any) -> None:
 
     export = sub.add_parser("export", help="export a checkpoint's networks to ONNX or a TensorRT plan")
     export.add_argument("checkpoint", metavar="CHECKPOINT")
-    export.add_argument("--format", choices=("onnx", "tensorrt"), required=True)
+    export.add_argument("--format", choices=EXPORTS, required=True)
     export.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="file (.onnx/.plan), or a folder for a FOMM checkpoint's two networks")
     export.add_argument("--kind", choices=("stylegan2", "fomm", "e4e"))
@@ -90,9 +91,9 @@ def bake_options(args: argparse.Namespace) -> Any:
     from stream.pipeline import RenderOptions
 
     formats = tuple(f for f in args.export.split(",") if f)
-    bad = [f for f in formats if f not in ("onnx", "plan")]
+    bad = [f for f in formats if f not in BAKE_EXPORTS]
     if bad:
-        raise BakeUsageError(f"--export takes onnx and plan, got {bad}")
+        raise BakeUsageError(f"--export takes {' and '.join(BAKE_EXPORTS)}, got {bad}")
     for name in ("pti_steps", "pti_batch", "checkpoint_every", "every", "encoder_size", "stitch_steps",
                  "stitch_segment"):
         if getattr(args, name) < 1:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import InputError
+from engines.formats import RUNTIMES
 from stream.bake_cli import BAKE_COMMANDS, add_bake_commands
 from stream.casts import cast_from_file, default_cast
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stylegan: apply a direction (repeatable), e.g. age=2")
     rend.add_argument("--directions", metavar="DIR", help="stylegan: folder of direction files for --edit")
     rend.add_argument("--device", default="cpu", help="stylegan/fomm: torch device")
-    rend.add_argument("--runtime", choices=("torch", "onnx", "tensorrt"), default="torch",
+    rend.add_argument("--runtime", choices=RUNTIMES, default="torch",
                       help="stylegan: run the baked generator eagerly, or its exported ONNX file or TensorRT plan")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
     _add_occlusion_option(rend)
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--directions", metavar="DIR",
                        help="direction files (.npy STIT, .pt InterFaceGAN) for the edit sliders of StyleGAN bakes")
     serve.add_argument("--device", default="cpu", help="torch device of the baked titles' tuned generators")
-    serve.add_argument("--runtime", choices=("torch", "onnx", "tensorrt"), default="torch",
+    serve.add_argument("--runtime", choices=RUNTIMES, default="torch",
                        help="the baked titles' tuned generators: eager, or their exported ONNX files / plans")
     serve.add_argument("--demo", action="store_true", help="serve the sample title and cast")
     serve.add_argument("--ice-host", action="append", metavar="ADDR",

@@ -159,3 +159,24 @@ def test_cuda_fp16_engines_track_fp32() -> None:
     kp32 = open_engine(fomm.KeypointEngine(detector, 64), device="cuda")(image)["kp_value"]
     kp16 = open_engine(fomm.KeypointEngine(small_fomm()[0], 64), device="cuda", precision="fp16")(image)["kp_value"]
     assert np.abs(kp16 - kp32).max() < 1e-2
+
+
+def test_the_command_line_takes_its_runtime_and_format_choices_from_the_table() -> None:
+    """`--runtime` (render, serve), `export --format` and `bake --export` list what FORMATS holds, nothing typed
+    again; the table is plain data, so reading it loads no PyTorch."""
+    import subprocess
+    import sys
+
+    from engines.formats import BAKE_EXPORTS, EXPORTS
+    from stream.cli import build_parser
+
+    def choices(*command: str) -> dict[str, tuple[str, ...]]:
+        sub = build_parser()._subparsers._group_actions[0].choices[command[0]]  # type: ignore[union-attr]
+        return {a.option_strings[0]: tuple(a.choices) for a in sub._actions if a.choices and a.option_strings}
+
+    assert choices("render")["--runtime"] == choices("serve")["--runtime"] == tuple(FORMATS)
+    assert choices("export")["--format"] == EXPORTS == ("onnx", "tensorrt")
+    assert BAKE_EXPORTS == ("onnx", "plan")
+    probe = "import sys, engines.formats; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

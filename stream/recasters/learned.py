@@ -21,6 +21,7 @@ from engines import fomm
 from engines.cache import CacheError
 from engines.checkpoints import Checkpoint, generator_of, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
+from engines.formats import FORMATS
 from engines.runtime import Engine, open_engine
 from stream.align import face_mask
 from stream.baked import BakedTitle
@@ -37,7 +38,7 @@ def _to_uint8(image: torch.Tensor, low: float) -> np.ndarray:
     return scaled.round().byte().permute(1, 2, 0).cpu().numpy().copy()
 
 
-RUNTIMES = {"torch": ".safetensors", "onnx": ".onnx", "tensorrt": ".plan"}  # the stylegan recaster's file kinds
+RUNTIMES = {name: fmt.ours for name, fmt in FORMATS.items()}  # the stylegan recaster's file per runtime
 
 
 class StyleGANRecaster(Recaster):
