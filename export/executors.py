@@ -3,19 +3,19 @@ cluster has GPUs. Both run the same `bake_title` on the same inputs, so their re
 
 A task gets paths, not loaded models: each worker opens the checkpoints itself (the files must be readable at the
 same paths on every node, e.g. a shared volume), and checks their sha256 like any bake does. Ray is imported only
-for `--executor ray`; `RAY_ADDRESS` (or `--ray-address`) points at an existing cluster, otherwise a local one starts.
+for `--executor ray` (export/tasks.py); `RAY_ADDRESS` (or `--ray-address`) points at an existing cluster,
+otherwise a local one starts.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from export.bake import BakeOptions, Models, Progress, bake_title
+from export.tasks import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +46,10 @@ def run_local(jobs: list[BakeJob], options: BakeOptions, progress: Progress | No
 
 def run_ray(jobs: list[BakeJob], options: BakeOptions, address: str | None = None,
             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Each job a Ray task; results in the order of `jobs`. A local cluster starts unless an address is given."""
-    import ray
+    """Each job a Ray task (export/tasks.py); results in the order of `jobs`."""
+    return run_tasks(_run_pair, [(job, options) for job in jobs], "ray", address,
+                     on_done=(lambda _n, result: on_done(result)) if on_done else None)
 
-    started = False
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        # the workers import this project from its folder, wherever the driver runs it from
-        root = str(Path(__file__).resolve().parents[1])
-        env = {"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}}
-        if address:
-            ray.init(address=address, runtime_env=env, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env=env, log_to_driver=False)
-        started = True
-    try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = ray.remote(num_gpus=gpus, max_retries=1)(run_job)
-        refs = [task.remote(job, options) for job in jobs]
-        results: list[dict[str, Any]] = []
-        for ref in refs:
-            result = ray.get(ref)
-            if on_done is not None:
-                on_done(result)
-            results.append(result)
-        return results
-    finally:
-        if started:
-            ray.shutdown()
+
+def _run_pair(pair: tuple[BakeJob, BakeOptions]) -> dict[str, Any]:
+    return run_job(*pair)  # a plain module-level function: what Ray makes a task of

@@ -16,7 +16,6 @@ tasks (`--executor ray`) with the same results.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+
+from export.tasks import run_tasks
 
 
 @dataclass(frozen=True)
@@ -111,28 +112,9 @@ def stitch_segment(job: StitchJob) -> tuple[np.ndarray, dict[str, float]]:
 def map_segments(jobs: list[StitchJob], executor: str,
                  on_done: Callable[[int, dict[str, float]], None] | None = None
                  ) -> list[tuple[np.ndarray, dict[str, float]]]:
-    """Run the segments here (`local`) or as Ray tasks (`ray`, one GPU each where the cluster has GPUs; inside a
-    Ray task the segments become nested tasks of the same cluster)."""
-    if executor != "ray":
-        results = []
-        for i, job in enumerate(jobs):
-            results.append(stitch_segment(job))
-            if on_done is not None:
-                on_done(i + 1, results[-1][1])
-        return results
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_gpus=gpus, max_retries=1)(stitch_segment)
-    refs = [task.remote(job) for job in jobs]
-    done = []
-    for i, ref in enumerate(refs):
-        done.append(ray.get(ref))
-        if on_done is not None:
-            on_done(i + 1, done[-1][1])
-    return done
+    """Run the segments here (`local`) or as Ray tasks (`ray`; inside a Ray task they become nested tasks of the
+    same cluster): export/tasks.py."""
+    return run_tasks(stitch_segment, jobs, executor, on_done=(lambda n, r: on_done(n, r[1])) if on_done else None)
 
 
 def segments(count: int, size: int) -> list[tuple[int, int]]:
