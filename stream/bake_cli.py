@@ -259,7 +259,7 @@ def render_baked(args: argparse.Namespace, casts: list[Any], options: Any, class
                  progress: Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]) -> int:
     """`recast render --title ID --cache DIR`: the cached tracks (no detection) and any recaster; `classical` is
     the identity or warp recaster when one of those was asked for."""
-    from engines.cache import TitleCache, sha256_path
+    from engines.cache import TitleCache
     from stream.baked import BakedTitle
     from stream.pipeline import render
 
@@ -267,11 +267,7 @@ def render_baked(args: argparse.Namespace, casts: list[Any], options: Any, class
         title, recaster = BakedTitle(TitleCache(args.cache), args.title), classical
     else:
         title, recaster = baked_recaster(args, casts)
-    source = Path(args.input) if args.input else title.source
-    if not source.is_file():
-        raise BakeUsageError(f"{source}: the title's source is missing (give it as INPUT)")
-    if sha256_path(source) != title.entry.manifest.get("source_sha256"):
-        raise BakeUsageError(f"{source}: not the file title {title.id!r} was baked from (sha256 differs)")
+    source = title.source_file(Path(args.input) if args.input else None)
     options.mode = "offline"
     output = Path(args.output)
     with progress(title.tracks.frame_count, f"render {title.id}") as tick:

@@ -32,6 +32,18 @@ class BakedTitle:
         self._stitched: dict[int, tuple[dict[str, float], dict[int, np.ndarray]]] = {}
         self.entry.touch()
 
+    def source_file(self, given: Path | None = None) -> Path:
+        """The file to play: ``given``, or else the one the manifest names; CacheError when it is missing or is not
+        the file the title was baked from (its sha256 differs): a baked title's tracks fit only their own source."""
+        from engines.cache import sha256_path
+
+        path = given if given is not None else self.source
+        if not path.is_file():
+            raise CacheError(f"{path}: the title's source is missing (a copy of the same file can be given instead)")
+        if sha256_path(path) != self.entry.manifest.get("source_sha256"):
+            raise CacheError(f"{path}: not the file title {self.id!r} was baked from (sha256 differs)")
+        return path
+
     @property
     def id(self) -> str:
         return self.entry.id

@@ -7,7 +7,6 @@ import asyncio
 import gc
 import hmac
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from engines.cache import TITLE_ID
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor, hog_detector
 from stream.media import MediaError, MediaSource
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TITLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 MAX_BODY = 256 * 1024
 MAX_SDP = 128 * 1024
@@ -159,17 +158,13 @@ def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions
     edits of the directions that fit it. The source is the folder's file of the same id, or the file the manifest
     names; it must be the file that was baked (sha256). An entry that fails verification is skipped with a warning
     (a folder title of that id then plays with live tracking)."""
-    from engines.cache import CacheError, sha256_path
+    from engines.cache import CacheError
     from engines.runtime import EngineError
     from stream.baked import BakedTitle
 
     try:
         baked = BakedTitle(cache, title_id)
-        path = plain.path if plain is not None else baked.source
-        if not path.is_file():
-            raise CacheError(f"{path}: the title's source is missing")
-        if sha256_path(path) != baked.entry.manifest.get("source_sha256"):
-            raise CacheError(f"{path}: not the file title {title_id!r} was baked from (sha256 differs)")
+        path = baked.source_file(plain.path if plain is not None else None)
         with MediaSource(path, keep_audio=False) as source:
             info = source.info
         actor = None
