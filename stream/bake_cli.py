@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engines.edits import edit_factor
 from engines.errors import InputError
 from engines.formats import BAKE_EXPORTS, EXPORTS
 from stream.engine_cli import progress_bar
@@ -216,13 +217,10 @@ def parse_edits(edits: list[str], directions: str | None) -> list[tuple[Any, flo
     found: dict[str, Any] | None = None
     parsed = []
     for edit in edits:
-        name, _, factor = edit.partition("=")
-        try:
-            value = float(factor)
-        except ValueError:
-            raise BakeUsageError(f"--edit {edit!r}: NAME=FACTOR, e.g. age=2") from None
-        if not abs(value) <= 20:
-            raise BakeUsageError(f"--edit {edit!r}: the factor must be in [-20, 20]")
+        name, sep, factor = edit.partition("=")
+        if not sep or not name:
+            raise BakeUsageError(f"--edit {edit!r}: NAME=FACTOR, e.g. age=2")
+        value = edit_factor(factor, f"--edit {edit!r}")
         if Path(name).suffix in (".npy", ".pt"):
             parsed.append((load_direction(name), value))
             continue

@@ -129,3 +129,13 @@ def test_save_direction_uses_the_stit_layout(tmp_path: Path) -> None:
     path = save_direction(tmp_path / "mine.npy", normal)
     back = load_direction(path)
     assert back.vector.dtype == np.float64 and np.array_equal(back.vector, normal)
+
+
+def test_one_rule_for_an_edits_factor() -> None:
+    """engines.edits.edit_factor: the bake's and render's --edit and the viewer's edit message all check here."""
+    from engines.edits import EditError, edit_factor
+
+    assert edit_factor("2") == 2.0 and edit_factor(-20) == -20.0 and edit_factor(0.5) == 0.5
+    for bad in ("x", "nan", "inf", float("nan"), 20.5, -1e9, True, None, [1]):
+        with pytest.raises(EditError):
+            edit_factor(bad)

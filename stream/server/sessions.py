@@ -33,6 +33,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from engines.edits import MAX_FACTOR, EditError, edit_factor
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor
 from stream.media import Frame, MediaSource, PacketDecoder
@@ -593,9 +594,13 @@ class Session:
             direction, factor = message.get("direction"), message.get("factor")
             if self.title is None or self.title.actor is None:
                 raise ControlError("not_baked", "edits need a pre-baked title and a StyleGAN2 bake")
-            if not isinstance(direction, str) or isinstance(factor, bool) or not isinstance(factor, int | float) \
-                    or not abs(factor) <= 20:
-                raise ControlError("bad_message", "'direction' must be a name and 'factor' a number in [-20, 20]")
+            try:
+                if not isinstance(direction, str) or isinstance(factor, str):
+                    raise EditError("'direction' must be a name")
+                factor = edit_factor(factor, "'factor'")
+            except EditError as err:
+                raise ControlError("bad_message", f"{err} ('direction' a name, 'factor' a number in "
+                                   f"[-{MAX_FACTOR:g}, {MAX_FACTOR:g}])") from None
             if direction not in self.title.edits:
                 raise ControlError("unknown_direction", f"no direction {direction[:64]!r} for this title; see "
                                    "/api/titles")
