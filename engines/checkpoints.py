@@ -425,22 +425,10 @@ SAFETENSORS_FORMAT = "recast-engine-1"
 
 
 def build_modules(kind: str, config: dict[str, Any]) -> dict[str, nn.Module]:
-    """Fresh modules of a family from the config our files store."""
-    if kind == "stylegan2":
-        return {"generator": stylegan2.Generator(**config["init_kwargs"])}
-    if kind == "fomm":
-        common = config["common_params"]
-        return {
-            "kp_detector": fomm.KPDetector(**config["kp_detector_params"], **common),
-            "generator": fomm.OcclusionAwareGenerator(**config["generator_params"], **common),
-        }
-    if kind == "e4e":
-        return {"encoder": e4e.Encoder4Editing(config["num_layers"], config["mode"], config["stylegan_size"])}
-    if kind == "dcgan":
-        from engines import dcgan
+    """Fresh modules of a family from the config our files store (engines/families.py)."""
+    from engines.families import family
 
-        return {"generator": dcgan.Generator(**config["generator"])}
-    raise ValueError(f"unknown engine kind {kind!r}")
+    return family(kind).build(config)
 
 
 def save_safetensors(ckpt: Checkpoint, path: str | Path) -> Path:

@@ -369,24 +369,12 @@ def open_engine(
 
 
 def engine_module(ckpt: Any, part: str | None = None) -> nn.Module:
-    """The engine-boundary module of a loaded checkpoint."""
-    from engines import dcgan, e4e, fomm, stylegan2
+    """The engine-boundary module of a loaded checkpoint: ``part`` of its family (engines/families.py), by default
+    the family's first."""
+    from engines.families import family
 
-    if ckpt.kind == "stylegan2":
-        G = ckpt.modules["generator"]
-        if part in (None, "synthesis"):
-            return stylegan2.SynthesisEngine(G)
-        if part == "mapping":
-            return stylegan2.MappingEngine(G)
-    elif ckpt.kind == "fomm":
-        size = int(ckpt.config.get("image_size", 256))
-        if part == "keypoints":
-            return fomm.KeypointEngine(ckpt.modules["kp_detector"], size)
-        if part in (None, "animator"):
-            num_kp = int(ckpt.config["common_params"]["num_kp"])
-            return fomm.AnimatorEngine(ckpt.modules["generator"], num_kp, size)
-    elif ckpt.kind == "e4e" and part in (None, "encoder"):
-        return e4e.E4EEngine(ckpt.modules["encoder"], ckpt.tensors["latent_avg"])
-    elif ckpt.kind == "dcgan" and part in (None, "generator"):
-        return dcgan.GeneratorEngine(ckpt.modules["generator"])
-    raise EngineError(f"{ckpt.path}: a {ckpt.kind} checkpoint has no part {part!r}")
+    parts = family(ckpt.kind).parts
+    name = part or next(iter(parts))
+    if name not in parts:
+        raise EngineError(f"{ckpt.path}: a {ckpt.kind} checkpoint has no part {part!r} (has {', '.join(parts)})")
+    return parts[name](ckpt)

@@ -181,18 +181,19 @@ class _StageBars:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engines.checkpoints import open_checkpoint
+    from engines.families import family
     from engines.runtime import engine_module
     from export.onnx import check_onnx, export_onnx
 
     ckpt = open_checkpoint(args.checkpoint, kind=args.kind)
     print(f"{ckpt.path}: {ckpt.kind}, sha256 {ckpt.sha256}", file=sys.stderr)
     output = Path(args.output)
-    parts = ["kp_detector", "generator"] if ckpt.kind == "fomm" else [None]
+    parts: list[str | None] = list(family(ckpt.kind).exports)
     if len(parts) > 1:
         output.mkdir(parents=True, exist_ok=True)
     for part in parts:
         module = engine_module(ckpt, part)
-        name = f"{ckpt.kind}-{part}" if part else ckpt.kind
+        name = f"{ckpt.kind}-{part}" if len(parts) > 1 else ckpt.kind
         onnx_path = output / f"{name}.onnx" if len(parts) > 1 else output.with_suffix(".onnx")
         metadata = {"architecture": name, "source_sha256": ckpt.sha256, "source_name": ckpt.path.name}
         export_onnx(module, onnx_path, metadata=metadata, max_batch=args.batch[2])

@@ -226,3 +226,18 @@ def test_survey(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert code == 0
     with pytest.raises(SystemExit):
         main(["survey", str(csv), "--claim", "1.5"])
+
+
+def test_export_writes_every_part_the_family_table_names(models: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`recast export` of a FOMM checkpoint writes its two engine parts (keypoints, animator) into the folder, each
+    checked by its ONNX round trip; a StyleGAN2 one writes its synthesis network as one file. (The FOMM export
+    asked the engine for parts no family had, and always failed.)"""
+    from engines.families import FAMILIES
+
+    out = tmp_path / "fomm"
+    assert main(["export", str(models["fomm"]), "--format", "onnx", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"fomm-{p}.onnx" for p in FAMILIES["fomm"].exports)
+    assert main(["export", str(models["generator"]), "--format", "onnx", "-o", str(tmp_path / "g.onnx")]) == 0
+    assert (tmp_path / "g.onnx").is_file()
+    assert "max abs err" in capsys.readouterr().out
