@@ -450,3 +450,49 @@ class AnimatorEngine(nn.Module):
         eye = torch.eye(2).expand(batch, k, 2, 2).contiguous()
         value = torch.rand(batch, k, 2) * 1.6 - 0.8
         return (torch.rand(batch, self.generator.num_channels, self.size, self.size), value, eye, value * 0.9, eye)
+
+
+class Driver:
+    """The one FOMM driving loop (first-order-model's `demo.py:make_animation`, frame by frame): a source
+    portrait's keypoints once, then per driving frame its keypoints, normalised against the first frame's (relative
+    motion and jacobians, optionally scaled by the hulls' areas), and the generator's prediction. Images go in and
+    out as uint8 RGB at the model's size; the `animate` tool and the `fomm` recaster both drive through it."""
+
+    def __init__(self, ckpt: Any, device: str = "cpu", relative: bool = True, adapt_scale: bool = False) -> None:
+        if ckpt.kind != "fomm":
+            raise ValueError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")
+        self.device = device
+        self.size = int(ckpt.config.get("image_size", 256))
+        self.detector = ckpt.modules["kp_detector"].to(device)
+        self.generator = ckpt.modules["generator"].to(device)
+        norm = dict(ckpt.config.get("normalize_kp", {}))
+        jacobian = bool(ckpt.config["common_params"].get("estimate_jacobian", False))
+        norm.update(use_relative_movement=relative, use_relative_jacobian=relative and jacobian,
+                    adapt_movement_scale=adapt_scale)
+        self.norm = norm
+
+    def tensor(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [H,W,3] RGB -> [1,3,size,size] in [0,1] (resized with area averaging when it is not the size)."""
+        import cv2
+
+        if image.shape[:2] != (self.size, self.size):
+            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(self.device)
+
+    @torch.no_grad()
+    def keypoints(self, image: np.ndarray) -> Keypoints:
+        return self.detector(self.tensor(image))
+
+    @torch.no_grad()
+    def source(self, image: np.ndarray) -> tuple[torch.Tensor, Keypoints]:
+        """A portrait made ready to animate: its tensor and its keypoints."""
+        tensor = self.tensor(image)
+        return tensor, self.detector(tensor)
+
+    @torch.no_grad()
+    def animate(self, source: tuple[torch.Tensor, Keypoints], driving: Keypoints, initial: Keypoints) -> np.ndarray:
+        """The source moved as the driving keypoints moved from the initial ones: uint8 [size,size,3] RGB."""
+        image, kp_source = source
+        kp_norm = normalize_kp(kp_source, driving, initial, **self.norm)
+        prediction = self.generator(image, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
+        return (prediction[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy().copy()

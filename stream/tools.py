@@ -149,11 +149,6 @@ def _square_box(frame: np.ndarray, crop: str, detector: FaceDetector | None) -> 
     return (w - side) // 2, (h - side) // 2, side
 
 
-def _to_tensor(image: np.ndarray, size: int, device: str) -> torch.Tensor:
-    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(255).to(device)
-
-
 def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Path, *, crop: str = "face",
             relative: bool = True, adapt_scale: bool = False, device: str = "cpu", badge: bool = True,
             source_note: str = "", on_frame: Callable[[int], None] | None = None) -> int:
@@ -161,21 +156,13 @@ def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Pa
 
     The output is size x size (the model's resolution) with the driving video's timestamps and its audio copied.
     """
-    if ckpt.kind != "fomm":
-        raise ValueError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")
-    size = int(ckpt.config.get("image_size", 256))
-    detector_net = ckpt.modules["kp_detector"].to(device)
-    generator = ckpt.modules["generator"].to(device)
-    norm = dict(ckpt.config.get("normalize_kp", {}))
-    has_jacobian = bool(ckpt.config["common_params"].get("estimate_jacobian", False))
-    norm.update(use_relative_movement=relative, use_relative_jacobian=relative and has_jacobian,
-                adapt_movement_scale=adapt_scale)
-    source = _to_tensor(source_image, size, device)
+    driver = fomm.Driver(ckpt, device, relative=relative, adapt_scale=adapt_scale)
+    size = driver.size
+    source = driver.source(source_image)
     frames = 0
-    with MediaSource(driving) as media, torch.no_grad():
+    with MediaSource(driving) as media:
         info = dataclasses.replace(media.info, width=size, height=size, rotation=0)  # crops, upright
-        kp_source = detector_net(source)
-        kp_initial: fomm.Keypoints | None = None
+        initial: fomm.Keypoints | None = None
         box: tuple[int, int, int] | None = None
         casts = [{"id": "source", "kind": "consented", "source": source_note or "operator-supplied portrait"}]
         face_detector = FaceDetector() if crop == "face" else None
@@ -185,13 +172,9 @@ def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Pa
                 if box is None:
                     box = _square_box(frame.image, crop, face_detector)
                 x0, y0, side = box
-                driving_t = _to_tensor(frame.image[y0 : y0 + side, x0 : x0 + side], size, device)
-                kp_driving = detector_net(driving_t)
-                if kp_initial is None:
-                    kp_initial = kp_driving
-                kp_norm = fomm.normalize_kp(kp_source, kp_driving, kp_initial, **norm)
-                prediction = generator(source, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
-                image = (prediction[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy().copy()
+                current = driver.keypoints(frame.image[y0 : y0 + side, x0 : x0 + side])
+                initial = current if initial is None else initial
+                image = driver.animate(source, current, initial)
                 if badge:
                     draw_badge(image)
                 sink.write(Frame(frame.index, frame.pts, frame.time_base, image))

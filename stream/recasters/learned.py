@@ -134,54 +134,37 @@ class FOMMRecaster(Recaster):
             raise CastError(f"{ckpt.path}: holds a {ckpt.kind} network, not FOMM")
         if not casts:
             raise CastError("the fomm recaster needs at least one cast image")
-        self.title, self.device = title, device
-        self.crop_size = int(ckpt.config.get("image_size", 256))
-        self.detector_net = ckpt.modules["kp_detector"].to(device)
-        self.generator = ckpt.modules["generator"].to(device)
-        norm = dict(ckpt.config.get("normalize_kp", {}))
-        has_jacobian = bool(ckpt.config["common_params"].get("estimate_jacobian", False))
-        norm.update(use_relative_movement=True, use_relative_jacobian=has_jacobian)
-        self.norm = norm
+        self.title = title
+        self.driver = fomm.Driver(ckpt, device, relative=True)
+        self.crop_size = self.driver.size
         faces = still_faces(detector, predictor)
-        self.casts: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
-        for cast in casts:
-            prepared = prepare_cast(cast, self.crop_size, faces)
-            source = self._tensor(prepared.image)
-            with torch.no_grad():
-                self.casts[cast.cast_id] = (source, self.detector_net(source))
+        self.casts = {cast.cast_id: self.driver.source(prepare_cast(cast, self.crop_size, faces).image)
+                      for cast in casts}
         self.order = [c.cast_id for c in casts]
         self.assigned: dict[int, str] = {}
-        self._initial: dict[int, dict[str, torch.Tensor]] = {}
-
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        self._initial: dict[int, fomm.Keypoints] = {}
 
     def cast_for(self, track_id: int) -> str:
         return self.assigned.get(track_id) or self.order[(track_id - 1) % len(self.order)]
 
-    def _driving(self, face: FaceCrop) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _driving(self, face: FaceCrop) -> tuple[fomm.Keypoints, fomm.Keypoints]:
         """This frame's keypoints and the track's first, baked when the bake has them."""
         baked = self.title.keypoints(face.track_id) if self.title is not None else None
         if baked is not None and self.title is not None:
             row = self.title.row(face.track_id, face.index)
             position = int(np.searchsorted(baked["rows"], row))
             if position < len(baked["rows"]) and int(baked["rows"][position]) == row:
-                def kp(i: int) -> dict[str, torch.Tensor]:
-                    return {"value": torch.from_numpy(baked["value"][i : i + 1]).to(self.device),
-                            "jacobian": torch.from_numpy(baked["jacobian"][i : i + 1]).to(self.device)}
+                def kp(i: int) -> fomm.Keypoints:
+                    return {"value": torch.from_numpy(baked["value"][i : i + 1]).to(self.driver.device),
+                            "jacobian": torch.from_numpy(baked["jacobian"][i : i + 1]).to(self.driver.device)}
 
                 return kp(position), kp(0)
-        current = self.detector_net(self._tensor(face.image))
-        initial = self._initial.setdefault(face.track_id, current)
-        return current, initial
+        current = self.driver.keypoints(face.image)
+        return current, self._initial.setdefault(face.track_id, current)
 
-    @torch.no_grad()
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-        source, kp_source = self.casts[self.cast_for(face.track_id)]
         kp_driving, kp_initial = self._driving(face)
-        kp_norm = fomm.normalize_kp(kp_source, kp_driving, kp_initial, **self.norm)
-        prediction = self.generator(source, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
-        image = _to_uint8(prediction, 0.0)
+        image = self.driver.animate(self.casts[self.cast_for(face.track_id)], kp_driving, kp_initial)
         return image, face_mask(face.landmarks, image.shape[0])
 
     def describe(self) -> dict[str, Any]:
