@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -176,12 +177,12 @@ class TitleEntry:
         if expected is None:
             raise CacheError(f"{path}: not recorded in the manifest")
         try:
-            stat = path.stat()
+            found = path.stat()  # one stat: this runs per face per frame during playback
         except OSError:
-            stat = None
-        if stat is None or not path.is_file():
+            found = None
+        if found is None or not stat.S_ISREG(found.st_mode):
             raise CacheError(f"{path}: missing")
-        seen = (expected, stat.st_size, stat.st_mtime_ns)
+        seen = (expected, found.st_size, found.st_mtime_ns)
         if self._checked.get(rel) == seen:
             return path
         actual = sha256_path(path)

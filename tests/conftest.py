@@ -127,3 +127,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_safetensors(Checkpoint("fomm", folder / "f", "2" * 64, fcfg, modules), folder / "fomm.safetensors")
     return {"generator": folder / "g.safetensors", "encoder": folder / "e.safetensors",
             "fomm": folder / "fomm.safetensors"}
+
+
+def capture_rendered() -> tuple[dict[int, np.ndarray], Callable[[Any, np.ndarray, Any], None]]:
+    """Per frame, the weight of everything the renderer wrote (face masks and the badge): a dict and the
+    ``on_rendered`` hook of ``stream.pipeline.render`` that fills it."""
+    touched: dict[int, np.ndarray] = {}
+
+    def on_rendered(frame: Any, image: np.ndarray, rendered: Any) -> None:
+        weight = np.zeros(image.shape[:2], np.float32)
+        for region in rendered.regions:
+            region.add_to(weight)
+        if rendered.badge is not None:
+            b = rendered.badge
+            weight[b.y0:b.y1, b.x0:b.x1] = 1.0
+        touched[frame.index] = weight
+
+    return touched, on_rendered

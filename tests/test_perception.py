@@ -21,7 +21,7 @@ from stream.models import MEDIAPIPE_FILES, ModelMissing, install_from_wheel, med
 from stream.pipeline import FaceRenderer, RenderOptions, pose_weight, run_tracking
 from stream.recasters import IdentityRecaster, WarpRecaster
 from stream.tracks import FaceState, TrackSet, contiguous_runs
-from tests.conftest import decode_all, media, psnr
+from tests.conftest import capture_rendered, decode_all, media, psnr
 
 HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
 
@@ -251,20 +251,10 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     assert max((len(v) for v in per.values()), default=0) <= most
     if kind == "fifty":
         assert max(len(v) for v in per.values()) == 8  # the cap, not fewer: the faces are all there
-    touched: dict[int, np.ndarray] = {}
-
-    def keep(frame, image, rendered):  # type: ignore[no-untyped-def]
-        weight = np.zeros(image.shape[:2], np.float32)
-        for region in rendered.regions:
-            region.add_to(weight)
-        if rendered.badge is not None:
-            b = rendered.badge
-            weight[b.y0:b.y1, b.x0:b.x1] = 1.0
-        touched[frame.index] = weight > 0
-
+    touched, keep = capture_rendered()
     report = render(clip, tmp_path / "out.mp4", WarpRecaster([default_cast()]), options, on_rendered=keep)
     assert report.frames == 6 and report.faces_failed == 0
     # the picture outside the recast faces and the badge is the source's, up to the encoder's noise
     for index, (before, after) in enumerate(zip(decode_all(clip), decode_all(tmp_path / "out.mp4"), strict=True)):
-        outside = ~touched[index]
+        outside = touched[index] == 0
         assert outside.mean() > 0.3 and psnr(after, before, outside) > 35, (kind, index)

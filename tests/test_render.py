@@ -12,30 +12,14 @@ import pytest
 from stream.align import alignment, crop, face_mask, paste_back
 from stream.casts import Cast, cast_from_file, default_cast, read_image
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import Frame, probe
-from stream.pipeline import RenderedFrame, RenderOptions, render
+from stream.media import probe
+from stream.pipeline import RenderOptions, render
 from stream.provenance import draw_badge
 from stream.recasters import CastError, FaceCrop, IdentityRecaster, Recaster, WarpRecaster
 from stream.smoothing import quad_params
-from tests.conftest import decode_all, media, psnr, still_video
+from tests.conftest import capture_rendered, decode_all, media, psnr, still_video
 
 D20 = "videos/liveportrait_d20.mp4"
-
-
-def _capture() -> tuple[dict[int, np.ndarray], Callable[[Frame, np.ndarray, RenderedFrame], None]]:
-    """Per frame, the weight of everything the renderer wrote (face masks and the badge)."""
-    touched: dict[int, np.ndarray] = {}
-
-    def on_rendered(frame: Frame, image: np.ndarray, rendered: RenderedFrame) -> None:
-        weight = np.zeros(image.shape[:2], np.float32)
-        for region in rendered.regions:
-            region.add_to(weight)
-        if rendered.badge is not None:
-            b = rendered.badge
-            weight[b.y0:b.y1, b.x0:b.x1] = 1.0
-        touched[frame.index] = weight
-
-    return touched, on_rendered
 
 
 def test_paste_back_changes_nothing_outside_the_mask() -> None:
@@ -72,7 +56,7 @@ def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["offline", "live"])
 def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"warp-{mode}.mp4"
-    touched, on_rendered = _capture()
+    touched, on_rendered = capture_rendered()
     report = render(media(D20), out, WarpRecaster([default_cast()]), RenderOptions(mode=mode),
                     on_rendered=on_rendered)
     assert report.frames == 175 and report.faces_recast >= 170 and report.faces_failed == 0
@@ -101,7 +85,7 @@ def test_rotated_clip_is_tracked_upright_and_keeps_its_rotation(tmp_path: Path, 
     stored = [np.ascontiguousarray(np.rot90(f, -rotation // 90)) for f in still_video(upright_photo, 8, 0.5)]
     clip = make_video(f"rot{rotation}.mp4", stored, rotation=rotation)
     out = tmp_path / f"rot{rotation}-out.mp4"
-    touched, on_rendered = _capture()
+    touched, on_rendered = capture_rendered()
     report = render(clip, out, WarpRecaster([default_cast()]), RenderOptions(), on_rendered=on_rendered)
     assert report.faces_recast == 8 and report.tracks == 1
     facts = probe(out)
