@@ -191,6 +191,20 @@ class TitleEntry:
         self._checked[rel] = seen
         return path
 
+    def input_sha256(self, path: Path) -> str:
+        """The sha256 of an input of the bake (the source, a checkpoint), remembered in the manifest with the file's
+        size and modification time: a second bake of unchanged inputs reads no byte of them (as `make` trusts
+        times), and a file rewritten since is hashed again."""
+        path = path.resolve()
+        found = path.stat()
+        memo = self.manifest.setdefault("inputs", {})
+        seen = memo.get(str(path))
+        if isinstance(seen, list) and seen[:2] == [found.st_size, found.st_mtime_ns]:
+            return str(seen[2])
+        digest = sha256_path(path)
+        memo[str(path)] = [found.st_size, found.st_mtime_ns, digest]
+        return digest
+
     # --- stages ---------------------------------------------------------------------------------------------
 
     def stage(self, name: str) -> Stage | None:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.images import to_tensor, to_uint8
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -114,8 +116,8 @@ def load_faces(folder: Path, size: int) -> torch.Tensor:
                 rgb = img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"{path}: not a readable image ({err})") from err
-        images.append(np.asarray(rgb, dtype=np.float32) / 127.5 - 1)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        images.append(np.asarray(rgb, dtype=np.uint8))
+    return to_tensor(np.stack(images)).contiguous()
 
 
 @dataclass
@@ -191,7 +193,7 @@ def sample_grid(G: Generator, count: int = 16, seed: int = 0) -> np.ndarray:
     """uint8 HxWx3 grid of `count` samples (sqrt(count) per row)."""
     z = torch.randn(count, G.nz, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        images = ((G(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        images = to_uint8(G(z))
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     s = G.size

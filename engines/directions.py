@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from engines.errors import InputError
+
+if TYPE_CHECKING:  # PyTorch is loaded only to read a .pt direction or to apply one
+    import torch
 
 Convention = Literal["stit", "interfacegan"]
 SUFFIXES = (".npy", ".pt")
@@ -59,6 +61,8 @@ def load_direction(path: str | Path, convention: Convention | None = None) -> Di
             raise DirectionError(f"{path}: not a plain .npy array ({err})") from err
         convention = convention or "stit"
     elif path.suffix == ".pt":
+        import torch
+
         from engines.checkpoints import CheckpointError, torch_load_weights
 
         try:
@@ -101,12 +105,16 @@ def list_directions(folder: str | Path, skipped: list[str] | None = None) -> lis
 
 def apply_stit(pivots: torch.Tensor, direction: Direction, factor: float) -> torch.Tensor:
     """STIT `LatentEditor`: pivots [N,L,512] + (factor/2) * row 0 of the direction (float64), cast to float32."""
+    import torch
+
     d = torch.from_numpy(np.asarray(direction.vector).reshape(-1, 512))[0, None]  # (1,512), dtype as stored
     return (pivots + (factor / 2) * d.to(pivots.device)).to(torch.float32)
 
 
 def apply_interfacegan(latents: torch.Tensor, direction: Direction, factor: float) -> torch.Tensor:
     """e4e/PTI `apply_interfacegan`: latents [N,L,512] + factor * direction ((1,512) or (1,L,512))."""
+    import torch
+
     d = torch.from_numpy(np.asarray(direction.vector)).to(latents.device)
     return (latents + factor * d).to(torch.float32)
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.images import to_tensor, to_uint8
+
 Keypoints = dict[str, torch.Tensor]  # {"value": [B,K,2] (x, y in [-1,1]), "jacobian": [B,K,2,2]}
 
 
@@ -473,11 +475,7 @@ class Driver:
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 [H,W,3] RGB -> [1,3,size,size] in [0,1] (resized with area averaging when it is not the size)."""
-        import cv2
-
-        if image.shape[:2] != (self.size, self.size):
-            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        return to_tensor(image, "unit", self.size, self.device)
 
     @torch.no_grad()
     def keypoints(self, image: np.ndarray) -> Keypoints:
@@ -495,4 +493,4 @@ class Driver:
         image, kp_source = source
         kp_norm = normalize_kp(kp_source, driving, initial, **self.norm)
         prediction = self.generator(image, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
-        return (prediction[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy().copy()
+        return to_uint8(prediction, "unit")[0]

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from export.bake import BakeOptions, Models, Progress, bake_title
+from export.bake import Models, Progress, bake_title
+from export.options import BakeOptions
 from export.tasks import run_tasks
 
 log = logging.getLogger(__name__)

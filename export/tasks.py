@@ -1,6 +1,6 @@
 """The one place work fans out: a function over a list of jobs, here (`local`) or as Ray tasks (`ray`), with the
 results in the jobs' order. Bakes (one task per title, export/executors.py) and stitching segments (one task per
-segment, export/stitch.py) both run through it.
+segment, export/stitching.py) both run through it.
 
 Ray is imported only for `ray`, and started only when it is not already (inside a Ray task it is, and the jobs
 become nested tasks of the same cluster): at `address`, else `RAY_ADDRESS`, else a local cluster with this

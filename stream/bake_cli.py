@@ -87,8 +87,7 @@ def add_bake_commands(sub: Any) -> None:
 
 
 def bake_options(args: argparse.Namespace) -> Any:
-    from export.bake import BakeOptions, PTIOptions
-    from export.stitch import StitchOptions
+    from export.options import BakeOptions, PTIOptions, StitchOptions
     from stream.pipeline import RenderOptions
 
     formats = tuple(f for f in args.export.split(",") if f)
@@ -213,6 +212,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def parse_edits(edits: list[str], directions: str | None) -> list[tuple[Any, float]]:
     """`--edit NAME=FACTOR` options: (direction, factor) pairs; NAME is a file in `directions` (its stem) or a
     direction file's path."""
+    if not edits:
+        return []
     from engines.directions import list_directions, load_direction
 
     found: dict[str, Any] | None = None

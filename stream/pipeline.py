@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -247,22 +247,33 @@ class FaceRenderer:
 
 
 @dataclass
-class RenderOptions:
-    mode: Mode = "offline"
+class TrackingOptions:
+    """Everything that decides a clip's tracks. A baked title's tracks are keyed by all of it (export/bake.py), so
+    an option added here is in the key by construction; an option that does not change the tracks belongs to
+    `RenderOptions` alone (tests/test_bake.py holds the list)."""
+
     detector: str = DEFAULT_DETECTOR  # mediapipe: BlazeFace and the face mesh on LiteRT; hog: dlib's HOG and 68 points
     detect_interval: int = 10
     detect_width: int = 640
     upsample: int = 0
     tiles: int = 2  # mediapipe: tile columns besides the whole frame (0: the whole frame only)
     max_faces: int = 16  # faces tracked (and recast) per frame at most, the largest first
+
+
+@dataclass
+class RenderOptions(TrackingOptions):
+    mode: Mode = "offline"
     # mediapipe: threads of each LiteRT model. Two halve the tracking's latency on a 2-core machine and cost the
     # live path nothing (measured); the service gives each session one, since its sessions run side by side
     threads: int = 2
-    lookahead: int = 4
+    lookahead: int = 4  # live mode only: frames the smoother looks ahead
     badge: bool = True
     occlusion: bool = True  # keep what passes in front of a face (a hand, a microphone) in front of the recast
     crf: int = 18
     preset: str = "veryfast"
+
+    def tracking(self) -> TrackingOptions:
+        return TrackingOptions(**{f.name: getattr(self, f.name) for f in fields(TrackingOptions)})
 
 
 @dataclass

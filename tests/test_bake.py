@@ -83,6 +83,57 @@ def test_bake_writes_the_cache_layout_and_pti_fits_the_crops(baked: Path, models
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 
+HIT_PROBE = """
+import sys
+from stream.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "engines.checkpoints", "engines.e4e", "export.invert", "export.pti")
+               if m in sys.modules)
+print("loaded:", heavy)
+sys.exit(code)
+"""
+
+
+def test_a_cache_hit_loads_no_model_and_no_pytorch(baked: Path, models: dict[str, Path]) -> None:
+    """Every key comes from the inputs' sha256 (remembered by size and mtime) and the options: a second bake in a
+    fresh process verifies the cached files and opens no checkpoint and imports no PyTorch."""
+    args = bake_args(baked, models, "--pti-steps", "120", "--export", "onnx", "--fomm", str(models["fomm"]))
+    run = subprocess.run([sys.executable, "-c", HIT_PROBE, *args], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert "cache hit: nothing to do" in run.stdout and "loaded: []" in run.stdout, run.stdout
+    inputs = manifest(baked)["inputs"]  # the memo of the inputs' hashes
+    wanted = (CLIP, models["generator"], models["encoder"], models["fomm"])
+    assert {str(Path(p).resolve()) for p in wanted} <= set(inputs)
+
+
+def test_every_tracking_option_is_in_the_tracks_key(baked: Path, models: dict[str, Path]) -> None:
+    """The tracks key is all of `TrackingOptions`; the render options left out are exactly these, each of which
+    changes how a clip is shown or how fast it runs, never its tracks. An option added to RenderOptions fails
+    here until someone decides which it is."""
+    from dataclasses import fields
+
+    from export.bake import Bake, Tracks
+    from export.bake import Models as BakeModels
+    from export.options import BakeOptions
+    from stream.pipeline import RenderOptions, TrackingOptions
+
+    left_out = {f.name for f in fields(RenderOptions)} - {f.name for f in fields(TrackingOptions)}
+    assert left_out == {"mode", "threads", "lookahead", "badge", "occlusion", "crf", "preset"}
+    entry = TitleCache(baked).entry("d20")
+
+    def key(**render: Any) -> str:
+        options = BakeOptions(render=RenderOptions(**render), max_frames=FRAMES)
+        return Tracks().key(Bake(entry, CLIP, BakeModels(), options, None))
+
+    base = key()
+    for name, value in [("max_faces", 3), ("tiles", 0), ("detect_interval", 5), ("detect_width", 320),
+                        ("upsample", 1), ("detector", "hog")]:
+        assert key(**{name: value}) != base, name
+    for name, value in [("threads", 1), ("badge", False), ("occlusion", False), ("crf", 30), ("lookahead", 9)]:
+        assert key(**{name: value}) == base, name
+
+
 def test_baked_title_plays_with_the_stylegan_and_fomm_recasters(baked: Path, models: dict[str, Path],
                                                                 tmp_path: Path) -> None:
     source = read_frames(CLIP)
@@ -339,6 +390,7 @@ def test_bench_reports_bake_stages_and_baked_playback_against_live(tmp_path: Pat
         assert figures[name] > 0, name
     assert figures["pti_title_mse_after"] < figures["pti_title_mse_before"]
     assert set(result["stage_seconds"]) == {"tracks", "pivots", "pti", "export"}
+    assert result["cache_hit_seconds"] > 0 and "a second bake (a cache hit" in text
     live, baked, stylegan, onnx = (result["playback"][k] for k in ("warp_live_tracking", "warp_baked_tracks",
                                                                      "stylegan_baked", "stylegan_baked_onnx"))
     for run in (live, baked, stylegan, onnx):

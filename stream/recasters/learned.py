@@ -22,6 +22,7 @@ from engines.cache import CacheError
 from engines.checkpoints import Checkpoint, generator_of, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
 from engines.formats import FORMATS
+from engines.images import to_uint8
 from engines.runtime import Engine, open_engine
 from stream.align import face_mask
 from stream.baked import BakedTitle
@@ -30,12 +31,6 @@ from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
 from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
 
 log = logging.getLogger(__name__)
-
-
-def _to_uint8(image: torch.Tensor, low: float) -> np.ndarray:
-    """[1,3,N,N] in [low,1] -> [N,N,3] uint8."""
-    scaled = (image[0].clamp(low, 1) - low) * (255.0 / (1 - low))
-    return scaled.round().byte().permute(1, 2, 0).cpu().numpy().copy()
 
 
 RUNTIMES = {name: fmt.ours for name, fmt in FORMATS.items()}  # the stylegan recaster's file per runtime
@@ -110,9 +105,9 @@ class StyleGANRecaster(Recaster):
         for direction, factor in self.edits.values():
             w = apply_direction(w, direction, factor)
         if self.runtime == "torch":
-            image = _to_uint8(generator_of(self._generator(face.track_id)).synthesis(w, noise_mode="const"), -1.0)
+            image = to_uint8(generator_of(self._generator(face.track_id)).synthesis(w, noise_mode="const"))[0]
         else:
-            image = _to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]), -1.0)
+            image = to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]))[0]
         return image, face_mask(face.landmarks, image.shape[0])
 
     def _factors(self) -> dict[str, float]:

@@ -24,19 +24,11 @@ import cv2
 import numpy as np
 import torch
 
+from engines.checkpoints import open_checkpoint
+from engines.images import to_tensor, to_uint8
+from export.options import StitchOptions
+from export.pti import fresh_generator
 from export.tasks import run_tasks
-
-
-@dataclass(frozen=True)
-class StitchOptions:
-    steps: int = 100  # per segment (STIT: 100 per frame)
-    segment: int = 25  # faces per segment
-    lr: float = 3e-4
-    batch: int = 4
-    content_weight: float = 0.01  # STIT's content_loss_lambda
-    threshold: float = 0.002  # stop once the border loss (mean squared, [-1,1] units) is under it
-    band: float = 0.04  # border band half-width, as a fraction of the crop size
-    seed: int = 0
 
 
 @dataclass
@@ -67,11 +59,8 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 def stitch_segment(job: StitchJob) -> tuple[np.ndarray, dict[str, float]]:
     """The segment's stitched crops [n,S,S,3] uint8 and its figures (border and content losses before/after)."""
-    from engines.checkpoints import open_checkpoint
-    from export.bake import _fresh_generator, to_tensor
-
     options = job.options
-    generator = _fresh_generator(open_checkpoint(job.generator, "stylegan2"))
+    generator = fresh_generator(open_checkpoint(job.generator, "stylegan2"))
     bands, cores = zip(*(band_and_core(mask, options.band) for mask in job.masks), strict=True)
     band, core = torch.from_numpy(np.stack(bands)), torch.from_numpy(np.stack(cores))
     w = torch.from_numpy(job.pivots)
@@ -104,7 +93,7 @@ def stitch_segment(job: StitchJob) -> tuple[np.ndarray, dict[str, float]]:
         out = synthesis(w, noise_mode="const")
         border_after = float(_masked_mse(out, real, band))
         content_after = float(_masked_mse(out, edited, core))
-    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    pixels = to_uint8(out)
     return pixels, {"border_before": border_before, "border_after": border_after, "content_after": content_after,
                     "steps": float(steps)}
 
