@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -114,6 +113,3 @@ def segments(count: int, size: int) -> list[tuple[int, int]]:
         ranges[-2:] = [(a, d)]
     return ranges
 
-
-def describe_edits(edits: list[tuple[Any, float]]) -> dict[str, float]:
-    return {direction.name: float(factor) for direction, factor in edits}

@@ -329,8 +329,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from stream.pipeline import RenderOptions
-    from stream.server.app import ServerConfig, build_app, scan_titles
+    from stream.server.app import ServerConfig, build_app
     from stream.server.ice import restrict_host_candidates
+    from stream.server.titles import scan_titles
 
     keys = _api_keys(args)
     loopback = args.host in ("127.0.0.1", "::1", "localhost")

@@ -10,8 +10,7 @@ import numpy as np
 from stream.demo import demo_title_path
 from stream.media import MediaSource
 from stream.pipeline import RenderOptions, run_tracking
-from stream.server.app import scan_titles
-from stream.server.sessions import Title
+from stream.server.titles import Title, scan_titles
 from tests.conftest import psnr
 
 Box = tuple[int, int, int, int]

@@ -115,3 +115,17 @@ def test_the_check_sees_imports_at_every_depth() -> None:
     assert "torch" in top and "engines.fomm" in top
     anywhere, top = IMPORTS["stream.cli"]
     assert "export.engine_bench" in anywhere and "export.engine_bench" not in top
+
+
+def test_a_bake_loads_pytorch_only_when_a_stage_runs() -> None:
+    """The orchestration and its options load no PyTorch, so that a cache hit costs keys and checks only (the
+    stage bodies import invert, pti and stitching when they run); tests/test_bake.py checks it in a process."""
+    for module in ("export.bake", "export.options", "stream.bake_cli"):
+        assert not sorted(i for i in _loads_at_import(module) if _inside(i, ("torch",))), module
+
+
+def test_the_control_rules_know_nothing_of_webrtc_or_media() -> None:
+    """The server's rooms: the control protocol loads no aiortc and no PyAV, and the media tracks know their
+    session only through a protocol (no import of the sessions module at run time)."""
+    assert not sorted(i for i in _loads_at_import("stream.server.control") if _inside(i, ("aiortc", "av")))
+    assert "stream.server.sessions" not in IMPORTS["stream.server.media"][0]

@@ -18,7 +18,8 @@ from engines.cache import TitleCache
 from engines.directions import list_directions
 from stream.casts import default_cast
 from stream.cli import main
-from stream.server.app import SERVICE, ServerConfig, scan_titles
+from stream.server.app import SERVICE, ServerConfig
+from stream.server.titles import scan_titles
 from stream.tracks import BakedFaceStage
 from tests.browser import chromium_page
 from tests.conftest import REFERENCE, decode_all, media, psnr

@@ -21,7 +21,8 @@ from aiortc import MediaStreamTrack
 from stream.casts import default_cast
 from stream.demo import demo_title_path
 from stream.media import MediaSource
-from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig, scan_titles
+from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
+from stream.server.titles import scan_titles
 from tests.conftest import media, psnr
 from tests.demo_title import DemoTitle
 from tests.webrtc_client import Viewer, run_async, running_server

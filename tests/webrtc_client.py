@@ -18,7 +18,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from stream.casts import Cast
 from stream.server.app import ServerConfig, build_app
 from stream.server.ice import restrict_host_candidates
-from stream.server.sessions import Title
+from stream.server.titles import Title
 
 
 def run_async(fn: Callable[[], Awaitable[None]], timeout: float = 120) -> None:

@@ -63,6 +63,32 @@ class Recaster(ABC):
         """The crop size for this track's faces (a recaster that dispatches per track may answer per track)."""
         return self.crop_size
 
+    # --- what a viewer may change (the service's control channel offers exactly this) ---------------------------
+
+    def cast_ids(self) -> list[str]:
+        """The casts a viewer may choose among; none for a recaster with one look (identity, a title's actor)."""
+        return []
+
+    def assign(self, track_id: int, cast_id: str) -> None:
+        """Play `cast_id` on a track's faces from the next frame on; a cast it does not offer is an error."""
+        if cast_id not in self.cast_ids():
+            raise CastError(f"the {self.name} recaster has no cast {cast_id!r} (it has {self.cast_ids()})")
+
+    def edit_names(self) -> list[str]:
+        """The latent edits a viewer may set (a baked StyleGAN title's directions); none by default."""
+        return []
+
+    def set_edits(self, factors: dict[str, float]) -> None:
+        """The viewer's edits, name -> factor (0 is off); an edit it does not offer is an error."""
+        unknown = sorted(set(factors) - set(self.edit_names()))
+        if unknown:
+            raise CastError(f"the {self.name} recaster has no edit {unknown} (it has {self.edit_names()})")
+
+    def session_copy(self) -> Recaster:
+        """The recaster for one more viewer: what is loaded shared, the viewer's choices its own. A recaster that
+        holds no choice is shared as it is."""
+        return self
+
 
 class IdentityRecaster(Recaster):
     name = "identity"
@@ -108,9 +134,11 @@ class WarpRecaster(Recaster):
         other._assigned = {}
         return other
 
+    def cast_ids(self) -> list[str]:
+        return list(self._order)
+
     def assign(self, track_id: int, cast_id: str) -> None:
-        if cast_id not in self._casts:
-            raise KeyError(f"unknown cast {cast_id!r}")
+        super().assign(track_id, cast_id)
         self._assigned[track_id] = cast_id
 
     def cast_for(self, track_id: int) -> str:
@@ -170,12 +198,18 @@ class ByCastRecaster(Recaster):
         self.name = "+".join([casts.name, *(e.name for e in engines.values())])
         self._engine_of: dict[int, str] = {}
 
+    def cast_ids(self) -> list[str]:
+        return [*self.engines, *(c for c in self.casts.cast_ids() if c not in self.engines)]
+
     def assign(self, track_id: int, cast_id: str) -> None:
         if cast_id in self.engines:
             self._engine_of[track_id] = cast_id
         else:
-            self._engine_of.pop(track_id, None)
             self.casts.assign(track_id, cast_id)
+            self._engine_of.pop(track_id, None)
+
+    def edit_names(self) -> list[str]:
+        return sorted({name for engine in self.engines.values() for name in engine.edit_names()})
 
     def _for(self, track_id: int) -> Recaster:
         name = self._engine_of.get(track_id)
@@ -188,9 +222,12 @@ class ByCastRecaster(Recaster):
         return self._for(face.track_id).recast(face)
 
     def set_edits(self, factors: dict[str, float]) -> None:
+        super().set_edits(factors)
         for engine in self.engines.values():
-            if hasattr(engine, "set_edits"):
-                engine.set_edits(factors)
+            engine.set_edits({k: v for k, v in factors.items() if k in engine.edit_names()})
+
+    def session_copy(self) -> ByCastRecaster:
+        return ByCastRecaster(self.casts.session_copy(), {k: e.session_copy() for k, e in self.engines.items()})
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "parts": [self.casts.describe(), *(e.describe() for e in self.engines.values())]}

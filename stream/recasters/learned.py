@@ -72,11 +72,14 @@ class StyleGANRecaster(Recaster):
         else:
             self.edits[direction.name] = (direction, factor)
 
+    def edit_names(self) -> list[str]:
+        return sorted(self.directions)
+
     def set_edits(self, factors: dict[str, float]) -> None:
-        """The viewer's edits by direction name (from the control channel; names it does not know are ignored)."""
+        """The viewer's edits by direction name (from the control channel)."""
         if factors != self._factors():
-            self.edits = {name: (self.directions[name], factor) for name, factor in factors.items()
-                          if factor != 0 and name in self.directions}
+            super().set_edits(factors)
+            self.edits = {name: (self.directions[name], factor) for name, factor in factors.items() if factor != 0}
 
     def _generator(self, track_id: int) -> Checkpoint:
         path = self.title.generator_file(track_id)
@@ -138,6 +141,13 @@ class FOMMRecaster(Recaster):
         self.order = [c.cast_id for c in casts]
         self.assigned: dict[int, str] = {}
         self._initial: dict[int, fomm.Keypoints] = {}
+
+    def cast_ids(self) -> list[str]:
+        return list(self.order)
+
+    def assign(self, track_id: int, cast_id: str) -> None:
+        super().assign(track_id, cast_id)
+        self.assigned[track_id] = cast_id
 
     def cast_for(self, track_id: int) -> str:
         return self.assigned.get(track_id) or self.order[(track_id - 1) % len(self.order)]

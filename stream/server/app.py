@@ -19,26 +19,17 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from engines.cache import TITLE_ID
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor, hog_detector
-from stream.media import MediaError, MediaSource
 from stream.pipeline import RenderOptions
 from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
 from stream.server.ice import consent_checks
+from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.metrics import Registry
-from stream.server.sessions import (
-    ACTOR_CAST,
-    CameraVideoTrack,
-    Session,
-    Title,
-    TitleAudioTrack,
-    TitleVideoTrack,
-    guard_data_channel_text,
-    release_free_memory,
-)
+from stream.server.sessions import Session, guard_data_channel_text, release_free_memory
+from stream.server.titles import ACTOR_CAST, Title
 from stream.server.validate import Offer, Refused, check_offer, decode_utf8, parse_json
 
 if TYPE_CHECKING:
-    from engines.cache import TitleCache
-    from engines.directions import Direction
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -119,64 +110,6 @@ class RateLimiter:
             return False
         self._buckets[key] = (tokens - 1, now)
         return True
-
-
-def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache | None = None,
-                directions: Sequence[Direction] = (), device: str = "cpu", runtime: str = "torch"
-                ) -> dict[str, Title]:
-    """Titles from a folder (file stem = id; names that are not valid ids are skipped), the demo title, and the
-    baked titles of a cache (see `bake_title`)."""
-    found: dict[str, Title] = {}
-    candidates: list[tuple[str, Path]] = []
-    if demo_path is not None:
-        candidates.append(("demo", demo_path))
-    if folder is not None:
-        candidates += [(p.stem, p) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES]
-    for title_id, path in candidates:
-        if not TITLE_ID.match(title_id):
-            log.warning("%s: file name is not a valid title id; skipped", path)
-            continue
-        try:
-            with MediaSource(path, keep_audio=False) as source:
-                info = source.info
-        except MediaError as err:
-            log.warning("%s; skipped", err)
-            continue
-        found[title_id] = Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio)
-    if cache is not None:
-        for title_id in cache.title_ids():
-            title = bake_title(cache, title_id, found.get(title_id), directions, device, runtime)
-            if title is not None:
-                found[title_id] = title
-    return found
-
-
-def bake_title(cache: TitleCache, title_id: str, plain: Title | None, directions: Sequence[Direction],
-               device: str, runtime: str = "torch") -> Title | None:
-    """A title of the cache, played from its bake: the cached tracks (no detection, the offline smoothing) and,
-    when the bake has the StyleGAN stages, the `actor` cast (its tuned generator on the frame's pivot) with the
-    edits of the directions that fit it. The source is the folder's file of the same id, or the file the manifest
-    names; it must be the file that was baked (sha256). An entry that fails verification is skipped with a warning
-    (a folder title of that id then plays with live tracking)."""
-    from engines.cache import CacheError
-    from engines.runtime import EngineError
-    from stream.baked import BakedTitle
-
-    try:
-        baked = BakedTitle(cache, title_id)
-        path = baked.source_file(plain.path if plain is not None else None)
-        with MediaSource(path, keep_audio=False) as source:
-            info = source.info
-        actor = None
-        if baked.baked("pivots") and baked.baked("pti"):
-            from stream.recasters.learned import StyleGANRecaster
-
-            actor = StyleGANRecaster(baked, device=device, directions=directions, runtime=runtime)
-    except (CacheError, MediaError, OSError, EngineError) as err:
-        log.warning("baked title %s: %s; %s", title_id, err, "played live" if plain is not None else "skipped")
-        return None
-    return Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio, prebaked=True,
-                 faces=baked.tracks.by_frame(), actor=actor)
 
 
 class Service:

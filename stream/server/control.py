@@ -1,0 +1,115 @@
+"""The control protocol of a session (DESIGN.md's control messages), on its own: parse a message, check it
+against what the session offers (its recaster's casts and edits), change the viewer's state, and answer. No
+WebRTC here, so every rule is tested with plain strings (tests/test_control.py); `Session` sends the replies
+over the `control` data channel and counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.edits import MAX_FACTOR, EditError, edit_factor
+from stream.server.validate import Refused, parse_json
+
+MAX_CONTROL_BYTES = 4096
+
+
+class ControlError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ControlState:
+    """What the viewer chose; read by the frame worker at render time (assignments are atomic)."""
+
+    enabled: bool = True
+    cast: str = ""
+    casts_by_track: dict[int, str] = field(default_factory=dict)
+    edits: dict[str, float] = field(default_factory=dict)
+    frame: int = 0
+    latency_ms: float = 0.0
+
+    def as_message(self) -> dict[str, Any]:
+        return {"type": "state", "enabled": self.enabled, "cast": self.cast,
+                "tracks": {str(k): v for k, v in self.casts_by_track.items()}, "edits": dict(self.edits),
+                "frame": self.frame, "latency_ms": round(self.latency_ms, 1)}
+
+
+class Control:
+    """One session's control rules. `cast_ids` are the casts a viewer may choose; `edits` the directions a viewer
+    may set, or None where the session has no baked StyleGAN title (an edit is then refused as `not_baked`)."""
+
+    def __init__(self, state: ControlState, cast_ids: Collection[str], edits: Collection[str] | None) -> None:
+        self.state, self.cast_ids, self.edits = state, set(cast_ids), edits
+
+    def handle(self, raw: Any) -> tuple[dict[str, Any], str, str]:
+        """Apply one message: (reply, the message type to count, outcome). Never raises. A refused message is
+        counted as type `invalid` with its error code as the outcome."""
+        try:
+            message = self._parse(raw)
+            self._apply(message)
+        except ControlError as err:
+            return refusal(err), "invalid", err.code
+        return self.state.as_message(), message["type"], "ok"
+
+    def _parse(self, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, bytes):
+            raise ControlError("bad_message", "control messages are JSON text, not binary")
+        if not isinstance(raw, str) or len(raw.encode("utf-8", "replace")) > MAX_CONTROL_BYTES:
+            raise ControlError("too_large", f"control messages are at most {MAX_CONTROL_BYTES} bytes")
+        try:
+            message = parse_json(raw)
+        except Refused as err:
+            raise ControlError(err.code, str(err)) from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ControlError("bad_message", "a control message is an object with a 'type'")
+        return message
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "recast":
+            enabled = message.get("enabled")
+            if not isinstance(enabled, bool):
+                raise ControlError("bad_message", "'enabled' must be true or false")
+            self.state.enabled = enabled
+        elif kind == "cast":
+            cast, track = message.get("cast"), message.get("track", "all")
+            if not isinstance(cast, str) or cast not in self.cast_ids:
+                raise ControlError("unknown_cast", f"no cast {str(cast)[:64]!r}; see /api/casts")
+            if track == "all":
+                self.state.casts_by_track = {}
+                self.state.cast = cast
+            elif isinstance(track, int) and not isinstance(track, bool) and 0 <= track < 1_000_000:
+                if len(self.state.casts_by_track) >= 64 and track not in self.state.casts_by_track:
+                    raise ControlError("too_many", "at most 64 per-track casts")
+                self.state.casts_by_track = {**self.state.casts_by_track, track: cast}
+            else:
+                raise ControlError("bad_message", "'track' must be a track id (integer) or \"all\"")
+        elif kind == "edit":
+            direction, factor = message.get("direction"), message.get("factor")
+            if self.edits is None:
+                raise ControlError("not_baked", "edits need a pre-baked title and a StyleGAN2 bake")
+            try:
+                if not isinstance(direction, str) or isinstance(factor, str):
+                    raise EditError("'direction' must be a name")
+                factor = edit_factor(factor, "'factor'")
+            except EditError as err:
+                raise ControlError("bad_message", f"{err} ('direction' a name, 'factor' a number in "
+                                   f"[-{MAX_FACTOR:g}, {MAX_FACTOR:g}])") from None
+            if direction not in self.edits:
+                raise ControlError("unknown_direction", f"no direction {direction[:64]!r} for this title; see "
+                                   "/api/titles")
+            self.state.edits = {**self.state.edits, direction: float(factor)}
+        elif kind == "state":
+            pass  # a poll: the reply is the state (the preview page shows its latency once a second)
+        else:
+            raise ControlError("unknown_type", f"unknown control message type {kind[:32]!r}")
+
+
+def refusal(err: ControlError) -> dict[str, Any]:
+    """The `error` reply to an invalid control message."""
+    return {"type": "error", "error": err.code, "message": str(err)}
