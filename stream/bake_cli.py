@@ -12,8 +12,7 @@ from typing import Any
 from engines.edits import edit_factor
 from engines.errors import InputError
 from engines.formats import BAKE_EXPORTS, EXPORTS
-from stream.engine_cli import progress_bar
-from stream.faces import DEFAULT_DETECTOR, DETECTORS
+from stream.cli_options import add_detector_option, progress_bar
 
 
 class BakeUsageError(InputError, ValueError):
@@ -64,8 +63,7 @@ def add_bake_commands(sub: Any) -> None:
     bake.add_argument("--max-frames", type=int, metavar="N", help="bake only the first N frames")
     bake.add_argument("--cache-limit", type=_size, metavar="SIZE", help="bound on cached engines (LRU eviction)")
     bake.add_argument("--detect-interval", type=int, default=10, metavar="N")
-    bake.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                      help="the tracker's face detector and landmarks (see recast track --help)")
+    add_detector_option(bake)
     bake.add_argument("--edit", action="append", default=[], metavar="NAME=FACTOR",
                       help="a bake-time edit, stitched per track segment (repeatable; needs a StyleGAN bake)")
     bake.add_argument("--directions", metavar="DIR", help="folder of direction files for --edit")

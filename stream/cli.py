@@ -19,8 +19,9 @@ from engines.errors import InputError
 from engines.formats import RUNTIMES
 from stream.bake_cli import BAKE_COMMANDS, add_bake_commands
 from stream.casts import cast_from_file, default_cast
-from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands, progress_bar
-from stream.faces import DEFAULT_DETECTOR, DETECTORS
+from stream.cli_options import add_detector_option, positive, progress_bar
+from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
+from stream.faces import DEFAULT_DETECTOR
 from stream.media import MediaSource, is_live, is_url
 from stream.recasters import Recaster, make_recaster
 
@@ -32,13 +33,6 @@ class UsageError(InputError):
     """Bad usage or bad input: exit status 2."""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _span(text: str) -> tuple[int, int]:
     first, _, last = text.partition("-")
     if not (first.isdigit() and last.isdigit()) or int(first) > int(last):
@@ -46,14 +40,8 @@ def _span(text: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
-def _add_detector_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                   help="mediapipe: BlazeFace and the face mesh on LiteRT (Apache-2.0 models, the default); "
-                        "hog: dlib's HOG detector and 68-point model (its model's licence excludes commercial use)")
-
-
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_positive, default=2, metavar="N",
+    p.add_argument("--threads", type=positive, default=2, metavar="N",
                    help="mediapipe: threads of each LiteRT model (the service gives each session one)")
 
 
@@ -61,13 +49,13 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("offline", "live"), default="offline",
                    help="offline: Gaussian smoothing over whole track segments (two passes); "
                         "live: causal, 4-frame look-ahead (one pass)")
-    _add_detector_option(p)
+    add_detector_option(p)
     _add_threads_option(p)
     p.add_argument("--tiles", type=int, default=2, choices=range(5), metavar="0..4",
                    help="mediapipe: tile columns searched besides the whole frame, for small faces")
-    p.add_argument("--max-faces", type=_positive, default=16, metavar="N",
+    p.add_argument("--max-faces", type=positive, default=16, metavar="N",
                    help="faces tracked and recast per frame at most, the largest first")
-    p.add_argument("--detect-interval", type=_positive, default=10, metavar="N",
+    p.add_argument("--detect-interval", type=positive, default=10, metavar="N",
                    help="run the face detector every N frames (also after a cut and when a track is lost)")
     p.add_argument("--detect-width", type=int, default=640, metavar="PX",
                    help="width the frame is scaled down to for detection (0: full frame)")
@@ -87,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--out", required=True, help="track file to write (.json)")
     track.add_argument("--crops", metavar="DIR", help="also export aligned face crops (PNG) for training")
     track.add_argument("--crop-size", type=int, default=64, metavar="PX", help="size of the exported crops")
-    track.add_argument("--crop-every", type=_positive, default=1, metavar="N", help="export every N-th face")
+    track.add_argument("--crop-every", type=positive, default=1, metavar="N", help="export every N-th face")
     _add_tracking_options(track)
 
     rend = sub.add_parser("render", help="render a recast copy of a video (mp4, audio kept)")
@@ -118,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--engine", choices=("identity", "warp"), default="warp")
     bench.add_argument("--cast", action="append", default=[], metavar="IMAGE")
     bench.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
-    bench.add_argument("--repeats", type=_positive, default=2)
-    bench.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
-    _add_detector_option(bench)
+    bench.add_argument("--repeats", type=positive, default=2)
+    bench.add_argument("--detect-interval", type=positive, default=10, metavar="N")
+    add_detector_option(bench)
     _add_threads_option(bench)
     bench.add_argument("--frames", type=_span, metavar="A-B",
                        help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
@@ -130,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "live tracking (default: all three)")
     bench.add_argument("--generator", metavar="G", help="bake: StyleGAN2 checkpoint (default: small built-in models)")
     bench.add_argument("--encoder", metavar="E4E", help="bake: e4e checkpoint (with --generator)")
-    bench.add_argument("--encoder-size", type=_positive, default=256, help="bake: the encoder's input size")
-    bench.add_argument("--pti-steps", type=_positive, default=50, help="bake: PTI steps")
+    bench.add_argument("--encoder-size", type=positive, default=256, help="bake: the encoder's input size")
+    bench.add_argument("--pti-steps", type=positive, default=50, help="bake: PTI steps")
     bench.add_argument("--device", default="cpu", help="engines: also time this torch device (cuda, fp32 and fp16)")
     serve = sub.add_parser("serve", help="the playback service: WebRTC preview sessions with the recast toggle")
     serve.add_argument("--host", default="127.0.0.1")
@@ -149,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
     serve.add_argument("--api-keys-file", metavar="FILE",
                        help="API keys, one per line (also RECAST_API_KEYS, comma-separated)")
-    serve.add_argument("--max-sessions", type=_positive, default=8)
-    serve.add_argument("--sessions-per-minute", type=_positive, default=20, help="per API key")
+    serve.add_argument("--max-sessions", type=positive, default=8)
+    serve.add_argument("--sessions-per-minute", type=positive, default=20, help="per API key")
     serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
                        help="register a cast portrait (consented; the operator answers for it)")
-    serve.add_argument("--detect-interval", type=_positive, default=10, metavar="N")
-    _add_detector_option(serve)
+    serve.add_argument("--detect-interval", type=positive, default=10, metavar="N")
+    add_detector_option(serve)
     _add_occlusion_option(serve)
     add_engine_commands(sub)
     add_bake_commands(sub)

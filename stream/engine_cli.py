@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.cli_options import progress_bar
+
 if TYPE_CHECKING:  # the engines pull in PyTorch; commands import them when they run
     from engines.checkpoints import Checkpoint
 
@@ -115,13 +117,6 @@ def _load(path: str, kind: str | None = None, config_path: str | None = None) ->
     ckpt = open_checkpoint(path, kind=kind, config=config)
     print(f"{ckpt.path}: {ckpt.kind}, sha256 {ckpt.sha256}", file=sys.stderr)
     return ckpt
-
-
-def progress_bar(total: int, desc: str, unit: str = "frame") -> Any:
-    """A tqdm bar on stderr, off when stderr is not a terminal (DESIGN.md 3.1)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total or None, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty())
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
