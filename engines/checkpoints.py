@@ -499,17 +499,17 @@ def open_checkpoint(path: str | Path, kind: str | None = None, config: dict[str,
     name = path.name.lower()
     if name.endswith(".safetensors") or looks_like_safetensors(path):
         ckpt = load_safetensors(path)
-    elif name.endswith(".pkl"):
-        ckpt = load_stylegan2_pkl(path)
-    elif name.endswith((".pth.tar", ".tar", ".pth", ".pt", ".ckpt")):
-        if kind == "fomm" or (kind is None and name.endswith(".tar")):
-            ckpt = load_fomm(path, config)
-        elif kind in ("e4e", None):
-            ckpt = load_e4e(path)
-        else:
-            raise CheckpointError(path, f"a .pt/.pth file cannot hold a {kind} network here")
     else:
-        raise CheckpointError(path, "unknown checkpoint suffix (.pkl, .pth.tar, .pt or .safetensors)")
+        from engines.families import official_family
+
+        found = official_family(name, kind)
+        if found is None:
+            owner = official_family(name, None)
+            if owner is None:
+                raise CheckpointError(path, "unknown checkpoint suffix (.pkl, .pth.tar, .pt or .safetensors)")
+            raise CheckpointError(path, f"a {path.suffix} file is read as {owner.kind} here and cannot hold {kind}")
+        assert found.load is not None
+        ckpt = found.load(path, config)
     if kind is not None and ckpt.kind != kind:
         raise CheckpointError(path, f"holds a {ckpt.kind} network, not {kind}")
     return ckpt

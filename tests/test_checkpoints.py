@@ -292,3 +292,25 @@ def test_zip_bomb_inside_a_network_pickle_is_refused(tmp_path: Path) -> None:
     huge.write_bytes(payload)
     with pytest.raises(ck.CheckpointError, match="numpy reconstruct of shape"):
         ck.load_stylegan2_pkl(huge)
+
+
+def test_the_family_table_chooses_the_loader_of_an_official_file(tmp_path: Path) -> None:
+    """Which upstream loader reads a file comes from engines/families.py: by the kind asked for, or by the suffix
+    when none is asked; a file asked for as a kind its suffix cannot hold is refused before it is read."""
+    from engines.families import official_family
+
+    def kind_of(name: str, kind: str | None = None) -> str | None:
+        found = official_family(name, kind)
+        return found.kind if found is not None else None
+
+    assert kind_of("ffhq.pkl") == "stylegan2" and kind_of("vox-cpk.pth.tar") == "fomm"
+    assert kind_of("e4e_ffhq_encode.pt") == "e4e" and kind_of("VOX.PTH.TAR") == "fomm"
+    assert kind_of("weights.pt", "fomm") == "fomm" and kind_of("e4e.pth.tar", "e4e") == "e4e"
+    assert kind_of("weights.pt", "stylegan2") is None and kind_of("g.pkl", "fomm") is None
+    assert kind_of("model.onnx") is None and kind_of("g.safetensors") is None  # ours: not an upstream file
+    odd = tmp_path / "weights.pt"
+    odd.write_bytes(b"not read")
+    with pytest.raises(ck.CheckpointError, match="read as e4e here and cannot hold stylegan2"):
+        ck.open_checkpoint(odd, kind="stylegan2")
+    with pytest.raises(ck.CheckpointError, match="unknown checkpoint suffix"):
+        ck.open_checkpoint(tmp_path / "model.onnx")
