@@ -74,18 +74,31 @@ def face_mask(landmarks_crop: np.ndarray, size: int, feather: float = 0.06) -> n
     return out
 
 
-def color_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift ``source``'s colour statistics (mean and spread per Lab channel, inside ``mask``) to ``target``'s."""
+ColorStats = np.ndarray  # [4,3] float32: source mean, source spread, target mean, target spread per Lab channel
+
+
+def color_stats(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> ColorStats | None:
+    """Mean and spread per Lab channel of ``source`` and ``target`` inside ``mask``; None where it is too small."""
     weights = mask > 0.5
     if weights.sum() < 16:
-        return source
+        return None
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[weights].astype(np.float32)
+    tgt = cv2.cvtColor(target, cv2.COLOR_RGB2LAB)[weights].astype(np.float32)
+    return np.stack([src.mean(axis=0), src.std(axis=0) + 1e-3, tgt.mean(axis=0), tgt.std(axis=0) + 1e-3])
+
+
+def apply_color(source: np.ndarray, stats: ColorStats) -> np.ndarray:
+    """Shift ``source``'s Lab statistics from the first two rows of ``stats`` to the last two."""
     src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
-    tgt = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
-    s_mean, s_std = src[weights].mean(axis=0), src[weights].std(axis=0) + 1e-3
-    t_mean, t_std = tgt[weights].mean(axis=0), tgt[weights].std(axis=0) + 1e-3
-    gain = np.clip(t_std / s_std, 0.5, 2.0)
-    out = (src - s_mean) * gain + t_mean
+    gain = np.clip(stats[3] / stats[1], 0.5, 2.0)
+    out = (src - stats[0]) * gain + stats[2]
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def color_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift ``source``'s colour statistics (mean and spread per Lab channel, inside ``mask``) to ``target``'s."""
+    stats = color_stats(source, target, mask)
+    return source if stats is None else apply_color(source, stats)
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,8 @@ def paste_back(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, align: Ali
     shift[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     alpha = cv2.warpAffine(mask, shift, size, flags=cv2.INTER_LINEAR, borderValue=0.0)  # [h,w]
-    pasted = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # cubic: a linear resample at sub-pixel offsets averages neighbours and halves the finest detail
+    pasted = cv2.warpAffine(face, shift, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     region = frame[y0:y1, x0:x1]
     a = alpha[..., None]
     blended = region.astype(np.float32) * (1.0 - a) + pasted.astype(np.float32) * a
@@ -149,30 +163,47 @@ class PiecewiseAffine:
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)  # [T,3]
         if len(self.triangles) > 65535:
             raise ValueError("too many triangles")
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        self._xs, self._ys = xs, ys
+        self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._src_ids: np.ndarray | None = None
 
-    def maps(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``cv2.remap`` maps that pull source pixels onto the destination geometry."""
-        dst = np.concatenate([dst_points.astype(np.float64), self.border])
-        ids = _raster(dst[self.triangles], self.size)
+    def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size not in self._grids:
+            ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+            self._grids[size] = (xs, ys)
+        return self._grids[size]
+
+    def maps(self, dst_points: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``cv2.remap`` maps that pull source pixels onto the destination geometry, a ``size`` x ``size`` crop
+        (the source's size by default; the crops' borders correspond whatever the two sizes)."""
+        size = size or self.size
+        dst = np.concatenate([dst_points.astype(np.float64), _border_points(size)])
+        ids = _raster(dst[self.triangles], size)
         # per triangle, the affine map dst -> src: [x y 1] @ A = [u v]
         d = np.concatenate([dst[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [T,3,3]
         s = self.src[self.triangles]  # [T,3,2]
-        return self._dense(ids, np.linalg.solve(d + np.eye(3) * 1e-9, s))  # [T,3,2]
+        return self._dense(ids, np.linalg.solve(d + np.eye(3) * 1e-9, s), size)  # [T,3,2]
 
-    def _dense(self, ids: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _dense(self, ids: np.ndarray, affine: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Remap maps from a triangle id image and one affine map per triangle ([T,3,2], ``[x y 1] @ A``)."""
         identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
         table = np.concatenate([identity, affine]).astype(np.float32)  # id 0 (no triangle) maps to itself
         m = table[ids]  # [N,N,3,2]
-        map_x = m[..., 0, 0] * self._xs + m[..., 1, 0] * self._ys + m[..., 2, 0]
-        map_y = m[..., 0, 1] * self._xs + m[..., 1, 1] * self._ys + m[..., 2, 1]
+        xs, ys = self._grid(size)
+        map_x = m[..., 0, 0] * xs + m[..., 1, 0] * ys + m[..., 2, 0]
+        map_y = m[..., 0, 1] * xs + m[..., 1, 1] * ys + m[..., 2, 1]
         return map_x, map_y
 
-    def warp(self, image: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
-        map_x, map_y = self.maps(dst_points)
+    def warp(self, image: np.ndarray, dst_points: np.ndarray, size: int | None = None) -> np.ndarray:
+        """``image`` (the source crop) moved onto ``dst_points`` in a ``size`` crop. A source larger than the
+        destination is sampled with area averaging where the warp shrinks it, not point-sampled (no aliasing)."""
+        size = size or self.size
+        map_x, map_y = self.maps(dst_points, size)
+        if size < self.size * 0.75:  # shrinking: sample a copy pre-scaled near the destination's size
+            scale = size / self.size
+            small = cv2.resize(image, None, fx=scale * 1.25, fy=scale * 1.25, interpolation=cv2.INTER_AREA)
+            k = small.shape[0] / image.shape[0]
+            return cv2.remap(small, (map_x + 0.5) * k - 0.5, (map_y + 0.5) * k - 0.5, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def unwarp(self, image: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
@@ -182,7 +213,8 @@ class PiecewiseAffine:
             self._src_ids = _raster(self.src[self.triangles], self.size)
         dst = np.concatenate([dst_points.astype(np.float64), self.border])
         s = np.concatenate([self.src[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [T,3,3]
-        map_x, map_y = self._dense(self._src_ids, np.linalg.solve(s + np.eye(3) * 1e-9, dst[self.triangles]))
+        map_x, map_y = self._dense(self._src_ids, np.linalg.solve(s + np.eye(3) * 1e-9, dst[self.triangles]),
+                                   self.size)
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -213,7 +213,7 @@ class FaceRenderer:
             start = time.perf_counter()
             try:
                 align = alignment(params, size)
-                face_crop = FaceCrop(face.track_id, crop(image, align), align.points_to_crop(
+                face_crop = FaceCrop(face.track_id, crop(image, align, cv2.INTER_CUBIC), align.points_to_crop(
                     face.landmarks.astype(np.float64)), face.index)
                 pixels, mask = self.recaster.recast(face_crop)
                 if weight < 1.0:

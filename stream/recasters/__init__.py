@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputError
-from stream.align import PiecewiseAffine, alignment, color_match, crop, face_mask, polygon_mask
+from stream.align import PiecewiseAffine, alignment, apply_color, color_stats, crop, face_mask, polygon_mask
 from stream.casts import Cast
+from stream.compose import OneEuro, cast_gaze, match_detail
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
@@ -107,21 +108,37 @@ class _PreparedCast:
     warp: PiecewiseAffine = field(repr=False)
 
 
+COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
+
+
+@dataclass
+class _Steady:
+    """What a track carries from frame to frame, so its face does not flicker: the colour statistics and the
+    gaze shift, each an exponential average."""
+
+    color: np.ndarray | None = None
+    gaze: dict[int, np.ndarray] = field(default_factory=dict)
+    points: OneEuro = field(default_factory=OneEuro)
+
+
 class WarpRecaster(Recaster):
     """Classical landmark-driven face replacement; several casts, one per track (round robin by default)."""
 
     name = "warp"
 
-    def __init__(self, casts: Sequence[Cast], *, size: int = 256, color: bool = True,
+    def __init__(self, casts: Sequence[Cast], *, size: int = 512, color: bool = True,
                  predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR) -> None:
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
-        self.crop_size = size
+        # each cast is prepared once as a `size` px texture; a face is recast at its own size in the frame (the
+        # renderer's crop, up to 512 px), so a large face is not upsampled from a small crop
+        self.crop_size = None
         self.color = color
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces) for c in casts}
         self._order = [c.cast_id for c in casts]
         self._assigned: dict[int, str] = {}
+        self._steady: dict[int, _Steady] = {}
         self.default_cast: str | None = None  # when set, every unassigned track gets it
 
     @property
@@ -131,7 +148,7 @@ class WarpRecaster(Recaster):
     def session_copy(self) -> WarpRecaster:
         """A recaster for one more viewer: the prepared casts (read-only) shared, the track assignments its own."""
         other = copy.copy(self)
-        other._assigned = {}
+        other._assigned, other._steady = {}, {}
         return other
 
     def cast_ids(self) -> list[str]:
@@ -151,14 +168,23 @@ class WarpRecaster(Recaster):
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         prepared = self._casts[self.cast_for(face.track_id)]
         n = face.image.shape[0]
-        warped = prepared.warp.warp(prepared.image, face.landmarks)
-        mask = face_mask(face.landmarks, n)
-        mouth = polygon_mask(face.landmarks[_INNER_MOUTH], n, blur=1.5)
+        steady = self._steady.setdefault(face.track_id, _Steady())
+        if len(self._steady) > 64:  # tracks long gone
+            self._steady.pop(next(iter(self._steady)))
+        points = steady.points(face.landmarks, n)  # steady when still, quick when moving
+        warped = prepared.warp.warp(prepared.image, points, n)
+        mask = face_mask(points, n)
+        mouth = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
         if mouth.any():
             m = mouth[..., None]
             warped = (warped * (1 - m) + face.image * m).astype(np.uint8)
         if self.color:
-            warped = color_match(warped, face.image, mask)
+            stats = color_stats(warped, face.image, mask)
+            if stats is not None:
+                steady.color = stats if steady.color is None else steady.color + COLOR_STEADY * (stats - steady.color)
+                warped = apply_color(warped, steady.color)
+        warped = cast_gaze(warped, face.image, points, steady.gaze)  # the cast's eyes look where the actor's do
+        warped = match_detail(warped, face.image, points, mask)  # the grain and focus of the shot
         return warped, mask
 
     def describe(self) -> dict[str, Any]:

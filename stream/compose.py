@@ -1,0 +1,156 @@
+"""The look of a recast face: where its eyes look, its detail, and its steadiness.
+
+- ``cast_gaze``: the cast's irises moved to where the actor's look (blinks follow already: the lids are warped
+  onto the actor's). Keeping the actor's own eyes instead would follow too, but measured with dlib's face
+  embedding it pulls the identity back towards the actor (d_cast 0.36 -> 0.48 on s18), so the cast's eyes move.
+- ``OneEuro``: the landmarks a recaster warps to, steadied per track without lag on fast motion.
+- ``match_detail``: a recast face is smoother than the picture around it (a portrait of smooth skin, resampled
+  twice). Its fine detail is brought to the actor's level: the cast's own detail is sharpened (up to twice), and
+  in the plain skin (cheeks, forehead, chin; not eyes, brows, nose or lips, which are the cast's) the actor's
+  fine texture makes up the rest, so the face has the grain and focus of the shot it sits in.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from stream.align import polygon_mask
+
+_EYES = (list(range(36, 42)), list(range(42, 48)))
+_BROWS = (list(range(17, 22)), list(range(22, 27)))
+_NOSE = list(range(27, 36))
+_LIPS = list(range(48, 60))
+GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
+
+
+def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Float mask [N,N] over the eyes, brows, nose and lips, grown by a tenth of the eye distance and feathered."""
+    iod = float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+    grow = max(1.0, 0.12 * iod)
+    mask = np.zeros((size, size), np.float32)
+    for part in (*_EYES, *_BROWS, _NOSE, _LIPS):
+        mask = np.maximum(mask, polygon_mask(landmarks[part], size))
+    k = round(grow) * 2 + 1
+    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.asarray(cv2.GaussianBlur(grown, (0, 0), grow / 2), np.float32)
+
+
+def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
+    return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
+
+
+def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
+                 max_sharpen: float = 2.0) -> np.ndarray:
+    """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
+    luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
+    channels alike, so colour stays the cast's."""
+    n = face.shape[0]
+    sigma = max(0.8, n / 320)
+    inside = mask > 0.5
+    if inside.sum() < 64:
+        return face
+    ours = _detail(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32), sigma)
+    theirs = _detail(cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32), sigma)
+    e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
+    if e_theirs <= e_ours or e_theirs < 1e-3:
+        return face
+    sharpen = min(max_sharpen, e_theirs / max(e_ours, 1e-3) - 1.0)  # the cast's own detail, raised
+    left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
+    skin = (1.0 - features_mask(landmarks, n)) * mask
+    add = sharpen * ours + np.sqrt(left) * skin * theirs
+    return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
+
+
+def _iris(gray: np.ndarray, opening: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The iris centre in an eye opening (the darkest part of it, weighted) and how sure: the share of the
+    opening's darkness within it. None where the opening is closed or flat."""
+    inside = opening > 0.5
+    if inside.sum() < 12:
+        return None
+    values = gray[inside]
+    dark = np.clip(np.percentile(values, 90) - gray, 0, None) * inside
+    total = float(dark.sum())
+    if total < 1e-3:
+        return None
+    ys, xs = np.nonzero(dark)
+    w = dark[ys, xs] ** 2
+    return np.array([np.average(xs, weights=w), np.average(ys, weights=w)]), total
+
+
+def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
+              memory: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """`face` (the cast warped onto the actor) with each of its irises moved to where the actor's looks: the
+    cast's iris disc is lifted, its place filled with the white of its eye, and the disc set down at the actor's
+    iris position within the same opening (the lids, the cast's, cover what falls outside it). `memory` (one per
+    track) steadies the shift over frames, as eyes do not tremble; it is measured in eye widths, so it holds
+    while the face moves."""
+    n = face.shape[0]
+    out = face.astype(np.float32)
+    gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for side, eye in enumerate(_EYES):
+        points = landmarks[eye]
+        width = float(np.linalg.norm(points[3] - points[0]))
+        height = float(np.linalg.norm(points[1] - points[5]) + np.linalg.norm(points[2] - points[4])) / 2
+        if width < 6 or height < 0.12 * width:  # too small, or a blink: the cast's own closed eye
+            continue
+        opening = polygon_mask(points, n)
+        theirs, ours = _iris(gray_actor, opening), _iris(gray_face, opening)
+        if theirs is None or ours is None:
+            continue
+        shift = np.clip(theirs[0] - ours[0], -0.3 * width, 0.3 * width)
+        if memory is not None:
+            relative = shift / width
+            if side in memory:
+                relative = memory[side] + GAZE_STEADY * (relative - memory[side])
+            memory[side] = relative
+            shift = relative * width
+        if float(np.abs(shift).max()) < 0.5:
+            continue
+        radius = 0.24 * width
+        drawn = np.zeros((n, n), np.float32)
+        cv2.circle(drawn, tuple(np.round(ours[0] * 4).astype(int)), round(radius * 4), 1.0, -1,
+                   lineType=cv2.LINE_AA, shift=2)
+        disc = np.asarray(cv2.GaussianBlur(drawn, (0, 0), max(0.5, radius * 0.15)), np.float32)
+        white = opening * (1 - disc) > 0.5
+        if white.sum() < 4:
+            continue
+        sclera = np.median(out[white], axis=0)
+        move = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32)
+        moved = cv2.warpAffine(out, move, (n, n), borderMode=cv2.BORDER_REPLICATE)
+        moved_disc = cv2.warpAffine(disc, move, (n, n))
+        soft = cv2.GaussianBlur(opening, (0, 0), max(0.6, width * 0.03))
+        emptied = out * (1 - disc[..., None]) + sclera * disc[..., None]  # the disc's old place, white
+        iris = emptied * (1 - moved_disc[..., None]) + moved * moved_disc[..., None]
+        out = (out * (1 - soft[..., None]) + iris * soft[..., None]).astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+class OneEuro:
+    """A landmark filter that is steady when the face is still and quick when it moves (Casiez et al., the 1€
+    filter): per point, a low-pass whose cut-off rises with the point's speed. Points are in crop units (divided
+    by the crop size) and speeds in eye distances per frame, so it behaves alike at any face size."""
+
+    def __init__(self, min_cutoff: float = 0.03, beta: float = 6.0, d_cutoff: float = 0.2) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float) -> np.ndarray:
+        tau = 1.0 / (2 * np.pi * np.asarray(cutoff))
+        return 1.0 / (1.0 + tau)
+
+    def __call__(self, points: np.ndarray, size: int) -> np.ndarray:
+        x = points.astype(np.float64) / size
+        if self._x is None or self._x.shape != x.shape:
+            self._x, self._dx = x, np.zeros_like(x)
+            return points
+        assert self._dx is not None
+        iod = max(float(np.linalg.norm(x[36:42].mean(0) - x[42:48].mean(0))), 1e-3)
+        dx = self._dx + self._alpha(self.d_cutoff) * ((x - self._x) - self._dx)
+        speed = np.linalg.norm(dx, axis=1, keepdims=True) / iod
+        alpha = self._alpha(self.min_cutoff + self.beta * speed)
+        self._x, self._dx = self._x + alpha * (x - self._x), dx
+        return (self._x * size).astype(points.dtype)
