@@ -209,7 +209,7 @@ class FaceRenderer:
                 continue
             params = face.crop_params
             size = self.recaster.size_for(face.track_id)
-            size = size or int(np.clip(round(float(quad_side(params))), 32, self.max_crop))
+            size = size or int(np.clip(round(float(quad_side(params))), 32, min(self.max_crop, self.recaster.max_crop)))
             start = time.perf_counter()
             try:
                 align = alignment(params, size)

@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputError
-from stream.align import PiecewiseAffine, alignment, apply_color, color_stats, crop, face_mask, polygon_mask
+from stream.align import (
+    PiecewiseAffine,
+    alignment,
+    apply_color,
+    blend,
+    color_stats,
+    crop,
+    face_mask,
+    polygon_mask,
+)
 from stream.casts import Cast
 from stream.compose import OneEuro, cast_gaze, match_detail
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
@@ -49,6 +58,7 @@ class Recaster(ABC):
     name: str = "base"
     synthetic: bool = True  # frames it touches get the provenance badge
     crop_size: int | None = None
+    max_crop: int = 512  # with crop_size None: the largest crop a face is recast at
     # head yaw (degrees) up to which the recast is whole, and past which it is faded out entirely (the face then
     # passes through); between the two it blends in and out smoothly (see stream.pipeline.pose_weight)
     usable_yaw: tuple[float, float] = (30.0, 50.0)
@@ -131,8 +141,10 @@ class WarpRecaster(Recaster):
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
         # each cast is prepared once as a `size` px texture; a face is recast at its own size in the frame (the
-        # renderer's crop, up to 512 px), so a large face is not upsampled from a small crop
+        # renderer's crop), so a large face is not upsampled from a small one. Up to 384 px: a 720p close-up's
+        # crop (420) loses a tenth of its scale and the live path keeps real time
         self.crop_size = None
+        self.max_crop = 384
         self.color = color
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces) for c in casts}
@@ -175,9 +187,8 @@ class WarpRecaster(Recaster):
         warped = prepared.warp.warp(prepared.image, points, n)
         mask = face_mask(points, n)
         mouth = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
-        if mouth.any():
-            m = mouth[..., None]
-            warped = (warped * (1 - m) + face.image * m).astype(np.uint8)
+        if mouth.any():  # the actor's own mouth interior: teeth and tongue never smear
+            warped = blend(warped, face.image, mouth)
         if self.color:
             stats = color_stats(warped, face.image, mask)
             if stats is not None:
