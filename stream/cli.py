@@ -112,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_option(bench)
     bench.add_argument("--frames", type=_span, metavar="A-B",
                        help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
-    bench.add_argument("--only", choices=("live", "engines", "bake"),
+    bench.add_argument("--only", choices=("live", "engines", "bake", "quality"),
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
-                            "live tracking (default: all three)")
+                            "live tracking (default: these three); quality: render clips (--clip, or the input) "
+                            "and score the recast's look against the first cast (stream/quality.py)")
+    bench.add_argument("--clip", action="append", default=[], metavar="VIDEO",
+                       help="quality: a clip to render and score (repeatable)")
     bench.add_argument("--generator", metavar="G", help="bake: StyleGAN2 checkpoint (default: small built-in models)")
     bench.add_argument("--encoder", metavar="E4E", help="bake: e4e checkpoint (with --generator)")
     bench.add_argument("--encoder-size", type=positive, default=256, help="bake: the encoder's input size")
@@ -294,6 +297,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result["bake"] = run_bake_bench(location, warp, options, generator=args.generator, encoder=args.encoder,
                                         encoder_size=args.encoder_size, pti_steps=args.pti_steps, device=args.device)
         print(format_bake_bench(result["bake"]))
+    if args.only == "quality":
+        import tempfile
+
+        from stream.quality import format_quality, run_quality
+
+        recaster = _recaster(args.engine, args.cast, detector=args.detector)
+        cast = cast_from_file(args.cast[0]) if args.cast else default_cast()
+        with tempfile.TemporaryDirectory(prefix="recast-quality-") as tmp:
+            result["quality"] = run_quality(args.clip or [location], recaster, cast.image, options, Path(tmp))
+        print(format_quality(result["quality"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -4,6 +4,8 @@
   onto the actor's). Keeping the actor's own eyes instead would follow too, but measured with dlib's face
   embedding it pulls the identity back towards the actor (d_cast 0.36 -> 0.48 on s18), so the cast's eyes move.
 - ``OneEuro``: the landmarks a recaster warps to, steadied per track without lag on fast motion.
+- ``clean_texture``: a cast portrait's hair over the forehead and temples (a fringe, strands) is replaced by its
+  own skin once, when the cast is prepared, so no strand of the portrait's hair lands on the actor's forehead.
 - ``match_detail``: a recast face is smoother than the picture around it (a portrait of smooth skin, resampled
   twice). Its fine detail is brought to the actor's level: the cast's own detail is sharpened (up to twice), and
   in the plain skin (cheeks, forehead, chin; not eyes, brows, nose or lips, which are the cast's) the actor's
@@ -173,3 +175,38 @@ class OneEuro:
         alpha = self._alpha(self.min_cutoff + self.beta * speed)
         self._x, self._dx = self._x + alpha * (x - self._x), dx
         return (self._x * size).astype(points.dtype)
+
+
+def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead and temples
+    painted over with skin, and the share of that band that was hair. Skin is what matches the colour of the
+    cheeks (per Lab channel, within 3.5 spreads); the brows are kept."""
+    n = image.shape[0]
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    cheeks = (_polygon(landmarks[[1, 2, 3, 4, 48, 31, 40, 41]], n, n) > 0.5) | (
+        _polygon(landmarks[[15, 14, 13, 12, 54, 35, 47, 46]], n, n) > 0.5)
+    if cheeks.sum() < 50:
+        return image, 0.0
+    skin = lab[cheeks]
+    mean, spread = skin.mean(axis=0), np.maximum(skin.std(axis=0), (5.0, 2.5, 2.5))
+    lift = (landmarks[36:48].mean(axis=0) - landmarks[8]) * 0.25  # as the face mask lifts the brows
+    top = landmarks[17:27] + lift
+    # the forehead (brows up to the lifted brows) and each temple (from the face's side at eye level up)
+    band = ((_polygon(np.concatenate([landmarks[17:27], top]), n, n) > 0.5)
+            | (_polygon(np.stack([landmarks[0], landmarks[17], top[0]]), n, n) > 0.5)
+            | (_polygon(np.stack([landmarks[16], landmarks[26], top[9]]), n, n) > 0.5))
+    for eye in (landmarks[36:42], landmarks[42:48]):  # never an eye
+        centre = eye.mean(axis=0)
+        band &= _polygon(centre + (eye - centre) * 1.8, n, n) < 0.5
+    iod = float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+    brows = np.zeros((n, n), np.uint8)
+    for brow in (landmarks[17:22], landmarks[22:27]):
+        cv2.polylines(brows, [np.round(brow).astype(np.int32)], False, 1, max(2, round(0.25 * iod)))
+    distance = np.sqrt((((lab - mean) / spread) ** 2).sum(axis=2))
+    hair = ((distance > 3.5) & band & (brows == 0)).astype(np.uint8)
+    hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    share = float(hair.sum()) / max(float(band.sum()), 1.0)
+    if not hair.any():
+        return image, 0.0
+    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), share

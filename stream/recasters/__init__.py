@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from engines.errors import InputError
@@ -29,7 +30,7 @@ from stream.align import (
     polygon_mask,
 )
 from stream.casts import Cast
-from stream.compose import OneEuro, cast_gaze, match_detail
+from stream.compose import OneEuro, cast_gaze, clean_texture, match_detail
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
@@ -208,8 +209,12 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
         raise CastError(f"{cast.source}: no face found in the cast image")
     _, landmarks = max(found, key=lambda f: f[0].width * f[0].height)
     align = alignment(quad_params(landmarks), size)
-    image = crop(cast.image, align)
+    image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
+    image, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
+    if hair > 0:
+        log.info("cast %s: %.0f%% of the forehead and temples was hair, painted over with skin", cast.cast_id,
+                 hair * 100)
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size))
 
 

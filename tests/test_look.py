@@ -1,0 +1,170 @@
+"""The look of a warp recast (issue 15): the pieces of stream/compose.py on their own, the project's scorer
+against the team's (shared/tools/recast_score.py), and the scorer's figures on the shared clips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from stream.casts import cast_from_file
+from stream.compose import OneEuro, _iris, _polygon, cast_gaze, features_mask, match_detail
+from stream.pipeline import RenderOptions, render
+from stream.quality import Scorer
+from stream.recasters import WarpRecaster
+from tests.conftest import SHARED, media
+
+CAST = media("images/liveportrait_s42.jpg")
+SCORER = SHARED / "tools" / "recast_score.py"
+
+
+def eye_landmarks(cx: float, cy: float, width: float) -> np.ndarray:
+    """Six eye points in dlib's order (corner, two upper, corner, two lower) around (cx, cy)."""
+    h = width * 0.35
+    return np.array([[cx - width / 2, cy], [cx - width / 6, cy - h / 2], [cx + width / 6, cy - h / 2],
+                     [cx + width / 2, cy], [cx + width / 6, cy + h / 2], [cx - width / 6, cy + h / 2]])
+
+
+def eye_picture(size: int, landmarks: np.ndarray, iris_at: list[tuple[float, float]]) -> np.ndarray:
+    """Skin, the white of each eye inside its opening, and a dark iris disc at each given place."""
+    image = np.full((size, size, 3), (200, 160, 140), np.uint8)
+    for eye, (x, y) in zip((landmarks[36:42], landmarks[42:48]), iris_at, strict=True):
+        opening = _polygon(eye, size, size) > 0.5
+        disc = np.zeros((size, size), np.uint8)
+        cv2.circle(disc, (round(x), round(y)), round(0.2 * np.linalg.norm(eye[3] - eye[0])), 1, -1)
+        image[opening] = (235, 235, 230)
+        image[opening & (disc > 0)] = (60, 40, 30)
+    return image
+
+
+def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
+    size, width = 200, 40.0
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = eye_landmarks(70, 100, width), eye_landmarks(130, 100, width)
+    cast = eye_picture(size, landmarks, [(70, 100), (130, 100)])  # looks ahead
+    actor = eye_picture(size, landmarks, [(80, 100), (140, 100)])  # looks to one side by a quarter eye width
+    out = cast_gaze(cast, actor, landmarks)
+    gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for eye, wanted in ((landmarks[36:42], 80.0), (landmarks[42:48], 140.0)):
+        found = _iris(gray, _polygon(eye, size, size))
+        assert found is not None and abs(found[0][0] - wanted) < 0.08 * width, (found, wanted)
+    # an actor with closed eyes (a blink) leaves the cast's eyes alone
+    closed = landmarks.copy()
+    for eye in (slice(36, 42), slice(42, 48)):
+        centre = closed[eye].mean(axis=0)
+        closed[eye, 1] = centre[1] + (closed[eye, 1] - centre[1]) * 0.1
+    assert np.array_equal(cast_gaze(cast, actor, closed), cast)
+
+
+def test_a_smooth_face_gets_the_shots_detail_but_its_features_stay_its_own() -> None:
+    rng = np.random.default_rng(0)
+    size = 256
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = eye_landmarks(96, 110, 36), eye_landmarks(160, 110, 36)
+    landmarks[17:27] = np.column_stack([np.linspace(70, 186, 10), np.full(10, 92)])
+    landmarks[27:36] = np.column_stack([np.full(9, 128), np.linspace(110, 150, 9)])
+    turn = np.linspace(0, 6.2, 20)
+    landmarks[48:68] = np.column_stack([128 + 24 * np.cos(turn), 180 + 8 * np.sin(turn)])
+    face = np.full((size, size, 3), 150, np.uint8)
+    actor = np.clip(150 + rng.normal(0, 12, (size, size, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    mask = np.zeros((size, size), np.float32)
+    mask[40:230, 50:206] = 1.0
+    out = match_detail(face, actor, landmarks, mask)
+    lap = np.abs(cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))
+    lap_actor = np.abs(cv2.Laplacian(cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))
+    skin = (mask > 0.5) & (features_mask(landmarks, size) < 0.01)
+    ratio = lap[skin].mean() / lap_actor[skin].mean()
+    assert 0.7 < ratio < 1.3, ratio  # the plain skin has the shot's grain
+    features = features_mask(landmarks, size) > 0.99
+    assert np.abs(out[features].astype(int) - 150).max() <= 1  # the eyes, nose and lips are not the actor's
+    assert np.array_equal(out[mask == 0], face[mask == 0])  # nothing outside the face
+    # a face already as detailed as the shot is left as it is
+    assert np.array_equal(match_detail(actor, actor, landmarks, mask), actor)
+
+
+def test_landmarks_are_steady_when_still_and_follow_when_moving() -> None:
+    rng = np.random.default_rng(1)
+    base = np.zeros((68, 2))
+    base[36:42], base[42:48] = eye_landmarks(100, 120, 40), eye_landmarks(160, 120, 40)
+    base[:36] = rng.uniform(60, 200, (36, 2))
+    base[48:] = rng.uniform(60, 200, (20, 2))
+    steady = OneEuro()
+    jitter_in, jitter_out, previous = [], [], None
+    for _ in range(60):  # a still face, landmarks jittering by half a pixel
+        noisy = base + rng.normal(0, 0.5, base.shape)
+        out = steady(noisy, 256)
+        if previous is not None:
+            jitter_in.append(np.abs(noisy - previous[0]).mean())
+            jitter_out.append(np.abs(out - previous[1]).mean())
+        previous = (noisy, out)
+    assert np.mean(jitter_out[10:]) < 0.5 * np.mean(jitter_in[10:])
+    moved = base + np.array([30.0, 0.0])  # then a quick turn: 30 px in one frame (three quarters of an eye width)
+    steady(moved, 256)
+    second = steady(moved, 256)
+    assert np.abs(second - moved).mean() < 3.0  # within a tenth of the move two frames later
+
+
+def first_frames(source: Path, out: Path, count: int) -> Path:
+    """The first `count` frames of a clip, re-encoded (tests score a short piece)."""
+    with av.open(str(source)) as inp, av.open(str(out), "w") as dst:
+        stream = inp.streams.video[0]
+        enc = dst.add_stream("libx264", rate=stream.average_rate)
+        enc.width, enc.height, enc.pix_fmt = stream.width, stream.height, "yuv420p"
+        enc.options = {"crf": "12"}
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i >= count:
+                break
+            for packet in enc.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                dst.mux(packet)
+        for packet in enc.encode():
+            dst.mux(packet)
+    return out
+
+
+def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
+    """stream/quality.py computes what shared/tools/recast_score.py computes, to the third decimal."""
+    clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "d20.mp4", 36)
+    out = tmp_path / "out.mp4"
+    render(clip, out, WarpRecaster([cast_from_file(CAST)]), RenderOptions())
+    ours = Scorer().score(clip, out, cast_from_file(CAST).image)
+    run = subprocess.run([sys.executable, str(SCORER), str(clip), str(out), str(CAST)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    theirs = json.loads(run.stdout)
+    assert ours["frames"] == theirs["frames"] == 12
+    for key in ("found", "cast_closer", "d_cast", "d_actor", "nme", "mouth", "seam", "sharp", "flicker"):
+        assert abs(ours[key] - theirs[key]) <= 2e-3, (key, ours[key], theirs[key])
+
+
+# the scorer's figures on the shared clips, with the cast of the issue (liveportrait_s42), as measured when the
+# look was built (README, "How a recast looks"); each bound leaves a margin for other machines' x264 and dlib
+GOALS = {
+    "liveportrait_d20": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.47),
+                         "nme": ("<=", 0.04), "mouth": (">=", 0.85), "sharp": (">=", 0.9), "flicker": ("<=", 0.9)},
+    "liveportrait_d0": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.5),
+                        "nme": ("<=", 0.045), "mouth": (">=", 0.97), "sharp": (">=", 0.55), "flicker": ("<=", 0.8)},
+    "liveportrait_s18": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.4),
+                         "nme": ("<=", 0.056), "sharp": (">=", 0.9), "flicker": ("<=", 1.15)},
+}
+
+
+@pytest.mark.slow
+def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
+    from stream.quality import run_quality
+
+    clips = [media(f"videos/{name}.mp4") for name in GOALS]
+    results = run_quality(clips, WarpRecaster([cast_from_file(CAST)]), cast_from_file(CAST).image,
+                          RenderOptions(), tmp_path)
+    misses = []
+    for name, goals in GOALS.items():
+        for key, (how, bound) in goals.items():
+            value = results[name][key]
+            if not (value >= bound if how == ">=" else value <= bound):
+                misses.append(f"{name} {key} {value} (bound {how} {bound})")
+    assert not misses, (misses, results)
