@@ -177,18 +177,24 @@ class OneEuro:
         return (self._x * size).astype(points.dtype)
 
 
-def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead and temples
-    painted over with skin, and the share of that band that was hair. Skin is what matches the colour of the
-    cheeks (per Lab channel, within 3.5 spreads); the brows are kept."""
+    painted over with skin; where it was (feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that
+    the actor's own forehead shows there rather than a smear; and the share of that band that was hair. Skin is
+    what matches the colour of the cheeks' middle (per Lab channel, within 3.5 robust spreads) and is not a
+    thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    cheeks = (_polygon(landmarks[[1, 2, 3, 4, 48, 31, 40, 41]], n, n) > 0.5) | (
-        _polygon(landmarks[[15, 14, 13, 12, 54, 35, 47, 46]], n, n) > 0.5)
+    lm = landmarks
+    # the middle of each cheek, well inside the face (a portrait's hair often falls over the cheeks' sides)
+    cheeks = (_polygon(np.stack([lm[41], lm[31], lm[48], (lm[3] + lm[31]) / 2, (lm[1] + lm[41]) / 2]), n, n) > 0.5) | (
+        _polygon(np.stack([lm[46], lm[35], lm[54], (lm[13] + lm[35]) / 2, (lm[15] + lm[46]) / 2]), n, n) > 0.5)
+    opaque = np.ones((n, n), np.float32)
     if cheeks.sum() < 50:
-        return image, 0.0
+        return image, opaque, 0.0
     skin = lab[cheeks]
-    mean, spread = skin.mean(axis=0), np.maximum(skin.std(axis=0), (5.0, 2.5, 2.5))
+    mean = np.median(skin, axis=0)  # robust: a strand or a shadow in the sample does not move them
+    spread = np.maximum(1.4826 * np.median(np.abs(skin - mean), axis=0), (4.0, 2.0, 2.0))
     lift = (landmarks[36:48].mean(axis=0) - landmarks[8]) * 0.25  # as the face mask lifts the brows
     top = landmarks[17:27] + lift
     # the forehead (brows up to the lifted brows) and each temple (from the face's side at eye level up)
@@ -203,10 +209,15 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     for brow in (landmarks[17:22], landmarks[22:27]):
         cv2.polylines(brows, [np.round(brow).astype(np.int32)], False, 1, max(2, round(0.25 * iod)))
     distance = np.sqrt((((lab - mean) / spread) ** 2).sum(axis=2))
-    hair = ((distance > 3.5) & band & (brows == 0)).astype(np.uint8)
+    # thin strands nearly of skin colour still show as dark lines: a black-hat of the lightness finds them
+    k = max(3, round(0.12 * iod)) | 1
+    lines = cv2.morphologyEx(lab[..., 0], cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    hair = (((distance > 3.5) | (lines > 2.5 * spread[0])) & band & (brows == 0)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     share = float(hair.sum()) / max(float(band.sum()), 1.0)
     if not hair.any():
-        return image, 0.0
+        return image, opaque, 0.0
     hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-    return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), share
+    feather = max(1.0, 0.03 * iod)
+    alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
+    return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), alpha.astype(np.float32), share

@@ -117,6 +117,7 @@ class _PreparedCast:
     image: np.ndarray  # [N,N,3] aligned crop of the cast portrait
     landmarks: np.ndarray  # [68,2] in crop pixels
     warp: PiecewiseAffine = field(repr=False)
+    rgba: np.ndarray | None = field(default=None, repr=False)  # the image and its alpha (0 where hair was)
 
 
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
@@ -185,8 +186,11 @@ class WarpRecaster(Recaster):
         if len(self._steady) > 64:  # tracks long gone
             self._steady.pop(next(iter(self._steady)))
         points = steady.points(face.landmarks, n)  # steady when still, quick when moving
-        warped = prepared.warp.warp(prepared.image, points, n)
+        texture = prepared.warp.warp(prepared.rgba if prepared.rgba is not None else prepared.image, points, n)
+        warped = np.ascontiguousarray(texture[..., :3])
         mask = face_mask(points, n)
+        if texture.shape[2] == 4:  # the portrait's hair left out: the actor's own forehead shows there
+            mask = mask * (texture[..., 3].astype(np.float32) / 255.0)
         mouth = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
         if mouth.any():  # the actor's own mouth interior: teeth and tongue never smear
             warped = blend(warped, face.image, mouth)
@@ -211,11 +215,11 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
     align = alignment(quad_params(landmarks), size)
     image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
-    image, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
+    image, alpha, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
     if hair > 0:
-        log.info("cast %s: %.0f%% of the forehead and temples was hair, painted over with skin", cast.cast_id,
-                 hair * 100)
-    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size))
+        log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
+    rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
+    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba)
 
 
 def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True,
