@@ -15,6 +15,7 @@ from engines.errors import InputError
 
 CastKind = Literal["synthetic", "consented"]
 MAX_CAST_PIXELS = 40_000_000
+MAX_CAST_SIDE = 6000
 
 
 class CastImageError(InputError):
@@ -34,17 +35,35 @@ class Cast:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 image from a file, or :class:`CastImageError` naming the file."""
+    """An RGB uint8 image from a file, or :class:`CastImageError` naming the file and what is wrong with it: not
+    an image, too large, more than one frame (an animated GIF), no colour (greyscale), CMYK (its colours need a
+    profile to become RGB), or transparent pixels (what would show through them is unknown)."""
     path = Path(path)
     if not path.is_file():
         raise CastImageError(f"{path}: no such image file")
     try:
         with Image.open(path) as im:
-            if im.width * im.height > MAX_CAST_PIXELS:
-                raise CastImageError(f"{path}: image too large ({im.width}x{im.height})")
-            return np.array(im.convert("RGB"))
+            if im.width * im.height > MAX_CAST_PIXELS or max(im.size) > MAX_CAST_SIDE:
+                raise CastImageError(f"{path}: image too large ({im.width}x{im.height}; at most {MAX_CAST_SIDE} px "
+                                     "on a side): scale it down")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise CastImageError(f"{path}: an animated image ({frames} frames): give one still portrait")
+            if im.mode in ("L", "LA", "1", "I", "I;16", "F"):
+                raise CastImageError(f"{path}: a greyscale image: a cast needs colour")
+            if im.mode == "CMYK":
+                raise CastImageError(f"{path}: a CMYK image: save it as RGB (its colours need the print profile)")
+            if im.mode in ("RGBA", "PA", "La") or (im.mode == "P" and "transparency" in im.info):
+                alpha = np.array(im.convert("RGBA"))[..., 3]
+                if (alpha < 255).any():
+                    raise CastImageError(f"{path}: has transparent pixels ({(alpha < 255).mean():.0%}): flatten it "
+                                         "onto its background first")
+            image = np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise CastImageError(f"{path}: not a readable image ({exc})") from exc
+    if np.abs(image.astype(np.int16) - image[..., :1]).max() <= 2:
+        raise CastImageError(f"{path}: a greyscale image (stored as RGB): a cast needs colour")
+    return image
 
 
 def cast_from_file(path: str | Path, kind: CastKind = "consented") -> Cast:

@@ -207,11 +207,59 @@ class WarpRecaster(Recaster):
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
 
 
-def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
-    found = faces(cast.image)
+MIN_CAST_FACE = 80  # px: the width of a cast's face at least (the texture is 512 px across about twice that)
+MIN_CAST_SYMMETRY = 0.35  # nose-to-eye-corner distances, the shorter over the longer: under it, a profile
+MIN_CAST_DETAIL = 2.0  # mean |Laplacian| of the face at 128 px: under it, a blurred portrait
+MIN_CAST_EYES = 0.55  # the eyes' brightest tenth over the cheeks' median lightness: under it, the eyes are hidden
+
+
+def check_portrait(cast: Cast, found: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+    """The landmarks of a usable cast portrait's face, or CastError naming the portrait and what is wrong: no face,
+    several faces, a face too small, turned, blurred, or with its eyes hidden (sunglasses). Checked once, when the
+    cast is registered, never during playback."""
+    where = cast.source
     if not found:
-        raise CastError(f"{cast.source}: no face found in the cast image")
-    _, landmarks = max(found, key=lambda f: f[0].width * f[0].height)
+        raise CastError(f"{where}: no face found in the cast image")
+    ranked = sorted(found, key=lambda f: f[0].width * f[0].height, reverse=True)
+    others = [b for b, _ in ranked[1:] if b.width >= 0.5 * ranked[0][0].width and not _inside(b, ranked[0][0])]
+    if others:
+        raise CastError(f"{where}: {len(others) + 1} faces in the cast image; give a portrait of one person")
+    box, landmarks = ranked[0]
+    if box.width < MIN_CAST_FACE:
+        raise CastError(f"{where}: the face is {box.width:.0f} px wide; a cast needs at least {MIN_CAST_FACE} px")
+    left, right = abs(landmarks[30, 0] - landmarks[36, 0]), abs(landmarks[45, 0] - landmarks[30, 0])
+    if min(left, right) < MIN_CAST_SYMMETRY * max(left, right, 1e-6):
+        raise CastError(f"{where}: the face is turned (a profile); give a frontal portrait")
+    gray = cv2.cvtColor(cast.image, cv2.COLOR_RGB2GRAY)
+    x0, y0 = max(int(box.x0), 0), max(int(box.y0), 0)
+    face = gray[y0 : max(int(box.y1), y0 + 1), x0 : max(int(box.x1), x0 + 1)]
+    scale = 128 / max(face.shape)
+    small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    if float(np.abs(cv2.Laplacian(small, cv2.CV_32F)).mean()) < MIN_CAST_DETAIL:
+        raise CastError(f"{where}: the portrait is blurred; give a sharp one")
+    h, w = gray.shape
+    eyes = np.zeros((h, w), np.uint8)
+    for eye in (landmarks[36:42], landmarks[42:48]):
+        cv2.fillConvexPoly(eyes, cv2.convexHull(np.round(eye).astype(np.int32)), 1)
+    cheeks = np.zeros((h, w), np.uint8)
+    for part in ((41, 31, 48), (46, 35, 54)):
+        cv2.fillConvexPoly(cheeks, np.round(landmarks[list(part)]).astype(np.int32), 1)
+    if eyes.any() and cheeks.any():
+        lightness = cv2.cvtColor(cast.image, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+        if np.percentile(lightness[eyes > 0], 90) < MIN_CAST_EYES * np.median(lightness[cheeks > 0]):
+            raise CastError(f"{where}: the eyes are hidden (sunglasses?); give a portrait with the eyes visible")
+    return landmarks
+
+
+def _inside(small: Any, big: Any) -> bool:
+    """Whether most of box `small` lies within box `big` (a second detection of the same face)."""
+    w = max(0.0, min(small.x1, big.x1) - max(small.x0, big.x0))
+    h = max(0.0, min(small.y1, big.y1) - max(small.y0, big.y0))
+    return w * h >= 0.5 * small.width * small.height
+
+
+def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
+    landmarks = check_portrait(cast, faces(cast.image))
     align = alignment(quad_params(landmarks), size)
     image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
