@@ -72,7 +72,7 @@ def test_bad_input_exits_2_with_a_reason(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past the JSON parser's recursion limit
     from PIL import Image
 
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(np.full((64, 64, 3), (180, 140, 120), np.uint8)).save(tmp_path / "blank.png")  # colour, no face
     argv = [a.format(tmp=tmp_path, d0=media("videos/liveportrait_d0.mp4")) for a in args]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
