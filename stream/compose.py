@@ -17,6 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stream.align import polygon_mask
+
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
 _NOSE = list(range(27, 36))
@@ -142,10 +144,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
 
 
 def _polygon(points: np.ndarray, h: int, w: int) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points * 4).astype(np.int32)), 255, lineType=cv2.LINE_AA,
-                       shift=2)
-    return mask.astype(np.float32) / 255.0
+    return polygon_mask(points, (h, w))
 
 
 class OneEuro:
