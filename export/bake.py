@@ -83,10 +83,6 @@ class Models:
     def has(self, role: str) -> bool:
         return self._given[role] is not None
 
-    def path(self, role: str) -> Path:
-        given = self._given[role]
-        return Path(given) if isinstance(given, str | Path) else given.path  # type: ignore[union-attr]
-
     def sha256(self, role: str, entry: TitleEntry) -> str:
         given = self._given[role]
         return entry.input_sha256(Path(given)) if isinstance(given, str | Path) else given.sha256  # type: ignore[union-attr]

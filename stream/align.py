@@ -114,12 +114,6 @@ def apply_color(source: np.ndarray, stats: ColorStats) -> np.ndarray:
     return cv2.cvtColor(cv2.LUT(cv2.cvtColor(source, cv2.COLOR_RGB2LAB), table), cv2.COLOR_LAB2RGB)
 
 
-def color_match(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift ``source``'s colour statistics (mean and spread per Lab channel, inside ``mask``) to ``target``'s."""
-    stats = color_stats(source, target, mask)
-    return source if stats is None else apply_color(source, stats)
-
-
 @dataclass(frozen=True)
 class PastedRegion:
     """Where a paste-back wrote: the blend weight over the rectangle starting at (x0, y0)."""

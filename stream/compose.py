@@ -34,7 +34,7 @@ def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     grow = max(1.0, 0.12 * iod)
     mask = np.zeros((work, work), np.float32)
     for part in (*_EYES, *_BROWS, _NOSE, _LIPS):
-        mask = np.maximum(mask, _polygon(points[part], work, work))
+        mask = np.maximum(mask, polygon_mask(points[part], work))
     k = round(grow) * 2 + 1
     grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     out = np.asarray(cv2.GaussianBlur(grown, (0, 0), grow / 2), np.float32)
@@ -106,7 +106,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
             continue
         local = points - (x0, y0)
         h, w = y1 - y0, x1 - x0
-        opening = _polygon(local, h, w)
+        opening = polygon_mask(local, (h, w))
         ours_rgb = face[y0:y1, x0:x1].astype(np.float32)
         theirs = _iris(cv2.cvtColor(np.ascontiguousarray(actor[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32),
                        opening)
@@ -141,10 +141,6 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         blended = ours_rgb * (1 - soft) + iris * soft
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out
-
-
-def _polygon(points: np.ndarray, h: int, w: int) -> np.ndarray:
-    return polygon_mask(points, (h, w))
 
 
 class OneEuro:
@@ -186,8 +182,8 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lm = landmarks
     # the middle of each cheek, well inside the face (a portrait's hair often falls over the cheeks' sides)
-    cheeks = (_polygon(np.stack([lm[41], lm[31], lm[48], (lm[3] + lm[31]) / 2, (lm[1] + lm[41]) / 2]), n, n) > 0.5) | (
-        _polygon(np.stack([lm[46], lm[35], lm[54], (lm[13] + lm[35]) / 2, (lm[15] + lm[46]) / 2]), n, n) > 0.5)
+    cheeks = (polygon_mask(np.stack([lm[41], lm[31], lm[48], (lm[3] + lm[31]) / 2, (lm[1] + lm[41]) / 2]), n) > 0.5) | (
+        polygon_mask(np.stack([lm[46], lm[35], lm[54], (lm[13] + lm[35]) / 2, (lm[15] + lm[46]) / 2]), n) > 0.5)
     opaque = np.ones((n, n), np.float32)
     if cheeks.sum() < 50:
         return image, opaque, 0.0
@@ -197,12 +193,12 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     lift = (landmarks[36:48].mean(axis=0) - landmarks[8]) * 0.25  # as the face mask lifts the brows
     top = landmarks[17:27] + lift
     # the forehead (brows up to the lifted brows) and each temple (from the face's side at eye level up)
-    band = ((_polygon(np.concatenate([landmarks[17:27], top]), n, n) > 0.5)
-            | (_polygon(np.stack([landmarks[0], landmarks[17], top[0]]), n, n) > 0.5)
-            | (_polygon(np.stack([landmarks[16], landmarks[26], top[9]]), n, n) > 0.5))
+    band = ((polygon_mask(np.concatenate([landmarks[17:27], top]), n) > 0.5)
+            | (polygon_mask(np.stack([landmarks[0], landmarks[17], top[0]]), n) > 0.5)
+            | (polygon_mask(np.stack([landmarks[16], landmarks[26], top[9]]), n) > 0.5))
     for eye in (landmarks[36:42], landmarks[42:48]):  # never an eye
         centre = eye.mean(axis=0)
-        band &= _polygon(centre + (eye - centre) * 1.8, n, n) < 0.5
+        band &= polygon_mask(centre + (eye - centre) * 1.8, n) < 0.5
     iod = float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
     brows = np.zeros((n, n), np.uint8)
     for brow in (landmarks[17:22], landmarks[22:27]):

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from stream.align import polygon_mask
 from stream.casts import cast_from_file
-from stream.compose import OneEuro, _iris, _polygon, cast_gaze, features_mask, match_detail
+from stream.compose import OneEuro, _iris, cast_gaze, features_mask, match_detail
 from stream.pipeline import RenderOptions, render
 from stream.quality import Scorer
 from stream.recasters import WarpRecaster
@@ -35,7 +36,7 @@ def eye_picture(size: int, landmarks: np.ndarray, iris_at: list[tuple[float, flo
     """Skin, the white of each eye inside its opening, and a dark iris disc at each given place."""
     image = np.full((size, size, 3), (200, 160, 140), np.uint8)
     for eye, (x, y) in zip((landmarks[36:42], landmarks[42:48]), iris_at, strict=True):
-        opening = _polygon(eye, size, size) > 0.5
+        opening = polygon_mask(eye, size) > 0.5
         disc = np.zeros((size, size), np.uint8)
         cv2.circle(disc, (round(x), round(y)), round(0.2 * np.linalg.norm(eye[3] - eye[0])), 1, -1)
         image[opening] = (235, 235, 230)
@@ -52,7 +53,7 @@ def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
     out = cast_gaze(cast, actor, landmarks)
     gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(np.float32)
     for eye, wanted in ((landmarks[36:42], 80.0), (landmarks[42:48], 140.0)):
-        found = _iris(gray, _polygon(eye, size, size))
+        found = _iris(gray, polygon_mask(eye, size))
         assert found is not None and abs(found[0][0] - wanted) < 0.08 * width, (found, wanted)
     # an actor with closed eyes (a blink) leaves the cast's eyes alone
     closed = landmarks.copy()

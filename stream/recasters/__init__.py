@@ -102,6 +102,24 @@ class Recaster(ABC):
         return self
 
 
+class CastingRecaster(Recaster):
+    """A recaster with several casts, one per track: round robin by track id until a viewer chooses."""
+
+    def __init__(self, cast_ids: Sequence[str]) -> None:
+        self._order = list(cast_ids)
+        self._assigned: dict[int, str] = {}
+
+    def cast_ids(self) -> list[str]:
+        return list(self._order)
+
+    def assign(self, track_id: int, cast_id: str) -> None:
+        super().assign(track_id, cast_id)
+        self._assigned[track_id] = cast_id
+
+    def cast_for(self, track_id: int) -> str:
+        return self._assigned.get(track_id) or self._order[(track_id - 1) % len(self._order)]
+
+
 class IdentityRecaster(Recaster):
     name = "identity"
     synthetic = False
@@ -117,7 +135,7 @@ class _PreparedCast:
     image: np.ndarray  # [N,N,3] aligned crop of the cast portrait
     landmarks: np.ndarray  # [68,2] in crop pixels
     warp: PiecewiseAffine = field(repr=False)
-    rgba: np.ndarray | None = field(default=None, repr=False)  # the image and its alpha (0 where hair was)
+    rgba: np.ndarray = field(repr=False)  # the image and its alpha (0 where the portrait's hair was)
 
 
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
@@ -133,7 +151,7 @@ class _Steady:
     points: OneEuro = field(default_factory=OneEuro)
 
 
-class WarpRecaster(Recaster):
+class WarpRecaster(CastingRecaster):
     """Classical landmark-driven face replacement; several casts, one per track (round robin by default)."""
 
     name = "warp"
@@ -150,10 +168,8 @@ class WarpRecaster(Recaster):
         self.color = color
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces) for c in casts}
-        self._order = [c.cast_id for c in casts]
-        self._assigned: dict[int, str] = {}
+        super().__init__([c.cast_id for c in casts])
         self._steady: dict[int, _Steady] = {}
-        self.default_cast: str | None = None  # when set, every unassigned track gets it
 
     @property
     def casts(self) -> list[Cast]:
@@ -165,32 +181,18 @@ class WarpRecaster(Recaster):
         other._assigned, other._steady = {}, {}
         return other
 
-    def cast_ids(self) -> list[str]:
-        return list(self._order)
-
-    def assign(self, track_id: int, cast_id: str) -> None:
-        super().assign(track_id, cast_id)
-        self._assigned[track_id] = cast_id
-
-    def cast_for(self, track_id: int) -> str:
-        if track_id in self._assigned:
-            return self._assigned[track_id]
-        if self.default_cast is not None:
-            return self.default_cast
-        return self._order[(track_id - 1) % len(self._order)]
-
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         prepared = self._casts[self.cast_for(face.track_id)]
         n = face.image.shape[0]
-        steady = self._steady.setdefault(face.track_id, _Steady())
-        if len(self._steady) > 64:  # tracks long gone
+        steady = self._steady.pop(face.track_id, None) or _Steady()
+        self._steady[face.track_id] = steady  # the most recently seen last: tracks long gone are dropped first
+        if len(self._steady) > 64:
             self._steady.pop(next(iter(self._steady)))
         points = steady.points(face.landmarks, n)  # steady when still, quick when moving
-        texture = prepared.warp.warp(prepared.rgba if prepared.rgba is not None else prepared.image, points, n)
+        texture = prepared.warp.warp(prepared.rgba, points, n)
         warped = np.ascontiguousarray(texture[..., :3])
-        mask = face_mask(points, n)
-        if texture.shape[2] == 4:  # the portrait's hair left out: the actor's own forehead shows there
-            mask = mask * (texture[..., 3].astype(np.float32) / 255.0)
+        # the portrait's hair left out (its alpha): the actor's own forehead shows there
+        mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
         mouth = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
         if mouth.any():  # the actor's own mouth interior: teeth and tongue never smear
             warped = blend(warped, face.image, mouth)

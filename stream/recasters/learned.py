@@ -28,7 +28,7 @@ from stream.align import face_mask
 from stream.baked import BakedTitle
 from stream.casts import Cast
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
-from stream.recasters import CastError, FaceCrop, Recaster, prepare_cast
+from stream.recasters import CastError, CastingRecaster, FaceCrop, Recaster, prepare_cast
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class StyleGANRecaster(Recaster):
         return {"engine": self.name, "title": self.title.id, "runtime": self.runtime, "edits": self._factors()}
 
 
-class FOMMRecaster(Recaster):
+class FOMMRecaster(CastingRecaster):
     """A cast portrait animated by the actor's motion (relative to each track's first frame)."""
 
     name = "fomm"
@@ -138,19 +138,8 @@ class FOMMRecaster(Recaster):
         faces = still_faces(detector, predictor)
         self.casts = {cast.cast_id: self.driver.source(prepare_cast(cast, self.crop_size, faces).image)
                       for cast in casts}
-        self.order = [c.cast_id for c in casts]
-        self.assigned: dict[int, str] = {}
+        super().__init__([c.cast_id for c in casts])
         self._initial: dict[int, fomm.Keypoints] = {}
-
-    def cast_ids(self) -> list[str]:
-        return list(self.order)
-
-    def assign(self, track_id: int, cast_id: str) -> None:
-        super().assign(track_id, cast_id)
-        self.assigned[track_id] = cast_id
-
-    def cast_for(self, track_id: int) -> str:
-        return self.assigned.get(track_id) or self.order[(track_id - 1) % len(self.order)]
 
     def _driving(self, face: FaceCrop) -> tuple[fomm.Keypoints, fomm.Keypoints]:
         """This frame's keypoints and the track's first, baked when the bake has them."""
@@ -173,4 +162,4 @@ class FOMMRecaster(Recaster):
         return image, face_mask(face.landmarks, image.shape[0])
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "casts": list(self.order)}
+        return {"engine": self.name, "casts": self.cast_ids()}
