@@ -53,8 +53,13 @@ class Control:
             message = self._parse(raw)
             self._apply(message)
         except ControlError as err:
-            return refusal(err), "invalid", err.code
+            return self.refuse(err)
         return self.state.as_message(), message["type"], "ok"
+
+    @staticmethod
+    def refuse(err: ControlError) -> tuple[dict[str, Any], str, str]:
+        """The `error` reply to an invalid message, counted as type `invalid` with its code as the outcome."""
+        return {"type": "error", "error": err.code, "message": str(err)}, "invalid", err.code
 
     def _parse(self, raw: Any) -> dict[str, Any]:
         if isinstance(raw, bytes):
@@ -108,8 +113,3 @@ class Control:
             pass  # a poll: the reply is the state (the preview page shows its latency once a second)
         else:
             raise ControlError("unknown_type", f"unknown control message type {kind[:32]!r}")
-
-
-def refusal(err: ControlError) -> dict[str, Any]:
-    """The `error` reply to an invalid control message."""
-    return {"type": "error", "error": err.code, "message": str(err)}

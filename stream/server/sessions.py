@@ -29,7 +29,7 @@ from stream.faces import LandmarkPredictor
 from stream.media import Frame
 from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
 from stream.recasters import Recaster
-from stream.server.control import Control, ControlError, ControlState, refusal
+from stream.server.control import Control, ControlError, ControlState
 from stream.server.media import PlaybackClock
 from stream.server.metrics import Registry
 from stream.server.titles import Title
@@ -193,16 +193,17 @@ class Session:
 
     def handle_control(self, raw: Any) -> dict[str, Any]:
         """Apply one control message; returns the reply (state, or an error), counted. Never raises."""
-        reply, kind, outcome = self.control.handle(raw)
+        return self._counted(*self.control.handle(raw))
+
+    def _counted(self, reply: dict[str, Any], kind: str, outcome: str) -> dict[str, Any]:
         self.metrics.control.inc(type=kind, outcome=outcome)
         return reply
 
     def refuse_text(self, channel: Any) -> None:
         """A text message that is not UTF-8 (dropped before aiortc decodes it: see guard_data_channel_text)."""
         if channel is self._channel and channel.readyState == "open":
-            err = ControlError("bad_message", "control messages are UTF-8 JSON text")
-            self.metrics.control.inc(type="invalid", outcome=err.code)
-            channel.send(json.dumps(refusal(err)))
+            refused = self.control.refuse(ControlError("bad_message", "control messages are UTF-8 JSON text"))
+            channel.send(json.dumps(self._counted(*refused)))
 
     def attach_channel(self, channel: Any) -> None:
         if channel.label != "control":
