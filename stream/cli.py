@@ -18,10 +18,10 @@ from typing import Any
 from engines.errors import InputError
 from engines.formats import RUNTIMES
 from stream.bake_cli import BAKE_COMMANDS, add_bake_commands
-from stream.casts import cast_from_file, default_cast
+from stream.casts import Cast, CastRegistry, default_cast, default_registry
+from stream.casts_cli import CASTS_COMMANDS, add_casts_commands, casts_for
 from stream.cli_options import add_detector_option, positive, progress_bar
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
-from stream.faces import DEFAULT_DETECTOR
 from stream.media import MediaSource, is_live, is_url
 from stream.recasters import Recaster, make_recaster
 
@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--demo", action="store_true", help="render the built-in sample title")
     rend.add_argument("-o", "--output", required=True, help="output .mp4")
     rend.add_argument("--engine", choices=ENGINES, default="warp")
-    rend.add_argument("--cast", action="append", default=[], metavar="IMAGE",
-                      help="cast portrait (repeat for several faces; default: the built-in cast)")
+    rend.add_argument("--cast", action="append", default=[], metavar="IMAGE|ID",
+                      help="cast portrait, or a registered cast's id (repeat for several faces; default: the "
+                           "built-in cast)")
+    rend.add_argument("--casts", metavar="DIR", help="the cast registry --cast ids are read from")
     rend.add_argument("--tracks", metavar="TRACKS.json", help="use a track file from `recast track` (offline)")
     rend.add_argument("--title", help="baked title id (needs --cache): its cached tracks, no detection")
     rend.add_argument("--cache", help="title cache folder")
@@ -143,12 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions", type=positive, default=8)
     serve.add_argument("--sessions-per-minute", type=positive, default=20, help="per API key")
     serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
-                       help="register a cast portrait (consented; the operator answers for it)")
+                       help="also play this cast portrait (consented; the operator answers for it)")
+    serve.add_argument("--casts", metavar="DIR", help="the cast registry whose casts are played (default: "
+                       "$RECAST_CASTS or ~/.local/share/recast/casts; see recast casts add)")
     serve.add_argument("--detect-interval", type=positive, default=10, metavar="N")
     add_detector_option(serve)
     _add_occlusion_option(serve)
     add_engine_commands(sub)
     add_bake_commands(sub)
+    add_casts_commands(sub)
     return parser
 
 
@@ -179,10 +184,13 @@ def _demo_location() -> str:
     return str(demo_title_path())
 
 
-def _recaster(engine: str, cast_files: Sequence[str], color: bool = True, detector: str = DEFAULT_DETECTOR
-              ) -> Recaster:
-    casts = [cast_from_file(p) for p in cast_files] if cast_files else [default_cast()]
-    return make_recaster(engine, casts, color=color, detector=detector)
+def _casts(args: argparse.Namespace) -> list[Cast]:
+    """The casts named with --cast (image files or registered ids), else the default cast."""
+    return casts_for(args.cast, CastRegistry(getattr(args, "casts", None) or default_registry())) or [default_cast()]
+
+
+def _recaster(engine: str, args: argparse.Namespace, color: bool = True) -> Recaster:
+    return make_recaster(engine, _casts(args), color=color, detector=args.detector)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -237,8 +245,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise UsageError("--demo and --title exclude each other")
         if Path(args.output).suffix.lower() != ".mp4":
             raise UsageError(f"{args.output}: output must be an .mp4 file")
-        casts = [cast_from_file(p) for p in args.cast] or [default_cast()]
-        classical = (_recaster(args.engine, args.cast, detector=args.detector)
+        casts = _casts(args)
+        classical = (make_recaster(args.engine, casts, detector=args.detector)
                      if args.engine in ("identity", "warp") else None)
         return render_baked(args, casts, _options(args), classical, _progress)
     if args.demo == bool(args.input):
@@ -247,7 +255,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
-    recaster = _recaster(args.engine, args.cast, color=not args.no_color_match, detector=args.detector)
+    recaster = _recaster(args.engine, args, color=not args.no_color_match)
     options = _options(args)
     if is_live(location) and options.mode == "offline" and not args.tracks:
         raise UsageError(f"{location}: a live stream cannot be read twice; use --mode live")
@@ -282,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     location = args.input or _demo_location()
     options = RenderOptions(detect_interval=args.detect_interval, detector=args.detector, threads=args.threads)
     if args.only in (None, "live"):
-        recaster = _recaster(args.engine, args.cast, detector=args.detector)
+        recaster = _recaster(args.engine, args)
         result = run_bench(location, recaster, options, args.repeats, span=args.frames)
         print(format_bench(result))
     if args.only in (None, "engines"):
@@ -293,7 +301,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.only in (None, "bake"):
         from export.bench import format_bake_bench, run_bake_bench
 
-        warp = _recaster("warp", args.cast, detector=args.detector)
+        warp = _recaster("warp", args)
         result["bake"] = run_bake_bench(location, warp, options, generator=args.generator, encoder=args.encoder,
                                         encoder_size=args.encoder_size, pti_steps=args.pti_steps, device=args.device)
         print(format_bake_bench(result["bake"]))
@@ -302,8 +310,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         from stream.quality import format_quality, run_quality
 
-        recaster = _recaster(args.engine, args.cast, detector=args.detector)
-        cast = cast_from_file(args.cast[0]) if args.cast else default_cast()
+        recaster = _recaster(args.engine, args)
+        cast = _casts(args)[0]
         with tempfile.TemporaryDirectory(prefix="recast-quality-") as tmp:
             result["quality"] = run_quality(args.clip or [location], recaster, cast.image, options, Path(tmp))
         print(format_quality(result["quality"]))
@@ -359,12 +367,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          args.runtime)
     if not titles:
         raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
-    casts = [default_cast()] + [cast_from_file(p) for p in args.cast]
+    registry = CastRegistry(args.casts or default_registry())
+    problems: list[str] = []
+    casts = [default_cast(), *registry.load_all(problems), *casts_for(args.cast, registry)]
+    for problem in problems:
+        log.warning("%s; skipped", problem)
+        print(f"recast serve: {problem}", file=sys.stderr)
+    ids = [c.cast_id for c in casts]
+    if len(set(ids)) < len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"cast ids {twice} are given twice (the default cast, the registry in {registry.folder} "
+                         "and --cast must not share ids)")
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
                           options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
-                                                occlusion=not args.no_occlusion))
+                                                occlusion=not args.no_occlusion), device=args.device)
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
     try:
@@ -387,6 +405,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     **ENGINE_COMMANDS,
     **BAKE_COMMANDS,
+    **CASTS_COMMANDS,
 }
 def _bad_input(exc: Exception, command: str) -> bool:
     """The caller's mistake (exit 2, one line): any InputError, and the engine tools' bad arguments."""

@@ -28,6 +28,8 @@ def media(name: str) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECAST_CACHE", str(tmp_path_factory.getbasetemp() / "recast-cache"))
+    # the cast registry `recast serve` and `render --cast ID` read by default: never the user's own
+    monkeypatch.setenv("RECAST_CASTS", str(tmp_path_factory.getbasetemp() / "recast-casts"))
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:

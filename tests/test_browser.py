@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.browser import chromium_page
+from tests.conftest import media
 from tests.demo_title import DemoTitle
 from tests.serve_process import recast_serve_demo
 
@@ -50,11 +51,16 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
 @pytest.mark.slow
 def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     demo = DemoTitle.load()
-    with recast_serve_demo() as server, chromium_page() as (page, errors):
+    with recast_serve_demo("--cast", str(media("images/liveportrait_s42.jpg"))) as server, \
+            chromium_page() as (page, errors):
         page.goto(server.base + "/")
         page.wait_for_function("document.getElementById('source').options.length >= 2")
         assert page.locator("#source option").all_inner_texts()[0].startswith("demo")
         assert "hopper" in page.locator("#cast").inner_text()
+        # the cast picker shows each cast's face; the default cast is chosen
+        page.wait_for_function("[...document.querySelectorAll('#thumbs img')].filter((i) => i.naturalWidth === 96)"
+                               ".length === 2")
+        assert page.locator("#thumbs .thumb[aria-pressed=true]").get_attribute("data-cast") == "hopper"
         page.click("#play")
         page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",
                                timeout=30_000)
@@ -72,6 +78,10 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
         page.wait_for_function("window.recastState.state && window.recastState.state.enabled === true")
         page.evaluate(GRAB_FRAMES, [1, 8])
         on_again = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
+
+        page.click("#thumbs .thumb[data-cast=liveportrait_s42]")  # a click on a face picks that cast
+        page.wait_for_function("window.recastState.state && window.recastState.state.cast === 'liveportrait_s42'")
+        assert page.locator("#thumbs .thumb[aria-pressed=true]").get_attribute("data-cast") == "liveportrait_s42"
 
         page.wait_for_function("window.recastState.fps > 0 && window.recastState.state.latency_ms > 0")
         stats = page.evaluate("window.recastState")

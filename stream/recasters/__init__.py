@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,7 +31,7 @@ from stream.align import (
     face_mask,
     polygon_mask,
 )
-from stream.casts import Cast
+from stream.casts import Cast, Prepared
 from stream.compose import OneEuro, cast_gaze, clean_texture, match_detail
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
@@ -138,6 +140,7 @@ class _PreparedCast:
     rgba: np.ndarray = field(repr=False)  # the image and its alpha (0 where the portrait's hair was)
 
 
+CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 
 
@@ -156,7 +159,7 @@ class WarpRecaster(CastingRecaster):
 
     name = "warp"
 
-    def __init__(self, casts: Sequence[Cast], *, size: int = 512, color: bool = True,
+    def __init__(self, casts: Sequence[Cast], *, size: int = CAST_TEXTURE, color: bool = True,
                  predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR) -> None:
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
@@ -167,13 +170,17 @@ class WarpRecaster(CastingRecaster):
         self.max_crop = 384
         self.color = color
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
-        self._casts = {c.cast_id: prepare_cast(c, size, faces) for c in casts}
+        self._casts = {c.cast_id: prepare_cast(c, size, faces, detector) for c in casts}
         super().__init__([c.cast_id for c in casts])
         self._steady: dict[int, _Steady] = {}
 
     @property
     def casts(self) -> list[Cast]:
         return [self._casts[c].cast for c in self._order]
+
+    def texture(self, cast_id: str) -> np.ndarray:
+        """The cast's prepared texture ([N,N,3] RGB, the aligned face)."""
+        return self._casts[cast_id].image
 
     def session_copy(self) -> WarpRecaster:
         """A recaster for one more viewer: the prepared casts (read-only) shared, the track assignments its own."""
@@ -215,11 +222,11 @@ MIN_CAST_DETAIL = 2.0  # mean |Laplacian| of the face at 128 px: under it, a blu
 MIN_CAST_EYES = 0.55  # the eyes' brightest tenth over the cheeks' median lightness: under it, the eyes are hidden
 
 
-def check_portrait(cast: Cast, found: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+def check_portrait(cast: Cast, found: list[tuple[Any, np.ndarray]], where: str | None = None) -> np.ndarray:
     """The landmarks of a usable cast portrait's face, or CastError naming the portrait and what is wrong: no face,
     several faces, a face too small, turned, blurred, or with its eyes hidden (sunglasses). Checked once, when the
     cast is registered, never during playback."""
-    where = cast.source
+    where = where or cast.source
     if not found:
         raise CastError(f"{where}: no face found in the cast image")
     ranked = sorted(found, key=lambda f: f[0].width * f[0].height, reverse=True)
@@ -260,8 +267,19 @@ def _inside(small: Any, big: Any) -> bool:
     return w * h >= 0.5 * small.width * small.height
 
 
-def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
-    landmarks = check_portrait(cast, faces(cast.image))
+def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _PreparedCast:
+    """A cast made ready to warp at `size` px: its face checked (:func:`check_portrait`), aligned and cleaned of
+    the portrait's hair. A cast registered with the same detector's landmarks was checked and prepared when it was
+    added, and is only read here (aligned again at another size)."""
+    ready = cast.prepared if cast.prepared is not None and cast.prepared.detector == detector else None
+    if ready is not None and ready.rgba.shape[0] == size:
+        image = np.ascontiguousarray(ready.rgba[..., :3])
+        return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba)
+    landmarks = ready.landmarks if ready is not None else check_portrait(cast, faces(cast.image))
+    return _texture(cast, landmarks, size)
+
+
+def _texture(cast: Cast, landmarks: np.ndarray, size: int) -> _PreparedCast:
     align = alignment(quad_params(landmarks), size)
     image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
@@ -270,6 +288,25 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces) -> _PreparedCast:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba)
+
+
+def registered(cast: Cast, detector: str, where: str, fomm: Path | None = None) -> Cast:
+    """`cast` checked and prepared for the registry (`recast casts add`) by `detector`'s landmark model; a problem
+    names `where` (the portrait's file)."""
+    landmarks = check_portrait(cast, still_faces(detector)(cast.image), where)
+    ready = _texture(cast, landmarks, CAST_TEXTURE)
+    return dataclasses.replace(cast, prepared=Prepared(detector, landmarks, ready.rgba, ready.landmarks), fomm=fomm)
+
+
+def thumbnail(texture: np.ndarray, size: int = 96) -> bytes:
+    """A JPEG of a cast's face for the page's cast picker: the middle of its aligned texture ([N,N,3] RGB)."""
+    n = texture.shape[0]
+    lo, hi = round(n * 0.2), round(n * 0.8)
+    face = cv2.resize(texture[lo:hi, lo:hi], (size, size), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(data.tobytes())
 
 
 def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True,
@@ -287,7 +324,8 @@ def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True
 
 class ByCastRecaster(Recaster):
     """A session's recaster when some casts are served by other engines: a track whose cast is one of ``engines``
-    (the baked title's ``actor``, rendered by its tuned generator) goes there, every other track to ``casts``."""
+    (the baked title's ``actor``, rendered by its tuned generator; a cast registered with a FOMM checkpoint) goes
+    there, every other track to ``casts``."""
 
     def __init__(self, casts: WarpRecaster, engines: dict[str, Recaster]) -> None:
         self.casts, self.engines = casts, engines
@@ -300,6 +338,9 @@ class ByCastRecaster(Recaster):
     def assign(self, track_id: int, cast_id: str) -> None:
         if cast_id in self.engines:
             self._engine_of[track_id] = cast_id
+            engine = self.engines[cast_id]
+            if cast_id in engine.cast_ids():  # an engine with several casts (FOMM) plays the one chosen
+                engine.assign(track_id, cast_id)
         else:
             self.casts.assign(track_id, cast_id)
             self._engine_of.pop(track_id, None)

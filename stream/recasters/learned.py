@@ -136,10 +136,17 @@ class FOMMRecaster(CastingRecaster):
         self.driver = fomm.Driver(ckpt, device, relative=True)
         self.crop_size = self.driver.size
         faces = still_faces(detector, predictor)
-        self.casts = {cast.cast_id: self.driver.source(prepare_cast(cast, self.crop_size, faces).image)
+        self.casts = {cast.cast_id: self.driver.source(prepare_cast(cast, self.crop_size, faces, detector).image)
                       for cast in casts}
         super().__init__([c.cast_id for c in casts])
         self._initial: dict[int, fomm.Keypoints] = {}
+
+    def session_copy(self) -> FOMMRecaster:
+        """A recaster for one more viewer: the network and the prepared casts shared; the track assignments and
+        each track's first keypoints its own."""
+        other = copy.copy(self)
+        other._assigned, other._initial = {}, {}
+        return other
 
     def _driving(self, face: FaceCrop) -> tuple[fomm.Keypoints, fomm.Keypoints]:
         """This frame's keypoints and the track's first, baked when the bake has them."""

@@ -20,7 +20,7 @@ from engines.cache import TITLE_ID
 from stream.casts import Cast
 from stream.faces import LandmarkPredictor, hog_detector
 from stream.pipeline import RenderOptions
-from stream.recasters import ByCastRecaster, Recaster, WarpRecaster
+from stream.recasters import ByCastRecaster, Recaster, WarpRecaster, thumbnail
 from stream.server.ice import consent_checks
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.metrics import Registry
@@ -88,6 +88,7 @@ class ServerConfig:
     offer_timeout_s: float = 30.0
     disconnect_timeout_s: float = 10.0
     options: RenderOptions = field(default_factory=RenderOptions)
+    device: str = "cpu"  # torch device of the learned recasters (registered FOMM casts)
 
     @property
     def open_access(self) -> bool:
@@ -130,14 +131,38 @@ class Service:
         if detector == "hog":
             self.predictor = LandmarkPredictor()
             hog_detector()  # built once now, before serving: each session's detector is then a 1.5 ms copy
-        self.template = WarpRecaster(list(self.casts.values()), predictor=self.predictor, detector=detector)
+        self.template = WarpRecaster([c for c in casts if c.fomm is None], predictor=self.predictor,
+                                     detector=detector)
+        self.animated = self._animated([c for c in casts if c.fomm is not None])
+        self.thumbnails = {c.cast_id: thumbnail(c.prepared.rgba[..., :3] if c.prepared is not None and c.fomm
+                                                else self.template.texture(c.cast_id)) for c in casts}
+
+    def _animated(self, casts: list[Cast]) -> dict[str, Recaster]:
+        """The casts registered with a FOMM checkpoint, each played by a FOMM recaster (one per checkpoint)."""
+        if not casts:
+            return {}
+        from engines.checkpoints import open_checkpoint
+        from stream.recasters.learned import FOMMRecaster
+
+        by_file: dict[Path, list[Cast]] = {}
+        for cast in casts:
+            by_file.setdefault(cast.fomm or Path(), []).append(cast)
+        animated: dict[str, Recaster] = {}
+        for path, group in by_file.items():
+            recaster = FOMMRecaster(open_checkpoint(path, "fomm"), group, device=self.config.device,
+                                    predictor=self.predictor, detector=self.config.options.detector)
+            animated.update({c.cast_id: recaster for c in group})
+        return animated
 
     def new_recaster(self, title: Title | None) -> Recaster:
-        """A session's recaster: the warp casts (prepared once, shared), plus the title's `actor` when baked."""
+        """A session's recaster: the warp casts (prepared once, shared), the casts animated by FOMM, and the
+        title's `actor` when baked."""
         casts = self.template.session_copy()
-        if title is None or title.actor is None:
-            return casts
-        return ByCastRecaster(casts, {ACTOR_CAST: title.actor.session_copy()})
+        copies: dict[int, Recaster] = {}  # one session copy per FOMM recaster, whichever of its casts is chosen
+        engines = {c: copies.setdefault(id(r), r.session_copy()) for c, r in self.animated.items()}
+        if title is not None and title.actor is not None:
+            engines[ACTOR_CAST] = title.actor.session_copy()
+        return ByCastRecaster(casts, engines) if engines else casts
 
     async def start(self, _app: web.Application) -> None:
         consent_checks(self.config.disconnect_timeout_s)
@@ -287,7 +312,17 @@ async def list_titles(request: web.Request) -> web.StreamResponse:
 
 async def list_casts(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
-    return web.json_response([{"id": c.cast_id, "kind": c.kind, "source": c.source} for c in service.casts.values()])
+    return web.json_response([{"id": c.cast_id, "kind": c.kind, "source": c.source,
+                               "engine": "fomm" if c.cast_id in service.animated else "warp",
+                               "thumbnail": f"/api/casts/{c.cast_id}/thumbnail.jpg"} for c in service.casts.values()])
+
+
+async def cast_thumbnail(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app[SERVICE]
+    data = service.thumbnails.get(request.match_info["cast"])
+    if data is None:
+        return error(404, "not_found", f"no cast {request.match_info['cast']!r}")
+    return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 async def create_session(request: web.Request) -> web.StreamResponse:
@@ -426,6 +461,7 @@ def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Ca
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/titles", list_titles)
     app.router.add_get("/api/casts", list_casts)
+    app.router.add_get("/api/casts/{cast}/thumbnail.jpg", cast_thumbnail)
     app.router.add_post("/api/sessions", create_session)
     app.router.add_post("/api/sessions/{sid}/offer", offer)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
