@@ -1,5 +1,9 @@
 """The look of a recast face: where its eyes look, its detail, and its steadiness.
 
+- ``Finish``: what every recaster's face goes through before it is pasted (warp, fomm, stylegan alike): the
+  actor's own mouth interior, the actor's colour (steadied per track), the cast's gaze moved to the actor's, and
+  the detail of the shot; each track carries its colour, gaze and landmark filter from frame to frame.
+
 - ``cast_gaze``: the cast's irises moved to where the actor's look (blinks follow already: the lids are warped
   onto the actor's). Keeping the actor's own eyes instead would follow too, but measured with dlib's face
   embedding it pulls the identity back towards the actor (d_cast 0.36 -> 0.48 on s18), so the cast's eyes move.
@@ -14,16 +18,22 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
-from stream.align import polygon_mask
+from stream.align import apply_color, blend, color_stats, polygon_mask
 
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
 _NOSE = list(range(27, 36))
 _LIPS = list(range(48, 60))
+_INNER_MOUTH = list(range(60, 68))
 GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
+COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
+MAX_TRACKS = 64  # tracks whose steadiness state is kept (the least recently seen goes first)
 
 
 def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -216,3 +226,54 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     feather = max(1.0, 0.03 * iod)
     alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
     return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), alpha.astype(np.float32), share
+
+
+@dataclass
+class TrackLook:
+    """What a track carries from frame to frame, so its face does not flicker: the colour statistics and the
+    gaze shift, each an exponential average, and the landmark filter."""
+
+    color: np.ndarray | None = None
+    gaze: dict[int, np.ndarray] = field(default_factory=dict)
+    points: OneEuro = field(default_factory=OneEuro)
+
+
+class Finish:
+    """The steps a recast face goes through before it is pasted, the same for every recaster: the actor's own
+    mouth interior where the mouth opens (`mouth`; teeth and tongue never smear), the actor's colour (`color`),
+    the cast's irises moved to the actor's gaze (`gaze`), and the shot's detail (`detail`). A recaster whose face is not
+    drawn on the actor's landmarks (FOMM moves the cast's own mouth and eyes) leaves `mouth` and `gaze` off."""
+
+    def __init__(self, *, color: bool = True, mouth: bool = False, gaze: bool = False, detail: bool = True) -> None:
+        self.color, self.mouth, self.gaze, self.detail = color, mouth, gaze, detail
+        self._looks: dict[int, TrackLook] = {}
+
+    def fresh(self) -> Finish:
+        """The same steps with no track state (a session's own)."""
+        other = copy.copy(self)
+        other._looks = {}
+        return other
+
+    def look(self, track_id: int) -> TrackLook:
+        look = self._looks.pop(track_id, None) or TrackLook()
+        self._looks[track_id] = look  # the most recently seen last: tracks long gone are dropped first
+        if len(self._looks) > MAX_TRACKS:
+            self._looks.pop(next(iter(self._looks)))
+        return look
+
+    def __call__(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, mask: np.ndarray,
+                 look: TrackLook) -> np.ndarray:
+        """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`."""
+        n = face.shape[0]
+        if self.mouth:
+            inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
+            if inner.any():
+                face = blend(face, actor, inner)
+        if self.color:
+            stats = color_stats(face, actor, mask)
+            if stats is not None:
+                look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)
+                face = apply_color(face, look.color)
+        if self.gaze:
+            face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
+        return match_detail(face, actor, points, mask) if self.detail else face  # the grain and focus of the shot

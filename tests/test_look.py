@@ -15,7 +15,7 @@ import pytest
 
 from stream.align import polygon_mask
 from stream.casts import cast_from_file
-from stream.compose import OneEuro, _iris, cast_gaze, features_mask, match_detail
+from stream.compose import Finish, OneEuro, _iris, cast_gaze, features_mask, match_detail
 from stream.pipeline import RenderOptions, render
 from stream.quality import Scorer
 from stream.recasters import WarpRecaster
@@ -126,6 +126,38 @@ def first_frames(source: Path, out: Path, count: int) -> Path:
         for packet in enc.encode():
             dst.mux(packet)
     return out
+
+
+def test_every_recaster_pastes_through_the_same_finish(models: dict[str, Path]) -> None:
+    """Warp and FOMM faces both take the actor's colour and the shot's detail (stream.compose.Finish): on an actor
+    tinted blue, each recast face moves towards the actor's colour, and it carries more fine detail than drawn."""
+    from engines.checkpoints import open_checkpoint
+    from stream.faces import DEFAULT_DETECTOR, still_faces
+    from stream.recasters import FaceCrop, prepare_cast
+    from stream.recasters.learned import FOMMRecaster
+
+    cast = cast_from_file(CAST)
+    warp = WarpRecaster([cast], color=True)
+    fomm = FOMMRecaster(open_checkpoint(models["fomm"], "fomm"), [cast])
+    for recaster, size in ((warp, 256), (fomm, fomm.crop_size)):
+        ready = prepare_cast(cast, size, still_faces(), DEFAULT_DETECTOR)
+        actor = np.clip(ready.image.astype(int) + np.array([-40, 0, 50]), 0, 255).astype(np.uint8)
+        rng = np.random.default_rng(0)
+        actor = np.clip(actor + rng.normal(0, 6, actor.shape[:2])[..., None], 0, 255).astype(np.uint8)  # grain
+        face = FaceCrop(1, actor, ready.landmarks)
+        plain = recaster.session_copy()
+        plain.finish = Finish(color=False, detail=False)  # the face as drawn
+        finished, mask = recaster.session_copy().recast(face)
+        drawn, _ = plain.recast(face)
+        inside = mask > 0.9
+        gap = [np.abs(img[inside].mean(0) - actor[inside].mean(0)).sum() for img in (finished, drawn)]
+        assert gap[0] < 0.5 * gap[1], (recaster.name, gap)
+        assert fine_detail(finished, inside) > fine_detail(drawn, inside), recaster.name
+
+
+def fine_detail(image: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[where].mean())
 
 
 def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:

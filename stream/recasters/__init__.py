@@ -24,22 +24,15 @@ from engines.errors import InputError
 from stream.align import (
     PiecewiseAffine,
     alignment,
-    apply_color,
-    blend,
-    color_stats,
     crop,
     face_mask,
-    polygon_mask,
 )
 from stream.casts import Cast, Prepared
-from stream.compose import OneEuro, cast_gaze, clean_texture, match_detail
+from stream.compose import Finish, clean_texture
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
 log = logging.getLogger(__name__)
-
-_INNER_MOUTH = list(range(60, 68))
-
 
 class CastError(InputError):
     """A cast image that cannot be used (no face, unreadable); the message names the image."""
@@ -141,17 +134,6 @@ class _PreparedCast:
 
 
 CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
-COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
-
-
-@dataclass
-class _Steady:
-    """What a track carries from frame to frame, so its face does not flicker: the colour statistics and the
-    gaze shift, each an exponential average."""
-
-    color: np.ndarray | None = None
-    gaze: dict[int, np.ndarray] = field(default_factory=dict)
-    points: OneEuro = field(default_factory=OneEuro)
 
 
 class WarpRecaster(CastingRecaster):
@@ -168,11 +150,10 @@ class WarpRecaster(CastingRecaster):
         # crop (420) loses a tenth of its scale and the live path keeps real time
         self.crop_size = None
         self.max_crop = 384
-        self.color = color
+        self.finish = Finish(color=color, mouth=True, gaze=True)
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces, detector) for c in casts}
         super().__init__([c.cast_id for c in casts])
-        self._steady: dict[int, _Steady] = {}
 
     @property
     def casts(self) -> list[Cast]:
@@ -185,32 +166,18 @@ class WarpRecaster(CastingRecaster):
     def session_copy(self) -> WarpRecaster:
         """A recaster for one more viewer: the prepared casts (read-only) shared, the track assignments its own."""
         other = copy.copy(self)
-        other._assigned, other._steady = {}, {}
+        other._assigned, other.finish = {}, self.finish.fresh()
         return other
 
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         prepared = self._casts[self.cast_for(face.track_id)]
         n = face.image.shape[0]
-        steady = self._steady.pop(face.track_id, None) or _Steady()
-        self._steady[face.track_id] = steady  # the most recently seen last: tracks long gone are dropped first
-        if len(self._steady) > 64:
-            self._steady.pop(next(iter(self._steady)))
-        points = steady.points(face.landmarks, n)  # steady when still, quick when moving
+        look = self.finish.look(face.track_id)
+        points = look.points(face.landmarks, n)  # steady when still, quick when moving
         texture = prepared.warp.warp(prepared.rgba, points, n)
-        warped = np.ascontiguousarray(texture[..., :3])
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
-        mouth = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
-        if mouth.any():  # the actor's own mouth interior: teeth and tongue never smear
-            warped = blend(warped, face.image, mouth)
-        if self.color:
-            stats = color_stats(warped, face.image, mask)
-            if stats is not None:
-                steady.color = stats if steady.color is None else steady.color + COLOR_STEADY * (stats - steady.color)
-                warped = apply_color(warped, steady.color)
-        warped = cast_gaze(warped, face.image, points, steady.gaze)  # the cast's eyes look where the actor's do
-        warped = match_detail(warped, face.image, points, mask)  # the grain and focus of the shot
-        return warped, mask
+        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look), mask
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}

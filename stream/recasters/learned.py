@@ -27,6 +27,7 @@ from engines.runtime import Engine, open_engine
 from stream.align import face_mask
 from stream.baked import BakedTitle
 from stream.casts import Cast
+from stream.compose import Finish
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
 from stream.recasters import CastError, CastingRecaster, FaceCrop, Recaster, prepare_cast
 
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 
 
 RUNTIMES = {name: fmt.ours for name, fmt in FORMATS.items()}  # the stylegan recaster's file per runtime
+
+
+def finished(finish: Finish, image: np.ndarray, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+    """A network's face through the compositor every recaster shares (stream.compose.Finish) and its mask."""
+    mask = face_mask(face.landmarks, image.shape[0])
+    if face.image.shape != image.shape:  # the crop is always the network's size; a caller's other size: as drawn
+        return image, mask
+    return finish(image, face.image, face.landmarks, mask, finish.look(face.track_id)), mask
 
 
 class StyleGANRecaster(Recaster):
@@ -49,6 +58,8 @@ class StyleGANRecaster(Recaster):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
         self.title, self.device, self.runtime = title, device, runtime
+        # the actor's own face, edited: the shot's detail, but not the actor's colour (an edit may change it)
+        self.finish = Finish(color=False)
         self.edits: dict[str, tuple[Direction, float]] = {}
         self._generators: dict[Path, Checkpoint] = {}
         self._engines: dict[Path, Engine] = {}
@@ -63,7 +74,7 @@ class StyleGANRecaster(Recaster):
     def session_copy(self) -> StyleGANRecaster:
         """A recaster for one more viewer: the title and the loaded generators shared, the edits its own."""
         other = copy.copy(self)
-        other.edits = {}
+        other.edits, other.finish = {}, self.finish.fresh()
         return other
 
     def set_edit(self, direction: Direction, factor: float) -> None:
@@ -102,7 +113,7 @@ class StyleGANRecaster(Recaster):
         stitched = self.title.stitched(face.track_id) if self.edits else None
         if stitched is not None and row in stitched[1] and stitched[0] == self._factors():
             # the bake stitched exactly these edits: its seamless crop, no synthesis
-            return stitched[1][row], face_mask(face.landmarks, stitched[1][row].shape[0])
+            return finished(self.finish, stitched[1][row], face)
         pivot = self.title.pivots(face.track_id)[row]
         w = torch.from_numpy(pivot)[None].to(self.device)
         for direction, factor in self.edits.values():
@@ -111,7 +122,7 @@ class StyleGANRecaster(Recaster):
             image = to_uint8(generator_of(self._generator(face.track_id)).synthesis(w, noise_mode="const"))[0]
         else:
             image = to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]))[0]
-        return image, face_mask(face.landmarks, image.shape[0])
+        return finished(self.finish, image, face)
 
     def _factors(self) -> dict[str, float]:
         return {name: factor for name, (_, factor) in self.edits.items()}
@@ -140,12 +151,14 @@ class FOMMRecaster(CastingRecaster):
                       for cast in casts}
         super().__init__([c.cast_id for c in casts])
         self._initial: dict[int, fomm.Keypoints] = {}
+        # the cast's own mouth and eyes, moved by FOMM (not drawn on the actor's landmarks): colour and detail only
+        self.finish = Finish(color=True)
 
     def session_copy(self) -> FOMMRecaster:
         """A recaster for one more viewer: the network and the prepared casts shared; the track assignments and
         each track's first keypoints its own."""
         other = copy.copy(self)
-        other._assigned, other._initial = {}, {}
+        other._assigned, other._initial, other.finish = {}, {}, self.finish.fresh()
         return other
 
     def _driving(self, face: FaceCrop) -> tuple[fomm.Keypoints, fomm.Keypoints]:
@@ -165,8 +178,8 @@ class FOMMRecaster(CastingRecaster):
 
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         kp_driving, kp_initial = self._driving(face)
-        image = self.driver.animate(self.casts[self.cast_for(face.track_id)], kp_driving, kp_initial)
-        return image, face_mask(face.landmarks, image.shape[0])
+        return finished(self.finish, self.driver.animate(self.casts[self.cast_for(face.track_id)], kp_driving,
+                                                         kp_initial), face)
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": self.cast_ids()}
