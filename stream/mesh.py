@@ -38,10 +38,12 @@ JAW_CHAIN = [127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
 # dlib points 17-67 as mesh vertices (a pair is averaged). Each is a vertex, or the middle of two, of the same
 # feature's contour (brow, nose, eye ring, outer or inner lip ring, so a blink or an open mouth moves it as it moves
 # dlib's point): the one nearest dlib's point over 230 frames of five people (the shared clips and portraits,
-# normalised by the eye distance), kept only where the choice made without each person also helps on that person
+# normalised by the eye distance), kept only where the choice made without each person also helps on that person.
+# The brows stay on their upper edge (dlib's are nearer the middle): they are the top of the box the tracker
+# follows and matches detections with, and the lower box cost a turned face in the hamilton audience 4 frames.
 FEATURES: list[tuple[int, ...]] = [
-    (70,), (63,), (105, 66), (66, 107), (107, 55),  # 17-21 right brow, outer to inner
-    (336, 285), (296, 336), (334, 296), (293,), (300,),  # 22-26 left brow, inner to outer
+    (70,), (63,), (105,), (66,), (107,),  # 17-21 right brow, outer to inner
+    (336,), (296,), (334,), (293,), (300,),  # 22-26 left brow, inner to outer
     (168, 6), (6, 195), (3, 281), (4,),  # 27-30 nose bridge to tip
     (98, 60), (97,), (94, 164), (326,), (327, 290),  # 31-35 under the nose
     (7, 246), (159, 160), (158,), (155,), (153,), (144,),  # 36-41 right eye
