@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from stream.align import apply_color, blend, color_stats, polygon_mask
+from stream.align import apply_color, blend, color_stats, face_mask, polygon_mask
 
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
@@ -56,7 +56,7 @@ def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                 max_sharpen: float = 2.0) -> np.ndarray:
+                 max_sharpen: float = 2.0, skin: np.ndarray | None = None) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's."""
@@ -72,7 +72,8 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         return face
     sharpen = min(max_sharpen, e_theirs / max(e_ours, 1e-3) - 1.0)  # the cast's own detail, raised
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
-    skin = (1.0 - features_mask(landmarks, n)) * mask
+    if skin is None:
+        skin = (1.0 - features_mask(landmarks, n)) * mask
     add = sharpen * ours + np.sqrt(left) * skin * theirs
     return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
 
@@ -153,6 +154,44 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
     return out
 
 
+LIGHT_WORK = 96  # px: the light is measured and moved at this size (it is smooth by definition)
+LIGHT_SIGMA = 0.07  # of the crop: the scale of shading moved from the actor (a cheek, a side of the nose)
+LIGHT_RANGE = (0.5, 2.0)  # the most a channel of the cast's skin is scaled at a place
+
+
+def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`face` lit and coloured as the actor's skin is, place by place: per channel, the ratio of the actor's
+    low-frequency colour to the face's, each measured over the plain skin only (not eyes, brows, nostrils or lips,
+    whose darkness is not light: normalised convolution fills the skin's values in across them), multiplied into
+    the face (light and skin tone scale what a surface reflects, so the features keep their contrast).
+    The cast's own features keep their contrast; where light falls from one side, a cheek is in shadow or
+    flushed, the cast's face is too, and its border meets the actor's skin at the same colour."""
+    n = face.shape[0]
+    scale = LIGHT_WORK / n
+    small = [cv2.resize(x, (LIGHT_WORK, LIGHT_WORK), interpolation=cv2.INTER_AREA).astype(np.float32)
+             for x in (face, actor)]
+    # plain skin only, strictly: a feature's darkness taken for shade would brighten the cast around its eyes.
+    # The actor's skin is all of the actor's face; the cast's is where its face is pasted (not where the
+    # portrait's hair was), so at the paste's border the cast meets the actor's own shade there
+    plain = features_mask(landmarks * scale, LIGHT_WORK) < 0.1
+    inside = cv2.resize(mask, (LIGHT_WORK, LIGHT_WORK), interpolation=cv2.INTER_AREA) > 0.5
+    cast_skin = (inside & plain).astype(np.float32)
+    actor_skin = ((face_mask(landmarks * scale, LIGHT_WORK) > 0.5) & plain).astype(np.float32)
+    if float(cast_skin.sum()) < max(16.0, 0.1 * float(inside.sum())):  # too little plain skin to measure
+        return face
+    sigma = LIGHT_SIGMA * LIGHT_WORK
+    weight, actor_weight = (cv2.GaussianBlur(x, (0, 0), sigma) + 1e-4 for x in (cast_skin, actor_skin))
+    ours = cv2.GaussianBlur(small[0] * cast_skin[..., None], (0, 0), sigma) / weight[..., None]
+    theirs = cv2.GaussianBlur(small[1] * actor_skin[..., None], (0, 0), sigma) / actor_weight[..., None]
+    # only where both skins were measured near enough: further off (a wide open mouth) the change fades out
+    near = np.minimum(weight / max(float(weight.max()), 1e-4), actor_weight / max(float(actor_weight.max()), 1e-4))
+    reach = np.clip(near * 2.0, 0.0, 1.0)[..., None]
+    ratio = 1.0 + (np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE) - 1.0) * reach
+    full = cv2.resize(ratio, (n, n), interpolation=cv2.INTER_LINEAR)
+    full[mask <= 0] = 1.0  # nothing outside the face; all of it inside, its feathered border too
+    return np.asarray(cv2.multiply(face, full, dtype=cv2.CV_8U))  # rounded, saturated
+
+
 class OneEuro:
     """A landmark filter that is steady when the face is still and quick when it moves (Casiez et al., the 1€
     filter): per point, a low-pass whose cut-off rises with the point's speed. Points are in crop units (divided
@@ -183,8 +222,8 @@ class OneEuro:
 
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead and temples
-    painted over with skin; where it was (feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that
+    """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
+    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that
     the actor's own forehead shows there rather than a smear; and the share of that band that was hair. Skin is
     what matches the colour of the cheeks' middle (per Lab channel, within 3.5 robust spreads) and is not a
     thin dark line (a strand); the brows are kept."""
@@ -206,6 +245,13 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     band = ((polygon_mask(np.concatenate([landmarks[17:27], top]), n) > 0.5)
             | (polygon_mask(np.stack([landmarks[0], landmarks[17], top[0]]), n) > 0.5)
             | (polygon_mask(np.stack([landmarks[16], landmarks[26], top[9]]), n) > 0.5))
+    # the cheeks' sides: from the jaw line a quarter of the way in towards the nose, ear to jaw corner
+    inward = landmarks[0:17] + (landmarks[30] - landmarks[0:17]) * 0.25
+    for side in (slice(0, 7), slice(10, 17)):
+        outline = np.concatenate([landmarks[side], inward[side][::-1]])
+        strip = np.zeros((n, n), np.uint8)
+        cv2.fillPoly(strip, [np.round(outline * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        band |= strip > 0
     for eye in (landmarks[36:42], landmarks[42:48]):  # never an eye
         centre = eye.mean(axis=0)
         band &= polygon_mask(centre + (eye - centre) * 1.8, n) < 0.5
@@ -240,12 +286,15 @@ class TrackLook:
 
 class Finish:
     """The steps a recast face goes through before it is pasted, the same for every recaster: the actor's own
-    mouth interior where the mouth opens (`mouth`; teeth and tongue never smear), the actor's colour (`color`),
+    mouth interior where the mouth opens (`mouth`; teeth and tongue never smear), the actor's colour (`color`)
+    and light (`light`, with the colour unless told),
     the cast's irises moved to the actor's gaze (`gaze`), and the shot's detail (`detail`). A recaster whose face is not
     drawn on the actor's landmarks (FOMM moves the cast's own mouth and eyes) leaves `mouth` and `gaze` off."""
 
-    def __init__(self, *, color: bool = True, mouth: bool = False, gaze: bool = False, detail: bool = True) -> None:
+    def __init__(self, *, color: bool = True, light: bool | None = None, mouth: bool = False, gaze: bool = False,
+                 detail: bool = True) -> None:
         self.color, self.mouth, self.gaze, self.detail = color, mouth, gaze, detail
+        self.light = color if light is None else light
         self._looks: dict[int, TrackLook] = {}
 
     def fresh(self) -> Finish:
@@ -265,15 +314,22 @@ class Finish:
                  look: TrackLook) -> np.ndarray:
         """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`."""
         n = face.shape[0]
+        skin = mask * (1.0 - features_mask(points, n))  # cheeks, forehead, chin
         if self.mouth:
             inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
             if inner.any():
                 face = blend(face, actor, inner)
         if self.color:
+            # over the whole face: statistics of the skin alone matched skin tones more closely, but moved the
+            # identity towards the actor's (d20: d_cast 0.449 -> 0.479) and flickered more
             stats = color_stats(face, actor, mask)
             if stats is not None:
                 look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)
                 face = apply_color(face, look.color)
+        if self.light:
+            face = transfer_light(face, actor, points, mask)
         if self.gaze:
             face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
-        return match_detail(face, actor, points, mask) if self.detail else face  # the grain and focus of the shot
+        if self.detail:
+            face = match_detail(face, actor, points, mask, skin=skin)  # the grain and focus of the shot
+        return face

@@ -15,7 +15,16 @@ import pytest
 
 from stream.align import polygon_mask
 from stream.casts import cast_from_file
-from stream.compose import Finish, OneEuro, _iris, cast_gaze, features_mask, match_detail
+from stream.compose import (
+    Finish,
+    OneEuro,
+    _iris,
+    cast_gaze,
+    clean_texture,
+    features_mask,
+    match_detail,
+    transfer_light,
+)
 from stream.pipeline import RenderOptions, render
 from stream.quality import Scorer
 from stream.recasters import WarpRecaster
@@ -63,15 +72,69 @@ def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
     assert np.array_equal(cast_gaze(cast, actor, closed), cast)
 
 
-def test_a_smooth_face_gets_the_shots_detail_but_its_features_stay_its_own() -> None:
-    rng = np.random.default_rng(0)
-    size = 256
+def face_layout() -> np.ndarray:
+    """The 68 points of a 256 px face: the jaw from ear to ear, eyes, brows, nose and lips."""
     landmarks = np.zeros((68, 2))
+    arc = np.linspace(np.pi, 0, 17)
+    landmarks[0:17] = np.column_stack([128 + 72 * np.cos(arc), 105 + 120 * np.sin(arc)])
     landmarks[36:42], landmarks[42:48] = eye_landmarks(96, 110, 36), eye_landmarks(160, 110, 36)
     landmarks[17:27] = np.column_stack([np.linspace(70, 186, 10), np.full(10, 92)])
     landmarks[27:36] = np.column_stack([np.full(9, 128), np.linspace(110, 150, 9)])
     turn = np.linspace(0, 6.2, 20)
     landmarks[48:68] = np.column_stack([128 + 24 * np.cos(turn), 180 + 8 * np.sin(turn)])
+    return landmarks
+
+
+def test_the_cast_takes_the_actors_light_and_keeps_its_features() -> None:
+    """Light from the actor's right: the cast's skin darkens and brightens as the actor's does, its dark eyes and
+    lips stay as dark against the skin around them, and nothing outside the face changes."""
+    size, landmarks = 256, face_layout()
+    face = np.full((size, size, 3), (200, 160, 140), np.uint8)
+    features = features_mask(landmarks, size) > 0.5
+    face[features] = (60, 40, 40)
+    light = np.linspace(0.6, 1.2, size, dtype=np.float32)[None, :, None]  # left to right
+    actor = np.clip(np.full((size, size, 3), (190, 150, 130), np.float32) * light, 0, 255).astype(np.uint8)
+    mask = np.zeros((size, size), np.float32)
+    mask[40:230, 50:206] = 1.0
+    out = transfer_light(face, actor, landmarks, mask).astype(np.float32)
+    left, right = (slice(125, 140), slice(80, 90)), (slice(125, 140), slice(166, 176))  # the two cheeks
+    actor_ratio = actor[right].mean() / actor[left].mean()
+    ratio = out[right].mean() / out[left].mean()
+    assert abs(ratio / actor_ratio - 1) < 0.15, (ratio, actor_ratio)
+    eye, beside = (slice(108, 112), slice(92, 100)), (slice(108, 112), slice(70, 76))
+    before = face[eye].astype(np.float32).mean() / face[beside].astype(np.float32).mean()
+    after = out[eye].mean() / out[beside].mean()
+    assert abs(after / before - 1) < 0.2, (before, after)
+    assert np.array_equal(out[mask == 0], face[mask == 0])
+    # an actor lit as evenly as the cast, with the same skin: the face is left within a few levels
+    even = np.full((size, size, 3), (200, 160, 140), np.uint8)
+    assert np.abs(transfer_light(face, even, landmarks, mask).astype(int) - face).max() <= 3
+
+
+def test_a_casts_hair_over_its_forehead_and_cheeks_is_left_out() -> None:
+    """Strands of a portrait's hair across its forehead and down the side of a cheek are painted over with skin
+    and get alpha 0 (the actor's own skin shows there); a portrait without hair over its face is left (nearly)
+    whole."""
+    size, landmarks = 256, face_layout()
+    clean = np.full((size, size, 3), (200, 160, 140), np.uint8)
+    clean[features_mask(landmarks, size) > 0.5] = (90, 60, 50)
+    image, alpha, share = clean_texture(clean, landmarks)
+    assert share < 0.005 and (alpha < 0.5).mean() < 0.002  # at most a speck at a feature's edge
+    hairy = clean.copy()
+    strands = np.zeros((size, size), np.uint8)
+    cv2.line(strands, (90, 70), (170, 84), 1, 3)  # across the forehead, above the brows
+    cv2.line(strands, (62, 110), (70, 160), 1, 4)  # down the left cheek's side
+    hairy[strands > 0] = (70, 45, 30)
+    image, alpha, share = clean_texture(hairy, landmarks)
+    assert share > 0 and (alpha[strands > 0] < 0.5).mean() > 0.8
+    assert np.abs(image[strands > 0].astype(int) - (200, 160, 140)).mean() < 25  # painted with skin
+    middle = (slice(125, 140), slice(80, 90))  # the cheek's middle: kept
+    assert alpha[middle].min() > 0.9
+
+
+def test_a_smooth_face_gets_the_shots_detail_but_its_features_stay_its_own() -> None:
+    rng = np.random.default_rng(0)
+    size, landmarks = 256, face_layout()
     face = np.full((size, size, 3), 150, np.uint8)
     actor = np.clip(150 + rng.normal(0, 12, (size, size, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
     mask = np.zeros((size, size), np.float32)
