@@ -4,8 +4,9 @@
 The cast registry (`recast casts add`) keeps each checked cast in a folder of its own, prepared once:
 
     CASTS/ID/cast.json     id, kind, source note, when added, the detector whose landmark model found its 68
-                           points, those points in the portrait and in the prepared texture, the FOMM checkpoint it
-                           plays with (path and sha256), the sha256 of the files below
+                           points, those points in the portrait and in the prepared texture, the portrait's
+                           468-point mesh (mediapipe), the FOMM checkpoint it plays with (path and sha256), the
+                           sha256 of the files below
     CASTS/ID/portrait.png  the portrait's pixels as read (RGB)
     CASTS/ID/texture.png   the prepared texture: the aligned face, its hair left out (alpha 0 there)
 
@@ -43,12 +44,14 @@ class CastImageError(InputError):
 class Prepared:
     """A cast's face checked and made ready once, by the landmark model of one detector (the warp maps the cast's
     points onto the actor's, so both come from the same model): the portrait's 68 points, the aligned texture
-    (RGBA; alpha 0 where the portrait's hair was) and its 68 points in texture pixels."""
+    (RGBA; alpha 0 where the portrait's hair was), its 68 points in texture pixels, and with the mediapipe
+    detector the portrait's 468-point mesh (the dense warp)."""
 
     detector: str
     landmarks: np.ndarray  # [68,2] portrait pixels
     rgba: np.ndarray  # [N,N,4] uint8
     points: np.ndarray  # [68,2] texture pixels
+    mesh: np.ndarray | None = None  # [468,2] portrait pixels: the dense mesh (the mediapipe detector's model)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class CastRegistry:
                 "detector": cast.prepared.detector,
                 "landmarks": np.round(cast.prepared.landmarks, 3).tolist(),
                 "texture_points": np.round(cast.prepared.points, 3).tolist(),
+                "mesh": None if cast.prepared.mesh is None else np.round(cast.prepared.mesh, 2).tolist(),
                 "fomm": None if cast.fomm is None else {"path": str(cast.fomm), "sha256": fomm_sha256},
                 "files": {name: file_sha256(work / name) for name in ("portrait.png", "texture.png")},
             }
@@ -244,6 +248,7 @@ class CastRegistry:
                 rgba = np.array(im.convert("RGBA"))
             landmarks = np.asarray(entry["landmarks"], np.float64).reshape(68, 2)
             points = np.asarray(entry["texture_points"], np.float64).reshape(68, 2)
+            mesh = None if entry.get("mesh") is None else np.asarray(entry["mesh"], np.float64).reshape(468, 2)
             kind, source, detector = entry["kind"], check_source_note(entry["source"]), str(entry["detector"])
             fomm = self._fomm(cast_id, entry["fomm"], problems) if entry.get("fomm") else None
         except RegistryError:
@@ -252,7 +257,7 @@ class CastRegistry:
             raise RegistryError(f"{folder / 'cast.json'}: a damaged entry ({type(exc).__name__}: {exc})") from exc
         if kind not in ("synthetic", "consented"):
             raise RegistryError(f"{folder / 'cast.json'}: kind {kind!r} is neither synthetic nor consented")
-        return Cast(cast_id, kind, source, image, Prepared(detector, landmarks, rgba, points), fomm)
+        return Cast(cast_id, kind, source, image, Prepared(detector, landmarks, rgba, points, mesh), fomm)
 
     @staticmethod
     def _fomm(cast_id: str, fomm: dict[str, str], problems: list[str] | None) -> Path | None:

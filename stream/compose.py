@@ -154,7 +154,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
     return out
 
 
-LIGHT_WORK = 96  # px: the light is measured and moved at this size (it is smooth by definition)
+LIGHT_WORK = 64  # px: the light is measured and moved at this size (it is smooth by definition)
 LIGHT_SIGMA = 0.07  # of the crop: the scale of shading moved from the actor (a cheek, a side of the nose)
 LIGHT_RANGE = (0.5, 2.0)  # the most a channel of the cast's skin is scaled at a place
 
@@ -174,7 +174,8 @@ def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, m
     # The actor's skin is all of the actor's face; the cast's is where its face is pasted (not where the
     # portrait's hair was), so at the paste's border the cast meets the actor's own shade there
     plain = features_mask(landmarks * scale, LIGHT_WORK) < 0.1
-    inside = cv2.resize(mask, (LIGHT_WORK, LIGHT_WORK), interpolation=cv2.INTER_AREA) > 0.5
+    small_mask = cv2.resize(mask, (LIGHT_WORK, LIGHT_WORK), interpolation=cv2.INTER_AREA)
+    inside = small_mask > 0.5
     cast_skin = (inside & plain).astype(np.float32)
     actor_skin = ((face_mask(landmarks * scale, LIGHT_WORK) > 0.5) & plain).astype(np.float32)
     if float(cast_skin.sum()) < max(16.0, 0.1 * float(inside.sum())):  # too little plain skin to measure
@@ -186,9 +187,11 @@ def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, m
     # only where both skins were measured near enough: further off (a wide open mouth) the change fades out
     near = np.minimum(weight / max(float(weight.max()), 1e-4), actor_weight / max(float(actor_weight.max()), 1e-4))
     reach = np.clip(near * 2.0, 0.0, 1.0)[..., None]
-    ratio = 1.0 + (np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE) - 1.0) * reach
-    full = cv2.resize(ratio, (n, n), interpolation=cv2.INTER_LINEAR)
-    full[mask <= 0] = 1.0  # nothing outside the face; all of it inside, its feathered border too
+    # all of the face, its feathered border too; nothing a work pixel or more outside it (made small, then scaled up:
+    # a pass over the whole crop cost more than the rest together)
+    pasted = cv2.dilate((small_mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8))[..., None]
+    ratio = np.where(pasted > 0, 1.0 + (np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE) - 1.0) * reach, 1.0)
+    full = cv2.resize(ratio.astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, full, dtype=cv2.CV_8U))  # rounded, saturated
 
 
@@ -207,13 +210,15 @@ class OneEuro:
         tau = 1.0 / (2 * np.pi * np.asarray(cutoff))
         return 1.0 / (1.0 + tau)
 
-    def __call__(self, points: np.ndarray, size: int) -> np.ndarray:
+    def __call__(self, points: np.ndarray, size: int, scale_of: np.ndarray | None = None) -> np.ndarray:
+        """`points` filtered; speeds are measured in eye distances of `scale_of` (68 points; `points` by default)."""
         x = points.astype(np.float64) / size
         if self._x is None or self._x.shape != x.shape:
             self._x, self._dx = x, np.zeros_like(x)
             return points
         assert self._dx is not None
-        iod = max(float(np.linalg.norm(x[36:42].mean(0) - x[42:48].mean(0))), 1e-3)
+        ref = x if scale_of is None else scale_of.astype(np.float64) / size
+        iod = max(float(np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))), 1e-3)
         dx = self._dx + self._alpha(self.d_cutoff) * ((x - self._x) - self._dx)
         speed = np.linalg.norm(dx, axis=1, keepdims=True) / iod
         alpha = self._alpha(self.min_cutoff + self.beta * speed)
@@ -223,10 +228,10 @@ class OneEuro:
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
-    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that
-    the actor's own forehead shows there rather than a smear; and the share of that band that was hair. Skin is
-    what matches the colour of the cheeks' middle (per Lab channel, within 3.5 robust spreads) and is not a
-    thin dark line (a strand); the brows are kept."""
+    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (feathered) 0 in the
+    returned alpha [N,N] float32, 1 elsewhere, so that the actor's own skin shows there rather than a smear; and
+    the share of that band that was hair. Skin is what matches the colour of the cheeks' middle (per Lab channel,
+    within 3.5 robust spreads) and is not a thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lm = landmarks
@@ -282,6 +287,7 @@ class TrackLook:
     color: np.ndarray | None = None
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
     points: OneEuro = field(default_factory=OneEuro)
+    mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
 
 
 class Finish:

@@ -166,6 +166,42 @@ def crop_from_detection(detection: Detection, scale: float = CROP_SCALE) -> Crop
     return Crop(cx, cy, max(box.width, box.height) * scale, angle)
 
 
+# the mesh vertices the dense warp always follows: the contours of the eyes, lips, brows and nose and the face oval
+# (the features that move, and the outline); the rest of its vertices are picked spread over the face
+EYE_RINGS = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+             362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398]
+LIP_RINGS = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146,
+             78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+BROWS = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55, 300, 293, 334, 296, 336, 276, 283, 282, 295, 285]
+NOSE = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 98, 97, 326, 327, 75, 305, 60, 290, 48, 278, 64, 294]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+DENSE_KEEP = sorted(set(EYE_RINGS + LIP_RINGS + BROWS + NOSE + FACE_OVAL))
+
+
+def dense_vertices(mesh: np.ndarray, count: int = 200) -> np.ndarray:
+    """The mesh vertices a dense warp follows: the features' contours and the oval, then the vertex farthest from
+    those chosen, again and again, up to `count` (the skin between them evenly; 468 cost twice the time)."""
+    points = mesh[:, :2].astype(np.float64)
+    chosen = list(DENSE_KEEP)
+    distance = np.min(np.linalg.norm(points[:, None] - points[chosen][None], axis=2), axis=1)
+    while len(chosen) < count:
+        far = int(np.argmax(distance))
+        chosen.append(far)
+        distance = np.minimum(distance, np.linalg.norm(points - points[far], axis=1))
+    return np.array(sorted(chosen))
+
+
+def portrait_mesh(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 468-point mesh [468,3] of the face whose 68 points are given (a cast portrait's, checked once), from a
+    crop around those points refined twice, as the tracker refines its own."""
+    mesh = FaceMesh()
+    result = mesh.run(image, crop_from_points(landmarks, landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0)))
+    for _ in range(2):
+        result = mesh.run(image, result.next_crop())
+    return result.mesh
+
+
 class MeshLandmarker:
     """Faces in a still image: BlazeFace over the picture and tiles, then the mesh, refined twice; a detection the
     mesh does not confirm (presence under 0.5) is left out."""

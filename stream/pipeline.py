@@ -213,8 +213,11 @@ class FaceRenderer:
             start = time.perf_counter()
             try:
                 align = alignment(params, size)
+                mesh = None
+                if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
+                    mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
                 face_crop = FaceCrop(face.track_id, crop(image, align, cv2.INTER_CUBIC), align.points_to_crop(
-                    face.landmarks.astype(np.float64)), face.index)
+                    face.landmarks.astype(np.float64)), face.index, mesh)
                 pixels, mask = self.recaster.recast(face_crop)
                 if weight < 1.0:
                     mask = mask * np.float32(weight)

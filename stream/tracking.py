@@ -71,6 +71,7 @@ class TrackedFace:
     yaw: float | None = None  # degrees, 0 facing the camera (the mesh tracker estimates it; HOG's does not)
     pitch: float | None = None
     presence: float | None = None  # the landmark model's confidence that this is a face (mesh tracker)
+    mesh: np.ndarray | None = None  # [468,3] frame pixels and depth (mesh tracker)
 
 
 @dataclass
@@ -353,7 +354,8 @@ class MeshTracker:
             if track.confirmed:
                 yaw, pitch = head_pose(track.result.mesh)
                 faces.append(TrackedFace(track.track_id, landmark_box(track.landmarks), track.landmarks,
-                                         track.track_id in detected, yaw, pitch, track.result.score))
+                                         track.track_id in detected, yaw, pitch, track.result.score,
+                                         track.result.mesh.astype(np.float32)))
         return cut, faces
 
     def _good(self, track: _MeshTrack, result: MeshResult, width: int, height: int) -> bool:

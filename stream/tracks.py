@@ -37,6 +37,7 @@ class FaceState:
     pitch: float | None = None
     presence: float | None = None  # the mesh's confidence that this is a face
     steady_yaw: float | None = None  # the yaw smoothed over the track (what the recast's fade follows; not saved)
+    mesh: np.ndarray | None = None  # [468,3] the mesh tracker's dense points and depth (in memory only, not saved)
 
     @property
     def crop_params(self) -> np.ndarray:
@@ -245,7 +246,8 @@ class LiveFaceStage:
         rgb = frame.image if frame.image.ndim == 3 else None
         cut, tracked = self.tracker.update(frame.index, to_gray(frame.image) if gray is None else gray, rgb)
         faces = [FaceState(t.track_id, frame.index, frame.time, t.box, t.landmarks,
-                           quad_params(t.landmarks, self.quad_scale), yaw=t.yaw, pitch=t.pitch, presence=t.presence)
+                           quad_params(t.landmarks, self.quad_scale), yaw=t.yaw, pitch=t.pitch, presence=t.presence,
+                           mesh=t.mesh)
                  for t in tracked]
         present = {f.track_id for f in faces}
         for face in faces:

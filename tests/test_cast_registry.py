@@ -45,7 +45,7 @@ def test_add_checks_prepares_once_and_lists(registry: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     entry = json.loads((registry / "liveportrait_s42" / "cast.json").read_text())
     assert entry["kind"] == "synthetic" and entry["source"] == NOTE and entry["detector"] == DEFAULT_DETECTOR
-    assert len(entry["landmarks"]) == 68 and entry["fomm"] is None
+    assert len(entry["landmarks"]) == 68 and len(entry["mesh"]) == 468 and entry["fomm"] is None
     texture = np.array(Image.open(registry / "liveportrait_s42" / "texture.png"))
     assert texture.shape == (512, 512, 4) and 0 < (texture[..., 3] == 255).mean() < 1  # its hair left out
     assert np.array_equal(np.array(Image.open(registry / "liveportrait_s42" / "portrait.png")), read_image(S42))
@@ -98,7 +98,7 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
         raise AssertionError("a registered cast was detected again")
 
     ready = prepare_cast(cast, 512, no_detection, DEFAULT_DETECTOR)
-    assert np.array_equal(ready.rgba, cast.prepared.rgba)
+    assert np.array_equal(ready.rgba, cast.prepared.rgba) and ready.dense is not None  # the mesh read too
     smaller = prepare_cast(cast, 256, no_detection, DEFAULT_DETECTOR)  # another size: aligned again, not detected
     assert smaller.rgba.shape == (256, 256, 4)
     # another detector's landmark model: detected again (the warp maps one model's points onto the same model's)

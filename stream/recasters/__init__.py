@@ -46,6 +46,7 @@ class FaceCrop:
     image: np.ndarray  # [N,N,3] uint8 RGB
     landmarks: np.ndarray  # [68,2] crop pixels
     index: int = -1  # the frame's index in the title (baked recasters look up that frame's latent)
+    mesh: np.ndarray | None = None  # [468,3] the mesh tracker's points in crop pixels and their depth
 
 
 class Recaster(ABC):
@@ -131,6 +132,8 @@ class _PreparedCast:
     landmarks: np.ndarray  # [68,2] in crop pixels
     warp: PiecewiseAffine = field(repr=False)
     rgba: np.ndarray = field(repr=False)  # the image and its alpha (0 where the portrait's hair was)
+    dense: PiecewiseAffine | None = field(default=None, repr=False)  # over vertices of the mesh (mediapipe)
+    dense_ids: np.ndarray | None = field(default=None, repr=False)  # which vertices
 
 
 CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
@@ -174,7 +177,13 @@ class WarpRecaster(CastingRecaster):
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
-        texture = prepared.warp.warp(prepared.rgba, points, n)
+        if face.mesh is not None and prepared.dense is not None and prepared.dense_ids is not None:
+            # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
+            ids = prepared.dense_ids
+            mesh = look.mesh(face.mesh[ids, :2], n, scale_of=face.landmarks)
+            texture = prepared.dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2])
+        else:
+            texture = prepared.warp.warp(prepared.rgba, points, n)
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
         return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look), mask
@@ -236,17 +245,39 @@ def _inside(small: Any, big: Any) -> bool:
 
 def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _PreparedCast:
     """A cast made ready to warp at `size` px: its face checked (:func:`check_portrait`), aligned and cleaned of
-    the portrait's hair. A cast registered with the same detector's landmarks was checked and prepared when it was
-    added, and is only read here (aligned again at another size)."""
+    the portrait's hair, and with the mediapipe detector its dense mesh found. A cast registered with the same
+    detector's landmarks was checked and prepared when it was added, and is only read here (aligned again at
+    another size)."""
     ready = cast.prepared if cast.prepared is not None and cast.prepared.detector == detector else None
     if ready is not None and ready.rgba.shape[0] == size:
         image = np.ascontiguousarray(ready.rgba[..., :3])
-        return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba)
-    landmarks = ready.landmarks if ready is not None else check_portrait(cast, faces(cast.image))
-    return _texture(cast, landmarks, size)
+        return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba,
+                             *_dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
+    if ready is not None:
+        return _texture(cast, ready.landmarks, size, ready.mesh)
+    landmarks = check_portrait(cast, faces(cast.image))
+    return _texture(cast, landmarks, size, _mesh_of(cast, landmarks, detector))
 
 
-def _texture(cast: Cast, landmarks: np.ndarray, size: int) -> _PreparedCast:
+def _mesh_of(cast: Cast, landmarks: np.ndarray, detector: str) -> np.ndarray | None:
+    if detector != "mediapipe":  # the HOG tracker gives the actor no mesh: the 68 points are warped
+        return None
+    from stream.mesh import portrait_mesh
+
+    return portrait_mesh(cast.image, landmarks)[:, :2]
+
+
+def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAffine | None, np.ndarray | None]:
+    """The dense warp over the chosen vertices of a cast's mesh (portrait pixels), and which vertices."""
+    if mesh is None:
+        return None, None
+    from stream.mesh import dense_vertices
+
+    ids = dense_vertices(mesh)
+    return PiecewiseAffine(align.points_to_crop(mesh[ids].astype(np.float64)), size), ids
+
+
+def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> _PreparedCast:
     align = alignment(quad_params(landmarks), size)
     image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
@@ -254,15 +285,17 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int) -> _PreparedCast:
     if hair > 0:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
-    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba)
+    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, *_dense(mesh, align, size))
 
 
 def registered(cast: Cast, detector: str, where: str, fomm: Path | None = None) -> Cast:
     """`cast` checked and prepared for the registry (`recast casts add`) by `detector`'s landmark model; a problem
     names `where` (the portrait's file)."""
     landmarks = check_portrait(cast, still_faces(detector)(cast.image), where)
-    ready = _texture(cast, landmarks, CAST_TEXTURE)
-    return dataclasses.replace(cast, prepared=Prepared(detector, landmarks, ready.rgba, ready.landmarks), fomm=fomm)
+    mesh = _mesh_of(cast, landmarks, detector)
+    ready = _texture(cast, landmarks, CAST_TEXTURE, mesh)
+    return dataclasses.replace(cast, prepared=Prepared(detector, landmarks, ready.rgba, ready.landmarks, mesh),
+                               fomm=fomm)
 
 
 def thumbnail(texture: np.ndarray, size: int = 96) -> bytes:
