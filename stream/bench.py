@@ -1,5 +1,6 @@
-"""``recast bench``: per-stage cost and real-time factor of the live path, and tracking against a naive
-baseline (full-frame detection on every frame), measured in the same run on the same frames."""
+"""``recast bench``: per-stage cost and real-time factor of the live path, tracking against a naive baseline
+(full-frame detection on every frame), measured in the same run on the same frames, and the cost of each step
+of the warp's look (stream/compose.py) on the input's own faces."""
 
 from __future__ import annotations
 
@@ -135,6 +136,71 @@ def bench_live_path(location: str | Path, recaster: Recaster, options: RenderOpt
     }
 
 
+def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOptions, frames: int = 30,
+                     repeats: int = 5) -> dict[str, Any] | None:
+    """Each step of the warp recaster's face, timed alone on the first `frames` frames' faces cropped as the
+    renderer crops them (ms per face): the warps (68 points, dense mesh), then the compositor's steps."""
+    import cv2
+
+    from stream.align import alignment, blend, crop, face_mask, polygon_mask
+    from stream.compose import cast_gaze, features_mask, match_detail, transfer_light
+    from stream.recasters import FaceCrop, WarpRecaster
+    from stream.smoothing import quad_side
+
+    if not isinstance(recaster, WarpRecaster):
+        return None
+    stage = LiveFaceStage(make_tracker(options), options.lookahead)
+    crops: list[FaceCrop] = []
+    with MediaSource(location, keep_audio=False) as source:
+        for frame in source.frames():
+            if frame.index >= frames:
+                break
+            for ready, faces, _ in stage.push(frame):
+                for face in faces[:1]:
+                    size = int(np.clip(round(float(quad_side(face.crop_params))), 32, recaster.max_crop))
+                    align = alignment(face.crop_params, size)
+                    mesh = None if face.mesh is None else np.column_stack(
+                        [align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
+                    crops.append(FaceCrop(face.track_id, crop(ready.image, align, cv2.INTER_CUBIC),
+                                          align.points_to_crop(face.landmarks.astype(np.float64)), ready.index, mesh))
+    if not crops:
+        return None
+    prepared = recaster._casts[recaster.cast_for(crops[0].track_id)]
+    steps: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        out = fn(*args, **kwargs)
+        steps.setdefault(name, []).append(time.perf_counter() - began)
+        return out
+
+    for _ in range(repeats):
+        for one in crops:
+            n, points, actor = one.image.shape[0], one.landmarks, one.image
+            texture = timed("warp 68 points", prepared.warp.warp, prepared.rgba, points, n)
+            if one.mesh is not None and prepared.dense is not None and prepared.dense_ids is not None:
+                ids = prepared.dense_ids
+                texture = timed("warp dense mesh", prepared.dense.warp, prepared.rgba, one.mesh[ids, :2], n,
+                                depth=one.mesh[ids, 2])
+            pixels = np.ascontiguousarray(texture[..., :3])
+            alpha = texture[..., 3].astype(np.float32) / 255.0
+            mask = timed("mask", face_mask, points, n) * alpha
+            timed("mouth interior", blend, pixels, actor, polygon_mask(points[60:68], n, blur=1.5))
+            timed("colour", _colour, pixels, actor, mask)
+            timed("light", transfer_light, pixels, actor, points, mask)
+            timed("gaze", cast_gaze, pixels, actor, points)
+            timed("detail", match_detail, pixels, actor, points, mask, skin=mask * (1.0 - features_mask(points, n)))
+    return {"faces": len(crops), "size": int(np.median([c.image.shape[0] for c in crops])),
+            "ms_per_face": {k: round(float(np.median(v)) * 1e3, 2) for k, v in steps.items()}}
+
+
+def _colour(face: np.ndarray, actor: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from stream.align import apply_color, color_stats
+
+    stats = color_stats(face, actor, mask)
+    return face if stats is None else apply_color(face, stats)
+
+
 def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, repeats: int = 2,
               span: tuple[int, int] | None = None) -> dict[str, Any]:
     with MediaSource(location, keep_audio=False) as source:
@@ -149,6 +215,7 @@ def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, 
         "detect_interval": options.detect_interval,
         "live_path": bench_live_path(location, recaster, live_options, repeats),
         "tracking": bench_tracking(location, live_options, span=span),
+        "look_steps": bench_look_steps(location, recaster, live_options),
         "cpu_count": _cpus(),
     }
 
@@ -177,5 +244,9 @@ def format_bench(result: dict[str, Any]) -> str:
         f"naive full-frame detection every frame: {tracking['naive_ms_per_frame']:.2f} ms/frame "
         f"-> {tracking['speedup_vs_naive']}x",
     ]
+    look = result.get("look_steps")
+    if look:
+        lines.append(f"the warp's steps (ms/face, median over {look['faces']} faces at {look['size']} px): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in look["ms_per_face"].items()))
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from stream.compose import (
 )
 from stream.pipeline import RenderOptions, render
 from stream.quality import Scorer
-from stream.recasters import WarpRecaster
+from stream.recasters import IdentityRecaster, WarpRecaster
 from tests.conftest import SHARED, media
 
 CAST = media("images/liveportrait_s42.jpg")
@@ -325,3 +325,22 @@ def face_mask_of(landmarks: np.ndarray, size: int) -> np.ndarray:
     from stream.align import face_mask
 
     return face_mask(landmarks, size) > 0.99
+
+
+def test_the_bench_prints_the_cost_of_each_step_of_the_look() -> None:
+    from stream.bench import bench_look_steps, format_bench
+
+    recaster = WarpRecaster([cast_from_file(CAST)])
+    steps = bench_look_steps(media("videos/liveportrait_d20.mp4"), recaster, RenderOptions(), frames=8, repeats=1)
+    assert steps is not None and steps["faces"] >= 3
+    wanted = {"warp 68 points", "warp dense mesh", "mask", "mouth interior", "colour", "light", "gaze", "detail"}
+    assert set(steps["ms_per_face"]) == wanted and all(v > 0 for v in steps["ms_per_face"].values())
+    line = format_bench({"input": "x", "width": 1, "height": 1, "fps": 1.0, "engine": "warp", "cpu_count": 1,
+                         "live_path": {"fps": 1.0, "realtime_factor": 1.0, "wall_ms_per_frame": 1.0, "frames": 1,
+                                       "ms_per_frame": {}},
+                         "tracking": {"detector": "mediapipe", "span": None, "tracked_ms_per_frame": 1.0,
+                                      "tracked_faces_per_frame": 1.0, "landmarks_ms_per_face": 1.0, "detections": 1,
+                                      "landmark_calls": 1, "naive_ms_per_frame": 1.0, "speedup_vs_naive": 1.0},
+                         "look_steps": steps}).splitlines()[-1]
+    assert line.startswith("the warp's steps") and "light" in line and "warp dense mesh" in line
+    assert bench_look_steps(media("videos/liveportrait_d20.mp4"), IdentityRecaster(), RenderOptions()) is None
