@@ -220,7 +220,7 @@ def test_camera_session_recasts_the_viewers_video() -> None:
                 image = frame.to_ndarray(format="rgb24")
                 h, w = image.shape[:2]
                 middle = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
-                return max(psnr(image[middle], src[middle]) for src in camera.images[:60])
+                return max(psnr(image[middle], src[middle]) for src in camera.images)  # it loops over them
 
             recast_scores = [best(f) for f in frames[-5:]]
             plain_scores = [best(f) for f in plain[-5:]]
