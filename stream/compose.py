@@ -156,10 +156,12 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
 
 LIGHT_WORK = 64  # px: the light is measured and moved at this size (it is smooth by definition)
 LIGHT_SIGMA = 0.07  # of the crop: the scale of shading moved from the actor (a cheek, a side of the nose)
+LIGHT_STEADY = 0.5  # the share of a new light measurement taken each frame
 LIGHT_RANGE = (0.5, 2.0)  # the most a channel of the cast's skin is scaled at a place
 
 
-def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
+                   memory: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """`face` lit and coloured as the actor's skin is, place by place: per channel, the ratio of the actor's
     low-frequency colour to the face's, each measured over the plain skin only (not eyes, brows, nostrils or lips,
     whose darkness is not light: normalised convolution fills the skin's values in across them), multiplied into
@@ -190,7 +192,12 @@ def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, m
     # all of the face, its feathered border too; nothing a work pixel or more outside it (made small, then scaled up:
     # a pass over the whole crop cost more than the rest together)
     pasted = cv2.dilate((small_mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8))[..., None]
-    ratio = np.where(pasted > 0, 1.0 + (np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE) - 1.0) * reach, 1.0)
+    ratio = np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE)
+    if memory is not None:  # one per track: the light of a face changes slowly, its measurement is noisy
+        if "ratio" in memory:
+            ratio = memory["ratio"] + LIGHT_STEADY * (ratio - memory["ratio"])
+        memory["ratio"] = ratio
+    ratio = np.where(pasted > 0, 1.0 + (ratio - 1.0) * reach, 1.0)
     full = cv2.resize(ratio.astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, full, dtype=cv2.CV_8U))  # rounded, saturated
 
@@ -288,6 +295,7 @@ class TrackLook:
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
     points: OneEuro = field(default_factory=OneEuro)
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
+    light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
 
 
 class Finish:
@@ -333,7 +341,7 @@ class Finish:
                 look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)
                 face = apply_color(face, look.color)
         if self.light:
-            face = transfer_light(face, actor, points, mask)
+            face = transfer_light(face, actor, points, mask, look.light)
         if self.gaze:
             face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
         if self.detail:
