@@ -74,7 +74,10 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
     if skin is None:
         skin = (1.0 - features_mask(landmarks, n)) * mask
-    add = sharpen * ours + np.sqrt(left) * skin * theirs
+    # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
+    # painted over) a raised edge would show as a bright or dark seam
+    core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
+    add = sharpen * ours * core + np.sqrt(left) * skin * theirs
     return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
 
 
