@@ -182,8 +182,11 @@ class CastRegistry:
         if final.exists() and not replace_existing:
             raise RegistryError(f"{final}: a cast {cast.cast_id!r} is registered already (--replace to replace it, "
                                 "or --id to name this one)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{cast.cast_id}.", dir=self.folder))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{cast.cast_id}.", dir=self.folder))
+        except OSError as exc:
+            raise RegistryError(f"{self.folder}: cannot write the cast registry there ({exc.strerror or exc})") from exc
         work.chmod(0o755)  # mkdtemp's folder is the owner's only; a registry is read by the service's user too
         try:
             Image.fromarray(cast.image).save(work / "portrait.png")

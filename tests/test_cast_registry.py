@@ -88,6 +88,13 @@ def test_bad_portraits_and_arguments_are_one_line_exit_2_and_write_nothing(tmp_p
         assert "--source" in capsys.readouterr().err
     assert CastRegistry(folder).ids() == []
     assert main(["casts", "remove", "nobody", "--casts", str(folder)]) == 2
+    # a registry where a file stands: one line naming it, exit 2 (not an internal error)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    capsys.readouterr()
+    assert add(blocked, S42) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocked) in err[0] and "cannot write" in err[0]
 
 
 def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
@@ -115,7 +122,8 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
     assert np.abs(a.astype(int) - b).mean() < 1.0
 
 
-def test_a_damaged_entry_is_named_and_skipped(registry: Path, tmp_path: Path) -> None:
+def test_a_damaged_entry_is_named_and_skipped(registry: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     folder = tmp_path / "reg"
@@ -127,9 +135,14 @@ def test_a_damaged_entry_is_named_and_skipped(registry: Path, tmp_path: Path) ->
         reg.load("liveportrait_s42")
     problems: list[str] = []
     assert reg.load_all(problems) == [] and "texture.png" in problems[0]
+    assert main(["casts", "list", "--json", "--casts", str(folder)]) == 0  # listed from cast.json, still readable
     (folder / "liveportrait_s42" / "cast.json").write_text("{not json")
     with pytest.raises(RegistryError, match=r"cast\.json"):
         reg.load("liveportrait_s42")
+    capsys.readouterr()
+    assert main(["casts", "list", "--json", "--casts", str(folder)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["id"] == "liveportrait_s42" and "cast.json" in listed[0]["problem"]
 
 
 def test_render_takes_a_registered_cast_by_its_id(registry: Path, tmp_path: Path) -> None:
