@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engines.cache import sha256_path
 from engines.errors import InputError
 
 CastKind = Literal["synthetic", "consented"]
@@ -151,14 +152,6 @@ def check_source_note(note: str) -> str:
     return note
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class CastRegistry:
     """The registered casts in a folder, one sub-folder each (see the module's docstring)."""
 
@@ -173,15 +166,19 @@ class CastRegistry:
     def __contains__(self, cast_id: str) -> bool:
         return (self.folder / cast_id / "cast.json").is_file()
 
+    def check_free(self, cast_id: str, replace_existing: bool = False) -> None:
+        """RegistryError unless `cast_id` is a valid id not registered yet (or one to be replaced)."""
+        check_cast_id(cast_id)
+        if (self.folder / cast_id).exists() and not replace_existing:
+            raise RegistryError(f"{self.folder / cast_id}: a cast {cast_id!r} is registered already (--replace to "
+                                "replace it, or --id to name this one)")
+
     def add(self, cast: Cast, fomm_sha256: str | None = None, replace_existing: bool = False) -> Path:
-        """Write a checked and prepared cast (``cast.landmarks`` and ``cast.prepared`` set); its folder."""
-        check_cast_id(cast.cast_id)
+        """Write a checked and prepared cast (``cast.prepared`` set); its folder."""
+        self.check_free(cast.cast_id, replace_existing)
         if cast.prepared is None:
             raise ValueError("a cast is registered once checked and prepared")
         final = self.folder / cast.cast_id
-        if final.exists() and not replace_existing:
-            raise RegistryError(f"{final}: a cast {cast.cast_id!r} is registered already (--replace to replace it, "
-                                "or --id to name this one)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=f".{cast.cast_id}.", dir=self.folder))
@@ -199,7 +196,7 @@ class CastRegistry:
                 "texture_points": np.round(cast.prepared.points, 3).tolist(),
                 "mesh": None if cast.prepared.mesh is None else np.round(cast.prepared.mesh, 2).tolist(),
                 "fomm": None if cast.fomm is None else {"path": str(cast.fomm), "sha256": fomm_sha256},
-                "files": {name: file_sha256(work / name) for name in ("portrait.png", "texture.png")},
+                "files": {name: sha256_path(work / name) for name in ("portrait.png", "texture.png")},
             }
             (work / "cast.json").write_text(json.dumps(entry, indent=1))
             old = None
@@ -216,7 +213,7 @@ class CastRegistry:
 
     def remove(self, cast_id: str) -> None:
         folder = self.folder / cast_id
-        if cast_id not in self or not CAST_ID.match(cast_id):
+        if not CAST_ID.match(cast_id) or cast_id not in self:
             raise RegistryError(f"{self.folder}: no cast {cast_id!r} registered (it has {self.ids()})")
         gone = Path(tempfile.mkdtemp(prefix=f".{cast_id}.gone.", dir=self.folder))
         os.replace(folder, gone / "cast")
@@ -242,7 +239,7 @@ class CastRegistry:
         folder = self.folder / cast_id
         try:
             for name, digest in entry["files"].items():
-                if file_sha256(folder / name) != digest:
+                if sha256_path(folder / name) != digest:
                     raise RegistryError(f"{folder / name}: does not match its sha256 in cast.json (changed or "
                                         "damaged); add the cast again")
             with Image.open(folder / "portrait.png") as im:
@@ -266,7 +263,7 @@ class CastRegistry:
     def _fomm(cast_id: str, fomm: dict[str, str], problems: list[str] | None) -> Path | None:
         path = Path(fomm["path"])
         reason = ("is gone" if not path.is_file() else
-                  "has changed since the cast was added" if file_sha256(path) != fomm["sha256"] else None)
+                  "has changed since the cast was added" if sha256_path(path) != fomm["sha256"] else None)
         if reason is None:
             return path
         if problems is not None:

@@ -20,7 +20,7 @@ from stream.casts import (
     check_cast_id,
     check_source_note,
     default_registry,
-    file_sha256,
+    read_image,
 )
 from stream.cli_options import add_detector_option
 
@@ -80,33 +80,28 @@ def _add(args: argparse.Namespace, registry: CastRegistry) -> int:
     from stream.recasters import registered
 
     path = Path(args.image)
-    cast_id = check_cast_id(args.id or path.stem)
+    cast_id = args.id or path.stem
+    registry.check_free(cast_id, args.replace)  # before the work of preparing it
     note = check_source_note(args.source)
-    if cast_id in registry and not args.replace:
-        raise RegistryError(f"{registry.folder / cast_id}: a cast {cast_id!r} is registered already (--replace to "
-                            "replace it, or --id to name this one)")
     fomm, fomm_sha = None, None
     if args.fomm:
         fomm = Path(args.fomm).resolve()
-        _check_fomm(fomm)
-        fomm_sha = file_sha256(fomm)
+        fomm_sha = _check_fomm(fomm)
     kind: CastKind = args.kind
-    cast = cast_from_file(path, kind)
-    cast = Cast(cast_id, kind, note, cast.image)
-    ready = registered(cast, args.detector, str(path), fomm)
+    ready = registered(Cast(cast_id, kind, note, read_image(path)), args.detector, str(path), fomm)
     folder = registry.add(ready, fomm_sha, replace_existing=args.replace)
     print(f"{folder}: cast {cast_id!r} ({kind}) checked and prepared" + (f", animated by {fomm.name}" if fomm else ""),
           file=sys.stderr)
     return 0
 
 
-def _check_fomm(path: Path) -> None:
-    """The checkpoint opens as FOMM (keys and shapes checked) now, not at the first viewer."""
+def _check_fomm(path: Path) -> str:
+    """The checkpoint opens as FOMM (keys and shapes checked) now, not at the first viewer; its sha256."""
     from engines.checkpoints import open_checkpoint
 
     if not path.is_file():
         raise RegistryError(f"{path}: no such FOMM checkpoint")
-    open_checkpoint(path, "fomm")
+    return open_checkpoint(path, "fomm").sha256
 
 
 def casts_for(names: Sequence[str], registry: CastRegistry) -> list[Cast]:
