@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
 from stream.media import MediaSource
-from stream.pipeline import RenderOptions, make_tracker, render
+from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, render
 from stream.recasters import Recaster
 from stream.tracks import LiveFaceStage
 
@@ -140,29 +140,21 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
                      repeats: int = 5) -> dict[str, Any] | None:
     """Each step of the warp recaster's face, timed alone on the first `frames` frames' faces cropped as the
     renderer crops them (ms per face): the warps (68 points, dense mesh), then the compositor's steps."""
-    import cv2
-
-    from stream.align import alignment, blend, crop, face_mask, polygon_mask
+    from stream.align import blend, face_mask, polygon_mask
     from stream.compose import cast_gaze, features_mask, match_detail, transfer_light
     from stream.recasters import FaceCrop, WarpRecaster
-    from stream.smoothing import quad_side
 
     if not isinstance(recaster, WarpRecaster):
         return None
     stage = LiveFaceStage(make_tracker(options), options.lookahead)
+    renderer = FaceRenderer(recaster, badge=False, occlusion=False)
     crops: list[FaceCrop] = []
     with MediaSource(location, keep_audio=False) as source:
         for frame in source.frames():
             if frame.index >= frames:
                 break
             for ready, faces, _ in stage.push(frame):
-                for face in faces[:1]:
-                    size = int(np.clip(round(float(quad_side(face.crop_params))), 32, recaster.max_crop))
-                    align = alignment(face.crop_params, size)
-                    mesh = None if face.mesh is None else np.column_stack(
-                        [align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
-                    crops.append(FaceCrop(face.track_id, crop(ready.image, align, cv2.INTER_CUBIC),
-                                          align.points_to_crop(face.landmarks.astype(np.float64)), ready.index, mesh))
+                crops.extend(renderer.face_crop(ready.image, face)[0] for face in faces[:1])
     if not crops:
         return None
     prepared = recaster._casts[recaster.cast_for(crops[0].track_id)]

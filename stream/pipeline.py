@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import cv2
 import numpy as np
 
-from stream.align import PastedRegion, alignment, crop, paste_back
+from stream.align import Alignment, PastedRegion, alignment, crop, paste_back
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.occlusion import OcclusionMasker
@@ -195,6 +195,19 @@ class FaceRenderer:
         self.faces_failed = 0
         self.faces_faded = 0
 
+    def face_crop(self, image: np.ndarray, face: FaceState) -> tuple[FaceCrop, Alignment]:
+        """What the recaster gets for a face: the aligned crop (the recaster's size, or the face's own up to the
+        smaller of both maxima), the landmarks and the mesh in crop pixels; and the alignment to paste back."""
+        params = face.crop_params
+        size = self.recaster.size_for(face.track_id)
+        size = size or int(np.clip(round(float(quad_side(params))), 32, min(self.max_crop, self.recaster.max_crop)))
+        align = alignment(params, size)
+        mesh = None
+        if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
+            mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
+        return FaceCrop(face.track_id, crop(image, align, cv2.INTER_CUBIC),
+                        align.points_to_crop(face.landmarks.astype(np.float64)), face.index, mesh), align
+
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
         """Recast every face of ``image`` in place."""
         out = RenderedFrame()
@@ -207,17 +220,9 @@ class FaceRenderer:
                 out.faded += 1
                 self.faces_faded += 1
                 continue
-            params = face.crop_params
-            size = self.recaster.size_for(face.track_id)
-            size = size or int(np.clip(round(float(quad_side(params))), 32, min(self.max_crop, self.recaster.max_crop)))
             start = time.perf_counter()
             try:
-                align = alignment(params, size)
-                mesh = None
-                if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
-                    mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
-                face_crop = FaceCrop(face.track_id, crop(image, align, cv2.INTER_CUBIC), align.points_to_crop(
-                    face.landmarks.astype(np.float64)), face.index, mesh)
+                face_crop, align = self.face_crop(image, face)
                 pixels, mask = self.recaster.recast(face_crop)
                 if weight < 1.0:
                     mask = mask * np.float32(weight)
