@@ -170,9 +170,9 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
         for one in crops:
             n, points, actor = one.image.shape[0], one.landmarks, one.image
             texture = timed("warp 68 points", prepared.warp.warp, prepared.rgba, points, n)
-            if one.mesh is not None and prepared.dense is not None and prepared.dense_ids is not None:
-                ids = prepared.dense_ids
-                texture = timed("warp dense mesh", prepared.dense.warp, prepared.rgba, one.mesh[ids, :2], n,
+            if one.mesh is not None and prepared.dense is not None:
+                dense, ids = prepared.dense
+                texture = timed("warp dense mesh", dense.warp, prepared.rgba, one.mesh[ids, :2], n,
                                 depth=one.mesh[ids, 2])
             pixels = np.ascontiguousarray(texture[..., :3])
             alpha = texture[..., 3].astype(np.float32) / 255.0

@@ -296,20 +296,22 @@ def test_the_dense_warp_follows_the_mesh_and_its_own_mesh_changes_nothing() -> N
 
     cast = cast_from_file(CAST)
     ready = prepare_cast(cast, 256, still_faces(), DEFAULT_DETECTOR)
-    assert ready.dense is not None and ready.dense_ids is not None and 150 <= len(ready.dense_ids) <= 250
+    assert ready.dense is not None
+    dense, ids = ready.dense
+    assert 150 <= len(ids) <= 250
     # the portrait's mesh, found from its 68 points, agrees with them
     landmarks = still_faces()(cast.image)[0][1]
     iod = np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0))
     assert np.linalg.norm(to_68(portrait_mesh(cast.image, landmarks)) - landmarks, axis=1).mean() / iod < 0.03
     # warped onto its own mesh, the texture is itself
-    own = ready.dense.src[: len(ready.dense_ids)]
-    same = ready.dense.warp(ready.rgba, own, 256)
+    own = dense.src[: len(ids)]
+    same = dense.warp(ready.rgba, own, 256)
     inside = face_mask_of(ready.landmarks, 256)
     assert np.abs(same[inside].astype(int) - ready.rgba[inside]).mean() < 1.0
     # a recaster given the actor's mesh draws with it: moving the mesh's mouth moves the recast's mouth
     recaster = WarpRecaster([cast])
     mesh = np.column_stack([np.zeros((468, 2)), np.zeros(468)])
-    mesh[ready.dense_ids, :2] = own
+    mesh[ids, :2] = own
     face = FaceCrop(1, ready.image, ready.landmarks, -1, mesh)
     plain, _ = recaster.session_copy().recast(face)
     opened = mesh.copy()

@@ -132,8 +132,8 @@ class _PreparedCast:
     landmarks: np.ndarray  # [68,2] in crop pixels
     warp: PiecewiseAffine = field(repr=False)
     rgba: np.ndarray = field(repr=False)  # the image and its alpha (0 where the portrait's hair was)
-    dense: PiecewiseAffine | None = field(default=None, repr=False)  # over vertices of the mesh (mediapipe)
-    dense_ids: np.ndarray | None = field(default=None, repr=False)  # which vertices
+    # the dense warp over vertices of the cast's mesh, and which vertices (the mediapipe detector's)
+    dense: tuple[PiecewiseAffine, np.ndarray] | None = field(default=None, repr=False)
 
 
 CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
@@ -177,11 +177,11 @@ class WarpRecaster(CastingRecaster):
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
-        if face.mesh is not None and prepared.dense is not None and prepared.dense_ids is not None:
+        if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
-            ids = prepared.dense_ids
+            dense, ids = prepared.dense
             mesh = look.mesh(face.mesh[ids, :2], n, scale_of=face.landmarks)
-            texture = prepared.dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2])
+            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2])
         else:
             texture = prepared.warp.warp(prepared.rgba, points, n)
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
@@ -252,7 +252,7 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _Pr
     if ready is not None and ready.rgba.shape[0] == size:
         image = np.ascontiguousarray(ready.rgba[..., :3])
         return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba,
-                             *_dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
+                             _dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
     if ready is not None:
         return _texture(cast, ready.landmarks, size, ready.mesh)
     landmarks = check_portrait(cast, faces(cast.image))
@@ -267,10 +267,10 @@ def _mesh_of(cast: Cast, landmarks: np.ndarray, detector: str) -> np.ndarray | N
     return portrait_mesh(cast.image, landmarks)[:, :2]
 
 
-def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAffine | None, np.ndarray | None]:
+def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAffine, np.ndarray] | None:
     """The dense warp over the chosen vertices of a cast's mesh (portrait pixels), and which vertices."""
     if mesh is None:
-        return None, None
+        return None
     from stream.mesh import dense_vertices
 
     ids = dense_vertices(mesh)
@@ -285,7 +285,7 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
     if hair > 0:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
-    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, *_dense(mesh, align, size))
+    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, _dense(mesh, align, size))
 
 
 def registered(cast: Cast, detector: str, where: str, fomm: Path | None = None) -> Cast:
