@@ -141,7 +141,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
     """Each step of the warp recaster's face, timed alone on the first `frames` frames' faces cropped as the
     renderer crops them (ms per face): the warps (68 points, dense mesh), then the compositor's steps."""
     from stream.align import blend, face_mask, polygon_mask
-    from stream.compose import cast_gaze, features_mask, match_detail, transfer_light
+    from stream.compose import cast_gaze, match_detail, transfer_light
     from stream.recasters import FaceCrop, WarpRecaster
 
     if not isinstance(recaster, WarpRecaster):
@@ -181,7 +181,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
             timed("colour", _colour, pixels, actor, mask)
             timed("light", transfer_light, pixels, actor, points, mask)
             timed("gaze", cast_gaze, pixels, actor, points)
-            timed("detail", match_detail, pixels, actor, points, mask, skin=mask * (1.0 - features_mask(points, n)))
+            timed("detail", match_detail, pixels, actor, points, mask)
     return {"faces": len(crops), "size": int(np.median([c.image.shape[0] for c in crops])),
             "ms_per_face": {k: round(float(np.median(v)) * 1e3, 2) for k, v in steps.items()}}
 

@@ -1,15 +1,17 @@
 """The look of a recast face: where its eyes look, its detail, and its steadiness.
 
 - ``Finish``: what every recaster's face goes through before it is pasted (warp, fomm, stylegan alike): the
-  actor's own mouth interior, the actor's colour (steadied per track), the cast's gaze moved to the actor's, and
-  the detail of the shot; each track carries its colour, gaze and landmark filter from frame to frame.
+  actor's own mouth interior, the actor's colour (steadied per track) and light (``transfer_light``), the cast's
+  gaze moved to the actor's, and the detail of the shot; each track carries its colour, light, gaze and landmark
+  filters from frame to frame.
 
 - ``cast_gaze``: the cast's irises moved to where the actor's look (blinks follow already: the lids are warped
   onto the actor's). Keeping the actor's own eyes instead would follow too, but measured with dlib's face
   embedding it pulls the identity back towards the actor (d_cast 0.36 -> 0.48 on s18), so the cast's eyes move.
 - ``OneEuro``: the landmarks a recaster warps to, steadied per track without lag on fast motion.
-- ``clean_texture``: a cast portrait's hair over the forehead and temples (a fringe, strands) is replaced by its
-  own skin once, when the cast is prepared, so no strand of the portrait's hair lands on the actor's forehead.
+- ``clean_texture``: a cast portrait's hair over the forehead, temples and cheeks' sides (a fringe, strands) is
+  replaced by its own skin once, when the cast is prepared, so no strand of the portrait's hair lands on the
+  actor's face.
 - ``match_detail``: a recast face is smoother than the picture around it (a portrait of smooth skin, resampled
   twice). Its fine detail is brought to the actor's level: the cast's own detail is sharpened (up to twice), and
   in the plain skin (cheeks, forehead, chin; not eyes, brows, nose or lips, which are the cast's) the actor's
@@ -56,7 +58,7 @@ def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                 max_sharpen: float = 2.0, skin: np.ndarray | None = None) -> np.ndarray:
+                 max_sharpen: float = 2.0) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's."""
@@ -72,8 +74,7 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         return face
     sharpen = min(max_sharpen, e_theirs / max(e_ours, 1e-3) - 1.0)  # the cast's own detail, raised
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
-    if skin is None:
-        skin = (1.0 - features_mask(landmarks, n)) * mask
+    skin = (1.0 - features_mask(landmarks, n)) * mask
     # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
     # painted over) a raised edge would show as a bright or dark seam
     core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
@@ -168,9 +169,9 @@ def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, m
     """`face` lit and coloured as the actor's skin is, place by place: per channel, the ratio of the actor's
     low-frequency colour to the face's, each measured over the plain skin only (not eyes, brows, nostrils or lips,
     whose darkness is not light: normalised convolution fills the skin's values in across them), multiplied into
-    the face (light and skin tone scale what a surface reflects, so the features keep their contrast).
-    The cast's own features keep their contrast; where light falls from one side, a cheek is in shadow or
-    flushed, the cast's face is too, and its border meets the actor's skin at the same colour."""
+    the face (light and skin tone scale what a surface reflects, so the cast's features keep their contrast).
+    Where light falls from one side, or a cheek is in shadow or flushed, the cast's face is too, and its border
+    meets the actor's skin at the same colour. `memory` (one per track) averages the ratio over frames."""
     n = face.shape[0]
     scale = LIGHT_WORK / n
     small = [cv2.resize(x, (LIGHT_WORK, LIGHT_WORK), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -291,8 +292,8 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
 
 @dataclass
 class TrackLook:
-    """What a track carries from frame to frame, so its face does not flicker: the colour statistics and the
-    gaze shift, each an exponential average, and the landmark filter."""
+    """What a track carries from frame to frame, so its face does not flicker: the colour statistics, the light's
+    ratio and the gaze shift, each an exponential average, and the filters of its landmarks and mesh."""
 
     color: np.ndarray | None = None
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
@@ -304,9 +305,9 @@ class TrackLook:
 class Finish:
     """The steps a recast face goes through before it is pasted, the same for every recaster: the actor's own
     mouth interior where the mouth opens (`mouth`; teeth and tongue never smear), the actor's colour (`color`)
-    and light (`light`, with the colour unless told),
-    the cast's irises moved to the actor's gaze (`gaze`), and the shot's detail (`detail`). A recaster whose face is not
-    drawn on the actor's landmarks (FOMM moves the cast's own mouth and eyes) leaves `mouth` and `gaze` off."""
+    and light (`light`, with the colour unless told), the cast's irises moved to the actor's gaze (`gaze`), and
+    the shot's detail (`detail`). A recaster whose face is not drawn on the actor's landmarks (FOMM moves the
+    cast's own mouth and eyes) leaves `mouth` and `gaze` off."""
 
     def __init__(self, *, color: bool = True, light: bool | None = None, mouth: bool = False, gaze: bool = False,
                  detail: bool = True) -> None:
@@ -331,7 +332,6 @@ class Finish:
                  look: TrackLook) -> np.ndarray:
         """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`."""
         n = face.shape[0]
-        skin = mask * (1.0 - features_mask(points, n))  # cheeks, forehead, chin
         if self.mouth:
             inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
             if inner.any():
@@ -348,5 +348,5 @@ class Finish:
         if self.gaze:
             face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
         if self.detail:
-            face = match_detail(face, actor, points, mask, skin=skin)  # the grain and focus of the shot
+            face = match_detail(face, actor, points, mask)  # the grain and focus of the shot
         return face
