@@ -21,12 +21,7 @@ import cv2
 import numpy as np
 
 from engines.errors import InputError
-from stream.align import (
-    PiecewiseAffine,
-    alignment,
-    crop,
-    face_mask,
-)
+from stream.align import PiecewiseAffine, alignment, crop, face_mask
 from stream.casts import Cast, Prepared
 from stream.compose import Finish, clean_texture
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
