@@ -107,7 +107,7 @@ def cast_from_file(path: str | Path, kind: CastKind = "consented") -> Cast:
     return Cast(path.stem, kind, f"operator-supplied file {path.name}", read_image(path))
 
 
-def default_cast() -> Cast:
+def hopper_cast() -> Cast:
     """Grace Hopper's public-domain U.S. Navy portrait, shipped inside matplotlib as sample data."""
     import matplotlib
 
@@ -117,6 +117,23 @@ def default_cast() -> Cast:
     return Cast("hopper", "consented", "public-domain U.S. Navy portrait of Grace Hopper (matplotlib sample data)",
                 read_image(path))
 
+
+def collins_cast() -> Cast:
+    """Eileen Collins's public-domain NASA portrait, shipped inside scikit-image as sample data."""
+    import skimage
+
+    path = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    if not path.is_file():
+        raise CastImageError(f"{path}: scikit-image's sample portrait is missing")
+    return Cast("collins", "consented",
+                "public-domain NASA portrait of astronaut Eileen Collins (scikit-image sample data)", read_image(path))
+
+
+def default_casts(demo: bool = False) -> list[Cast]:
+    """The two built-in casts, the default first: Eileen Collins, or Grace Hopper for the sample title (which
+    animates Collins's portrait). Hopper's portrait wears glasses, and a warp puts a cast's glasses, with the
+    glare on their lenses, on every actor: on anyone else's video Collins goes first."""
+    return [hopper_cast(), collins_cast()] if demo else [collins_cast(), hopper_cast()]
 
 
 CAST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")

@@ -18,7 +18,7 @@ from typing import Any
 from engines.errors import InputError
 from engines.formats import RUNTIMES
 from stream.bake_cli import BAKE_COMMANDS, add_bake_commands
-from stream.casts import Cast, CastRegistry, default_cast, default_registry
+from stream.casts import Cast, CastRegistry, default_casts, default_registry
 from stream.casts_cli import CASTS_COMMANDS, add_casts_commands, casts_for
 from stream.cli_options import add_detector_option, positive, progress_bar
 from stream.engine_cli import ENGINE_COMMANDS, add_engine_commands
@@ -185,8 +185,12 @@ def _demo_location() -> str:
 
 
 def _casts(args: argparse.Namespace) -> list[Cast]:
-    """The casts named with --cast (image files or registered ids), else the default cast."""
-    return casts_for(args.cast, CastRegistry(getattr(args, "casts", None) or default_registry())) or [default_cast()]
+    """The casts named with --cast (image files or registered ids), else the default cast: Hopper where the sample
+    title plays (--demo, a bench with no input, a cached --title), Collins on a video given as input."""
+    given = casts_for(args.cast, CastRegistry(getattr(args, "casts", None) or default_registry()))
+    sample = bool(getattr(args, "demo", False) or getattr(args, "title", None)
+                  or not (getattr(args, "input", None) or getattr(args, "clip", None)))
+    return given or default_casts(sample)[:1]
 
 
 def _recaster(engine: str, args: argparse.Namespace, color: bool = True) -> Recaster:
@@ -369,14 +373,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
     registry = CastRegistry(args.casts or default_registry())
     problems: list[str] = []
-    casts = [default_cast(), *registry.load_all(problems), *casts_for(args.cast, registry)]
+    casts = [*default_casts(args.demo), *registry.load_all(problems), *casts_for(args.cast, registry)]
     for problem in problems:
         log.warning("%s; skipped", problem)
         print(f"recast serve: {problem}", file=sys.stderr)
     ids = [c.cast_id for c in casts]
     if len(set(ids)) < len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
-        raise UsageError(f"cast ids {twice} are given twice (the default cast, the registry in {registry.folder} "
+        raise UsageError(f"cast ids {twice} are given twice (the built-in casts, the registry in {registry.folder} "
                          "and --cast must not share ids)")
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,

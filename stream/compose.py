@@ -237,11 +237,15 @@ class OneEuro:
         return (self._x * size).astype(points.dtype)
 
 
+OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
+
+
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
     sides of its cheeks (long hair falling over the face) painted over with skin; where it was (feathered) 0 in the
     returned alpha [N,N] float32, 1 elsewhere, so that the actor's own skin shows there rather than a smear; and
-    the share of that band that was hair. Skin is what matches the colour of the cheeks' middle (per Lab channel,
+    the share of that band that was hair. A ring just outside the face's outline is looked at too: hair and
+    background there are left out the same way. Skin is what matches the colour of the cheeks' middle (per Lab channel,
     within 3.5 robust spreads) and is not a thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -268,6 +272,12 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
         strip = np.zeros((n, n), np.uint8)
         cv2.fillPoly(strip, [np.round(outline * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
         band |= strip > 0
+    # and just outside the face's outline, where the paste's border can reach (the dense warp follows the mesh's
+    # oval, which runs past the 68 points' jaw on many portraits): whatever is not skin there is hair or background
+    hull = polygon_mask(np.concatenate([landmarks[0:17], top[::-1]]), n) > 0.5
+    reach = max(3, round(OUTSIDE_REACH * float(np.linalg.norm(landmarks[0] - landmarks[16]))))
+    grown = cv2.dilate(hull.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+    band |= (grown > 0) & ~hull
     for eye in (landmarks[36:42], landmarks[42:48]):  # never an eye
         centre = eye.mean(axis=0)
         band &= polygon_mask(centre + (eye - centre) * 1.8, n) < 0.5

@@ -57,9 +57,9 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
         page.wait_for_function("document.getElementById('source').options.length >= 2")
         assert page.locator("#source option").all_inner_texts()[0].startswith("demo")
         assert "hopper" in page.locator("#cast").inner_text()
-        # the cast picker shows each cast's face; the default cast is chosen
+        # the cast picker shows each cast's face (the two built-in casts and the one given); the default is chosen
         page.wait_for_function("[...document.querySelectorAll('#thumbs img')].filter((i) => i.naturalWidth === 96)"
-                               ".length === 2")
+                               ".length === 3")
         assert page.locator("#thumbs .thumb[aria-pressed=true]").get_attribute("data-cast") == "hopper"
         page.click("#play")
         page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",

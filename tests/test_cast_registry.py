@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.casts import CastRegistry, RegistryError, cast_from_file, default_cast, read_image
+from stream.casts import CastRegistry, RegistryError, cast_from_file, hopper_cast, read_image
 from stream.cli import main
 from stream.faces import DEFAULT_DETECTOR, still_faces
 from stream.recasters import FaceCrop, WarpRecaster, prepare_cast
@@ -159,7 +159,7 @@ def test_the_service_plays_registered_casts_with_thumbnails_and_fomm(registry: P
                                                                      models: dict[str, Path], demo: DemoTitle) -> None:
     folder = tmp_path / "reg"
     assert add(folder, S42, "--fomm", str(models["fomm"]), "--id", "animated") == 0
-    casts = [default_cast(), *CastRegistry(registry).load_all([]), *CastRegistry(folder).load_all([])]
+    casts = [hopper_cast(), *CastRegistry(registry).load_all([]), *CastRegistry(folder).load_all([])]
     harness = SessionHarness(casts, demo.titles["demo"])
     assert harness.session.control.cast_ids == {"hopper", "liveportrait_s42", "animated"}
     assert list(harness.service.animated) == ["animated"]

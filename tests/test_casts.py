@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.casts import Cast, CastImageError, cast_from_file, default_cast, read_image
+from stream.casts import Cast, CastImageError, cast_from_file, default_casts, read_image
 from stream.cli import main
 from stream.faces import still_faces
 from stream.recasters import CastError, WarpRecaster
@@ -109,8 +109,10 @@ def test_good_portraits_are_taken(name: str) -> None:
     assert WarpRecaster([cast_from_file(media(f"images/{name}"))]).cast_ids() == [Path(name).stem]
 
 
-def test_the_default_cast_passes_its_own_checks() -> None:
-    assert WarpRecaster([default_cast()]).cast_ids() == ["hopper"]
+def test_the_built_in_casts_pass_their_own_checks() -> None:
+    assert [c.cast_id for c in default_casts()] == ["collins", "hopper"]
+    assert [c.cast_id for c in default_casts(demo=True)] == ["hopper", "collins"]
+    assert sorted(WarpRecaster(default_casts()).cast_ids()) == ["collins", "hopper"]
 
 
 def test_a_bad_cast_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path,

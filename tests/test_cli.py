@@ -28,6 +28,7 @@ def test_demo_renders_a_visible_recast(tmp_path: Path) -> None:
     assert np.mean([psnr(a, b) for a, b in zip(src, got, strict=True)]) < 35
     info = probe(out)
     assert info["metadata"]["recast"] == "1" and info["audio_codec"] == "aac"
+    assert [c["id"] for c in json.loads(info["metadata"]["recast_casts"])] == ["hopper"]
 
 
 def test_track_command_writes_the_track_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,6 +49,14 @@ def test_render_from_track_file(tmp_path: Path) -> None:
     assert main(["render", str(media("videos/liveportrait_d0.mp4")), "--tracks", str(tracks), "--engine",
                  "identity", "-o", str(out)]) == 0
     assert probe(out)["frames"] == 78
+
+
+def test_the_default_cast_is_never_the_sample_titles_own_face(tmp_path: Path) -> None:
+    """Without --cast a video is recast with Eileen Collins; the sample title, which animates her portrait, with
+    Grace Hopper (test_demo_renders_a_visible_recast)."""
+    out = tmp_path / "o.mp4"
+    assert main(["render", str(media("videos/liveportrait_d0.mp4")), "-o", str(out)]) == 0
+    assert [c["id"] for c in json.loads(probe(out)["metadata"]["recast_casts"])] == ["collins"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.casts import cast_from_file, default_cast
+from stream.casts import cast_from_file, hopper_cast
 from stream.recasters import ByCastRecaster, CastError, IdentityRecaster, WarpRecaster
 from stream.server.control import MAX_CONTROL_BYTES, Control, ControlState
 from tests.conftest import media, psnr
@@ -100,7 +100,7 @@ def test_edits_accumulate_per_direction_and_a_baked_title_offers_its_actor() -> 
 
 @pytest.fixture(scope="module")
 def casts() -> list[Any]:
-    return [default_cast(), cast_from_file(media("images/liveportrait_s42.jpg"))]
+    return [hopper_cast(), cast_from_file(media("images/liveportrait_s42.jpg"))]
 
 
 def test_the_session_offers_what_its_recaster_offers_and_counts_replies(casts: list[Any], demo: Any) -> None:

@@ -131,6 +131,13 @@ def test_a_casts_hair_over_its_forehead_and_cheeks_is_left_out() -> None:
     assert np.abs(image[strands > 0].astype(int) - (200, 160, 140)).mean() < 25  # painted with skin
     middle = (slice(125, 140), slice(80, 90))  # the cheek's middle: kept
     assert alpha[middle].min() > 0.9
+    # hair or background just outside the jaw line (where a warp along the mesh's oval reaches) is left out too
+    outline = polygon_mask(np.concatenate([landmarks[0:17], landmarks[17:27][::-1] - (0, 30)]), size) > 0.5
+    ring = (cv2.dilate(outline.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~outline
+    framed = clean.copy()
+    framed[~outline] = (40, 90, 40)  # foliage around the face
+    image, alpha, share = clean_texture(framed, landmarks)
+    assert (alpha[ring] < 0.5).mean() > 0.8 and alpha[middle].min() > 0.9
 
 
 def test_a_smooth_face_gets_the_shots_detail_but_its_features_stay_its_own() -> None:

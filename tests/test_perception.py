@@ -234,7 +234,7 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     lying on its side, a stone statue's, a cartoon's (each may be tracked as one face, never as more): tracking
     and a warp render run through, no frame holds more faces than are there (or than the cap), and the picture
     outside the faces is left as it was."""
-    from stream.casts import default_cast
+    from stream.casts import hopper_cast
     from stream.pipeline import render
 
     photo = read_image(media("images/face_recognition_obama-480p.jpg"))
@@ -252,7 +252,7 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     if kind == "fifty":
         assert max(len(v) for v in per.values()) == 8  # the cap, not fewer: the faces are all there
     touched, keep = capture_rendered()
-    report = render(clip, tmp_path / "out.mp4", WarpRecaster([default_cast()]), options, on_rendered=keep)
+    report = render(clip, tmp_path / "out.mp4", WarpRecaster([hopper_cast()]), options, on_rendered=keep)
     assert report.frames == 6 and report.faces_failed == 0
     # the picture outside the recast faces and the badge is the source's, up to the encoder's noise
     for index, (before, after) in enumerate(zip(decode_all(clip), decode_all(tmp_path / "out.mp4"), strict=True)):

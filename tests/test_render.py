@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stream.align import alignment, crop, face_mask, paste_back
-from stream.casts import Cast, cast_from_file, default_cast, read_image
+from stream.casts import Cast, cast_from_file, hopper_cast, read_image
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
 from stream.media import probe
 from stream.pipeline import RenderOptions, render
@@ -57,7 +57,7 @@ def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
 def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"warp-{mode}.mp4"
     touched, on_rendered = capture_rendered()
-    report = render(media(D20), out, WarpRecaster([default_cast()]), RenderOptions(mode=mode),
+    report = render(media(D20), out, WarpRecaster([hopper_cast()]), RenderOptions(mode=mode),
                     on_rendered=on_rendered)
     assert report.frames == 175 and report.faces_recast >= 170 and report.faces_failed == 0
     src, got = decode_all(media(D20)), decode_all(out)
@@ -86,7 +86,7 @@ def test_rotated_clip_is_tracked_upright_and_keeps_its_rotation(tmp_path: Path, 
     clip = make_video(f"rot{rotation}.mp4", stored, rotation=rotation)
     out = tmp_path / f"rot{rotation}-out.mp4"
     touched, on_rendered = capture_rendered()
-    report = render(clip, out, WarpRecaster([default_cast()]), RenderOptions(), on_rendered=on_rendered)
+    report = render(clip, out, WarpRecaster([hopper_cast()]), RenderOptions(), on_rendered=on_rendered)
     assert report.faces_recast == 8 and report.tracks == 1
     facts = probe(out)
     assert facts["rotation"] == rotation
@@ -109,7 +109,7 @@ def test_badge_marks_recast_frames() -> None:
 def test_several_faces_get_different_casts(tmp_path: Path, make_video: Callable[..., Path]) -> None:
     photo = read_image(media("images/face_recognition_two_people.jpg"))[:660, :1126]
     clip = make_video("two.mp4", still_video(photo, 12, jitter_px=0.5))
-    casts = [default_cast(), cast_from_file(media("images/liveportrait_s12.jpg"))]
+    casts = [hopper_cast(), cast_from_file(media("images/liveportrait_s12.jpg"))]
     recaster = WarpRecaster(casts)
     report = render(clip, tmp_path / "two-out.mp4", recaster, RenderOptions(detect_width=0))
     assert report.tracks == 2 and report.faces_recast == 24
@@ -144,7 +144,7 @@ def test_warp_follows_the_mouth() -> None:
     lm = LandmarkPredictor().predict(gray, FaceDetector().detect(gray)[0]).astype(np.float64)
     align = alignment(quad_params(lm), 256)
     crop_lm = align.points_to_crop(lm)
-    recaster = WarpRecaster([default_cast()], color=False)
+    recaster = WarpRecaster([hopper_cast()], color=False)
     closed, _ = recaster.recast(FaceCrop(1, crop(img, align), crop_lm))
     opened_lm = crop_lm.copy()
     opened_lm[[55, 56, 57, 58, 59, 65, 66, 67]] += [0, 25]  # drop the lower lip

@@ -16,7 +16,7 @@ import pytest
 
 from engines.cache import TitleCache
 from engines.directions import list_directions
-from stream.casts import default_cast
+from stream.casts import hopper_cast
 from stream.cli import main
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
@@ -87,7 +87,7 @@ def test_baked_title_plays_from_the_cache_with_the_actor_and_edits(cache: Path, 
     boxes = face_box(cache)
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             status, listed = await Viewer(base, http).call("GET", "/api/titles")
             assert status == 200 and listed == [{"id": "d20", "duration": listed[0]["duration"], "fps": 25.0,
@@ -169,7 +169,8 @@ def test_preview_page_offers_the_actor_and_edit_sliders_for_a_baked_title(cache:
         page.wait_for_function("document.getElementById('source').options.length >= 3")
         assert page.locator("#edits").is_hidden()  # the demo title is not baked: no sliders
         page.select_option("#source", "title:d20")
-        assert page.locator("#cast option").evaluate_all("options => options.map(o => o.value)") == ["actor", "hopper"]
+        casts = page.locator("#cast option").evaluate_all("options => options.map(o => o.value)")
+        assert casts == ["actor", "hopper", "collins"]
         assert page.locator("#edits input").evaluate_all("s => s.map(e => e.dataset.direction)") == ["age", "smile"]
         page.select_option("#cast", "hopper")
         page.click("#play")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 
-from stream.casts import default_cast
+from stream.casts import hopper_cast
 from stream.demo import demo_title_path
 from stream.media import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
@@ -50,7 +50,7 @@ def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float
 def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str) -> None:
     async def scenario() -> None:
         config = ServerConfig(demo=True)
-        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             status, titles = await Viewer(base, http).call("GET", "/api/titles")
             assert status == 200 and titles[0]["id"] == "demo" and titles[0]["casts"] == ["hopper"]
@@ -99,7 +99,7 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str)
 
 def test_control_messages_are_validated_and_the_session_stays_up(demo: DemoTitle) -> None:
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, _), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, _), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
@@ -128,7 +128,7 @@ def test_control_messages_are_validated_and_the_session_stays_up(demo: DemoTitle
 def test_keys_ids_sizes_and_limits(demo: DemoTitle) -> None:
     async def scenario() -> None:
         config = ServerConfig(api_keys=(KEY, OTHER_KEY), max_sessions=3, sessions_per_minute=4)
-        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             anon, wrong = Viewer(base, http), Viewer(base, http, key="w" * 24)
             alice, bob = Viewer(base, http, key=KEY), Viewer(base, http, key=OTHER_KEY)
@@ -204,7 +204,7 @@ class FileTrack(MediaStreamTrack):
 def test_camera_session_recasts_the_viewers_video() -> None:
     async def scenario() -> None:
         titles = scan_titles(None, demo_title_path())
-        async with running_server(ServerConfig(demo=True), titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             camera = FileTrack(media("videos/liveportrait_d20.mp4"))
             viewer = Viewer(base, http)
@@ -244,7 +244,7 @@ def test_shutdown_ends_sessions_and_threads(demo: DemoTitle) -> None:
 
     async def scenario() -> None:
         async with running_server(ServerConfig(demo=True, offer_timeout_s=1.0), demo.titles,
-                                  [default_cast()]) as (base, app), aiohttp.ClientSession() as http:
+                                  [hopper_cast()]) as (base, app), aiohttp.ClientSession() as http:
             viewers = [Viewer(base, http) for _ in range(2)]
             for v in viewers:
                 await v.connect({"title": "demo"})
@@ -272,7 +272,7 @@ def test_an_ended_session_is_freed_by_the_server(demo: DemoTitle) -> None:
     collection off, only that can free them: before it did, the soak grew about 1 MB per session."""
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})

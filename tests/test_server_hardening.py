@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection
 
 import stream.server.app as server_app
 import stream.server.sessions as server_sessions
-from stream.casts import default_cast
+from stream.casts import hopper_cast
 from stream.pipeline import RenderOptions
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
@@ -136,7 +136,7 @@ def test_malformed_offers_get_400_at_once_and_build_nothing(demo: DemoTitle, goo
 
     async def scenario() -> None:
         async with running_server(ServerConfig(demo=True, sessions_per_minute=100), demo.titles,
-                                  [default_cast()]) as (base, app), aiohttp.ClientSession() as http:
+                                  [hopper_cast()]) as (base, app), aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             for name, mutate in MALFORMED.items():
                 _, created = await viewer.call("POST", "/api/sessions", {"title": "demo"})
@@ -159,7 +159,7 @@ def test_video_only_offer_gets_video_for_a_title_with_audio(demo: DemoTitle) -> 
     """A viewer that does not want audio gets the video (the probe got 400 "None is not in list")."""
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             assert demo.titles["demo"].has_audio
             viewer = Viewer(base, http)
@@ -214,7 +214,7 @@ def test_an_ended_session_cannot_get_a_peer(demo: DemoTitle, good_offer: str,
 
     async def scenario() -> None:
         config = ServerConfig(demo=True, max_sessions=1)
-        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             _, created = await viewer.call("POST", "/api/sessions", {"title": "demo"})
@@ -279,7 +279,7 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
                 lags.append(time.perf_counter() - began - 0.005)
 
         config = ServerConfig(demo=True, options=RenderOptions(detector=detector))
-        async with running_server(config, demo.titles, [default_cast()]) as (base, _), \
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, _), \
                 aiohttp.ClientSession() as http:
             assert len(hog_builds) == (detector == "hog")  # at start-up, and only for HOG
             task = asyncio.ensure_future(ticker())
@@ -309,7 +309,7 @@ def test_hostile_http_bodies_and_headers_get_4xx(demo: DemoTitle, monkeypatch: p
 
     async def scenario() -> None:
         config = ServerConfig(api_keys=(KEY,))
-        async with running_server(config, demo.titles, [default_cast()]) as (base, app):
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app):
             port, auth = _port(base), f"Authorization: Bearer {KEY}\r\n".encode()
 
             def post(body: bytes, content_type: bytes = b"application/json", headers: bytes = auth) -> bytes:
@@ -370,7 +370,7 @@ def test_control_channel_survives_deep_json_and_bytes_that_are_not_utf8(demo: De
     from aiortc.rtcsctptransport import WEBRTC_DCEP, WEBRTC_STRING
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
@@ -401,7 +401,7 @@ def test_a_silent_peer_is_reaped_within_the_disconnect_timeout(demo: DemoTitle) 
 
     async def scenario() -> None:
         config = ServerConfig(demo=True, disconnect_timeout_s=4.0)
-        async with running_server(config, demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
@@ -430,7 +430,7 @@ def test_a_camera_sessions_unused_audio_is_drained(demo: DemoTitle) -> None:
     from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [default_cast()]) as (base, app), \
+        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
                 aiohttp.ClientSession() as http:
             viewer = Viewer(base, http)
             viewer.pc.addTrack(AudioStreamTrack())
