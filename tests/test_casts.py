@@ -126,3 +126,19 @@ def test_a_bad_cast_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path,
     assert main(["render", "--demo", "-o", str(tmp_path / "out.mp4"), "--cast", str(blurred)]) == 2
     assert "blurred" in capsys.readouterr().err
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_small_portraits_grain_is_taken_out_before_it_is_enlarged() -> None:
+    """A face the cast texture enlarges (here 2.5x) loses its grain within the texture's region, so no blotches are
+    enlarged onto the actor; the rest of the portrait, and a portrait used at about its own size, are untouched."""
+    from stream.recasters import _degrained
+
+    rng = np.random.default_rng(1)
+    portrait = np.clip(170 + rng.normal(0, 6, (200, 300, 3)), 0, 255).astype(np.uint8)
+    region = np.array([[40.0, 30.0], [160.0, 30.0], [160.0, 150.0], [40.0, 150.0]])
+    assert _degrained(portrait, 1.3, region) is portrait
+    out = _degrained(portrait, 2.5, region)
+    inside, outside = (slice(40, 140), slice(50, 150)), (slice(0, 200), slice(200, 300))
+    assert out[inside].astype(np.float32).std() < 0.5 * portrait[inside].astype(np.float32).std()
+    assert abs(float(out[inside].mean()) - float(portrait[inside].mean())) < 2  # the colour stays
+    assert np.array_equal(out[outside], portrait[outside])

@@ -187,6 +187,8 @@ class WarpRecaster(CastingRecaster):
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
 
 
+DEGRAIN_FROM = 1.5  # a cast texture that enlarges its portrait's face more than this is degrained first
+DEGRAIN_SLOPE, DEGRAIN_MAX = 1.5, 4.0  # the denoiser's strength per enlargement beyond 1x, and its most
 MIN_CAST_FACE = 80  # px: the width of a cast's face at least (the texture is 512 px across about twice that)
 MIN_CAST_SYMMETRY = 0.35  # nose-to-eye-corner distances, the shorter over the longer: under it, a profile
 MIN_CAST_DETAIL = 2.0  # mean |Laplacian| of the face at 128 px: under it, a blurred portrait
@@ -274,13 +276,42 @@ def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAff
 
 def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> _PreparedCast:
     align = alignment(quad_params(landmarks), size)
-    image = crop(cast.image, align, cv2.INTER_CUBIC)
     points = align.points_to_crop(landmarks.astype(np.float64))
+    enlarged = _eye_distance(points) / max(_eye_distance(landmarks), 1e-6) * CAST_TEXTURE / size
+    image = crop(_degrained(cast.image, enlarged, align.points_to_frame(_corners(size))), align, cv2.INTER_CUBIC)
     image, alpha, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
     if hair > 0:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, _dense(mesh, align, size))
+
+
+def _eye_distance(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
+
+
+def _corners(size: int) -> np.ndarray:
+    return np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+
+
+def _degrained(portrait: np.ndarray, enlarged: float, region: np.ndarray) -> np.ndarray:
+    """A portrait whose face the cast texture enlarges `enlarged` times, with its grain and JPEG noise taken out
+    in proportion, within `region` (the texture's corners in the portrait): enlarged, a photo's grain turns into
+    blotches (freckles on every actor), which the detail step then sharpens and a moving warp makes flicker. The
+    shot's own fine detail is added back in the skin when the face is drawn (`compose.match_detail`). A portrait
+    used at about its own size is left as it is."""
+    if enlarged <= DEGRAIN_FROM:
+        return portrait
+    strength = min(DEGRAIN_MAX, DEGRAIN_SLOPE * (enlarged - 1.0))
+    h, w = portrait.shape[:2]
+    x0, y0 = np.clip(np.floor(region.min(axis=0)).astype(int) - 8, 0, (w, h))
+    x1, y1 = np.clip(np.ceil(region.max(axis=0)).astype(int) + 8, 0, (w, h))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return portrait
+    out = portrait.copy()
+    part = np.ascontiguousarray(portrait[y0:y1, x0:x1])
+    out[y0:y1, x0:x1] = cv2.fastNlMeansDenoisingColored(part, None, strength, strength, 5, 15)
+    return out
 
 
 def registered(cast: Cast, detector: str, where: str, fomm: Path | None = None) -> Cast:
