@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.align import polygon_mask
+from stream.align import apply_color, color_stats, polygon_mask
 from stream.casts import cast_from_file
 from stream.compose import (
     Finish,
@@ -110,6 +110,31 @@ def test_the_cast_takes_the_actors_light_and_keeps_its_features() -> None:
     # an actor lit as evenly as the cast, with the same skin: the face is left within a few levels
     even = np.full((size, size, 3), (200, 160, 140), np.uint8)
     assert np.abs(transfer_light(face, even, landmarks, mask).astype(int) - face).max() <= 3
+
+
+def test_a_flat_lit_actor_takes_the_casts_colour_but_not_its_features_contrast() -> None:
+    """The actor's colour statistics move the cast's mean colour all the way, but its spread (mostly the contrast
+    of eyes and brows against skin) by at most 1.25x either way: a flat-lit actor no longer washes the eyes out."""
+    size, landmarks = 256, face_layout()
+    cast = np.full((size, size, 3), (215, 175, 160), np.uint8)
+    features = features_mask(landmarks, size) > 0.5
+    cast[features] = (50, 35, 30)  # dark eyes, brows and lips
+    actor = np.full((size, size, 3), (170, 140, 120), np.uint8)
+    actor[features] = (140, 115, 100)  # the same face, lit flat: its features hardly stand out
+    mask = np.zeros((size, size), np.float32)
+    mask[40:230, 50:206] = 1.0
+    stats = color_stats(cast, actor, mask)
+    assert stats is not None
+    out = apply_color(cast, stats)
+
+    def lightness(image: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+
+    inside = mask > 0
+    assert abs(lightness(out)[inside].mean() - lightness(actor)[inside].mean()) < 3  # the actor's brightness
+    contrast = lightness(out)[~features & inside].mean() - lightness(out)[features].mean()
+    was = lightness(cast)[~features & inside].mean() - lightness(cast)[features].mean()
+    assert contrast > 0.75 * was, (contrast, was)
 
 
 def test_a_casts_hair_over_its_forehead_and_cheeks_is_left_out() -> None:
