@@ -34,6 +34,8 @@ _NOSE = list(range(27, 36))
 _LIPS = list(range(48, 60))
 _INNER_MOUTH = list(range(60, 68))
 GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
+GAZE_REACH = 0.38  # of the eye's width: the farthest the cast's iris is moved from where it was drawn
+GAZE_IRIS = 0.26  # of the eye's width: the radius of the iris disc that is lifted and moved
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 MAX_TRACKS = 64  # tracks whose steadiness state is kept (the least recently seen goes first)
 
@@ -129,7 +131,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
                      opening)
         if theirs is None or ours is None:
             continue
-        shift = np.clip(theirs[0] - ours[0], -0.3 * width, 0.3 * width)
+        shift = np.clip(theirs[0] - ours[0], -GAZE_REACH * width, GAZE_REACH * width)
         if memory is not None:
             relative = shift / width
             if side in memory:
@@ -138,7 +140,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
             shift = relative * width
         if float(np.abs(shift).max()) < 0.5:
             continue
-        radius = 0.24 * width
+        radius = GAZE_IRIS * width
         drawn = np.zeros((h, w), np.float32)
         cv2.circle(drawn, tuple(np.round(ours[0] * 4).astype(int)), round(radius * 4), 1.0, -1,
                    lineType=cv2.LINE_AA, shift=2)
@@ -146,7 +148,11 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         white = opening * (1 - disc) > 0.5
         if white.sum() < 4:
             continue
-        sclera = np.median(ours_rgb[white], axis=0)
+        # the white of the eye: the brighter half of the opening outside the disc (lashes, lid shadow and the
+        # iris's rim darken the rest; their median left a grey ghost of the iris where it had been)
+        rest = ours_rgb[white]
+        light = rest.sum(axis=1)
+        sclera = np.median(rest[light >= np.median(light)], axis=0)
         move = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32)
         moved = cv2.warpAffine(ours_rgb, move, (w, h), borderMode=cv2.BORDER_REPLICATE)
         moved_disc = cv2.warpAffine(disc, move, (w, h))[..., None]
