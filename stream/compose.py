@@ -244,6 +244,7 @@ class OneEuro:
 
 
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
+STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand: a black-hat this many times the cheeks' typical one, and at least
 
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -295,7 +296,13 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     # thin strands nearly of skin colour still show as dark lines: a black-hat of the lightness finds them
     k = max(3, round(0.12 * iod)) | 1
     lines = cv2.morphologyEx(lab[..., 0], cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    hair = (((distance > 3.5) | (lines > 2.5 * spread[0])) & band & (brows == 0)).astype(np.uint8)
+    # a strand is a line darker than the cheeks' own fine texture gives: measured on the cheeks' black-hat (the
+    # lightness's spread, which it was measured on before, is mostly the portrait's shading and let faint strands
+    # over a forehead through)
+    texture = lines[cheeks]
+    typical = float(np.median(texture))
+    bar = max(STRAND_FLOOR, STRAND_BAR * (typical + 1.4826 * float(np.median(np.abs(texture - typical)))))
+    hair = (((distance > 3.5) | (lines > bar)) & band & (brows == 0)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     share = float(hair.sum()) / max(float(band.sum()), 1.0)
     if not hair.any():

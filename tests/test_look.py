@@ -156,6 +156,14 @@ def test_a_casts_hair_over_its_forehead_and_cheeks_is_left_out() -> None:
     assert np.abs(image[strands > 0].astype(int) - (200, 160, 140)).mean() < 25  # painted with skin
     middle = (slice(125, 140), slice(80, 90))  # the cheek's middle: kept
     assert alpha[middle].min() > 0.9
+    # a faint strand over the forehead of a portrait lit from one side (its skin's lightness spread wide) is found
+    shaded = clean.astype(np.float32) * np.linspace(0.6, 1.15, size)[None, :, None]
+    shaded = np.clip(shaded, 0, 255).astype(np.uint8)
+    faint = np.zeros((size, size), np.uint8)
+    cv2.line(faint, (100, 72), (160, 80), 1, 2)
+    shaded[faint > 0] = np.clip(shaded[faint > 0].astype(int) - 35, 0, 255).astype(np.uint8)
+    image, alpha, share = clean_texture(shaded, landmarks)
+    assert (alpha[faint > 0] < 0.5).mean() > 0.8
     # hair or background just outside the jaw line (where a warp along the mesh's oval reaches) is left out too
     outline = polygon_mask(np.concatenate([landmarks[0:17], landmarks[17:27][::-1] - (0, 30)]), size) > 0.5
     ring = (cv2.dilate(outline.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~outline
