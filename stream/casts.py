@@ -154,10 +154,16 @@ def default_registry() -> Path:
     return Path(data) / "recast" / "casts"
 
 
+RESERVED_IDS = ("actor", "collins", "hopper")  # a baked title's own cast, and the built-in casts
+
+
 def check_cast_id(cast_id: str) -> str:
-    if not CAST_ID.match(cast_id) or cast_id.lower() == "actor":
+    """`cast_id` if a registered cast may take it, else RegistryError: not a safe folder name, or one `recast serve`
+    already gives another cast (it would refuse to start with both)."""
+    if not CAST_ID.match(cast_id) or cast_id.lower() in RESERVED_IDS:
         raise RegistryError(f"cast id {cast_id!r}: use 1-48 letters, digits, '_', '-' or '.', starting with a letter "
-                            "or digit (and not 'actor', a baked title's own)")
+                            "or digit (and not 'actor', a baked title's own, nor 'collins' or 'hopper', the "
+                            "built-in casts)")
     return cast_id
 
 

@@ -75,6 +75,7 @@ def test_bad_portraits_and_arguments_are_one_line_exit_2_and_write_nothing(tmp_p
         ([str(tmp_path / "missing.jpg")], "no such image file"),
         ([str(S42), "--id", "../escape"], "cast id"),
         ([str(S42), "--id", "actor"], "cast id"),
+        ([str(S42), "--id", "hopper"], "built-in"),  # `recast serve` would refuse to start with two
         ([str(S42), "--fomm", str(tmp_path / "gone.pth.tar")], "no such FOMM checkpoint"),
         ([str(S42), "--fomm", str(models["generator"])], str(models["generator"])),
     ]
