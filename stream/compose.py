@@ -244,7 +244,7 @@ class OneEuro:
 
 
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
-STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand: a black-hat this many times the cheeks' typical one, and at least
+STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand's black-hat: over 4x the cheeks' typical one and over 6 levels
 
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
