@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from engines.cache import sha256_path
 from engines.errors import InputError
+
+log = logging.getLogger(__name__)
 
 CastKind = Literal["synthetic", "consented"]
 MAX_CAST_PIXELS = 40_000_000
@@ -53,6 +56,7 @@ class Prepared:
     rgba: np.ndarray  # [N,N,4] uint8
     points: np.ndarray  # [68,2] texture pixels
     mesh: np.ndarray | None = None  # [468,2] portrait pixels: the dense mesh (the mediapipe detector's model)
+    current: bool = True  # False: the texture was made by an older preparation, and is made again from the portrait
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,9 @@ def default_casts(demo: bool = False) -> list[Cast]:
 CAST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 MAX_SOURCE_NOTE = 500
 REGISTRY_VERSION = 1
+# the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
+# a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning)
+TEXTURE_VERSION = 2
 
 
 class RegistryError(InputError):
@@ -212,7 +219,8 @@ class CastRegistry:
             Image.fromarray(cast.image).save(work / "portrait.png")
             Image.fromarray(cast.prepared.rgba, "RGBA").save(work / "texture.png")
             entry = {
-                "version": REGISTRY_VERSION, "id": cast.cast_id, "kind": cast.kind, "source": cast.source,
+                "version": REGISTRY_VERSION, "texture": TEXTURE_VERSION, "id": cast.cast_id, "kind": cast.kind,
+                "source": cast.source,
                 "added": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "detector": cast.prepared.detector,
                 "landmarks": np.round(cast.prepared.landmarks, 3).tolist(),
@@ -257,7 +265,9 @@ class CastRegistry:
     def load(self, cast_id: str, problems: list[str] | None = None) -> Cast:
         """A registered cast with its checked landmarks and prepared texture, each file checked against its
         sha256; RegistryError naming the file otherwise. A FOMM checkpoint that is gone or changed since the cast
-        was added is left out (the cast plays with the warp recaster) and said in `problems`."""
+        was added is left out (the cast plays with the warp recaster) and said in `problems`. A texture made by an
+        older preparation than this version's is marked so, and made again from the portrait and its checked
+        landmarks when the cast is prepared (`add --replace` stores the new one)."""
         entry = self.entry(cast_id)
         folder = self.folder / cast_id
         try:
@@ -273,6 +283,7 @@ class CastRegistry:
             points = np.asarray(entry["texture_points"], np.float64).reshape(68, 2)
             mesh = None if entry.get("mesh") is None else np.asarray(entry["mesh"], np.float64).reshape(468, 2)
             kind, source, detector = entry["kind"], check_source_note(entry["source"]), str(entry["detector"])
+            current = int(entry.get("texture", 1)) >= TEXTURE_VERSION
             fomm = self._fomm(cast_id, entry["fomm"], problems) if entry.get("fomm") else None
         except RegistryError:
             raise
@@ -280,7 +291,10 @@ class CastRegistry:
             raise RegistryError(f"{folder / 'cast.json'}: a damaged entry ({type(exc).__name__}: {exc})") from exc
         if kind not in ("synthetic", "consented"):
             raise RegistryError(f"{folder / 'cast.json'}: kind {kind!r} is neither synthetic nor consented")
-        return Cast(cast_id, kind, source, image, Prepared(detector, landmarks, rgba, points, mesh), fomm)
+        if not current:
+            log.info("cast %s: its texture was prepared by an older version; it is prepared again (casts add "
+                     "--replace stores it)", cast_id)
+        return Cast(cast_id, kind, source, image, Prepared(detector, landmarks, rgba, points, mesh, current), fomm)
 
     @staticmethod
     def _fomm(cast_id: str, fomm: dict[str, str], problems: list[str] | None) -> Path | None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.casts import CastRegistry, RegistryError, cast_from_file, hopper_cast, read_image
+from stream.casts import TEXTURE_VERSION, CastRegistry, RegistryError, cast_from_file, hopper_cast, read_image
 from stream.cli import main
 from stream.faces import DEFAULT_DETECTOR, still_faces
 from stream.recasters import FaceCrop, WarpRecaster, prepare_cast
@@ -121,6 +121,39 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
     a, _ = WarpRecaster([cast]).recast(face)
     b, _ = WarpRecaster([cast_from_file(S42)]).recast(face)
     assert np.abs(a.astype(int) - b).mean() < 1.0
+
+
+def test_a_texture_of_an_older_preparation_is_made_again(registry: Path, tmp_path: Path) -> None:
+    """An entry stores which version of the preparation made its texture: one made by an older version (here a
+    blank texture with its sha256 written, and no version, as before session 10) is made again from the portrait
+    and its checked landmarks, never detected again; a current one is used as stored."""
+    import shutil
+
+    from engines.cache import sha256_path
+
+    folder = tmp_path / "reg"
+    shutil.copytree(registry, folder)
+    entry_path = folder / "liveportrait_s42" / "cast.json"
+    entry = json.loads(entry_path.read_text())
+    assert entry["texture"] == TEXTURE_VERSION
+    texture = folder / "liveportrait_s42" / "texture.png"
+    Image.fromarray(np.zeros((512, 512, 4), np.uint8)).save(texture)
+    entry["files"]["texture.png"] = sha256_path(texture)
+    entry_path.write_text(json.dumps(entry))
+
+    def no_detection(image: np.ndarray) -> list[Any]:
+        raise AssertionError("a registered cast was detected again")
+
+    cast = CastRegistry(folder).load("liveportrait_s42")
+    assert cast.prepared is not None and cast.prepared.current
+    assert not prepare_cast(cast, 512, no_detection, DEFAULT_DETECTOR).rgba.any()  # as stored
+    del entry["texture"]
+    entry_path.write_text(json.dumps(entry))
+    cast = CastRegistry(folder).load("liveportrait_s42")
+    assert cast.prepared is not None and not cast.prepared.current
+    again = prepare_cast(cast, 512, no_detection, DEFAULT_DETECTOR)
+    stored = np.array(Image.open(registry / "liveportrait_s42" / "texture.png"))
+    assert np.abs(again.rgba.astype(int) - stored).mean() < 0.5  # the face, as this version prepares it
 
 
 def test_a_damaged_entry_is_named_and_skipped(registry: Path, tmp_path: Path,

@@ -244,9 +244,9 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _Pr
     """A cast made ready to warp at `size` px: its face checked (:func:`check_portrait`), aligned and cleaned of
     the portrait's hair, and with the mediapipe detector its dense mesh found. A cast registered with the same
     detector's landmarks was checked and prepared when it was added, and is only read here (aligned again at
-    another size)."""
+    another size, or, when its texture was made by an older preparation, made again from its checked points)."""
     ready = cast.prepared if cast.prepared is not None and cast.prepared.detector == detector else None
-    if ready is not None and ready.rgba.shape[0] == size:
+    if ready is not None and ready.current and ready.rgba.shape[0] == size:
         image = np.ascontiguousarray(ready.rgba[..., :3])
         return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba,
                              _dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
