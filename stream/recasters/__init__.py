@@ -277,17 +277,14 @@ def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAff
 def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> _PreparedCast:
     align = alignment(quad_params(landmarks), size)
     points = align.points_to_crop(landmarks.astype(np.float64))
-    enlarged = _eye_distance(points) / max(_eye_distance(landmarks), 1e-6) * CAST_TEXTURE / size
+    # how many times the texture (at its full size) enlarges the portrait: the alignment's scale (a similarity)
+    enlarged = float(np.sqrt(abs(np.linalg.det(align.to_crop[:, :2])))) * CAST_TEXTURE / size
     image = crop(_degrained(cast.image, enlarged, align.points_to_frame(_corners(size))), align, cv2.INTER_CUBIC)
     image, alpha, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
     if hair > 0:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
     return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, _dense(mesh, align, size))
-
-
-def _eye_distance(points: np.ndarray) -> float:
-    return float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
 
 
 def _corners(size: int) -> np.ndarray:
