@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.graphs import Graphed
 from engines.images import to_tensor, to_uint8
 
 Keypoints = dict[str, torch.Tensor]  # {"value": [B,K,2] (x, y in [-1,1]), "jacobian": [B,K,2,2]}
@@ -472,6 +473,17 @@ class Driver:
         norm.update(use_relative_movement=relative, use_relative_jacobian=relative and jacobian,
                     adapt_movement_scale=adapt_scale)
         self.norm = norm
+        self.kp_keys = ("value", "jacobian") if getattr(self.detector, "jacobian", None) is not None else ("value",)
+        # on a GPU both networks replay from CUDA graphs (engines/graphs.py); on the CPU these are plain calls
+        self._detect = Graphed(self.detector)
+        self._predict = Graphed(self._prediction)
+
+    def _prediction(self, image: torch.Tensor, *keypoints: torch.Tensor) -> torch.Tensor:
+        """The generator's prediction from flat keypoint tensors (the driving ones, then the source's)."""
+        n = len(self.kp_keys)
+        driving = dict(zip(self.kp_keys, keypoints[:n], strict=True))
+        source = dict(zip(self.kp_keys, keypoints[n:], strict=True))
+        return self.generator(image, kp_driving=driving, kp_source=source)["prediction"]
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 [H,W,3] RGB -> [1,3,size,size] in [0,1] (resized with area averaging when it is not the size)."""
@@ -479,18 +491,18 @@ class Driver:
 
     @torch.no_grad()
     def keypoints(self, image: np.ndarray) -> Keypoints:
-        return self.detector(self.tensor(image))
+        return self._detect(self.tensor(image))
 
     @torch.no_grad()
     def source(self, image: np.ndarray) -> tuple[torch.Tensor, Keypoints]:
         """A portrait made ready to animate: its tensor and its keypoints."""
         tensor = self.tensor(image)
-        return tensor, self.detector(tensor)
+        return tensor, self._detect(tensor)
 
     @torch.no_grad()
     def animate(self, source: tuple[torch.Tensor, Keypoints], driving: Keypoints, initial: Keypoints) -> np.ndarray:
         """The source moved as the driving keypoints moved from the initial ones: uint8 [size,size,3] RGB."""
         image, kp_source = source
         kp_norm = normalize_kp(kp_source, driving, initial, **self.norm)
-        prediction = self.generator(image, kp_driving=kp_norm, kp_source=kp_source)["prediction"]
+        prediction = self._predict(image, *(kp_norm[k] for k in self.kp_keys), *(kp_source[k] for k in self.kp_keys))
         return to_uint8(prediction, "unit")[0]

@@ -24,6 +24,7 @@ from torch import nn
 
 from engines.errors import InputError
 from engines.formats import FORMATS, RuntimeFormat
+from engines.graphs import Graphed
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,12 @@ class TorchEngine(Engine):
         elif precision == "fp16":
             module = module.half()
         self.module = module
+        self._call = Graphed(module)  # replayed from CUDA graphs on a GPU (engines/graphs.py); a plain call on CPU
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             args = [torch.from_numpy(feeds[n]).to(self.device, self.dtype) for n in self.input_names]
-            out = self.module(*args)
+            out = self._call(*args)
         out = out if isinstance(out, tuple) else (out,)
         return {n: t.float().cpu().numpy() for n, t in zip(self.output_names, out, strict=True)}
 

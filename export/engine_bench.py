@@ -114,39 +114,65 @@ def bench_network(name: str, module: nn.Module, runs: int, onnx: bool, folder: P
     return result
 
 
+class _FommFace(nn.Module):
+    """One face of one frame, as the fomm recaster runs it: the driving crop's keypoints, then the generator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keypoints: Any = _fomm_keypoints()
+        self.animator: Any = _fomm_animator()
+
+    def forward(self, source: torch.Tensor, kp_value: torch.Tensor, kp_jacobian: torch.Tensor,
+                driving: torch.Tensor) -> torch.Tensor:
+        value, jacobian = self.keypoints(driving)
+        return self.animator(source, kp_value, kp_jacobian, value, jacobian)
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        source, kp_value, kp_jacobian, _, _ = self.animator.example_inputs(batch)
+        return source, kp_value, kp_jacobian, torch.rand_like(source)
+
+
 def bench_cuda(device: str, runs: int = 20) -> dict[str, Any]:
-    """Synthesis at 256 and 1024 plus FOMM and e4e on a GPU, fp32 and fp16 (channels as upstream, batch 1)."""
+    """Synthesis at 256 and 1024, FOMM and e4e on a GPU, batch 1, fp32 and fp16, each called eagerly and replayed
+    from a CUDA graph (engines/graphs.py, as the engines and recasters run them there), in the same process."""
+    from engines.graphs import Graphed
+
     sync = torch.cuda.synchronize
     nets: dict[str, Callable[[], nn.Module]] = {
         "stylegan2_synthesis_256": lambda: _stylegan(PAPER_256),
         "stylegan2_synthesis_1024": lambda: _stylegan(FFHQ_1024),
         "fomm_keypoints_256": _fomm_keypoints,
         "fomm_animator_256": _fomm_animator,
+        "fomm_face_256": _FommFace,
         "e4e_encoder_256": _e4e,
     }
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(device)}
     for name, make in nets.items():
-        from engines.runtime import example_inputs
-
         module: Any = make().to(device)
-        inputs = [t.to(device) for t in example_inputs(module, 1)]
+        inputs = [t.to(device) for t in module.example_inputs(1)]
         entry: dict[str, Any] = {}
         with torch.inference_mode():
-            ref = module(*inputs)
+            ref = _first(module(*inputs))
             entry["fp32"] = time_calls(functools.partial(module, *inputs), runs, sync=sync)
+            graphed = Graphed(module)
+            entry["fp32_graph"] = time_calls(functools.partial(graphed, *inputs), runs, sync=sync)
+            entry["graph_vs_eager_max_abs"] = float((_first(graphed(*inputs)) - ref).abs().max())
             if hasattr(module, "to_fp16"):  # StyleGAN2: upstream mixed precision, fp32 weights and boundary
                 half, hin = module.to_fp16(), inputs
             else:
                 half, hin = module.half(), [t.half() for t in inputs]
-            low = half(*hin)
+            low = _first(half(*hin)).float()
             entry["fp16"] = time_calls(functools.partial(half, *hin), runs, sync=sync)
-            first = ref[0] if isinstance(ref, tuple) else ref
-            lowf = (low[0] if isinstance(low, tuple) else low).float()
-            entry["fp16_vs_fp32_max_abs"] = float((first - lowf).abs().max())
+            entry["fp16_graph"] = time_calls(functools.partial(Graphed(half), *hin), runs, sync=sync)
+            entry["fp16_vs_fp32_max_abs"] = float((ref - low).abs().max())
         out[name] = entry
-        del module, half
+        del module, half, graphed
         torch.cuda.empty_cache()
     return out
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
 
 
 def run_engine_bench(device: str = "cpu", runs: int = 5, onnx: bool = True) -> dict[str, Any]:
@@ -183,8 +209,10 @@ def format_engine_bench(result: dict[str, Any]) -> str:
             for name, r in cuda.items():
                 if name == "device":
                     continue
-                lines.append(f"  {name:<24} fp32 {r['fp32']['median_ms']:8.2f}  fp16 {r['fp16']['median_ms']:8.2f}  "
-                             f"(fp16 vs fp32 max abs {r['fp16_vs_fp32_max_abs']:.3f})")
+                ms = {k: r[k]["median_ms"] for k in ("fp32", "fp32_graph", "fp16", "fp16_graph")}
+                lines.append(f"  {name:<24} fp32 {ms['fp32']:8.2f} (graph {ms['fp32_graph']:6.2f})  fp16 "
+                             f"{ms['fp16']:8.2f} (graph {ms['fp16_graph']:6.2f})  fp16 vs fp32 max abs "
+                             f"{r['fp16_vs_fp32_max_abs']:.3f}")
     return "\n".join(lines)
 
 

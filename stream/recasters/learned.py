@@ -22,6 +22,7 @@ from engines.cache import CacheError
 from engines.checkpoints import Checkpoint, generator_of, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
 from engines.formats import FORMATS
+from engines.graphs import Graphed
 from engines.images import to_uint8
 from engines.runtime import Engine, open_engine
 from stream.align import face_mask
@@ -62,6 +63,7 @@ class StyleGANRecaster(Recaster):
         self.finish = Finish(color=False)
         self.edits: dict[str, tuple[Direction, float]] = {}
         self._generators: dict[Path, Checkpoint] = {}
+        self._synthesis: dict[Path, Graphed] = {}  # replayed from CUDA graphs on a GPU (engines/graphs.py)
         self._engines: dict[Path, Engine] = {}
         first = title.tracks.tracks[0].track_id if title.tracks.tracks else 0
         generator = generator_of(self._generator(first))
@@ -99,6 +101,13 @@ class StyleGANRecaster(Recaster):
             self._generators[path].modules["generator"].to(self.device)
         return self._generators[path]
 
+    def _synthesise(self, track_id: int, w: torch.Tensor) -> torch.Tensor:
+        path = self.title.generator_file(track_id)
+        if path not in self._synthesis:
+            synthesis = generator_of(self._generator(track_id)).synthesis
+            self._synthesis[path] = Graphed(lambda ws: synthesis(ws, noise_mode="const"))
+        return self._synthesis[path](w)
+
     def _engine(self, track_id: int) -> Engine:
         """The exported synthesis network (ONNX Runtime, or a TensorRT plan whose header must match this GPU)."""
         path = self.title.generator_file(track_id, RUNTIMES[self.runtime])
@@ -119,7 +128,7 @@ class StyleGANRecaster(Recaster):
         for direction, factor in self.edits.values():
             w = apply_direction(w, direction, factor)
         if self.runtime == "torch":
-            image = to_uint8(generator_of(self._generator(face.track_id)).synthesis(w, noise_mode="const"))[0]
+            image = to_uint8(self._synthesise(face.track_id, w))[0]
         else:
             image = to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]))[0]
         return finished(self.finish, image, face)
