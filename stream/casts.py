@@ -144,8 +144,9 @@ CAST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 MAX_SOURCE_NOTE = 500
 REGISTRY_VERSION = 1
 # the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
-# a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning)
-TEXTURE_VERSION = 2
+# a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
+# 3: the hair left out grown, HAIR_GROW)
+TEXTURE_VERSION = 3
 
 
 class RegistryError(InputError):

@@ -243,17 +243,22 @@ class OneEuro:
         return (self._x * size).astype(points.dtype)
 
 
+# of the eye distance: how far the hair left out is grown, and its edge feathered. Next to a portrait's hair its skin
+# is rarely clean (a strand's fringe, its shadow, the inpaint's smear): grown 0.02, a pale patch above d0's brow and
+# a dark streak at d20's temple stayed; at 0.08 they go (d0 nme 0.039 -> 0.034, s18 d_cast 0.343 -> 0.332); at
+# 0.15 the actor's forehead shows so widely that on d20 the identity slips (cast_closer 1.00 -> 0.83)
+HAIR_GROW, HAIR_FEATHER = 0.08, 0.05
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
 STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand's black-hat: over 4x the cheeks' typical one and over 6 levels
 
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
-    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (feathered) 0 in the
-    returned alpha [N,N] float32, 1 elsewhere, so that the actor's own skin shows there rather than a smear; and
-    the share of that band that was hair. A ring just outside the face's outline is looked at too: hair and
-    background there are left out the same way. Skin is what matches the colour of the cheeks' middle (per Lab channel,
-    within 3.5 robust spreads) and is not a thin dark line (a strand); the brows are kept."""
+    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (grown by HAIR_GROW,
+    feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that the actor's own skin shows there rather
+    than a smear; and the share of that band that was hair. A ring just outside the face's outline is looked at too:
+    hair and background there are left out the same way. Skin is what matches the colour of the cheeks' middle (per
+    Lab channel, within 3.5 robust spreads) and is not a thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lm = landmarks
@@ -307,8 +312,9 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     share = float(hair.sum()) / max(float(band.sum()), 1.0)
     if not hair.any():
         return image, opaque, 0.0
-    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-    feather = max(1.0, 0.03 * iod)
+    grow = max(2, round(HAIR_GROW * iod))
+    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    feather = max(1.0, HAIR_FEATHER * iod)
     alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
     return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), alpha.astype(np.float32), share
 
