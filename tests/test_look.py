@@ -333,6 +333,31 @@ def test_a_folded_warp_shows_the_nearest_surface() -> None:
     assert red[..., 0].mean() > 200 and red[..., 2].mean() < 50
 
 
+def test_a_warp_pressed_to_slivers_leaves_no_specks() -> None:
+    """A triangle pressed flat (the underside of a nose as the head tips or the mouth smiles) is drawn as a line of
+    pixels whose map is ill-conditioned: they sampled the texture far away, a bright speck under d0's nose with
+    the Collins cast. Over a smooth texture, 15 slivers drawn in front of their neighbours leave (nearly) no pixel
+    off its 3x3 median by over 40 levels: measured 19 pixels, 686 when slivers were drawn like any triangle."""
+    from stream.align import PiecewiseAffine
+
+    size = 384  # a crop over 256 px: its maps are made at half size, where a sliver still covers whole pixels
+    ys, xs = np.mgrid[0:size, 0:size]
+    texture = np.dstack([xs * 255 // size, ys * 255 // size, np.full_like(xs, 128)]).astype(np.uint8)
+    src = np.random.default_rng(0).uniform(80, 300, (30, 2))
+    warp = PiecewiseAffine(src, size)
+    specks = 0
+    for a, b, c in [t for t in warp.triangles if (t < len(src)).all()][:15]:
+        along = (src[b] - src[a]) / np.linalg.norm(src[b] - src[a])
+        dst = src.copy()
+        dst[c] = src[a] + along * np.dot(src[c] - src[a], along) + np.array([-along[1], along[0]]) * 0.05
+        depth = np.zeros(len(src))
+        depth[[a, b, c]] = -1.0  # the sliver nearest: drawn after its neighbours
+        out = warp.warp(texture, dst, size, depth=depth)
+        off = np.abs(out.astype(int) - cv2.medianBlur(out, 3).astype(int))[8:-8, 8:-8].max(axis=2)
+        specks += int((off > 40).sum())
+    assert specks < 80, specks
+
+
 def test_the_dense_warp_follows_the_mesh_and_its_own_mesh_changes_nothing() -> None:
     from stream.casts import cast_from_file
     from stream.faces import DEFAULT_DETECTOR, still_faces
