@@ -63,18 +63,22 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
                  max_sharpen: float = 2.0) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
-    channels alike, so colour stays the cast's."""
+    channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
+    (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
+    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.76 with the pixel scale)."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
     if inside.sum() < 64:
         return face
-    ours = _detail(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32), sigma)
-    theirs = _detail(cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32), sigma)
+    gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     if e_theirs <= e_ours or e_theirs < 1e-3:
         return face
-    sharpen = min(max_sharpen, e_theirs / max(e_ours, 1e-3) - 1.0)  # the cast's own detail, raised
+    crisp_ours, crisp_theirs = _crispness(gray_face, inside), _crispness(gray_actor, inside)
+    sharpen = float(np.clip(crisp_theirs / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))  # the cast's own, raised
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
     skin = (1.0 - features_mask(landmarks, n)) * mask
     # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
@@ -82,6 +86,11 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
     add = sharpen * ours * core + np.sqrt(left) * skin * theirs
     return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
+
+
+def _crispness(gray: np.ndarray, inside: np.ndarray) -> float:
+    """The mean absolute 3x3 Laplacian inside a region: detail at the pixel scale."""
+    return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F))[inside].mean())
 
 
 def _iris(gray: np.ndarray, opening: np.ndarray) -> tuple[np.ndarray, float] | None:

@@ -195,6 +195,18 @@ def test_a_smooth_face_gets_the_shots_detail_but_its_features_stay_its_own() -> 
     assert np.array_equal(out[mask == 0], face[mask == 0])  # nothing outside the face
     # a face already as detailed as the shot is left as it is
     assert np.array_equal(match_detail(actor, actor, landmarks, mask), actor)
+    # a face whose features' edges are soft at the pixel scale (a portrait resampled twice) is raised towards the
+    # crispness of the actor's: 0.82 of its 3x3 Laplacian (0.77 when the sharpening was read on the wider band)
+    crisp_actor = np.where((features_mask(landmarks, size) > 0.5)[..., None], 70, 170)
+    crisp_actor = crisp_actor.repeat(3, axis=2).astype(np.uint8)
+    soft = cv2.GaussianBlur(crisp_actor, (0, 0), 0.6)
+    out = match_detail(soft, crisp_actor, landmarks, mask)
+
+    def crispness(image: np.ndarray) -> float:
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F))[mask > 0.5].mean())
+
+    assert crispness(out) / crispness(crisp_actor) > 0.8, crispness(out) / crispness(crisp_actor)
 
 
 def test_landmarks_are_steady_when_still_and_follow_when_moving() -> None:
