@@ -142,3 +142,23 @@ def test_a_small_portraits_grain_is_taken_out_before_it_is_enlarged() -> None:
     assert out[inside].astype(np.float32).std() < 0.5 * portrait[inside].astype(np.float32).std()
     assert abs(float(out[inside].mean()) - float(portrait[inside].mean())) < 2  # the colour stays
     assert np.array_equal(out[outside], portrait[outside])
+
+
+def test_a_smiling_casts_teeth_and_lip_glint_are_left_out_but_parted_lips_are_kept() -> None:
+    """Collins smiles with her teeth: her mouth's opening gets alpha 0 (the actor's own mouth shows there, open or
+    pressed shut) and the glint on her lower lip is brought down to her lips' own range. s42's lips are only
+    parted: her opening is kept (leaving it out let d20's actor's mouth through: mouth 0.92 -> 0.67)."""
+    from stream.align import polygon_mask
+    from stream.casts import collins_cast
+    from stream.recasters import prepare_cast
+
+    faces = still_faces("mediapipe")
+    for cast, left_out in ((collins_cast(), True), (cast_from_file(S42), False)):
+        prepared = prepare_cast(cast, 256, faces, "mediapipe")
+        points, alpha = prepared.landmarks, prepared.rgba[..., 3].astype(np.float32) / 255
+        opening = polygon_mask(points[60:68], 256) > 0.5
+        assert (alpha[opening].mean() < 0.2) if left_out else (alpha[opening].mean() > 0.9), cast.cast_id
+        lips = (polygon_mask(points[48:60], 256) > 0.5) & ~(cv2.dilate(opening.astype(np.uint8), np.ones((5, 5))) > 0)
+        lightness = cv2.cvtColor(prepared.image, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)[lips]
+        low, high = np.percentile(lightness, (25, 75))
+        assert lightness.max() <= high + 1.5 * (high - low) + 8, cast.cast_id  # no glint over the lips' range
