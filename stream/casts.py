@@ -145,7 +145,7 @@ MAX_SOURCE_NOTE = 500
 REGISTRY_VERSION = 1
 # the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
 # a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
-# 3: the hair left out grown, HAIR_GROW)
+# 3: the hair left out grown, HAIR_GROW; a smiling mouth left out and its lips' glint matted)
 TEXTURE_VERSION = 3
 
 
