@@ -65,7 +65,7 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
-    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.76 with the pixel scale)."""
+    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale)."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5

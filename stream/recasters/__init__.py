@@ -285,16 +285,17 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
     image, alpha, hair = clean_texture(image, points)  # no strand of the portrait's hair on the actor's forehead
     if hair > 0:
         log.info("cast %s: %.0f%% of the forehead and temples was hair, left out", cast.cast_id, hair * 100)
-    # a smile's teeth (a portrait's mouth open wide) are left out too: where the actor's
-    # mouth is open the actor's own interior is pasted there, and where it is closed the opening is pressed to a
-    # line between the lips, where the cast's teeth showed as a white blob (and, mixed into the actor's, as grey
-    # braces on open ones). A dark, parted opening is kept: leaving it out let the actor's mouth through the cast's
-    # lips (d20 with s42: mouth 0.92 -> 0.67)
-    opening = polygon_mask(points[60:68], size)
-    grow = max(1, round(MOUTH_GROW * float(np.linalg.norm(points[54] - points[48]))))
-    opening = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    # a smile's teeth (a portrait's mouth open wide) are left out too: where the actor's mouth is open the actor's
+    # own interior is pasted there, and where it is closed the opening is pressed to a line between the lips, where
+    # the cast's teeth showed as a white blob (and, mixed into the actor's, as grey braces on open ones). A dark,
+    # parted opening is kept: leaving it out let the actor's mouth through the cast's lips (d20 with s42: mouth
+    # 0.92 -> 0.67)
+    mouth_width = float(np.linalg.norm(points[54] - points[48]))
+    grow = max(1, round(MOUTH_GROW * mouth_width))
+    opening = cv2.dilate(polygon_mask(points[60:68], size),
+                         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     lips = (polygon_mask(points[48:60], size) > 0.5) & (opening < 0.5)
-    if _smiles_open(opening > 0.5, float(np.linalg.norm(points[54] - points[48]))):
+    if _smiles_open(opening > 0.5, mouth_width):
         alpha = alpha * (1.0 - cv2.GaussianBlur(opening, (0, 0), max(1.0, size / 256)))
     image = _matte_lips(image, lips)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
