@@ -137,6 +137,32 @@ def test_a_flat_lit_actor_takes_the_casts_colour_but_not_its_features_contrast()
     assert contrast > 0.75 * was, (contrast, was)
 
 
+def test_a_pale_casts_dark_moustache_keeps_its_colour_on_a_warm_actor() -> None:
+    """A skin tone moves a dark pixel's colour little: a pale cast's dark moustache and brows on a warm-skinned
+    actor stay a dark, near-neutral brown while its skin takes the actor's tone. Shifted whole in Lab, they took
+    the skin's whole shift and turned a saturated red-brown (here chroma 4 -> 26; young Einstein's,
+    liveportrait_s12, on the hamilton clip)."""
+    size, landmarks = 256, face_layout()
+    cast = np.full((size, size, 3), (225, 205, 195), np.uint8)  # pale, nearly grey skin
+    hair = polygon_mask(landmarks[[48, 49, 50, 51, 52, 53, 54, 35, 33, 31]], size) > 0.5  # over the upper lip
+    cast[hair] = (45, 38, 35)
+    actor = np.full((size, size, 3), (190, 120, 95), np.uint8)  # warm skin
+    mask = np.zeros((size, size), np.float32)
+    mask[40:230, 50:206] = 1.0
+    stats = color_stats(cast, actor, mask)
+    assert stats is not None and hair.sum() > 300
+    out = apply_color(cast, stats)
+
+    def chroma(image: np.ndarray, where: np.ndarray) -> float:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[where].astype(np.float32)
+        return float(np.hypot(lab[:, 1] - 128, lab[:, 2] - 128).mean())
+
+    skin = (mask > 0) & ~cv2.dilate(hair.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert abs(chroma(out, skin) - chroma(actor, skin)) < 4  # the skin is the actor's tone
+    assert chroma(out, hair) < chroma(cast, hair) + 8, (chroma(cast, hair), chroma(out, hair))
+    assert cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[hair][:, 0].mean() < 70  # and stays dark
+
+
 def test_a_casts_hair_over_its_forehead_and_cheeks_is_left_out() -> None:
     """Strands of a portrait's hair across its forehead and down the side of a cheek are painted over with skin
     and get alpha 0 (the actor's own skin shows there); a portrait without hair over its face is left (nearly)
