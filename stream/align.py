@@ -125,7 +125,8 @@ def apply_color(source: np.ndarray, stats: ColorStats) -> np.ndarray:
     table = np.clip((levels - stats[0]) * gain + centre, 0, 255).astype(np.uint8).reshape(256, 1, 3)
     lightness, a, b = cv2.split(cv2.LUT(cv2.cvtColor(source, cv2.COLOR_RGB2LAB), table))
     mean = float(np.clip(stats[2, 0], 1.0, 255.0))
-    upto = np.minimum(lightness, np.uint8(round(mean)))  # 8-bit passes, saturated and rounded (a float pass cost 1.5 ms more)
+    # 8-bit passes, saturated and rounded (a float pass cost 1.5 ms more)
+    upto = np.minimum(lightness, np.uint8(round(mean)))
     a, b = (cv2.addWeighted(x, 1.0, upto, float(stats[2, c] - stats[0, c]) / mean, 0.0) for c, x in ((1, a), (2, b)))
     return cv2.cvtColor(cv2.merge([lightness, a, b]), cv2.COLOR_LAB2RGB)
 

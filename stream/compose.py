@@ -260,15 +260,20 @@ class OneEuro:
 HAIR_GROW, HAIR_FEATHER = 0.05, 0.04
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
 STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand's black-hat: over 4x the cheeks' typical one and over 6 levels
+# a strand hanging from the hair, thinned to a few hairs over the skin, is hair down to this distance from the
+# cheeks' colour (3.5 elsewhere), and down to this share of the black-hat's bar: s42's faint strands by the eye
+HAIR_WEAK = 2.5
+HAIR_FILL = 0.12  # of the eye distance: the reach of the skin painted over the hair left out
 
 
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
-    sides of its cheeks (long hair falling over the face) painted over with skin; where it was (grown by HAIR_GROW,
-    feathered) 0 in the returned alpha [N,N] float32, 1 elsewhere, so that the actor's own skin shows there rather
-    than a smear; and the share of that band that was hair. A ring just outside the face's outline is looked at too:
-    hair and background there are left out the same way. Skin is what matches the colour of the cheeks' middle (per
-    Lab channel, within 3.5 robust spreads) and is not a thin dark line (a strand); the brows are kept."""
+    sides of its cheeks (long hair falling over the face, and the faint strands hanging from it) painted over with
+    the skin around it; where it was (grown by HAIR_GROW, feathered) 0 in the returned alpha [N,N] float32, 1
+    elsewhere, so that the actor's own skin shows there rather than a smear; and the share of that band that was
+    hair. A ring just outside the face's outline is looked at too: hair and background there are left out the same
+    way. Skin is what matches the colour of the cheeks' middle (per Lab channel, within 3.5 robust spreads) and is
+    not a thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lm = landmarks
@@ -319,6 +324,14 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     bar = max(STRAND_FLOOR, STRAND_BAR * (typical + 1.4826 * float(np.median(np.abs(texture - typical)))))
     hair = (((distance > 3.5) | (lines > bar)) & band & (brows == 0)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    if hair.any():  # and the faint strands that hang from the hair (hysteresis: weak where connected to strong)
+        weak = ((distance > HAIR_WEAK) | (lines > bar * HAIR_WEAK / 3.5)) & band & (brows == 0)
+        weak = np.maximum(cv2.morphologyEx(weak.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)), hair)
+        count, labels = cv2.connectedComponents(weak, connectivity=8)
+        keep = np.zeros(count, bool)
+        keep[np.unique(labels[hair > 0])] = True
+        keep[0] = False
+        hair = keep[labels].astype(np.uint8)
     share = float(hair.sum()) / max(float(band.sum()), 1.0)
     if not hair.any():
         return image, opaque, 0.0
@@ -326,7 +339,16 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     feather = max(1.0, HAIR_FEATHER * iod)
     alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
-    return cv2.inpaint(image, hair, max(3.0, 0.05 * iod), cv2.INPAINT_TELEA), alpha.astype(np.float32), share
+    # painted with the skin around it, smoothly (normalised convolution of the skin left): at the alpha's feathered
+    # edge only skin shows. Inpainted from the hair's edge (Telea), the hair-shadowed skin there was drawn in as a
+    # grey smear, which showed as a pale band down s18's cheek with s42
+    # (far from any skin, as in a thumbnail's corner, the skin's typical colour)
+    skin_left = (hull & (hair == 0) & (distance <= 3.5)).astype(np.float32)
+    reach_fill, typical_skin = max(2.0, HAIR_FILL * iod), np.median(image[cheeks].astype(np.float32), axis=0)
+    fill = cv2.GaussianBlur(image.astype(np.float32) * skin_left[..., None], (0, 0), reach_fill) + 0.02 * typical_skin
+    fill /= cv2.GaussianBlur(skin_left, (0, 0), reach_fill)[..., None] + 0.02
+    painted = np.where(hair[..., None] > 0, np.clip(fill, 0, 255).astype(np.uint8), image)
+    return painted, alpha.astype(np.float32), share
 
 
 @dataclass
