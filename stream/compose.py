@@ -324,14 +324,15 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     bar = max(STRAND_FLOOR, STRAND_BAR * (typical + 1.4826 * float(np.median(np.abs(texture - typical)))))
     hair = (((distance > 3.5) | (lines > bar)) & band & (brows == 0)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    if hair.any():  # and the faint strands that hang from the hair (hysteresis: weak where connected to strong)
-        weak = ((distance > HAIR_WEAK) | (lines > bar * HAIR_WEAK / 3.5)) & band & (brows == 0)
-        weak = np.maximum(cv2.morphologyEx(weak.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)), hair)
-        count, labels = cv2.connectedComponents(weak, connectivity=8)
+    seeds = (hair > 0) & hull
+    if seeds.any():  # and the faint strands that hang from the hair over the face (weak, where connected to it)
+        weak = ((distance > HAIR_WEAK) | (lines > bar * HAIR_WEAK / 3.5)) & band & hull & (brows == 0)
+        weak = (cv2.morphologyEx(weak.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0) | seeds
+        count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
         keep = np.zeros(count, bool)
-        keep[np.unique(labels[hair > 0])] = True
+        keep[np.unique(labels[seeds])] = True
         keep[0] = False
-        hair = keep[labels].astype(np.uint8)
+        hair = np.maximum(hair, keep[labels].astype(np.uint8))
     share = float(hair.sum()) / max(float(band.sum()), 1.0)
     if not hair.any():
         return image, opaque, 0.0
