@@ -340,10 +340,10 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     feather = max(1.0, HAIR_FEATHER * iod)
     alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
-    # painted with the skin around it, smoothly (normalised convolution of the skin left): at the alpha's feathered
-    # edge only skin shows. Inpainted from the hair's edge (Telea), the hair-shadowed skin there was drawn in as a
-    # grey smear, which showed as a pale band down s18's cheek with s42
-    # (far from any skin, as in a thumbnail's corner, the skin's typical colour)
+    # painted with the skin around it, smoothly (normalised convolution of the skin left; far from any skin, as in a
+    # thumbnail's corner, the skin's typical colour): at the alpha's feathered edge only skin shows. Inpainted from
+    # the hair's edge (Telea), the hair-shadowed skin there was drawn in as a grey smear, which showed as a pale
+    # band down s18's cheek with s42
     skin_left = (hull & (hair == 0) & (distance <= 3.5)).astype(np.float32)
     reach_fill, typical_skin = max(2.0, HAIR_FILL * iod), np.median(image[cheeks].astype(np.float32), axis=0)
     fill = cv2.GaussianBlur(image.astype(np.float32) * skin_left[..., None], (0, 0), reach_fill) + 0.02 * typical_skin
