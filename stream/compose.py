@@ -260,8 +260,10 @@ class OneEuro:
 HAIR_GROW, HAIR_FEATHER = 0.05, 0.04
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
 STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand's black-hat: over 4x the cheeks' typical one and over 6 levels
+SKIN_SPREADS = 3.5  # skin is within this many robust spreads of the cheeks' colour (per Lab channel, combined)
 # a strand hanging from the hair, thinned to a few hairs over the skin, is hair down to this distance from the
-# cheeks' colour (3.5 elsewhere), and down to this share of the black-hat's bar: s42's faint strands by the eye
+# cheeks' colour (SKIN_SPREADS elsewhere), and down to this share of the black-hat's bar: s42's faint strands by
+# the eye
 HAIR_WEAK = 2.5
 HAIR_FILL = 0.12  # of the eye distance: the reach of the skin painted over the hair left out
 
@@ -272,8 +274,8 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     the skin around it; where it was (grown by HAIR_GROW, feathered) 0 in the returned alpha [N,N] float32, 1
     elsewhere, so that the actor's own skin shows there rather than a smear; and the share of that band that was
     hair. A ring just outside the face's outline is looked at too: hair and background there are left out the same
-    way. Skin is what matches the colour of the cheeks' middle (per Lab channel, within 3.5 robust spreads) and is
-    not a thin dark line (a strand); the brows are kept."""
+    way. Skin is what matches the colour of the cheeks' middle (per Lab channel, within SKIN_SPREADS robust
+    spreads) and is not a thin dark line (a strand); the brows are kept."""
     n = image.shape[0]
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lm = landmarks
@@ -322,11 +324,12 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     texture = lines[cheeks]
     typical = float(np.median(texture))
     bar = max(STRAND_FLOOR, STRAND_BAR * (typical + 1.4826 * float(np.median(np.abs(texture - typical)))))
-    hair = (((distance > 3.5) | (lines > bar)) & band & (brows == 0)).astype(np.uint8)
+    searched = band & (brows == 0)
+    hair = (((distance > SKIN_SPREADS) | (lines > bar)) & searched).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     seeds = (hair > 0) & hull
     if seeds.any():  # and the faint strands that hang from the hair over the face (weak, where connected to it)
-        weak = ((distance > HAIR_WEAK) | (lines > bar * HAIR_WEAK / 3.5)) & band & hull & (brows == 0)
+        weak = ((distance > HAIR_WEAK) | (lines > bar * HAIR_WEAK / SKIN_SPREADS)) & searched & hull
         weak = (cv2.morphologyEx(weak.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0) | seeds
         count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
         keep = np.zeros(count, bool)
@@ -344,7 +347,7 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     # thumbnail's corner, the skin's typical colour): at the alpha's feathered edge only skin shows. Inpainted from
     # the hair's edge (Telea), the hair-shadowed skin there was drawn in as a grey smear, which showed as a pale
     # band down s18's cheek with s42
-    skin_left = (hull & (hair == 0) & (distance <= 3.5)).astype(np.float32)
+    skin_left = (hull & (hair == 0) & (distance <= SKIN_SPREADS)).astype(np.float32)
     reach_fill, typical_skin = max(2.0, HAIR_FILL * iod), np.median(image[cheeks].astype(np.float32), axis=0)
     fill = cv2.GaussianBlur(image.astype(np.float32) * skin_left[..., None], (0, 0), reach_fill) + 0.02 * typical_skin
     fill /= cv2.GaussianBlur(skin_left, (0, 0), reach_fill)[..., None] + 0.02
