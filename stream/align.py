@@ -70,12 +70,17 @@ def face_mask(landmarks_crop: np.ndarray, size: int, feather: float = 0.06) -> n
     work = min(size, 192)
     small = mask if work == size else hull_fill(outline * (work / size), work)
     radius = max(1, round(feather * work))
-    inner = cv2.erode(small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    inner = cv2.erode(small, disc(radius))
     out = cv2.GaussianBlur(inner, (0, 0), radius / 2).astype(np.float32) / 255.0
     if work != size:
         out = np.asarray(cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR), np.float32)
     out[mask < 128] = 0.0  # the feather never reaches past the hull
     return out
+
+
+def disc(radius: int) -> np.ndarray:
+    """A disc-shaped structuring element ((2 radius + 1) px square) for growing, shrinking or filtering masks."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def hull_fill(points: np.ndarray, shape: int | tuple[int, int]) -> np.ndarray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from stream.align import apply_color, blend, color_stats, face_mask, polygon_mask
+from stream.align import apply_color, blend, color_stats, disc, face_mask, polygon_mask
 
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
@@ -49,8 +49,7 @@ def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     mask = np.zeros((work, work), np.float32)
     for part in (*_EYES, *_BROWS, _NOSE, _LIPS):
         mask = np.maximum(mask, polygon_mask(points[part], work))
-    k = round(grow) * 2 + 1
-    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    grown = cv2.dilate(mask, disc(round(grow)))
     out = np.asarray(cv2.GaussianBlur(grown, (0, 0), grow / 2), np.float32)
     return out if work == size else np.asarray(cv2.resize(out, (size, size)), np.float32)
 
@@ -305,7 +304,7 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     # oval, which runs past the 68 points' jaw on many portraits): whatever is not skin there is hair or background
     hull = polygon_mask(np.concatenate([landmarks[0:17], top[::-1]]), n) > 0.5
     reach = max(3, round(OUTSIDE_REACH * float(np.linalg.norm(landmarks[0] - landmarks[16]))))
-    grown = cv2.dilate(hull.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+    grown = cv2.dilate(hull.astype(np.uint8), disc(reach))
     band |= (grown > 0) & ~hull
     for eye in (landmarks[36:42], landmarks[42:48]):  # never an eye
         centre = eye.mean(axis=0)
@@ -316,8 +315,7 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
         cv2.polylines(brows, [np.round(brow).astype(np.int32)], False, 1, max(2, round(0.25 * iod)))
     distance = np.sqrt((((lab - mean) / spread) ** 2).sum(axis=2))
     # thin strands nearly of skin colour still show as dark lines: a black-hat of the lightness finds them
-    k = max(3, round(0.12 * iod)) | 1
-    lines = cv2.morphologyEx(lab[..., 0], cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    lines = cv2.morphologyEx(lab[..., 0], cv2.MORPH_BLACKHAT, disc(max(3, round(0.12 * iod)) // 2))
     # a strand is a line darker than the cheeks' own fine texture gives: measured on the cheeks' black-hat (the
     # lightness's spread, which it was measured on before, is mostly the portrait's shading and let faint strands
     # over a forehead through)
@@ -340,7 +338,7 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     if not hair.any():
         return image, opaque, 0.0
     grow = max(2, round(HAIR_GROW * iod))
-    hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    hair = cv2.dilate(hair, disc(grow))
     feather = max(1.0, HAIR_FEATHER * iod)
     alpha = np.clip(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), feather) * 1.5, 0.0, 1.0)
     # painted with the skin around it, smoothly (normalised convolution of the skin left; far from any skin, as in a

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.align import PiecewiseAffine, mask_outline, polygon_mask
+from stream.align import PiecewiseAffine, disc, mask_outline, polygon_mask
 
 # the zones that move by themselves: eyes, brows, nose tip and nostrils, lips
 _ZONES = (list(range(36, 42)), list(range(42, 48)), list(range(17, 22)), list(range(22, 27)),
@@ -131,8 +131,7 @@ def _colour(rgb: np.ndarray) -> np.ndarray:
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    return cv2.dilate(mask.astype(np.uint8), disc(pixels)).astype(bool)
 
 
 def _clean(mask: np.ndarray, min_area: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from engines.errors import InputError
-from stream.align import PiecewiseAffine, alignment, crop, face_mask, polygon_mask
+from stream.align import PiecewiseAffine, alignment, crop, disc, face_mask, polygon_mask
 from stream.casts import Cast, Prepared
 from stream.compose import Finish, clean_texture
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
@@ -292,8 +292,7 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
     # 0.92 -> 0.67)
     mouth_width = float(np.linalg.norm(points[54] - points[48]))
     grow = max(1, round(MOUTH_GROW * mouth_width))
-    opening = cv2.dilate(polygon_mask(points[60:68], size),
-                         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    opening = cv2.dilate(polygon_mask(points[60:68], size), disc(grow))
     lips = (polygon_mask(points[48:60], size) > 0.5) & (opening < 0.5)
     if _smiles_open(opening > 0.5, mouth_width):
         alpha = alpha * (1.0 - cv2.GaussianBlur(opening, (0, 0), max(1.0, size / 256)))
