@@ -146,8 +146,9 @@ REGISTRY_VERSION = 1
 # the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
 # a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
 # 3: the hair left out grown, HAIR_GROW; a smiling mouth left out and its lips' glint matted; 4: the faint strands
-# hanging from the hair left out too, HAIR_WEAK, and the hair painted over with the skin around it)
-TEXTURE_VERSION = 4
+# hanging from the hair left out too, HAIR_WEAK, and the hair painted over with the skin around it; 5: the
+# forehead's band follows the brows' arch, so thick brows are no longer taken for hair)
+TEXTURE_VERSION = 5
 
 
 class RegistryError(InputError):

@@ -54,17 +54,25 @@ def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return out if work == size else np.asarray(cv2.resize(out, (size, size)), np.float32)
 
 
+SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
+SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
+SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
+
+
 def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
     return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
 
 
 def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                 max_sharpen: float = 2.0) -> np.ndarray:
+                 max_sharpen: float = 2.0, memory: dict[str, float] | None = None) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
-    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale)."""
+    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale). A face
+    crisper than the shot is first blurred down to its crispness (`_soften`): a sharp portrait's grain, pores and
+    creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness, Cruise on
+    d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -74,10 +82,25 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
     ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
-    if e_theirs <= e_ours or e_theirs < 1e-3:
-        return face
     crisp_ours, crisp_theirs = _crispness(gray_face, inside), _crispness(gray_actor, inside)
     sharpen = float(np.clip(crisp_theirs / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))  # the cast's own, raised
+    if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
+        if memory is not None and "sigma" in memory and memory["age"] % SOFTEN_EVERY:
+            blur = memory["sigma"]  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
+        else:
+            blur = _soften_sigma(gray_face, inside, crisp_ours, crisp_theirs)
+            if memory is not None:
+                blur = memory.get("sigma", blur) + SOFTEN_STEADY * (blur - memory.get("sigma", blur))
+                memory["sigma"] = blur
+        if memory is not None:
+            memory["age"] = memory.get("age", 0.0) + 1.0
+        if blur >= 0.3:
+            face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
+            gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
+            ours = _detail(gray_face, sigma)
+            e_ours = float(np.abs(ours[inside]).mean())
+    if e_theirs <= e_ours or e_theirs < 1e-3:
+        return face
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
     skin = (1.0 - features_mask(landmarks, n)) * mask
     # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
@@ -85,6 +108,21 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
     add = sharpen * ours * core + np.sqrt(left) * skin * theirs
     return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
+
+
+def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: float) -> float:
+    """The Gaussian blur (px) that brings `gray`'s crispness inside (`crisp`) down to `target`. The crispness is
+    measured after two blurs (SOFTEN_PROBES) and read between them, linearly; past the larger one it falls as
+    1 / (1 + a sigma^2), a fitted to it (on four portraits within 0.2 of the truth from 0.6 to 1.7 px). At most
+    SOFTEN_MOST."""
+    sigmas, crisps = [0.0], [crisp]
+    for probe in SOFTEN_PROBES:
+        sigmas.append(probe)
+        crisps.append(_crispness(cv2.GaussianBlur(gray, (0, 0), probe), inside))
+        if crisps[-1] <= target:
+            return float(np.interp(target, crisps[::-1], sigmas[::-1]))
+    a = max(crisp / max(crisps[-1], 1e-6) - 1.0, 1e-3) / sigmas[-1] ** 2
+    return min(float(np.sqrt(max(crisp / max(target, 1e-6) - 1.0, 0.0) / a)), SOFTEN_MOST)
 
 
 def _crispness(gray: np.ndarray, inside: np.ndarray) -> float:
@@ -267,6 +305,13 @@ HAIR_WEAK = 2.5
 HAIR_FILL = 0.12  # of the eye distance: the reach of the skin painted over the hair left out
 
 
+def _filled(outline: np.ndarray, n: int) -> np.ndarray:
+    """Bool mask [n,n] inside a polygon (pixels, not necessarily convex)."""
+    inside = np.zeros((n, n), np.uint8)
+    cv2.fillPoly(inside, [np.round(outline * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return inside > 0
+
+
 def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A cast texture (uint8 [N,N,3], its 68 landmarks in pixels) with the hair over its forehead, temples and the
     sides of its cheeks (long hair falling over the face, and the faint strands hanging from it) painted over with
@@ -289,17 +334,16 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     spread = np.maximum(1.4826 * np.median(np.abs(skin - mean), axis=0), (4.0, 2.0, 2.0))
     lift = (landmarks[36:48].mean(axis=0) - landmarks[8]) * 0.25  # as the face mask lifts the brows
     top = landmarks[17:27] + lift
-    # the forehead (brows up to the lifted brows) and each temple (from the face's side at eye level up)
-    band = ((polygon_mask(np.concatenate([landmarks[17:27], top]), n) > 0.5)
+    # the forehead (the band from the brows' top edge up to the lifted brows, following their arch: its convex
+    # hull also took in the brows under the arch, and a portrait's thick brows, s12's, were left out as hair) and
+    # each temple (from the face's side at eye level up)
+    band = (_filled(np.concatenate([landmarks[17:27], top[::-1]]), n)
             | (polygon_mask(np.stack([landmarks[0], landmarks[17], top[0]]), n) > 0.5)
             | (polygon_mask(np.stack([landmarks[16], landmarks[26], top[9]]), n) > 0.5))
     # the cheeks' sides: from the jaw line a quarter of the way in towards the nose, ear to jaw corner
     inward = landmarks[0:17] + (landmarks[30] - landmarks[0:17]) * 0.25
     for side in (slice(0, 7), slice(10, 17)):
-        outline = np.concatenate([landmarks[side], inward[side][::-1]])
-        strip = np.zeros((n, n), np.uint8)
-        cv2.fillPoly(strip, [np.round(outline * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-        band |= strip > 0
+        band |= _filled(np.concatenate([landmarks[side], inward[side][::-1]]), n)
     # and just outside the face's outline, where the paste's border can reach (the dense warp follows the mesh's
     # oval, which runs past the 68 points' jaw on many portraits): whatever is not skin there is hair or background
     hull = polygon_mask(np.concatenate([landmarks[0:17], top[::-1]]), n) > 0.5
@@ -356,13 +400,15 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
 @dataclass
 class TrackLook:
     """What a track carries from frame to frame, so its face does not flicker: the colour statistics, the light's
-    ratio and the gaze shift, each an exponential average, and the filters of its landmarks and mesh."""
+    ratio, the gaze shift and the softening blur, each an exponential average, and the filters of its landmarks and
+    mesh."""
 
     color: np.ndarray | None = None
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
     points: OneEuro = field(default_factory=OneEuro)
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
     light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
+    soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
 
 
 class Finish:
@@ -411,5 +457,5 @@ class Finish:
         if self.gaze:
             face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
         if self.detail:
-            face = match_detail(face, actor, points, mask)  # the grain and focus of the shot
+            face = match_detail(face, actor, points, mask, memory=look.soften)  # the grain and focus of the shot
         return face
