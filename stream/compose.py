@@ -70,9 +70,9 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
     wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale). A face
-    crisper than the shot is first blurred down to its crispness (`_soften`): a sharp portrait's grain, pores and
-    creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness, Cruise on
-    d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames."""
+    crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
+    pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
+    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -112,9 +112,9 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
 
 def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: float) -> float:
     """The Gaussian blur (px) that brings `gray`'s crispness inside (`crisp`) down to `target`. The crispness is
-    measured after two blurs (SOFTEN_PROBES) and read between them, linearly; past the larger one it falls as
-    1 / (1 + a sigma^2), a fitted to it (on four portraits within 0.2 of the truth from 0.6 to 1.7 px). At most
-    SOFTEN_MOST."""
+    measured after two blurs (SOFTEN_PROBES) and read between them, linearly; past the larger one it is taken to
+    fall as 1 / (1 + a sigma^2), a fitted to it (on four portraits' textures that model was within 0.2 of the
+    measured crispness, 1-5, from 0.6 to 1.7 px). At most SOFTEN_MOST."""
     sigmas, crisps = [0.0], [crisp]
     for probe in SOFTEN_PROBES:
         sigmas.append(probe)
