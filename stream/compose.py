@@ -80,8 +80,6 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         return face
     gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)
-    e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     crisp_ours, crisp_theirs = _crispness(gray_face, inside), _crispness(gray_actor, inside)
     sharpen = float(np.clip(crisp_theirs / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))  # the cast's own, raised
     if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
@@ -90,15 +88,16 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         else:
             blur = _soften_sigma(gray_face, inside, crisp_ours, crisp_theirs)
             if memory is not None:
-                blur = memory.get("sigma", blur) + SOFTEN_STEADY * (blur - memory.get("sigma", blur))
+                if "sigma" in memory:
+                    blur = memory["sigma"] + SOFTEN_STEADY * (blur - memory["sigma"])
                 memory["sigma"] = blur
         if memory is not None:
             memory["age"] = memory.get("age", 0.0) + 1.0
         if blur >= 0.3:
             face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
             gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
-            ours = _detail(gray_face, sigma)
-            e_ours = float(np.abs(ours[inside]).mean())
+    ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
+    e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     if e_theirs <= e_ours or e_theirs < 1e-3:
         return face
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
