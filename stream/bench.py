@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
 from stream.media import MediaSource
-from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, render
+from stream.pipeline import FaceRenderer, HeldFace, RenderOptions, make_tracker, render
 from stream.recasters import Recaster
 from stream.tracks import LiveFaceStage
 
@@ -131,6 +131,7 @@ def bench_live_path(location: str | Path, recaster: Recaster, options: RenderOpt
         "ms_per_frame": best["ms_per_frame"],
         "wall_ms_per_frame": round(best["seconds"] * 1e3 / max(best["frames"], 1), 3),
         "faces_recast": best["faces_recast"],
+        "faces_held": best["faces_held"],
         "dropped": best["dropped"],
         "runs_realtime_factor": [r["realtime_factor"] for r in runs],
     }
@@ -140,7 +141,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
                      repeats: int = 5) -> dict[str, Any] | None:
     """Each step of the warp recaster's face, timed alone on the first `frames` frames' faces cropped as the
     renderer crops them (ms per face): the warps (68 points, dense mesh), then the compositor's steps."""
-    from stream.align import blend, face_mask, polygon_mask
+    from stream.align import blend, crispness_kept, face_mask, paste_back, polygon_mask
     from stream.compose import cast_gaze, match_detail, transfer_light
     from stream.recasters import FaceCrop, WarpRecaster
 
@@ -149,12 +150,16 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
     stage = LiveFaceStage(make_tracker(options), options.lookahead)
     renderer = FaceRenderer(recaster, badge=False, occlusion=False)
     crops: list[FaceCrop] = []
+    shots: list[tuple[np.ndarray, np.ndarray, Any]] = []  # the frame, the face's 68 points there, the alignment
     with MediaSource(location, keep_audio=False) as source:
         for frame in source.frames():
             if frame.index >= frames:
                 break
             for ready, faces, _ in stage.push(frame):
-                crops.extend(renderer.face_crop(ready.image, face)[0] for face in faces[:1])
+                for face in faces[:1]:
+                    one, align = renderer.face_crop(ready.image, face)
+                    crops.append(one)
+                    shots.append((ready.image, face.landmarks, align))
     if not crops:
         return None
     prepared = recaster._casts[recaster.cast_for(crops[0].track_id)]
@@ -168,8 +173,15 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
 
     soften: dict[str, float] = {}  # one track's: its softening blur is measured on every 4th face, as in a render
     for _ in range(repeats):
-        for one in crops:
+        for one, (image, landmarks, align) in zip(crops, shots, strict=True):
             n, points, actor = one.image.shape[0], one.landmarks, one.image
+            # the renderer's own steps: the crop's crispness kept (every 4th frame of a track), and the test for
+            # a repeated frame (every frame of a track after its first)
+            timed("crispness kept", crispness_kept, image, actor, align, landmarks)
+            region = paste_back(image.copy(), actor, face_mask(points, n), align)
+            held = HeldFace.of(region, None) if region is not None else None
+            if held is not None:
+                timed("repeat test", held.repeated, image)
             texture = timed("warp 68 points", prepared.warp.warp, prepared.rgba, points, n)
             if one.mesh is not None and prepared.dense is not None:
                 dense, ids = prepared.dense

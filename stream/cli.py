@@ -279,7 +279,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     with _progress(total, "render") as tick:
         report = render(location, output, recaster, options, tracks=tracks, on_frame=tick)
     print(f"{output}: {report.frames} frames, {report.faces_recast} faces recast by {recaster.name} "
-          f"({report.faces_failed} failed), {report.tracks} tracks, cuts at {report.cuts}, "
+          f"({report.faces_held} held on repeated frames, {report.faces_failed} failed), {report.tracks} tracks, "
+          f"cuts at {report.cuts}, "
           f"{report.frames / max(report.seconds, 1e-9):.1f} fps")
     return 0
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from stream.align import apply_color, blend, color_stats, disc, face_mask, polygon_mask
+from stream.align import apply_color, blend, color_stats, crispness, disc, face_mask, polygon_mask
 
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
@@ -56,6 +56,11 @@ def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
 SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
+# the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what is lost beyond KEPT_FREE is made up
+# when the cast's detail is raised, at most down to KEPT_LEAST. d0's textured skin keeps 0.80 (the scorer's sharp 0.77
+# -> 0.85 made up); s18's and d20's keep 0.93: made up wholly, s18's recast flickered more (1.108 -> 1.122) and came
+# out no crisper once encoded (sharp 1.20 either way)
+KEPT_FREE, KEPT_LEAST = 0.95, 0.7
 SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
 
 
@@ -64,7 +69,7 @@ def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                 max_sharpen: float = 2.0, memory: dict[str, float] | None = None) -> np.ndarray:
+                 max_sharpen: float = 2.0, memory: dict[str, float] | None = None, kept: float = 1.0) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
@@ -72,7 +77,9 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale). A face
     crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
     pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
-    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames."""
+    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. `kept`
+    is the share of the shot's crispness the crop and the paste keep; a soft face is raised to make up for most of
+    the loss (see KEPT_FREE)."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -80,9 +87,9 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         return face
     gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    crisp_ours, crisp_theirs = _crispness(gray_face, inside), _crispness(gray_actor, inside)
-    sharpen = float(np.clip(crisp_theirs / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))  # the cast's own, raised
+    crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
     if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
+        sharpen = 0.0
         if memory is not None and "sigma" in memory and memory["age"] % SOFTEN_EVERY:
             blur = memory["sigma"]  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
         else:
@@ -96,6 +103,9 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         if blur >= 0.3:
             face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
             gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
+    else:  # the cast's own detail raised, and further by what the crop and the paste will lose of it
+        aim = crisp_theirs * max(1.0, KEPT_FREE / float(np.clip(kept, KEPT_LEAST, 1.0)))
+        sharpen = float(np.clip(aim / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))
     ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     if e_theirs <= e_ours or e_theirs < 1e-3:
@@ -117,16 +127,11 @@ def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: fl
     sigmas, crisps = [0.0], [crisp]
     for probe in SOFTEN_PROBES:
         sigmas.append(probe)
-        crisps.append(_crispness(cv2.GaussianBlur(gray, (0, 0), probe), inside))
+        crisps.append(crispness(cv2.GaussianBlur(gray, (0, 0), probe), inside))
         if crisps[-1] <= target:
             return float(np.interp(target, crisps[::-1], sigmas[::-1]))
     a = max(crisp / max(crisps[-1], 1e-6) - 1.0, 1e-3) / sigmas[-1] ** 2
     return min(float(np.sqrt(max(crisp / max(target, 1e-6) - 1.0, 0.0) / a)), SOFTEN_MOST)
-
-
-def _crispness(gray: np.ndarray, inside: np.ndarray) -> float:
-    """The mean absolute 3x3 Laplacian inside a region: detail at the pixel scale."""
-    return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F))[inside].mean())
 
 
 def _iris(gray: np.ndarray, opening: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -437,7 +442,7 @@ class Finish:
         return look
 
     def __call__(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, mask: np.ndarray,
-                 look: TrackLook) -> np.ndarray:
+                 look: TrackLook, kept: float = 1.0) -> np.ndarray:
         """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`."""
         n = face.shape[0]
         if self.mouth:
@@ -456,5 +461,6 @@ class Finish:
         if self.gaze:
             face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
         if self.detail:
-            face = match_detail(face, actor, points, mask, memory=look.soften)  # the grain and focus of the shot
+            # the grain and focus of the shot
+            face = match_detail(face, actor, points, mask, memory=look.soften, kept=kept)
         return face

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import cv2
 import numpy as np
 
-from stream.align import Alignment, PastedRegion, alignment, crop, paste_back
+from stream.align import Alignment, PastedRegion, alignment, blend, crispness_kept, crop, paste_back
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.occlusion import OcclusionMasker
@@ -180,13 +180,82 @@ def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
+# A frame that repeats the one before while the face around it moves keeps the recast it was drawn with: film at
+# 24 fps carried at 29.97 (every fifth frame a repeat), or a camera that sends a frame twice. Drawn again, the track's
+# filters would still move the face a little on a frame where the source stands still: a judder. A repeat changes
+# the face's pixels by under HOLD_MEAN grey levels on average (its 99th percentile under HOLD_PEAK) and by under
+# HOLD_SHARE of the median change of the last HOLD_RECENT frames: d20's 42 repeats change by at most 0.4 and its
+# moving frames by 1.1 and more. A face that is merely still (s18's actor between words) is drawn as usual: held,
+# it stepped when the drift added up, which read as flicker (s18: 1.10 -> 1.15 on the scorer).
+HOLD_MEAN, HOLD_PEAK, HOLD_SHARE, HOLD_RECENT = 0.5, 8, 0.25, 8
+
+
+@dataclass
+class HeldFace:
+    """A track's last recast as pasted, the frame's own grey under it then and on the latest frame (every other
+    pixel), and how much that grey changed from frame to frame lately."""
+
+    region: PastedRegion
+    drawn: np.ndarray
+    inside: np.ndarray  # where the face was pasted (alpha over 1/2), every other pixel
+    latest: np.ndarray
+    recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=HOLD_RECENT))
+
+    @classmethod
+    def of(cls, region: PastedRegion, before: HeldFace | None) -> HeldFace | None:
+        if region.over is None or region.under is None:
+            return None
+        inside = region.alpha[::2, ::2] > 0.5
+        if not inside.any():
+            return None
+        grey = _grey(region.under)
+        held = cls(region, grey, inside, grey)
+        if before is not None:
+            held.recent.extend(before.recent)
+        return held
+
+    def repeated(self, image: np.ndarray) -> bool:
+        """Whether this frame repeats the last one under the face while the face has been moving, within the coder's
+        noise of the frame the recast was drawn on. Call once a frame: it keeps the frame-to-frame change."""
+        r = self.region
+        h, w = r.alpha.shape
+        now = _grey(image[r.y0:r.y0 + h, r.x0:r.x0 + w])
+        if now.shape != self.drawn.shape:
+            return False
+        step = float(cv2.absdiff(now, self.latest)[self.inside].mean())
+        typical = float(np.median(self.recent)) if len(self.recent) >= 3 else 0.0
+        self.latest = now
+        self.recent.append(step)
+        if not step < min(HOLD_MEAN, HOLD_SHARE * typical):
+            return False
+        change = cv2.absdiff(now, self.drawn)[self.inside]
+        return bool(change.mean() < HOLD_MEAN and np.count_nonzero(change >= HOLD_PEAK) <= change.size // 100)
+
+    def paste(self, image: np.ndarray) -> None:
+        r = self.region
+        assert r.over is not None
+        h, w = r.alpha.shape
+        target = image[r.y0:r.y0 + h, r.x0:r.x0 + w]
+        target[...] = blend(target, r.over, r.alpha)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY))
+
+
+KEPT_EVERY, KEPT_STEADY = 4, 0.5  # a track's crop crispness is measured every 4th frame and averaged
+
+
 class FaceRenderer:
     """Align, recast, paste back and badge the faces of one frame. A face turned past the recaster's usable angle
     fades out (its steadied yaw, FaceState.steady_yaw, sets the blend weight) and passes through once gone."""
 
     def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512,
-                 occlusion: bool = True) -> None:
+                 occlusion: bool = True, hold: bool = True) -> None:
         self.recaster = recaster
+        self.hold = hold
+        self._held: dict[int, HeldFace] = {}
+        self._kept: dict[int, tuple[float, int]] = {}  # per track: the crop's share of crispness kept, its age
         self.badge = badge
         self.max_crop = max_crop
         # what passes in front of a face stays in front of the recast (hands, microphones); identity has none
@@ -194,6 +263,11 @@ class FaceRenderer:
         self.faces_recast = 0
         self.faces_failed = 0
         self.faces_faded = 0
+        self.faces_held = 0
+
+    def drop_held(self) -> None:
+        """Forget the held recasts (the viewer chose another cast or edit: every face is drawn anew)."""
+        self._held.clear()
 
     def face_crop(self, image: np.ndarray, face: FaceState) -> tuple[FaceCrop, Alignment]:
         """What the recaster gets for a face: the aligned crop (the recaster's size, or the face's own up to the
@@ -205,14 +279,27 @@ class FaceRenderer:
         mesh = None
         if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
             mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
-        return FaceCrop(face.track_id, crop(image, align, cv2.INTER_CUBIC),
-                        align.points_to_crop(face.landmarks.astype(np.float64)), face.index, mesh), align
+        pixels = crop(image, align, cv2.INTER_CUBIC)
+        return FaceCrop(face.track_id, pixels, align.points_to_crop(face.landmarks.astype(np.float64)), face.index,
+                        mesh, self._crispness_kept(face, image, pixels, align)), align
+
+    def _crispness_kept(self, face: FaceState, image: np.ndarray, pixels: np.ndarray, align: Alignment) -> float:
+        """The crop's share of the frame's crispness, per track: measured every KEPT_EVERY frames and averaged."""
+        value, age = self._kept.pop(face.track_id, (0.0, 0))
+        if age % KEPT_EVERY == 0:
+            now = crispness_kept(image, pixels, align, face.landmarks)
+            value = now if age == 0 else value + KEPT_STEADY * (now - value)
+        self._kept[face.track_id] = (value, age + 1)
+        if len(self._kept) > 64:  # tracks long gone
+            self._kept.pop(next(iter(self._kept)))
+        return value
 
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
         """Recast every face of ``image`` in place."""
         out = RenderedFrame()
         if self.occlusion is not None and faces:
             self.occlusion.forget(faces[0].index)
+        held, self._held = self._held, {}
         for face in faces:
             weight = pose_weight(face.steady_yaw if face.steady_yaw is not None else face.yaw,
                                  self.recaster.usable_yaw)
@@ -221,6 +308,16 @@ class FaceRenderer:
                 self.faces_faded += 1
                 continue
             start = time.perf_counter()
+            last = held.get(face.track_id)
+            if last is not None and last.repeated(image):
+                last.paste(image)
+                self._held[face.track_id] = last
+                out.regions.append(last.region)
+                self.faces_recast += 1
+                self.faces_held += 1
+                if timer is not None:
+                    timer.add("held", time.perf_counter() - start)
+                continue
             try:
                 face_crop, align = self.face_crop(image, face)
                 pixels, mask = self.recaster.recast(face_crop)
@@ -249,6 +346,9 @@ class FaceRenderer:
             if region is not None:
                 out.regions.append(region)
                 self.faces_recast += 1
+                kept = HeldFace.of(region, last) if self.hold else None
+                if kept is not None:
+                    self._held[face.track_id] = kept
         if self.badge and self.recaster.synthetic and out.regions:
             out.badge = draw_badge(image)
         return out
@@ -296,6 +396,7 @@ class RenderReport:
     tracks: int
     ms_per_frame: dict[str, float]
     decode_errors: int
+    faces_held: int = 0  # of faces_recast: a still face's recast kept from the frame it was drawn on
 
     @property
     def realtime_factor(self) -> float:
@@ -387,7 +488,8 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     source_seconds = count / info.fps if info.fps else 0.0
     cuts = tracks.cuts if tracks is not None else (stage.stats.cuts if stage is not None else [])
     return RenderReport(count, seconds, source_seconds, renderer.faces_recast, renderer.faces_failed,
-                        frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors)
+                        frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors,
+                        renderer.faces_held)
 
 
 def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int = 64, every: int = 1) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,11 +13,12 @@ import pytest
 from stream.align import alignment, crop, face_mask, paste_back
 from stream.casts import Cast, cast_from_file, hopper_cast, read_image
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import probe
-from stream.pipeline import RenderOptions, render
+from stream.media import MediaSource, probe
+from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, render
 from stream.provenance import draw_badge
 from stream.recasters import CastError, FaceCrop, IdentityRecaster, Recaster, WarpRecaster
 from stream.smoothing import quad_params
+from stream.tracks import LiveFaceStage
 from tests.conftest import capture_rendered, decode_all, media, psnr, still_video
 
 D20 = "videos/liveportrait_d20.mp4"
@@ -154,3 +156,89 @@ def test_warp_follows_the_mouth() -> None:
     assert np.abs(opened[y0:y1, x0:x1].astype(int) - closed[y0:y1, x0:x1]).mean() > 10
     # far from the mouth, the face does not move
     assert np.abs(opened[:int(crop_lm[27, 1])].astype(int) - closed[:int(crop_lm[27, 1])]).mean() < 1
+
+
+@pytest.fixture(scope="module")
+def d20_opening() -> list[tuple[Any, list[Any]]]:
+    """d20's first 30 frames with their faces, tracked live: the clip repeats a frame now and then (3, 7, 11, 16,
+    24 and 28 change the face by under half a grey level on average, the frames around them by 2 and more)."""
+    options = RenderOptions(mode="live")
+    stage = LiveFaceStage(make_tracker(options), options.lookahead)
+    out = []
+    with MediaSource(media(D20), keep_audio=False) as source:
+        for frame in source.frames():
+            if frame.index >= 30:
+                break
+            out.extend((ready, faces) for ready, faces, _ in stage.push(frame))
+        out.extend((ready, faces) for ready, faces, _ in stage.flush())
+    return out
+
+
+def _face_change(a: np.ndarray, b: np.ndarray, inside: np.ndarray, where: tuple[slice, slice]) -> float:
+    return float(np.abs(a[where].astype(np.int16) - b[where])[inside].mean())
+
+
+def test_a_repeated_frame_keeps_its_recast(d20_opening: list[tuple[Any, list[Any]]]) -> None:
+    """On a frame that repeats the last one while the face moves, the recast is the one drawn on the frame before
+    (not drawn again: the track's filters would still move it); every frame that moves is drawn."""
+    cast = cast_from_file(media("images/liveportrait_s42.jpg"))
+    rendered: dict[bool, list[np.ndarray]] = {}
+    held_at: list[int] = []
+    for hold in (True, False):
+        renderer = FaceRenderer(WarpRecaster([cast]), badge=False, hold=hold)
+        rendered[hold] = []
+        for i, (frame, faces) in enumerate(d20_opening):
+            image, before = frame.image.copy(), renderer.faces_held
+            renderer.render(image, faces)
+            rendered[hold].append(image)
+            if renderer.faces_held > before:
+                held_at.append(i)
+        assert renderer.faces_recast == len(d20_opening)
+    region = FaceRenderer(IdentityRecaster()).render(d20_opening[0][0].image.copy(), d20_opening[0][1]).regions[0]
+    h, w = region.alpha.shape
+    where, inside = (slice(region.y0, region.y0 + h), slice(region.x0, region.x0 + w)), region.alpha > 0.5
+    source = [frame.image for frame, _ in d20_opening]
+    step = [99.0] + [_face_change(source[i], source[i - 1], inside, where) for i in range(1, len(source))]
+    repeats = [i for i, s in enumerate(step) if s < 0.5]
+    assert 5 <= len(repeats) <= 7, repeats  # the clip's own; the test is about them
+    # held: only repeats, and every repeat once three frames of motion are known
+    assert set(held_at) <= set(repeats) and len(held_at) >= len(repeats) - 1, (held_at, repeats)
+    for i in held_at:
+        kept = _face_change(rendered[True][i], rendered[True][i - 1], inside, where)
+        drawn = _face_change(rendered[False][i], rendered[False][i - 1], inside, where)
+        assert kept < 0.2 and drawn > 1.0, (i, kept, drawn)  # drawn again it moved 1.5-3.5 levels here
+
+
+def test_a_face_that_never_moves_and_a_new_choice_are_drawn(d20_opening: list[tuple[Any, list[Any]]]) -> None:
+    """A face that has not been moving is drawn every frame (holding is for repeats amid motion), and after
+    `drop_held` (a viewer's new cast or edit) a repeated frame is drawn too, with the new choice."""
+    frame, faces = d20_opening[5]
+    renderer = FaceRenderer(WarpRecaster([cast_from_file(media("images/liveportrait_s42.jpg"))]), badge=False)
+    for _ in range(8):
+        renderer.render(frame.image.copy(), faces)
+    assert renderer.faces_held == 0 and renderer.faces_recast == 8
+    first_repeat = 7
+    for frame, faces in d20_opening[:first_repeat]:
+        renderer.render(frame.image.copy(), faces)
+    renderer.drop_held()
+    renderer.render(d20_opening[first_repeat][0].image.copy(), d20_opening[first_repeat][1])
+    assert renderer.faces_held == 0
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_a_viewers_new_cast_is_drawn_on_a_repeated_frame(d20_opening: list[tuple[Any, list[Any]]],
+                                                        switch: bool) -> None:
+    """The service's frame worker forgets the held recasts when the viewer's choice changes: a repeated frame
+    right after a new cast shows the new cast, not the old one held."""
+    from stream.server.control import ControlState
+    from stream.server.sessions import FrameProcessor
+
+    one, other = cast_from_file(media("images/liveportrait_s42.jpg")), hopper_cast()
+    state = ControlState(cast=one.cast_id)
+    worker = FrameProcessor(WarpRecaster([one, other]), state, RenderOptions(mode="live"))
+    for frame, faces in d20_opening[:7]:
+        worker.render(frame, faces)
+    if switch:
+        state.cast = other.cast_id
+    worker.render(*d20_opening[7])  # frame 7 repeats frame 6
+    assert worker.renderer.faces_held == (0 if switch else 1)

@@ -42,6 +42,7 @@ class FaceCrop:
     landmarks: np.ndarray  # [68,2] crop pixels
     index: int = -1  # the frame's index in the title (baked recasters look up that frame's latent)
     mesh: np.ndarray | None = None  # [468,3] the mesh tracker's points in crop pixels and their depth
+    kept: float = 1.0  # the share of the frame's crispness the crop kept (the paste loses about as much again)
 
 
 class Recaster(ABC):
@@ -183,7 +184,7 @@ class WarpRecaster(CastingRecaster):
             texture = prepared.warp.warp(prepared.rgba, points, n)
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
-        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look), mask
+        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept), mask
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}

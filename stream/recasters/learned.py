@@ -43,7 +43,7 @@ def finished(finish: Finish, image: np.ndarray, face: FaceCrop) -> tuple[np.ndar
     mask = face_mask(face.landmarks, image.shape[0])
     if face.image.shape != image.shape:  # the crop is always the network's size; a caller's other size: as drawn
         return image, mask
-    return finish(image, face.image, face.landmarks, mask, finish.look(face.track_id)), mask
+    return finish(image, face.image, face.landmarks, mask, finish.look(face.track_id), face.kept), mask
 
 
 class StyleGANRecaster(Recaster):

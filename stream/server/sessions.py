@@ -55,6 +55,7 @@ class FrameProcessor:
         self.recaster = recaster
         self.state = state
         self.on_failed = on_failed
+        self._chosen: tuple[Any, ...] = ()
 
     def push(self, frame: Frame) -> list[tuple[Frame, list[FaceState]]]:
         return [(f, faces) for f, faces, _ in self.stage.push(frame)]
@@ -63,6 +64,10 @@ class FrameProcessor:
         """The picture to send: recast when the toggle is on, the original otherwise."""
         if not self.state.enabled or not faces:
             return frame.image
+        chosen = (self.state.cast, sorted(self.state.casts_by_track.items()), sorted(self.state.edits.items()))
+        if chosen != self._chosen:  # a held recast shows the choice it was drawn with
+            self.renderer.drop_held()
+            self._chosen = chosen
         for face in faces:
             wanted = self.state.casts_by_track.get(face.track_id) or self.state.cast
             if wanted:
