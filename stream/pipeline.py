@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from stream.align import Alignment, PastedRegion, alignment, blend, crispness_kept, crop, paste_back
+from stream.compose import MAX_TRACKS
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.occlusion import OcclusionMasker
@@ -243,7 +244,7 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY))
 
 
-KEPT_EVERY, KEPT_STEADY = 4, 0.5  # a track's crop crispness is measured every 4th frame and averaged
+KEPT_EVERY, KEPT_STEADY = 4, 0.5  # what a track's crop keeps of its crispness: measured every 4th frame, averaged
 
 
 class FaceRenderer:
@@ -280,17 +281,19 @@ class FaceRenderer:
         if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
             mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
         pixels = crop(image, align, cv2.INTER_CUBIC)
+        kept = self._crispness_kept(face, image, pixels, align) if self.recaster.synthetic else 1.0
         return FaceCrop(face.track_id, pixels, align.points_to_crop(face.landmarks.astype(np.float64)), face.index,
-                        mesh, self._crispness_kept(face, image, pixels, align)), align
+                        mesh, kept), align
 
     def _crispness_kept(self, face: FaceState, image: np.ndarray, pixels: np.ndarray, align: Alignment) -> float:
-        """The crop's share of the frame's crispness, per track: measured every KEPT_EVERY frames and averaged."""
+        """What the crop keeps of the frame's crispness once pasted back, per track: measured every KEPT_EVERY frames
+        and averaged."""
         value, age = self._kept.pop(face.track_id, (0.0, 0))
         if age % KEPT_EVERY == 0:
             now = crispness_kept(image, pixels, align, face.landmarks)
             value = now if age == 0 else value + KEPT_STEADY * (now - value)
         self._kept[face.track_id] = (value, age + 1)
-        if len(self._kept) > 64:  # tracks long gone
+        if len(self._kept) > MAX_TRACKS:  # the least recently seen track goes first
             self._kept.pop(next(iter(self._kept)))
         return value
 

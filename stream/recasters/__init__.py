@@ -42,7 +42,7 @@ class FaceCrop:
     landmarks: np.ndarray  # [68,2] crop pixels
     index: int = -1  # the frame's index in the title (baked recasters look up that frame's latent)
     mesh: np.ndarray | None = None  # [468,3] the mesh tracker's points in crop pixels and their depth
-    kept: float = 1.0  # the share of the frame's crispness the crop kept (the paste loses about as much again)
+    kept: float = 1.0  # the share of the frame's crispness the crop keeps once pasted back (align.crispness_kept)
 
 
 class Recaster(ABC):
