@@ -184,8 +184,9 @@ def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
 # A frame that repeats the one before while the face around it moves keeps the recast it was drawn with: film at
 # 24 fps carried at 29.97 (every fifth frame a repeat), or a camera that sends a frame twice. Drawn again, the track's
 # filters would still move the face a little on a frame where the source stands still: a judder. A repeat changes
-# the face's pixels by under HOLD_MEAN grey levels on average (its 99th percentile under HOLD_PEAK) and by under
-# HOLD_SHARE of the median change of the last HOLD_RECENT frames: d20's 42 repeats change by at most 0.4 and its
+# the face's pixels from the last frame by under HOLD_MEAN grey levels on average and by under HOLD_SHARE of the
+# median change of the last HOLD_RECENT frames, and from the frame the recast was drawn on by under HOLD_MEAN too,
+# with 99 % of them under HOLD_PEAK (a slow drift is drawn anew): d20's 42 repeats change by at most 0.4 and its
 # moving frames by 1.1 and more. A face that is merely still (s18's actor between words) is drawn as usual: held,
 # it stepped when the drift added up, which read as flicker (s18: 1.10 -> 1.15 on the scorer).
 HOLD_MEAN, HOLD_PEAK, HOLD_SHARE, HOLD_RECENT = 0.5, 8, 0.25, 8
