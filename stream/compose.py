@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 from stream.align import apply_color, blend, color_stats, crispness, disc, face_mask, polygon_mask
+
+T = TypeVar("T")
 
 _EYES = (list(range(36, 42)), list(range(42, 48)))
 _BROWS = (list(range(17, 22)), list(range(22, 27)))
@@ -38,6 +41,15 @@ GAZE_REACH = 0.38  # of the eye's width: the farthest the cast's iris is moved f
 GAZE_IRIS = 0.26  # of the eye's width: the radius of the iris disc that is lifted and moved
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 MAX_TRACKS = 64  # tracks whose steadiness state is kept (the least recently seen goes first)
+
+
+def keep_recent(store: dict[int, T], track_id: int, value: T) -> T:
+    """`value` stored as the track's state, the most recently seen last; past MAX_TRACKS tracks the one seen least
+    recently is dropped. The caller pops the track's old state first."""
+    store[track_id] = value
+    if len(store) > MAX_TRACKS:
+        store.pop(next(iter(store)))
+    return value
 
 
 def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -435,11 +447,8 @@ class Finish:
         return other
 
     def look(self, track_id: int) -> TrackLook:
-        look = self._looks.pop(track_id, None) or TrackLook()
-        self._looks[track_id] = look  # the most recently seen last: tracks long gone are dropped first
-        if len(self._looks) > MAX_TRACKS:
-            self._looks.pop(next(iter(self._looks)))
-        return look
+        look = self._looks.pop(track_id, None)
+        return keep_recent(self._looks, track_id, look if look is not None else TrackLook())
 
     def __call__(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, mask: np.ndarray,
                  look: TrackLook, kept: float = 1.0) -> np.ndarray:

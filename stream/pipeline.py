@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stream.align import Alignment, PastedRegion, alignment, blend, crispness_kept, crop, paste_back
-from stream.compose import MAX_TRACKS
+from stream.compose import keep_recent
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.occlusion import OcclusionMasker
@@ -169,6 +169,12 @@ class RenderedFrame:
     faded: int = 0  # faces turned past the recaster's usable angle, passed through
 
 
+def smoothstep(zero: float, one: float, x: float) -> float:
+    """0 at `zero`, 1 at `one` (either may be the larger), a smooth S between and flat beyond: no pop at either end."""
+    t = float(np.clip((x - zero) / (one - zero), 0.0, 1.0))
+    return t * t * (3.0 - 2.0 * t)
+
+
 def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
     """How much of the recast a face at this yaw gets: 1 up to ``usable[0]`` degrees, 0 past ``usable[1]``, a
     smoothstep between (no pop at either end). A face without a pose estimate gets all of it."""
@@ -177,8 +183,7 @@ def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
     full, none = usable
     if none <= full:
         return 1.0 if abs(yaw) <= full else 0.0
-    t = float(np.clip((none - abs(yaw)) / (none - full), 0.0, 1.0))
-    return t * t * (3.0 - 2.0 * t)
+    return smoothstep(none, full, abs(yaw))
 
 
 # A face its mesh doubts is a face is faded like one turned too far. Its landmarks are then the mesh's guess, and
@@ -193,9 +198,8 @@ TRUST_FULL, TRUST_NONE, TRUST_FOLLOW, TRUST_SLEW = 0.5, 0.1, 0.2, 0.15
 
 
 def presence_weight(trust: float) -> float:
-    """How much of the recast a face gets for the mesh's averaged presence: a smoothstep."""
-    t = float(np.clip((trust - TRUST_NONE) / (TRUST_FULL - TRUST_NONE), 0.0, 1.0))
-    return t * t * (3.0 - 2.0 * t)
+    """How much of the recast a face gets for the mesh's averaged presence."""
+    return smoothstep(TRUST_NONE, TRUST_FULL, trust)
 
 
 # A frame that repeats the one before while the face around it moves keeps the recast it was drawn with: film at
@@ -312,10 +316,7 @@ class FaceRenderer:
         if age % KEPT_EVERY == 0:
             now = crispness_kept(image, pixels, align, face.landmarks)
             value = now if age == 0 else value + KEPT_STEADY * (now - value)
-        self._kept[face.track_id] = (value, age + 1)
-        if len(self._kept) > MAX_TRACKS:  # the least recently seen track goes first
-            self._kept.pop(next(iter(self._kept)))
-        return value
+        return keep_recent(self._kept, face.track_id, (value, age + 1))[0]
 
     def _trust_weight(self, face: FaceState) -> float:
         """The weight for the track's mesh presence, averaged and slew-limited (1 where the tracker gives no
@@ -325,10 +326,7 @@ class FaceRenderer:
         trust, weight = self._trust.pop(face.track_id, (face.presence, presence_weight(face.presence)))
         trust += TRUST_FOLLOW * (face.presence - trust)
         weight += float(np.clip(presence_weight(trust) - weight, -TRUST_SLEW, TRUST_SLEW))
-        self._trust[face.track_id] = (trust, weight)
-        if len(self._trust) > MAX_TRACKS:  # the least recently seen track goes first
-            self._trust.pop(next(iter(self._trust)))
-        return weight
+        return keep_recent(self._trust, face.track_id, (trust, weight))[1]
 
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
         """Recast every face of ``image`` in place."""
@@ -432,7 +430,7 @@ class RenderReport:
     tracks: int
     ms_per_frame: dict[str, float]
     decode_errors: int
-    faces_held: int = 0  # of faces_recast: a still face's recast kept from the frame it was drawn on
+    faces_held: int = 0  # of faces_recast: a repeated frame's face, its recast kept from the frame before
 
     @property
     def realtime_factor(self) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from stream.align import apply_color, color_stats, polygon_mask
+from stream.align import crispness as grey_crispness
 from stream.casts import cast_from_file
 from stream.compose import (
     Finish,
@@ -370,9 +371,8 @@ def test_every_recaster_pastes_through_the_same_finish(models: dict[str, Path]) 
 
 
 def crispness(image: np.ndarray, mask: np.ndarray) -> float:
-    """The mean absolute 3x3 Laplacian of an RGB picture inside a float mask (over 0.5): detail at the pixel scale."""
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return float(np.abs(cv2.Laplacian(gray, cv2.CV_32F))[mask > 0.5].mean())
+    """stream.align.crispness of an RGB picture inside a float mask (over 0.5): detail at the pixel scale."""
+    return grey_crispness(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), mask > 0.5)
 
 
 def fine_detail(image: np.ndarray, where: np.ndarray) -> float:
