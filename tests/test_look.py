@@ -17,6 +17,7 @@ from stream.align import apply_color, color_stats, polygon_mask
 from stream.align import crispness as grey_crispness
 from stream.casts import cast_from_file
 from stream.compose import (
+    GAZE_FIND,
     Finish,
     OneEuro,
     _iris,
@@ -72,6 +73,27 @@ def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
         centre = closed[eye].mean(axis=0)
         closed[eye, 1] = centre[1] + (closed[eye, 1] - centre[1]) * 0.1
     assert np.array_equal(cast_gaze(cast, actor, closed), cast)
+    # an iris found a pixel or two aside (within what each eye's lashes and glints move the measure) moves nothing
+    ahead = eye_picture(size, landmarks, [(71.5, 100), (128.5, 100)])
+    assert np.array_equal(cast_gaze(cast, ahead, landmarks), cast)
+
+
+def test_an_iris_in_the_eyes_corner_is_found_there_past_its_lashes() -> None:
+    """An actor looking hard to one side: the iris sits in the eye's corner, half under the lids, and a dark line of
+    lashes runs along the upper lid. The darkest disc of the opening is the iris; the darkness of the whole
+    opening put it a third of the way back to the middle, and the cast's iris followed only that far."""
+    size, width = 200, 40.0
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = eye_landmarks(70, 100, width), eye_landmarks(130, 100, width)
+    image = eye_picture(size, landmarks, [(70 + 0.3 * width, 100), (130 - 0.3 * width, 100)])
+    for eye in (landmarks[36:42], landmarks[42:48]):
+        cv2.polylines(image, [np.round(eye[0:4]).astype(np.int32)], False, (50, 35, 30), 2)  # the lashes
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for eye, wanted in ((landmarks[36:42], 70 + 0.3 * width), (landmarks[42:48], 130 - 0.3 * width)):
+        found = _iris(gray, polygon_mask(eye, size), GAZE_FIND * width)
+        assert found is not None and abs(found[0][0] - wanted) < 0.06 * width, (found, wanted)
+        whole = _iris(gray, polygon_mask(eye, size))  # the weighted centre of all the opening's darkness
+        assert whole is not None and abs(whole[0][0] - wanted) > 0.1 * width
 
 
 def face_layout() -> np.ndarray:
