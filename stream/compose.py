@@ -150,10 +150,11 @@ def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: fl
 
 def _iris(gray: np.ndarray, opening: np.ndarray, radius: float | None = None) -> tuple[np.ndarray, float] | None:
     """The iris centre in an eye opening and how sure: the share of the opening's darkness within it. None where
-    the opening is closed or flat. With `radius` (px) the iris is where a disc of that radius gathers the most
-    darkness, refined by the darkness's weighted centre within it: the darkness of the whole opening, its lashes
-    and lid shadow included, put an iris at the eye's corner a third of the way back to the middle (d0, looking
-    aside: 0.17 of the eye's width from the middle where it was 0.30). Without, the weighted centre of all of it."""
+    the opening is closed or flat. With `radius` (px) the iris is where a disc of that radius (a square of its
+    area) gathers the most darkness, refined by the darkness's weighted centre within the disc: the darkness of
+    the whole opening, its lashes and lid shadow included, put an iris in the eye's corner a third of the way
+    back to the middle (d0, looking aside: 0.17 of the eye's width from the middle where it is 0.32). Without,
+    the weighted centre of all of it."""
     inside = opening > 0.5
     if inside.sum() < 12:
         return None
