@@ -54,6 +54,14 @@ def keep_recent(store: dict[int, T], track_id: int, value: T) -> T:
     return value
 
 
+def smoothstep(zero: float, one: float, x: float | np.ndarray) -> float | np.ndarray:
+    """0 at `zero`, 1 at `one` (either may be the larger), a smooth S between and flat beyond: no pop at either end.
+    Elementwise for an array."""
+    t = np.clip((np.asarray(x, dtype=np.float64) - zero) / (one - zero), 0.0, 1.0)
+    out = t * t * (3.0 - 2.0 * t)
+    return float(out) if out.ndim == 0 else out
+
+
 def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     """Float mask [N,N] over the eyes, brows, nose and lips, grown by a tenth of the eye distance and feathered."""
     work = min(size, 128)  # a soft mask: made at 128 px at most and scaled up
@@ -215,8 +223,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         # a shift within the measurement's own error (each eye's lashes, make-up and glints pull its iris a little
         # its own way; on s18 the two irises were pushed apart) is no shift: eyes looking ahead stay the cast's.
         # From twice that on the shift is taken whole
-        ramp = np.clip(np.abs(shift) / (GAZE_DEAD * width) - 1.0, 0.0, 1.0)
-        shift = shift * ramp * ramp * (3.0 - 2.0 * ramp)
+        shift = shift * smoothstep(GAZE_DEAD * width, 2 * GAZE_DEAD * width, np.abs(shift))
         if memory is not None:
             relative = shift / width
             if side in memory:

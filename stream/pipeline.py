@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stream.align import Alignment, PastedRegion, alignment, blend, crispness_kept, crop, paste_back
-from stream.compose import keep_recent
+from stream.compose import keep_recent, smoothstep
 from stream.faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, LandmarkPredictor, to_gray
 from stream.media import Frame, MediaSink, MediaSource, is_live
 from stream.occlusion import OcclusionMasker
@@ -169,12 +169,6 @@ class RenderedFrame:
     faded: int = 0  # faces turned past the recaster's usable angle, passed through
 
 
-def smoothstep(zero: float, one: float, x: float) -> float:
-    """0 at `zero`, 1 at `one` (either may be the larger), a smooth S between and flat beyond: no pop at either end."""
-    t = float(np.clip((x - zero) / (one - zero), 0.0, 1.0))
-    return t * t * (3.0 - 2.0 * t)
-
-
 def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
     """How much of the recast a face at this yaw gets: 1 up to ``usable[0]`` degrees, 0 past ``usable[1]``, a
     smoothstep between (no pop at either end). A face without a pose estimate gets all of it."""
@@ -183,7 +177,7 @@ def pose_weight(yaw: float | None, usable: tuple[float, float]) -> float:
     full, none = usable
     if none <= full:
         return 1.0 if abs(yaw) <= full else 0.0
-    return smoothstep(none, full, abs(yaw))
+    return float(smoothstep(none, full, abs(yaw)))
 
 
 # A face its mesh doubts is a face is faded like one turned too far. Its landmarks are then the mesh's guess, and
@@ -199,7 +193,7 @@ TRUST_FULL, TRUST_NONE, TRUST_FOLLOW, TRUST_SLEW = 0.5, 0.1, 0.2, 0.15
 
 def presence_weight(trust: float) -> float:
     """How much of the recast a face gets for the mesh's averaged presence."""
-    return smoothstep(TRUST_NONE, TRUST_FULL, trust)
+    return float(smoothstep(TRUST_NONE, TRUST_FULL, trust))
 
 
 # A frame that repeats the one before while the face around it moves keeps the recast it was drawn with: film at
