@@ -256,6 +256,43 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
     return out
 
 
+LID_RISE, LID_SETTLE = 0.3, 0.05  # the share of a new opening a track's open eye takes: one above it, one near it
+LID_NEAR = 0.8  # of the open eye: an opening under it (a blink, a squint) leaves the open eye as it is
+LID_DEAD = (0.7, 0.9)  # of the open eye: an eye as open as 0.9 of it is taken as open (the measure's own noise),
+# and the whole closure is taken from 0.7 down
+
+
+def _open_eye(memory: dict[str, float], key: str, opening: float) -> float:
+    """A track's open eye for `key`: an average that rises quickly to a larger opening, settles slowly on openings
+    near it and ignores blinks."""
+    held = memory.get(key)
+    if held is None:
+        held = opening
+    elif opening > held:
+        held += LID_RISE * (opening - held)
+    elif opening > LID_NEAR * held:
+        held += LID_SETTLE * (opening - held)
+    memory[key] = held
+    return held
+
+
+def close_lids(upper: np.ndarray, lower: np.ndarray, width: float, opening: float, memory: dict[str, float],
+               key: str) -> np.ndarray:
+    """The `upper` lid's points ([K,2]) moved straight towards the `lower` lid's of the same rank so that the warp's
+    eye (`width` between its corners) is as open, for its open state, as the actor's is for his: `opening` is his
+    eye's opening as the iris model reads it (mesh.EyeOpenings). Each open state is the track's own (`_open_eye`,
+    kept in `memory` under `key`). Lids are only ever lowered: the mesh's own lids follow a blink part way."""
+    if not np.isfinite(opening) or width <= 0:
+        return upper
+    share = min(opening / max(_open_eye(memory, key + "/actor", opening), 1e-6), 1.0)
+    share += (1.0 - share) * float(smoothstep(LID_DEAD[0], LID_DEAD[1], share))
+    now = float(np.mean(np.linalg.norm(upper - lower, axis=1))) / width
+    aim = _open_eye(memory, key + "/lids", now) * share
+    if now <= 1e-6 or aim >= now:
+        return upper
+    return lower + (upper - lower) * (aim / now)
+
+
 LIGHT_WORK = 64  # px: the light is measured and moved at this size (it is smooth by definition)
 LIGHT_SIGMA = 0.07  # of the crop: the scale of shading moved from the actor (a cheek, a side of the nose)
 LIGHT_STEADY = 0.5  # the share of a new light measurement taken each frame
@@ -446,8 +483,8 @@ def clean_texture(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
 @dataclass
 class TrackLook:
     """What a track carries from frame to frame, so its face does not flicker: the colour statistics, the light's
-    ratio, the gaze shift and the softening blur, each an exponential average, and the filters of its landmarks and
-    mesh."""
+    ratio, the gaze shift, the softening blur and the open eyes, each an exponential average, and the filters of its
+    landmarks and mesh."""
 
     color: np.ndarray | None = None
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
@@ -455,6 +492,7 @@ class TrackLook:
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
     light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
     soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
+    lids: dict[str, float] = field(default_factory=dict)  # the open eye of the actor and of the warp's lids
 
 
 class Finish:

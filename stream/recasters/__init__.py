@@ -23,7 +23,7 @@ import numpy as np
 from engines.errors import InputError
 from stream.align import PiecewiseAffine, alignment, crop, disc, face_mask, polygon_mask
 from stream.casts import Cast, Prepared
-from stream.compose import Finish, clean_texture
+from stream.compose import Finish, clean_texture, close_lids
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
@@ -143,7 +143,8 @@ class WarpRecaster(CastingRecaster):
     name = "warp"
 
     def __init__(self, casts: Sequence[Cast], *, size: int = CAST_TEXTURE, color: bool = True,
-                 predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR) -> None:
+                 predictor: LandmarkPredictor | None = None, detector: str = DEFAULT_DETECTOR,
+                 blinks: bool = True) -> None:
         if not casts:
             raise CastError("the warp recaster needs at least one cast image")
         # each cast is prepared once as a `size` px texture; a face is recast at its own size in the frame (the
@@ -152,6 +153,8 @@ class WarpRecaster(CastingRecaster):
         self.crop_size = None
         self.max_crop = 384
         self.finish = Finish(color=color, mouth=True, gaze=True)
+        # the cast's lids follow the actor's blinks as MediaPipe's iris model reads them (the mesh's barely close)
+        self._eyes = _eye_openings() if blinks else None  # shared by the sessions' copies
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces, detector) for c in casts}
         super().__init__([c.cast_id for c in casts])
@@ -175,19 +178,70 @@ class WarpRecaster(CastingRecaster):
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
+        openings = None if self._eyes is None else self._eyes(face.image, face.landmarks)
         if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
             dense, ids = prepared.dense
             mesh = look.mesh(face.mesh[ids, :2], n, scale_of=face.landmarks)
-            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2])
+            open_lids = mesh[dense.under_ids]
+            if openings is not None:
+                mesh = _blink(mesh, _mesh_lids(ids), openings, look.lids, "mesh")
+            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2], under_points=open_lids)
         else:
-            texture = prepared.warp.warp(prepared.rgba, points, n)
+            open_lids = points[prepared.warp.under_ids]
+            texture = None
+        if openings is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
+            points = _blink(points, POINT_LIDS, openings, look.lids, "points")
+        if texture is None:
+            texture = prepared.warp.warp(prepared.rgba, points, n, under_points=open_lids)
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
         return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept), mask
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
+
+
+def _eye_openings() -> Any:
+    """mesh.EyeOpenings, or None (logged) where its model is missing: the recast's lids then follow the mesh's."""
+    from stream.mesh import EyeOpenings
+    from stream.models import ModelMissing
+
+    try:
+        return EyeOpenings()
+    except ModelMissing as err:
+        log.warning("the recast's eyes do not follow blinks: %s", err)
+        return None
+
+
+# the 68 points' eyes: outline, lower lid, upper lid (each above the lower point of the same rank) and corners
+POINT_LIDS = ((range(36, 42), [41, 40], [37, 38], (36, 39)), (range(42, 48), [47, 46], [43, 44], (42, 45)))
+
+
+def _mesh_lids(ids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]], ...]:
+    """mesh.EYE_LIDS as rows of the dense warp's points (`ids`, sorted mesh vertices)."""
+    from stream.mesh import EYE_LIDS
+
+    def rows(vertices: Sequence[int]) -> np.ndarray:
+        return np.searchsorted(ids, np.asarray(vertices))
+
+    return tuple((rows(ring), rows(lower), rows(upper), (int(rows(corners)[0]), int(rows(corners)[1])))
+                 for ring, lower, upper, corners in EYE_LIDS)
+
+
+def _blink(points: np.ndarray, lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]], openings: np.ndarray,
+           memory: dict[str, float], name: str) -> np.ndarray:
+    """`points` with each eye's upper lid lowered to the actor's opening (compose.close_lids)."""
+    points = points.copy()
+    for k, (_, lower, upper, (a, b)) in enumerate(lids):
+        width = float(np.linalg.norm(points[b] - points[a]))
+        points[upper] = close_lids(points[upper], points[lower], width, float(openings[k]), memory, f"{name}{k}")
+    return points
+
+
+def _under_lids(lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]]) -> list[tuple[list[int], list[int]]]:
+    """Each eye's opening as a region beneath its upper lid (align.PiecewiseAffine's `under`)."""
+    return [([int(v) for v in ring], [int(v) for v in upper]) for ring, _, upper, _ in lids]
 
 
 DEGRAIN_FROM = 1.5  # a cast texture that enlarges its portrait's face more than this is degrained first
@@ -274,7 +328,8 @@ def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAff
     from stream.mesh import dense_vertices
 
     ids = dense_vertices(mesh)
-    return PiecewiseAffine(align.points_to_crop(mesh[ids].astype(np.float64)), size), ids
+    return PiecewiseAffine(align.points_to_crop(mesh[ids].astype(np.float64)), size,
+                           under=_under_lids(_mesh_lids(ids))), ids
 
 
 def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> _PreparedCast:
@@ -299,7 +354,8 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
         alpha = alpha * (1.0 - cv2.GaussianBlur(opening, (0, 0), max(1.0, size / 256)))
     image = _matte_lips(image, lips)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
-    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size), rgba, _dense(mesh, align, size))
+    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size, under=_under_lids(POINT_LIDS)), rgba,
+                         _dense(mesh, align, size))
 
 
 def _smiles_open(opening: np.ndarray, width: float) -> bool:
