@@ -567,10 +567,12 @@ def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
 # the scorer's figures on the shared clips, with the cast of the issue (liveportrait_s42), as measured when the
 # look was built (README, "How a recast looks"); each bound leaves a margin for other machines' x264 and dlib
 # measured (session 10): d20 0.47/0.033/0.90/1.29/0.79, d0 0.43/0.039/0.99/0.70/0.84, s18 0.35/0.041/1.20/1.10;
-# session 14 (the crop's loss of crispness made up): d0 0.44/0.038/0.99/0.85/0.96, d20 and s18 as before
+# session 14 (the crop's loss of crispness made up): d0 0.44/0.038/0.99/0.85/0.96, d20 and s18 as before;
+# session 16 (the lids follow blinks): d20 0.46/0.035/0.90/1.31/0.79 (its nme bound 0.036 -> 0.037 to keep the
+# margin), d0 0.45/0.040/0.99/0.85/0.96, s18 0.33/0.041/1.19/1.10
 GOALS = {
     "liveportrait_d20": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.5),
-                         "nme": ("<=", 0.036), "mouth": (">=", 0.85), "sharp": (">=", 0.9), "flicker": ("<=", 0.9)},
+                         "nme": ("<=", 0.037), "mouth": (">=", 0.85), "sharp": (">=", 0.9), "flicker": ("<=", 0.9)},
     "liveportrait_d0": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.47),
                         "nme": ("<=", 0.043), "mouth": (">=", 0.97), "sharp": (">=", 0.8), "flicker": ("<=", 1.02)},
     "liveportrait_s18": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.4),
