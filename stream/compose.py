@@ -40,6 +40,7 @@ GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
 GAZE_REACH = 0.38  # of the eye's width: the farthest the cast's iris is moved from where it was drawn
 GAZE_IRIS = 0.26  # of the eye's width: the radius of the iris disc that is lifted and moved
 GAZE_FIND = 0.2  # of the eye's width: the radius of the disc an iris is looked for with
+SPAN_STEADY = 0.03  # the share of a new reading of where the actor's eyes visibly lie taken each frame
 GAZE_DEAD = 0.05  # of the eye's width: so much of a measured shift is taken for the measurement's error
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 MAX_TRACKS = 64  # tracks whose steadiness state is kept (the least recently seen goes first)
@@ -188,12 +189,16 @@ def _iris(gray: np.ndarray, opening: np.ndarray, radius: float | None = None) ->
 
 
 def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
-              memory: dict[int, np.ndarray] | None = None) -> np.ndarray:
+              memory: dict[int, np.ndarray] | None = None, spans: np.ndarray | None = None,
+              cast_spans: np.ndarray | None = None) -> np.ndarray:
     """`face` (the cast warped onto the actor) with each of its irises moved to where the actor's looks: the
     cast's iris disc is lifted, its place filled with the white of its eye, and the disc set down at the actor's
     iris position within the same opening (the lids, the cast's, cover what falls outside it). `memory` (one per
     track) steadies the shift over frames, as eyes do not tremble; it is measured in eye widths, so it holds
-    while the face moves."""
+    while the face moves. `spans` ([2,2], mesh.EyeReading's) say where the actor's eyes visibly lie between the
+    corners of `landmarks`, and `cast_spans` where the cast's do between the same corners (its portrait's, read
+    once): the cast's iris is then placed as far along its visible eye as the actor's lies along his (the mesh's
+    corners lie outside d0's actor's visible ones, unevenly, and the cast's irises looked aside unevenly)."""
     n = face.shape[0]
     out = face.copy()
     for side, eye in enumerate(_EYES):
@@ -219,7 +224,15 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
                      opening, find)
         if theirs is None or ours is None:
             continue
-        shift = np.clip(theirs[0] - ours[0], -GAZE_REACH * width, GAZE_REACH * width)
+        looks = theirs[0]
+        if spans is not None and cast_spans is not None and np.all(np.isfinite(spans[side])) \
+                and np.all(np.isfinite(cast_spans[side])):
+            along = (points[3] - points[0]) / width
+            (offset, span), (cast_offset, cast_span) = spans[side], cast_spans[side]
+            lies = float((looks - ((local[0] + local[3]) / 2)) @ along) / width
+            goes = cast_offset + cast_span * (lies - offset) / max(span, 0.5)
+            looks = looks + (goes - lies) * width * along
+        shift = np.clip(looks - ours[0], -GAZE_REACH * width, GAZE_REACH * width)
         # a shift within the measurement's own error (each eye's lashes, make-up and glints pull its iris a little
         # its own way; on s18 the two irises were pushed apart) is no shift: eyes looking ahead stay the cast's.
         # From twice that on the shift is taken whole
@@ -493,6 +506,7 @@ class TrackLook:
     light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
     soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
     lids: dict[str, float] = field(default_factory=dict)  # the open eye of the actor and of the warp's lids
+    spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
 
 
 class Finish:
@@ -519,8 +533,10 @@ class Finish:
         return keep_recent(self._looks, track_id, look if look is not None else TrackLook())
 
     def __call__(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, mask: np.ndarray,
-                 look: TrackLook, kept: float = 1.0) -> np.ndarray:
-        """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`."""
+                 look: TrackLook, kept: float = 1.0, spans: np.ndarray | None = None,
+                 cast_spans: np.ndarray | None = None) -> np.ndarray:
+        """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`; `spans`
+        and `cast_spans` where the actor's and the cast's eyes visibly lie (mesh.EyeReading), for the gaze."""
         n = face.shape[0]
         if self.mouth:
             inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
@@ -536,7 +552,10 @@ class Finish:
         if self.light:
             face = transfer_light(face, actor, points, mask, look.light)
         if self.gaze:
-            face = cast_gaze(face, actor, points, look.gaze)  # the cast's eyes look where the actor's do
+            if spans is not None and np.all(np.isfinite(spans)):  # a face's own bias: averaged slowly
+                look.spans = spans if look.spans is None else look.spans + SPAN_STEADY * (spans - look.spans)
+            # the cast's eyes look where the actor's do
+            face = cast_gaze(face, actor, points, look.gaze, look.spans, cast_spans)
         if self.detail:
             # the grain and focus of the shot
             face = match_detail(face, actor, points, mask, memory=look.soften, kept=kept)

@@ -170,6 +170,16 @@ _LOWER_LID, _UPPER_LID = np.arange(1, 8), np.arange(9, 16)
 _EYE_CORNERS = ((36, 39, False), (42, 45, True))  # in the 68 points: each eye's corners and whether it is mirrored
 
 
+@dataclass
+class EyeReading:
+    """Two eyes as the iris model reads them: each one's opening (the mean height between its lids over its width)
+    and its visible span along the line through the corners it was read at: where its middle lies from theirs and
+    how wide it is, both in their distance (the mesh's corners lie outside the visible ones on some faces)."""
+
+    openings: np.ndarray  # [2]
+    spans: np.ndarray  # [2, 2]: (offset of the middle, width), per eye
+
+
 class EyeOpenings:
     """How open each of a face's eyes is: the mean height between its lids over its width, as MediaPipe's iris model
     reads them (one LiteRT interpreter, 1.2 ms an eye here; shared under a lock). The face mesh's lids follow a blink
@@ -183,19 +193,20 @@ class EyeOpenings:
         self._contour = outputs["output_eyes_contours_and_brows"]
         self._lock = threading.Lock()
 
-    def __call__(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """[2] the openings of the eyes at dlib's points 36-41 and 42-47 of `landmarks` (pixels of `rgb`); nan for
-        an eye narrower than 4 px."""
-        out = np.full(2, np.nan)
+    def __call__(self, rgb: np.ndarray, landmarks: np.ndarray) -> EyeReading:
+        """The eyes at dlib's points 36-41 and 42-47 of `landmarks` (pixels of `rgb`); nan for an eye narrower than
+        4 px."""
+        reading = EyeReading(np.full(2, np.nan), np.full((2, 2), np.nan))
         for k, (a, b, mirrored) in enumerate(_EYE_CORNERS):
-            out[k] = self._opening(rgb, landmarks[a].astype(np.float64), landmarks[b].astype(np.float64), mirrored)
-        return out
+            self._read(rgb, landmarks[a].astype(np.float64), landmarks[b].astype(np.float64), mirrored, reading, k)
+        return reading
 
-    def _opening(self, rgb: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: bool) -> float:
+    def _read(self, rgb: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: bool, reading: EyeReading,
+              k: int) -> None:
         across = b - a
         width = float(np.hypot(*across))
         if width < 4:
-            return float("nan")
+            return
         centre = (a + b) / 2
         level = float(np.degrees(np.arctan2(across[1], across[0])))
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), level, IRIS_INPUT / (width * IRIS_CROP))
@@ -209,7 +220,12 @@ class EyeOpenings:
             self._interpreter.invoke()
             outline = self._interpreter.get_tensor(self._contour).reshape(-1, 3)[:16, :2].astype(np.float64)
         height = float(np.mean(outline[_LOWER_LID, 1] - outline[_UPPER_LID, 1]))  # the patch is level: y is up-down
-        return max(height, 0.0) / max(abs(outline[8, 0] - outline[0, 0]), 1e-6)
+        reading.openings[k] = max(height, 0.0) / max(abs(outline[8, 0] - outline[0, 0]), 1e-6)
+        back = cv2.invertAffineTransform(m)
+        ends = outline[[0, 8]] @ back[:, :2].T + back[:, 2]  # the visible corners, in `rgb`'s pixels
+        along = across / width
+        reading.spans[k] = (float(((ends[0] + ends[1]) / 2 - (a + b) / 2) @ along) / width,
+                            float(abs((ends[1] - ends[0]) @ along)) / width)
 
 
 def crop_from_detection(detection: Detection, scale: float = CROP_SCALE) -> Crop:

@@ -79,6 +79,35 @@ def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
     assert np.array_equal(cast_gaze(cast, ahead, landmarks), cast)
 
 
+def test_the_cast_iris_sits_as_far_along_its_eye_as_the_actors_along_his_visible_one() -> None:
+    """The actor's visible eye is narrower than the corners the cast's eye is drawn between (the mesh's lie outside
+    it on some faces): his iris 0.15 of the corners' width aside, in an eye that is 0.8 of them wide and centred
+    0.05 of them to the other side, lies (0.15 + 0.05) / 0.8 = 0.25 of his eye aside, and the cast's goes as far
+    along its own (0.15 without the spans), as far as the cast's eye is drawn from corner to corner."""
+    size, width = 200, 40.0
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = eye_landmarks(70, 100, width), eye_landmarks(130, 100, width)
+    cast = eye_picture(size, landmarks, [(70, 100), (130, 100)])
+    actor = eye_picture(size, landmarks, [(64, 100), (124, 100)])
+    spans = np.array([[0.05, 0.8], [0.05, 0.8]])
+    whole = np.array([[0.0, 1.0], [0.0, 1.0]])  # the cast's eyes drawn from corner to corner
+    gray = cv2.cvtColor(cast_gaze(cast, actor, landmarks, spans=spans, cast_spans=whole),
+                        cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for eye, middle in ((landmarks[36:42], 70.0), (landmarks[42:48], 130.0)):
+        found = _iris(gray, polygon_mask(eye, size), GAZE_FIND * width)
+        wanted = middle - 0.25 * width
+        assert found is not None and abs(found[0][0] - wanted) < 0.05 * width, (found, wanted)
+    # the same bias in the cast's eyes (its mesh's corners as far outside them) cancels: the iris goes where his is
+    gray = cv2.cvtColor(cast_gaze(cast, actor, landmarks, spans=spans, cast_spans=spans),
+                        cv2.COLOR_RGB2GRAY).astype(np.float32)
+    found = _iris(gray, polygon_mask(landmarks[36:42], size), GAZE_FIND * width)
+    assert found is not None and abs(found[0][0] - 64.0) < 0.05 * width, found
+    # an eye whose span is unread (nan) is placed as before, where the actor's iris is
+    unread = np.full((2, 2), np.nan)
+    assert np.array_equal(cast_gaze(cast, actor, landmarks, spans=unread, cast_spans=whole),
+                          cast_gaze(cast, actor, landmarks))
+
+
 def test_an_iris_in_the_eyes_corner_is_found_there_past_its_lashes() -> None:
     """An actor looking hard to one side: the iris sits in the eye's corner, half under the lids, and a dark line of
     lashes runs along the upper lid. The darkest disc of the opening is the iris; the darkness of the whole
@@ -123,29 +152,45 @@ def iris_across(image: np.ndarray, eye: np.ndarray) -> float | None:
 @pytest.mark.slow
 def test_the_recast_looks_where_the_actor_looks(tmp_path: Path) -> None:
     """d0's actor looks hard to each side: the cast's irises follow into the corners of the eyes. Measured on the
-    rendered frames, the actor's and the recast's irises in the actor's eye openings (his mesh): 0.05 of the eye's
-    width apart where he looks aside (0.12 when the whole opening's darkness placed the irises)."""
+    rendered frames: the actor's iris across his visible eye (dlib's points on the source, the
+    judge's), and the recast's across the cast's visible eye, which lies where the cast's portrait has it between
+    the corners it is drawn at (the actor's mesh's; the recaster's `_cast_spans`, read once on the portrait)."""
     from stream.mesh import MeshLandmarker
+    from stream.quality import Scorer
 
     source = media("videos/liveportrait_d0.mp4")
     out = tmp_path / "d0.mp4"
-    render(source, out, WarpRecaster([cast_from_file(CAST)]), RenderOptions())
-    faces = MeshLandmarker()
-    apart = []
+    recaster = WarpRecaster([cast_from_file(CAST)])
+    render(source, out, recaster, RenderOptions())
+    (cast_spans,) = recaster._cast_spans.values()
+    assert cast_spans is not None
+    faces, dlib = MeshLandmarker(), Scorer()
+    apart, disagree = [], []
     with av.open(str(source)) as a, av.open(str(out)) as b:
         for i, (theirs, ours) in enumerate(zip(a.decode(video=0), b.decode(video=0), strict=False)):
             if i % 3:
                 continue
             actor, recast = theirs.to_ndarray(format="rgb24"), ours.to_ndarray(format="rgb24")
-            found = faces.faces(actor)
-            if len(found) != 1:
+            found, boxes = faces.faces(actor), dlib.hog(actor, 1)
+            if len(found) != 1 or len(boxes) != 1:
                 continue
-            for eye in (found[0][1][36:42], found[0][1][42:48]):
-                looks, follows = iris_across(actor, eye), iris_across(recast, eye)
-                if looks is not None and follows is not None and abs(looks) > 0.15:
-                    apart.append(abs(looks - follows))
+            visible = np.array([[p.x, p.y] for p in dlib.shapes(actor, boxes[0]).parts()], dtype=np.float64)
+            follows = []
+            for side, e in enumerate((36, 42)):
+                looks, drawn = iris_across(actor, visible[e:e + 6]), iris_across(recast, found[0][1][e:e + 6])
+                if looks is None or drawn is None:
+                    continue
+                follow = (drawn - cast_spans[side][0]) / cast_spans[side][1]
+                follows.append(follow)
+                if abs(looks) > 0.15:
+                    apart.append(abs(looks - follow))
+            if len(follows) == 2:
+                disagree.append(abs(follows[0] - follows[1]))
     assert len(apart) >= 10, len(apart)
-    assert float(np.median(apart)) < 0.08, np.round(apart, 3)
+    # measured 0.037 of the eye's width (0.063 with the irises placed where the actor's are in his mesh's eye,
+    # whose corners lie outside his visible ones, unevenly); the two eyes' irises 0.056 apart (0.045)
+    assert float(np.median(apart)) < 0.05, np.round(apart, 3)
+    assert float(np.median(disagree)) < 0.1, np.round(disagree, 3)
 
 
 def frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -167,13 +212,17 @@ def test_the_iris_model_reads_a_blink_the_mesh_barely_follows() -> None:
 
     frames = frames_of(media("videos/liveportrait_s18.mp4"), {0, 10})
     faces, eyes = MeshLandmarker(), EyeOpenings()
-    opening = {}
+    opening, spans = {}, {}
     for i, image in frames.items():
         (_, landmarks), = faces.faces(image)
-        opening[i] = eyes(image, landmarks)
+        reading = eyes(image, landmarks)
+        opening[i], spans[i] = reading.openings, reading.spans
     assert np.all((opening[0] > 0.15) & (opening[0] < 0.5)), opening
     assert np.all(opening[10] < 0.5 * opening[0]), opening
-    assert np.isnan(eyes(frames[0], np.zeros((68, 2)))).all()  # an eye without width is not read
+    # each eye's visible span lies within a tenth of the mesh's corners' width of their middle, 0.75-1.05 as wide
+    assert np.all(np.abs(spans[0][:, 0]) < 0.1) and np.all((spans[0][:, 1] > 0.75) & (spans[0][:, 1] < 1.05)), spans
+    unread = eyes(frames[0], np.zeros((68, 2)))  # an eye without width is not read
+    assert np.isnan(unread.openings).all() and np.isnan(unread.spans).all()
 
 
 def test_the_lids_close_as_far_as_the_actors_eye_and_stay_still_when_it_is_open() -> None:
@@ -559,7 +608,8 @@ def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     theirs = json.loads(run.stdout)
-    assert ours["frames"] == theirs["frames"] == 12
+    # dlib finds the one face in 11 or 12 of the 12 frames scored (seen once at 11: a frame near its threshold)
+    assert ours["frames"] == theirs["frames"] >= 11
     for key in ("found", "cast_closer", "d_cast", "d_actor", "nme", "mouth", "seam", "sharp", "flicker"):
         assert abs(ours[key] - theirs[key]) <= 2e-3, (key, ours[key], theirs[key])
 

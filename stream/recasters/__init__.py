@@ -157,6 +157,9 @@ class WarpRecaster(CastingRecaster):
         self._eyes = _eye_openings() if blinks else None  # shared by the sessions' copies
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
         self._casts = {c.cast_id: prepare_cast(c, size, faces, detector) for c in casts}
+        # where each cast's eyes visibly lie between its corners, read once on its texture (the gaze's other half)
+        self._cast_spans = {k: self._eyes(p.image, p.landmarks).spans if self._eyes is not None else None
+                            for k, p in self._casts.items()}
         super().__init__([c.cast_id for c in casts])
 
     @property
@@ -174,11 +177,13 @@ class WarpRecaster(CastingRecaster):
         return other
 
     def recast(self, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-        prepared = self._casts[self.cast_for(face.track_id)]
+        cast_id = self.cast_for(face.track_id)
+        prepared = self._casts[cast_id]
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
-        openings = None if self._eyes is None else self._eyes(face.image, face.landmarks)
+        reading = None if self._eyes is None else self._eyes(face.image, face.landmarks)
+        openings = None if reading is None else reading.openings
         if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
             dense, ids = prepared.dense
@@ -196,7 +201,8 @@ class WarpRecaster(CastingRecaster):
             texture = prepared.warp.warp(prepared.rgba, points, n, under_points=open_lids)
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
-        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept), mask
+        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept,
+                           None if reading is None else reading.spans, self._cast_spans[cast_id]), mask
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
