@@ -143,7 +143,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
     renderer crops them (ms per face): the warps (68 points, dense mesh), then the compositor's steps."""
     from stream.align import blend, crispness_kept, face_mask, paste_back, polygon_mask
     from stream.compose import cast_gaze, match_detail, transfer_light
-    from stream.recasters import FaceCrop, WarpRecaster, _mesh_lids
+    from stream.recasters import FaceCrop, WarpRecaster
 
     if not isinstance(recaster, WarpRecaster):
         return None
@@ -188,7 +188,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
                 texture = timed("warp dense mesh", dense.warp, prepared.rgba, one.mesh[ids, :2], n,
                                 depth=one.mesh[ids, 2])
                 lowered = one.mesh[ids, :2].copy()  # each upper lid half way down: the eyes redrawn exactly
-                for _, lower, upper, _ in _mesh_lids(ids):
+                for _, lower, upper, _ in prepared.mesh_lids:
                     lowered[upper] = (lowered[upper] + lowered[lower]) / 2
                 timed("warp dense mesh, lids lowered", dense.warp, prepared.rgba, lowered, n, depth=one.mesh[ids, 2],
                       under_points=one.mesh[ids, :2][dense.under_ids])

@@ -107,6 +107,9 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
 
     ready = prepare_cast(cast, 512, no_detection, DEFAULT_DETECTOR)
     assert np.array_equal(ready.rgba, cast.prepared.rgba) and ready.dense is not None  # the mesh read too
+    # its warps draw the eyes beneath their lids, as a freshly prepared cast's do (the 68 points' two lid points an
+    # eye, the mesh's seven)
+    assert len(ready.warp.under_ids) == 4 and len(ready.dense[0].under_ids) == 14
     smaller = prepare_cast(cast, 256, no_detection, DEFAULT_DETECTOR)  # another size: aligned again, not detected
     assert smaller.rgba.shape == (256, 256, 4)
     # another detector's landmark model: detected again (the warp maps one model's points onto the same model's)

@@ -130,6 +130,10 @@ class _PreparedCast:
     rgba: np.ndarray = field(repr=False)  # the image and its alpha (0 where the portrait's hair was)
     # the dense warp over vertices of the cast's mesh, and which vertices (the mediapipe detector's)
     dense: tuple[PiecewiseAffine, np.ndarray] | None = field(default=None, repr=False)
+    mesh_lids: Any = field(init=False, repr=False)  # the eyes' lids as rows of the dense warp's points
+
+    def __post_init__(self) -> None:
+        self.mesh_lids = None if self.dense is None else _mesh_lids(self.dense[1])
 
 
 CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
@@ -183,22 +187,20 @@ class WarpRecaster(CastingRecaster):
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
         reading = None if self._eyes is None else self._eyes(face.image, face.landmarks)
-        openings = None if reading is None else reading.openings
+        open_points = points
+        if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
+            points = _blink(points, POINT_LIDS, reading.openings, look.lids, "points")
         if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
             dense, ids = prepared.dense
             mesh = look.mesh(face.mesh[ids, :2], n, scale_of=face.landmarks)
-            open_lids = mesh[dense.under_ids]
-            if openings is not None:
-                mesh = _blink(mesh, _mesh_lids(ids), openings, look.lids, "mesh")
-            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2], under_points=open_lids)
+            open_mesh = mesh
+            if reading is not None:
+                mesh = _blink(mesh, prepared.mesh_lids, reading.openings, look.lids, "mesh")
+            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2],
+                                 under_points=open_mesh[dense.under_ids])
         else:
-            open_lids = points[prepared.warp.under_ids]
-            texture = None
-        if openings is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
-            points = _blink(points, POINT_LIDS, openings, look.lids, "points")
-        if texture is None:
-            texture = prepared.warp.warp(prepared.rgba, points, n, under_points=open_lids)
+            texture = prepared.warp.warp(prepared.rgba, points, n, under_points=open_points[prepared.warp.under_ids])
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
         return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept,
@@ -248,6 +250,11 @@ def _blink(points: np.ndarray, lids: Sequence[tuple[Any, Any, Any, tuple[int, in
 def _under_lids(lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]]) -> list[tuple[list[int], list[int]]]:
     """Each eye's opening as a region beneath its upper lid (align.PiecewiseAffine's `under`)."""
     return [([int(v) for v in ring], [int(v) for v in upper]) for ring, _, upper, _ in lids]
+
+
+def _points_warp(points: np.ndarray, size: int) -> PiecewiseAffine:
+    """The warp over a cast texture's 68 points (`points`), its eyes beneath their upper lids."""
+    return PiecewiseAffine(points, size, under=_under_lids(POINT_LIDS))
 
 
 DEGRAIN_FROM = 1.5  # a cast texture that enlarges its portrait's face more than this is degrained first
@@ -311,7 +318,7 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _Pr
     ready = cast.prepared if cast.prepared is not None and cast.prepared.detector == detector else None
     if ready is not None and ready.current and ready.rgba.shape[0] == size:
         image = np.ascontiguousarray(ready.rgba[..., :3])
-        return _PreparedCast(cast, image, ready.points, PiecewiseAffine(ready.points, size), ready.rgba,
+        return _PreparedCast(cast, image, ready.points, _points_warp(ready.points, size), ready.rgba,
                              _dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
     if ready is not None:
         return _texture(cast, ready.landmarks, size, ready.mesh)
@@ -360,8 +367,7 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
         alpha = alpha * (1.0 - cv2.GaussianBlur(opening, (0, 0), max(1.0, size / 256)))
     image = _matte_lips(image, lips)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
-    return _PreparedCast(cast, image, points, PiecewiseAffine(points, size, under=_under_lids(POINT_LIDS)), rgba,
-                         _dense(mesh, align, size))
+    return _PreparedCast(cast, image, points, _points_warp(points, size), rgba, _dense(mesh, align, size))
 
 
 def _smiles_open(opening: np.ndarray, width: float) -> bool:
