@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import torch
 from engines import e4e, fomm, stylegan2
 from engines.parity import e4e_formula_state, formula_tensor
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
+# ../shared beside the project, or $RECAST_SHARED (as in conftest.py)
+SHARED = Path(os.environ.get("RECAST_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+VECTORS = SHARED / "reference" / "vectors"
 DIRECTIONS = VECTORS.parent / "directions"
 
 

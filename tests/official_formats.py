@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import pickle
 import sys
 import types
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "manifests"
+SHARED = Path(os.environ.get("RECAST_SHARED", Path(__file__).resolve().parents[2] / "shared"))  # as in conftest.py
+MANIFESTS = SHARED / "reference" / "manifests"
 FAKE_MODULE_SRC = "# training/networks.py would be here; a safe reader never executes it\nraise SystemExit(3)\n"
 
 

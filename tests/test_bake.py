@@ -21,9 +21,9 @@ import pytest
 from engines.cache import CacheError, TitleCache
 from engines.checkpoints import open_checkpoint
 from stream.cli import main
-from tests.conftest import media, psnr
+from tests.conftest import SHARED, media, psnr
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors"
+REFERENCE = SHARED / "reference" / "vectors"
 CLIP = media("videos/liveportrait_d20.mp4")
 FRAMES = 24
 
