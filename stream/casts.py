@@ -147,8 +147,9 @@ REGISTRY_VERSION = 1
 # a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
 # 3: the hair left out grown, HAIR_GROW; a smiling mouth left out and its lips' glint matted; 4: the faint strands
 # hanging from the hair left out too, HAIR_WEAK, and the hair painted over with the skin around it; 5: the
-# forehead's band follows the brows' arch, so thick brows are no longer taken for hair)
-TEXTURE_VERSION = 5
+# forehead's band follows the brows' arch, so thick brows are no longer taken for hair; 6: the shade the hair casts
+# on the skin beside it lightened, compose._lift_hair_shadow)
+TEXTURE_VERSION = 6
 
 
 class RegistryError(InputError):
