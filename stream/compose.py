@@ -39,6 +39,10 @@ _INNER_MOUTH = list(range(60, 68))
 GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
 GAZE_REACH = 0.38  # of the eye's width: the farthest the cast's iris is moved from where it was drawn
 GAZE_IRIS = 0.26  # of the eye's width: the radius of the iris disc that is lifted and moved
+GAZE_EMPTIED = 1.2  # of the iris disc's radius: the place filled with white where the iris was lifted from
+# the white filled in: this percentile of the brighter half of the eye's white (its median was a dull grey once the
+# iris moved far; session 15 found its 75th took Collins's flicker on d0 to 1.07, since then 0.98-1.00)
+GAZE_WHITE = 75
 GAZE_FIND = 0.2  # of the eye's width: the radius of the disc an iris is looked for with
 SPAN_STEADY = 0.03  # the share of a new reading of where the actor's eyes visibly lie taken each frame
 GAZE_DEAD = 0.05  # of the eye's width: so much of a measured shift is taken for the measurement's error
@@ -257,12 +261,18 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         # iris's rim darken the rest; their median left a grey ghost of the iris where it had been)
         rest = ours_rgb[white]
         light = rest.sum(axis=1)
-        sclera = np.median(rest[light >= np.median(light)], axis=0)
+        sclera = np.percentile(rest[light >= np.median(light)], GAZE_WHITE, axis=0)
         move = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32)
         moved = cv2.warpAffine(ours_rgb, move, (w, h), borderMode=cv2.BORDER_REPLICATE)
         moved_disc = cv2.warpAffine(disc, move, (w, h))[..., None]
         soft = cv2.GaussianBlur(opening, (0, 0), max(0.6, width * 0.03))[..., None]
-        emptied = ours_rgb * (1 - disc[..., None]) + sclera * disc[..., None]  # the disc's old place, white
+        # the disc's old place, white: a wider disc, or the iris's dark rim and the shade under it stayed as a grey
+        # crescent along the lower lid
+        wide = np.zeros((h, w), np.float32)
+        cv2.circle(wide, tuple(np.round(ours[0] * 4).astype(int)), round(radius * GAZE_EMPTIED * 4), 1.0, -1,
+                   lineType=cv2.LINE_AA, shift=2)
+        wide = np.asarray(cv2.GaussianBlur(wide, (0, 0), max(0.5, radius * 0.15)), np.float32)[..., None]
+        emptied = ours_rgb * (1 - wide) + sclera * wide
         iris = emptied * (1 - moved_disc) + moved * moved_disc
         blended = ours_rgb * (1 - soft) + iris * soft
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)

@@ -80,6 +80,33 @@ def test_the_cast_iris_moves_to_where_the_actor_looks() -> None:
     assert np.array_equal(cast_gaze(cast, ahead, landmarks), cast)
 
 
+def test_where_the_iris_was_lifted_from_is_white_with_no_grey_crescent() -> None:
+    """Once the cast's iris moves far, its old place is filled with the eye's white. The median of the white's
+    brighter half was a dull grey against the shaded white of a real eye (d0 looking aside), and the iris's dark
+    rim, just outside the disc lifted, stayed as a grey crescent along the lower lid. Measured here: the filled
+    place's darkest pixel 167 and mean 208 against the white's median 200 (127 and 187 before)."""
+    size, width = 200, 40.0
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = eye_landmarks(70, 100, width), eye_landmarks(130, 100, width)
+    cast = eye_picture(size, landmarks, [(70, 100), (130, 100)])
+    yy, xx = np.mgrid[0:size, 0:size]
+    for eye, cx in ((landmarks[36:42], 70), (landmarks[42:48], 130)):
+        opening = polygon_mask(eye, size) > 0.5
+        top, bottom = eye[:, 1].min(), eye[:, 1].max()
+        shade = 185 + 55 * np.clip((yy - top) / (bottom - top), 0, 1)  # the upper lid's shade on the white
+        r = np.hypot(xx - cx, yy - 100)
+        white = opening & (r > 0.28 * width)
+        cast[white] = np.stack([shade, shade, shade - 5], -1)[white].astype(np.uint8)
+        cast[opening & (r > 0.2 * width) & (r <= 0.28 * width)] = (110, 95, 90)  # the iris's dark rim
+    actor = eye_picture(size, landmarks, [(82, 100), (142, 100)])  # looks aside by 0.3 of the eye's width
+    gray = cv2.cvtColor(cast_gaze(cast, actor, landmarks), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    opening = polygon_mask(landmarks[36:42], size) > 0.7
+    old_place = opening & (np.hypot(xx - 70, yy - 100) < 0.28 * width) & (xx < 66)
+    visible = opening & (np.hypot(xx - 70, yy - 100) > 0.3 * width)
+    assert gray[old_place].min() > 150, gray[old_place].min()
+    assert gray[old_place].mean() > np.median(gray[visible]), (gray[old_place].mean(), np.median(gray[visible]))
+
+
 def test_the_cast_iris_sits_as_far_along_its_eye_as_the_actors_along_his_visible_one() -> None:
     """The actor's visible eye is narrower than the corners the cast's eye is drawn between (the mesh's lie outside
     it on some faces): his iris 0.15 of the corners' width aside, in an eye that is 0.8 of them wide and centred
