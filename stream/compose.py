@@ -543,7 +543,8 @@ def _lift_hair_shadow(image: np.ndarray, lab: np.ndarray, hair: np.ndarray, hull
     # as its darkness is lifted
     share = (near * np.clip(deficit / max(0.5 * skin[0], 1.0), 0.0, 1.0))[..., None]
     shift = np.concatenate([rise[..., None], (skin[1:] - local[..., 1:]) * share], axis=2)
-    return np.asarray(cv2.cvtColor(np.clip(lab + shift, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB))
+    lifted = cv2.cvtColor(np.clip(lab + shift, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return np.where((near > 0)[..., None], lifted, image)  # elsewhere not even 8-bit Lab's round trip
 
 
 @dataclass
