@@ -23,7 +23,7 @@ import numpy as np
 from engines.errors import InputError
 from stream.align import PiecewiseAffine, alignment, crop, disc, face_mask, polygon_mask
 from stream.casts import Cast, Prepared
-from stream.compose import Finish, clean_texture, close_lids
+from stream.compose import Finish, _open_eye, clean_texture, close_lids
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
@@ -186,7 +186,8 @@ class WarpRecaster(CastingRecaster):
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
-        reading = None if self._eyes is None else self._eyes(face.image, face.landmarks)
+        reading = None if self._eyes is None or not _eyes_to_read(points, look.lids) else \
+            self._eyes(face.image, face.landmarks)
         open_points = points
         if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
             points = _blink(points, POINT_LIDS, reading.openings, look.lids, "points")
@@ -224,6 +225,24 @@ def _eye_openings() -> Any:
 
 # the 68 points' eyes: outline, lower lid, upper lid (each above the lower point of the same rank) and corners
 POINT_LIDS = ((range(36, 42), [41, 40], [37, 38], (36, 39)), (range(42, 48), [47, 46], [43, 44], (42, 45)))
+
+
+EYES_READ_UNDER = 0.92  # of its open state: a 68-point eye opening under this may be a blink, read every frame
+EYES_READ_EVERY = 4  # frames: an open eye's reading (its spans, averaged slowly) is taken this often
+
+
+def _eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
+    """Whether the iris model (3 ms a face) is to read this frame's eyes: where either eye of the 68 points (the
+    mesh's, which follow a blink part of the way) opens less than EYES_READ_UNDER of its open state, and every
+    EYES_READ_EVERY frames besides. Between readings the eyes are taken as open: their lids are not lowered."""
+    read = False
+    for k, (_, lower, upper, (a, b)) in enumerate(POINT_LIDS):
+        width = float(np.linalg.norm(points[b] - points[a]))
+        opening = float(np.mean(np.linalg.norm(points[upper] - points[lower], axis=1))) / max(width, 1e-6)
+        read |= opening < EYES_READ_UNDER * _open_eye(memory, f"seen{k}", opening)
+    frame = memory.get("frames seen", 0.0)
+    memory["frames seen"] = frame + 1.0
+    return read or frame % EYES_READ_EVERY == 0
 
 
 def _mesh_lids(ids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]], ...]:
