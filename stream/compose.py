@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -562,6 +562,7 @@ class TrackLook:
     # the open eye of the actor, of the warp's lids and of the 68 points (recasters._eyes_to_read), and a frame count
     lids: dict[str, float] = field(default_factory=dict)
     spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
+    read: Any = None  # the iris model's last reading of the eyes (mesh.EyeReading), for the frames it skips
 
 
 class Finish:

@@ -188,6 +188,10 @@ class WarpRecaster(CastingRecaster):
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
         reading = None if self._eyes is None or not _eyes_to_read(points, look.lids) else \
             self._eyes(face.image, face.landmarks)
+        if reading is not None:
+            look.read = reading
+        # where the eyes visibly lie is averaged every frame, from the last reading on the frames the model skips
+        spans = None if look.read is None else look.read.spans
         open_points = points
         if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
             points = _blink(points, POINT_LIDS, reading.openings, look.lids, "points")
@@ -205,7 +209,7 @@ class WarpRecaster(CastingRecaster):
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
         mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
         return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept,
-                           None if reading is None else reading.spans, self._cast_spans[cast_id]), mask
+                           spans, self._cast_spans[cast_id]), mask
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
@@ -228,7 +232,7 @@ POINT_LIDS = ((range(36, 42), [41, 40], [37, 38], (36, 39)), (range(42, 48), [47
 
 
 EYES_READ_UNDER = 0.92  # of its open state: a 68-point eye opening under this may be a blink, read every frame
-EYES_READ_EVERY = 4  # frames: an open eye's reading (its spans, averaged slowly) is taken this often
+EYES_READ_EVERY = 2  # frames: an open eye is read this often (every 4th, d0's gaze drifted past its test's bound)
 
 
 def _eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
