@@ -250,10 +250,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         if float(np.abs(shift).max()) < 0.5:
             continue
         radius = GAZE_IRIS * width
-        drawn = np.zeros((h, w), np.float32)
-        cv2.circle(drawn, tuple(np.round(ours[0] * 4).astype(int)), round(radius * 4), 1.0, -1,
-                   lineType=cv2.LINE_AA, shift=2)
-        disc = np.asarray(cv2.GaussianBlur(drawn, (0, 0), max(0.5, radius * 0.15)), np.float32)
+        disc = _soft_disc((h, w), ours[0], radius, max(0.5, radius * 0.15))
         white = opening * (1 - disc) > 0.5
         if white.sum() < 4:
             continue
@@ -268,15 +265,20 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
         soft = cv2.GaussianBlur(opening, (0, 0), max(0.6, width * 0.03))[..., None]
         # the disc's old place, white: a wider disc, or the iris's dark rim and the shade under it stayed as a grey
         # crescent along the lower lid
-        wide = np.zeros((h, w), np.float32)
-        cv2.circle(wide, tuple(np.round(ours[0] * 4).astype(int)), round(radius * GAZE_EMPTIED * 4), 1.0, -1,
-                   lineType=cv2.LINE_AA, shift=2)
-        wide = np.asarray(cv2.GaussianBlur(wide, (0, 0), max(0.5, radius * 0.15)), np.float32)[..., None]
+        wide = _soft_disc((h, w), ours[0], radius * GAZE_EMPTIED, max(0.5, radius * 0.15))[..., None]
         emptied = ours_rgb * (1 - wide) + sclera * wide
         iris = emptied * (1 - moved_disc) + moved * moved_disc
         blended = ours_rgb * (1 - soft) + iris * soft
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _soft_disc(shape: tuple[int, int], centre: np.ndarray, radius: float, blur: float) -> np.ndarray:
+    """A float32 disc [h,w] of `radius` at `centre` (pixels, drawn at a quarter pixel), its edge softened by `blur`."""
+    drawn = np.zeros(shape, np.float32)
+    cv2.circle(drawn, tuple(np.round(centre * 4).astype(int)), round(radius * 4), 1.0, -1, lineType=cv2.LINE_AA,
+               shift=2)
+    return np.asarray(cv2.GaussianBlur(drawn, (0, 0), blur), np.float32)
 
 
 LID_RISE, LID_SETTLE = 0.3, 0.05  # the share of a new opening a track's open eye takes: one above it, one near it
@@ -285,7 +287,7 @@ LID_DEAD = (0.7, 0.9)  # of the open eye: an eye as open as 0.9 of it is taken a
 # and the whole closure is taken from 0.7 down
 
 
-def _open_eye(memory: dict[str, float], key: str, opening: float) -> float:
+def open_eye(memory: dict[str, float], key: str, opening: float) -> float:
     """A track's open eye for `key`: an average that rises quickly to a larger opening, settles slowly on openings
     near it and ignores blinks."""
     held = memory.get(key)
@@ -299,18 +301,24 @@ def _open_eye(memory: dict[str, float], key: str, opening: float) -> float:
     return held
 
 
+def lid_opening(upper: np.ndarray, lower: np.ndarray, width: float) -> float:
+    """An eye's opening: the mean distance between its `upper` and `lower` lids' points of the same rank ([K,2]
+    each) over its `width` between corners."""
+    return float(np.mean(np.linalg.norm(upper - lower, axis=1))) / width
+
+
 def close_lids(upper: np.ndarray, lower: np.ndarray, width: float, opening: float, memory: dict[str, float],
                key: str) -> np.ndarray:
     """The `upper` lid's points ([K,2]) moved straight towards the `lower` lid's of the same rank so that the warp's
     eye (`width` between its corners) is as open, for its open state, as the actor's is for his: `opening` is his
-    eye's opening as the iris model reads it (mesh.EyeOpenings). Each open state is the track's own (`_open_eye`,
+    eye's opening as the iris model reads it (mesh.EyeOpenings). Each open state is the track's own (`open_eye`,
     kept in `memory` under `key`). Lids are only ever lowered: the mesh's own lids follow a blink part way."""
     if not np.isfinite(opening) or width <= 0:
         return upper
-    share = min(opening / max(_open_eye(memory, key + "/actor", opening), 1e-6), 1.0)
+    share = min(opening / max(open_eye(memory, key + "/actor", opening), 1e-6), 1.0)
     share += (1.0 - share) * float(smoothstep(LID_DEAD[0], LID_DEAD[1], share))
-    now = float(np.mean(np.linalg.norm(upper - lower, axis=1))) / width
-    aim = _open_eye(memory, key + "/lids", now) * share
+    now = lid_opening(upper, lower, width)
+    aim = open_eye(memory, key + "/lids", now) * share
     if now <= 1e-6 or aim >= now:
         return upper
     return lower + (upper - lower) * (aim / now)

@@ -23,7 +23,7 @@ import numpy as np
 from engines.errors import InputError
 from stream.align import PiecewiseAffine, alignment, crop, disc, face_mask, polygon_mask
 from stream.casts import Cast, Prepared
-from stream.compose import Finish, _open_eye, clean_texture, close_lids
+from stream.compose import Finish, clean_texture, close_lids, lid_opening, open_eye
 from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, StillFaces, still_faces
 from stream.smoothing import quad_params
 
@@ -188,13 +188,12 @@ class WarpRecaster(CastingRecaster):
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
         reading = None if self._eyes is None or not _eyes_to_read(points, look.lids) else \
             self._eyes(face.image, face.landmarks)
-        if reading is not None:
-            look.read = reading
-        # where the eyes visibly lie is averaged every frame, from the last reading on the frames the model skips
-        spans = None if look.read is None else look.read.spans
         open_points = points
         if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
+            look.read = reading
             points = _blink(points, POINT_LIDS, reading.openings, look.lids, "points")
+        # where the eyes visibly lie is averaged every frame, from the last reading on the frames the model skips
+        spans = None if look.read is None else look.read.spans
         if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
             dense, ids = prepared.dense
@@ -241,9 +240,8 @@ def _eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
     EYES_READ_EVERY frames besides. Between readings the eyes are taken as open: their lids are not lowered."""
     read = False
     for k, (_, lower, upper, (a, b)) in enumerate(POINT_LIDS):
-        width = float(np.linalg.norm(points[b] - points[a]))
-        opening = float(np.mean(np.linalg.norm(points[upper] - points[lower], axis=1))) / max(width, 1e-6)
-        read |= opening < EYES_READ_UNDER * _open_eye(memory, f"seen{k}", opening)
+        opening = lid_opening(points[upper], points[lower], max(float(np.linalg.norm(points[b] - points[a])), 1e-6))
+        read |= opening < EYES_READ_UNDER * open_eye(memory, f"seen{k}", opening)
     frame = memory.get("frames seen", 0.0)
     memory["frames seen"] = frame + 1.0
     return read or frame % EYES_READ_EVERY == 0
