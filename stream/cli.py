@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "and score the recast's look against the first cast (stream/quality.py)")
     bench.add_argument("--clip", action="append", default=[], metavar="VIDEO",
                        help="quality: a clip to render and score (repeatable)")
+    bench.add_argument("--floor", action="store_true",
+                       help="quality: also score each clip passed through unchanged (the identity recaster): what "
+                            "the pipeline alone costs, the floor of nme and flicker")
     bench.add_argument("--generator", metavar="G", help="bake: StyleGAN2 checkpoint (default: small built-in models)")
     bench.add_argument("--encoder", metavar="E4E", help="bake: e4e checkpoint (with --generator)")
     bench.add_argument("--encoder-size", type=positive, default=256, help="bake: the encoder's input size")
@@ -318,7 +321,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         recaster = _recaster(args.engine, args)
         cast = _casts(args)[0]
         with tempfile.TemporaryDirectory(prefix="recast-quality-") as tmp:
-            result["quality"] = run_quality(args.clip or [location], recaster, cast.image, options, Path(tmp))
+            result["quality"] = run_quality(args.clip or [location], recaster, cast.image, options, Path(tmp),
+                                            floor=args.floor)
         print(format_quality(result["quality"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

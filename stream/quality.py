@@ -164,18 +164,28 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
+UNCHANGED = " (unchanged)"  # the floor's rows: the clip's name and this
+
+
 def run_quality(clips: list[str | Path], recaster: Any, cast: np.ndarray, options: Any,
-                folder: Path) -> dict[str, dict[str, Any]]:
-    """Render each clip offline into `folder` with a fresh copy of `recaster`, and score it against `cast`."""
+                folder: Path, floor: bool = False) -> dict[str, dict[str, Any]]:
+    """Render each clip offline into `folder` with a fresh copy of `recaster`, and score it against `cast`. With
+    `floor`, each clip is also passed through unchanged (the identity recaster: decoded, tracked, cropped, pasted
+    back and encoded) and scored: what the pipeline alone costs, below which no recast's nme or flicker can go."""
     import dataclasses
 
     from stream.pipeline import render
+    from stream.recasters import IdentityRecaster
 
     scorer = Scorer()
+    offline = dataclasses.replace(options, mode="offline")
     results: dict[str, dict[str, Any]] = {}
     for clip in clips:
         name = Path(clip).stem
-        out = folder / f"{name}.recast.mp4"
-        report = render(clip, out, recaster.session_copy(), dataclasses.replace(options, mode="offline"))
-        results[name] = {**scorer.score(clip, out, cast), "render_fps": report.as_dict()["fps"]}
+        runs = [(name, recaster.session_copy(), "recast")] + ([(name + UNCHANGED, IdentityRecaster(), "unchanged")]
+                                                               if floor else [])
+        for row, one, suffix in runs:
+            out = folder / f"{name}.{suffix}.mp4"
+            report = render(clip, out, one, offline)
+            results[row] = {**scorer.score(clip, out, cast), "render_fps": report.as_dict()["fps"]}
     return results

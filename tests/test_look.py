@@ -752,6 +752,25 @@ def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
     assert not misses, (misses, results)
 
 
+@pytest.mark.slow
+def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) -> None:
+    """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
+    identity recaster), the floor under every recast's nme and flicker. Measured on d20 (session 18): nme 0.007,
+    mouth 0.99, flicker 1.02, cast_closer 0 (the actor stays the actor)."""
+    from stream.quality import UNCHANGED, run_quality
+
+    cast = cast_from_file(CAST).image
+    results = run_quality([media("videos/liveportrait_d20.mp4")], IdentityRecaster(), cast, RenderOptions(), tmp_path,
+                          floor=True)
+    floor = results["liveportrait_d20" + UNCHANGED]
+    assert set(results) == {"liveportrait_d20", "liveportrait_d20" + UNCHANGED}
+    assert floor["frames"] >= 50 and floor["found"] >= 0.99 and floor["cast_closer"] == 0.0
+    assert floor["nme"] < 0.015 and floor["mouth"] > 0.95  # the landmarks and the mouth kept, within dlib's noise
+    assert 0.9 < floor["flicker"] < 1.15  # the encoder's own change, no more
+    assert sorted(tmp_path.glob("*.mp4")) == [tmp_path / "liveportrait_d20.recast.mp4",
+                                              tmp_path / "liveportrait_d20.unchanged.mp4"]
+
+
 def test_a_folded_warp_shows_the_nearest_surface() -> None:
     """Where the destination folds over itself (a turned face's far cheek behind its nose), the triangles nearest
     the camera (smaller depth) are drawn last and show; without depth the order is the triangulation's."""
