@@ -567,7 +567,7 @@ class TrackLook:
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
     light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
     soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
-    # the open eye of the actor, of the warp's lids and of the 68 points (recasters._eyes_to_read), and a frame count
+    # the open eye of the actor, of the warp's lids and of the 68 points (recasters.eyes_to_read), and a frame count
     lids: dict[str, float] = field(default_factory=dict)
     spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
     read: Any = None  # the iris model's last reading of the eyes (mesh.EyeReading), for the frames it skips

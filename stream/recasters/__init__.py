@@ -186,7 +186,7 @@ class WarpRecaster(CastingRecaster):
         n = face.image.shape[0]
         look = self.finish.look(face.track_id)
         points = look.points(face.landmarks, n)  # steady when still, quick when moving
-        reading = None if self._eyes is None or not _eyes_to_read(points, look.lids) else \
+        reading = None if self._eyes is None or not eyes_to_read(points, look.lids) else \
             self._eyes(face.image, face.landmarks)
         open_points = points
         if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
@@ -234,7 +234,7 @@ EYES_READ_UNDER = 0.92  # of its open state: a 68-point eye opening under this m
 EYES_READ_EVERY = 2  # frames: an open eye is read this often (every 4th, d0's gaze drifted past its test's bound)
 
 
-def _eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
+def eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
     """Whether the iris model (3 ms a face) is to read this frame's eyes: where either eye of the 68 points (the
     mesh's, which follow a blink part of the way) opens less than EYES_READ_UNDER of its open state, and every
     EYES_READ_EVERY frames besides. Between readings the eyes are taken as open: their lids are not lowered."""
