@@ -764,7 +764,7 @@ def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) 
                           floor=True)
     floor = results["liveportrait_d20" + UNCHANGED]
     assert set(results) == {"liveportrait_d20", "liveportrait_d20" + UNCHANGED}
-    assert floor["frames"] >= 50 and floor["found"] >= 0.99 and floor["cast_closer"] == 0.0
+    assert floor["frames"] >= 50 and floor["found"] >= 0.99 and floor["cast_closer"] < 0.05
     assert floor["nme"] < 0.015 and floor["mouth"] > 0.95  # the landmarks and the mouth kept, within dlib's noise
     assert 0.9 < floor["flicker"] < 1.15  # the encoder's own change, no more
     assert sorted(tmp_path.glob("*.mp4")) == [tmp_path / "liveportrait_d20.recast.mp4",
