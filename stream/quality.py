@@ -182,8 +182,9 @@ def run_quality(clips: list[str | Path], recaster: Any, cast: np.ndarray, option
     results: dict[str, dict[str, Any]] = {}
     for clip in clips:
         name = Path(clip).stem
-        runs = [(name, recaster.session_copy(), "recast")] + ([(name + UNCHANGED, IdentityRecaster(), "unchanged")]
-                                                               if floor else [])
+        runs = [(name, recaster.session_copy(), "recast")]
+        if floor:
+            runs.append((name + UNCHANGED, IdentityRecaster(), "unchanged"))
         for row, one, suffix in runs:
             out = folder / f"{name}.{suffix}.mp4"
             report = render(clip, out, one, offline)
