@@ -243,6 +243,8 @@ def _drop_duplicates(tracks: list[T], box_of: Callable[[T], Box]) -> list[T]:
 LOCAL_MIN_SCORE = 0.4  # the detector's floor right around a face the mesh is losing (MediaPipe's own floor: 0.6)
 MAX_COAST = 5  # frames a face may be carried by the detector alone (its last mesh moved with the detection)
 EARLY_ROUNDS = (2, 5)  # extra detection rounds early in a shot: faces the first round missed come soon
+MAX_FADE = 3  # frames a face is kept while its mesh still fits but its presence dips under the floor to keep it
+REVIVE_SEARCH = 5  # frames after its loss in which a face is looked for where it was, every frame
 
 
 @dataclass
@@ -255,6 +257,7 @@ class _MeshTrack:
     last_seen: int = 0
     confirmed: bool = False  # shown only once confirmed: at birth when sure, else by the next detection round
     coasting: int = 0  # frames in a row held by the detector alone, the mesh having lost the face
+    fading: int = 0  # frames in a row its mesh fitted with a presence under the floor to keep it
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -292,6 +295,7 @@ class MeshTracker:
         self.stats = TrackerStats()
         self._tracks: list[_MeshTrack] = []
         self._lost: list[_MeshTrack] = []
+        self._refused: list[Box] = []  # detections the mesh refused in the last detection round
         self._ids = itertools.count(1)
         self._since_detect = detect_interval
         self._index = 0
@@ -309,7 +313,7 @@ class MeshTracker:
         cut = self.cuts.update(gray)
         if cut:
             self.stats.cuts.append(index)
-            self._tracks, self._lost = [], []
+            self._tracks, self._lost, self._refused = [], [], []
             self._shot_age = 0
         h, w = rgb.shape[:2]
         suspects: list[_MeshTrack] = []
@@ -322,10 +326,16 @@ class MeshTracker:
                 self.stats.landmark_calls += 1
                 if not self._good(track, result, w, h):
                     found = self._find_near(rgb, track)
-                    if found is None:
+                    if found is None and track.fading < MAX_FADE and _plausible(track.landmarks, result.landmarks,
+                                                                                 w, h):
+                        track.fading += 1  # the mesh still fits where the face was, only its presence dipped
+                    elif found is None:
                         suspects.append(track)
                         continue
-                    result = found
+                    else:
+                        result = found
+            if result.score >= self.keep_presence:
+                track.fading = 0
             self._follow(track, result)
         for track in [t for t in self._tracks if not t.confirmed and t not in suspects and t.age > 0]:
             # a tentative face is confirmed (or dropped) by the detector right around it on the next frame
@@ -334,6 +344,7 @@ class MeshTracker:
             else:
                 self._tracks.remove(track)
                 log.debug("frame %d: tentative track %d not seen again", index, track.track_id)
+        self._search_lost(rgb)
         detected: set[int] = set()
         if cut or suspects or self._since_detect >= self.detect_interval:
             detected = self._detect(rgb, suspects)
@@ -375,7 +386,8 @@ class MeshTracker:
                 if _near(track.landmarks, d.box) < 0.5]
 
     def _detected_near(self, rgb: np.ndarray, track: _MeshTrack) -> bool:
-        return bool(self._local_detections(rgb, track, self.detector.min_score))
+        # a face is born at the detector's own floor and confirmed at the lower one a known face gets (hysteresis)
+        return bool(self._local_detections(rgb, track, LOCAL_MIN_SCORE))
 
     def _find_near(self, rgb: np.ndarray, track: _MeshTrack) -> MeshResult | None:
         """A face the mesh is losing, found again by the detector right around it at a lower score floor; the
@@ -400,6 +412,30 @@ class MeshTracker:
         mesh = last.mesh.copy()
         mesh[:, :2] += shift
         return MeshResult(mesh, last.score, moved)
+
+    def _search_lost(self, rgb: np.ndarray) -> None:
+        """Hysteresis on presence: a face lost moments ago is looked for right where it was on every frame, with
+        the lower floors a known face gets (the detector at ``LOCAL_MIN_SCORE``, the mesh at a quarter of
+        ``start_presence``), so a face whose scores sit at a threshold (they differ with the CPU's kernels and with
+        one bit of noise) comes back on the next frame instead of the next detection round."""
+        for track in list(self._lost):
+            if self._index - track.last_seen > REVIVE_SEARCH or len(self._tracks) >= self.max_faces:
+                continue
+            near = self._local_detections(rgb, track, LOCAL_MIN_SCORE)
+            if not near:
+                continue
+            result = self._confirm(rgb, max(near, key=lambda d: d.score), self.start_presence / 4)
+            if result is None:
+                continue
+            box = landmark_box(result.landmarks)
+            if _near(track.landmarks, box) >= 0.5 or any(landmark_box(t.landmarks).iou(box) > 0.3
+                                                          for t in self._tracks):
+                continue
+            self._lost.remove(track)
+            self._follow(track, result)
+            track.misses, track.coasting = 0, 0
+            self._tracks.append(track)
+            log.debug("frame %d: track %d found again where it was lost", self._index, track.track_id)
 
     def _follow(self, track: _MeshTrack, result: MeshResult) -> None:
         track.result, track.crop = result, result.next_crop()
@@ -467,15 +503,19 @@ class MeshTracker:
                     continue
             survivors.append(track)
         self._tracks = survivors
+        refused, self._refused = self._refused, []
         for di, detection in enumerate(detections):
             if di in matched or len(self._tracks) >= self.max_faces:
                 continue
             if any(_near(t.landmarks, detection.box) < 0.5 for t in self._tracks):
                 continue
             # where a face was lost moments ago, a detection is nearly proof: the mesh need only half agree
+            # so is a detection the mesh refused at the same place in the last round (a turned face it doubts)
             lost_here = [t for t in self._lost if _near(t.landmarks, detection.box) < 0.5]
-            result = self._confirm(rgb, detection, self.start_presence / 4 if lost_here else None)
+            seen_here = [b for b in refused if _box_distance(b, detection.box) < 0.5]
+            result = self._confirm(rgb, detection, self.start_presence / 4 if lost_here or seen_here else None)
             if result is None:
+                self._refused.append(detection.box)
                 log.debug("frame %d: detection at %s (score %.2f) refused by the mesh", self._index,
                           detection.box, detection.score)
                 continue
@@ -502,3 +542,8 @@ def _near(landmarks: np.ndarray, box: Box) -> float:
     (ax, ay), (bx, by) = own.center, box.center
     return float(np.hypot(ax - bx, ay - by) / max(own.width, own.height, 1.0))
 
+
+def _box_distance(a: Box, b: Box) -> float:
+    """Distance between two boxes, centre to centre, in units of the first one's size."""
+    (ax, ay), (bx, by) = a.center, b.center
+    return float(np.hypot(ax - bx, ay - by) / max(a.width, a.height, 1.0))

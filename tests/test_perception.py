@@ -4,9 +4,11 @@ and tiles, the face mesh in the track file's 68-point layout, and the mesh track
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,12 @@ import pytest
 from stream.blazeface import BlazeFace
 from stream.casts import read_image
 from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import MediaSource
+from stream.media import Frame, MediaSource
 from stream.mesh import FaceMesh, MeshLandmarker, crop_from_detection, head_pose
 from stream.models import MEDIAPIPE_FILES, ModelMissing, install_from_wheel, mediapipe_model
-from stream.pipeline import FaceRenderer, RenderOptions, pose_weight, run_tracking
+from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, pose_weight, run_tracking
 from stream.recasters import IdentityRecaster, WarpRecaster
-from stream.tracks import FaceState, TrackSet, contiguous_runs
+from stream.tracks import FaceState, TrackSet, contiguous_runs, track_frames
 from tests.conftest import capture_rendered, decode_all, media, psnr
 
 HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
@@ -93,8 +95,33 @@ def test_mesh_gives_the_68_point_layout() -> None:
 
 
 def test_hamilton_wide_shot_and_audience(hamilton_tracks: TrackSet) -> None:
-    """Issue goals: the wide shot (frames 0-19) with performer and guest both tracked in >= 80 % of frames; the
-    audience (211-274) with >= 4 faces in >= 80 % of frames and stable ids (measured: 100 % and 91 %, 4 ids)."""
+    """Goals: the wide shot (frames 0-19) with performer and guest both tracked in >= 80 % of frames; the audience
+    (211-274) with >= 4 faces in >= 80 % of frames and stable ids (measured: 100 % and 91 %, 4 ids)."""
+    _assert_hamilton_goals(hamilton_tracks)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_hamilton_goals_hold_with_one_bit_of_noise(seed: int) -> None:
+    """The same goals with every pixel moved by -1, 0 or +1 at random: LiteRT's kernels differ by CPU by about
+    that much, and a face whose scores sit at a threshold must not come and go with them (the tracker's hysteresis:
+    a fitting mesh kept through a dip, a lost face looked for where it was, a face confirmed at a lower floor than
+    it is born at). Measured on 12 seeds: 57-63 of 64 audience frames with 4 faces (30-39 without the
+    hysteresis)."""
+    rng = np.random.default_rng(seed)
+    options = RenderOptions(detector="mediapipe")
+
+    def noisy(frames: Iterator[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            noise = rng.integers(-1, 2, frame.image.shape, dtype=np.int16)
+            yield dataclasses.replace(frame, image=np.clip(frame.image + noise, 0, 255).astype(np.uint8))
+
+    with MediaSource(media(HAMILTON), keep_audio=False) as source:
+        tracks = track_frames(noisy(source.frames()), source.info, make_tracker(options), mode=options.mode,
+                              lookahead=options.lookahead)
+    _assert_hamilton_goals(tracks)
+
+
+def _assert_hamilton_goals(hamilton_tracks: TrackSet) -> None:
     per = _faces_per_frame(hamilton_tracks)
     assert hamilton_tracks.cuts == [20, 82, 211]
     wide = [len(per[i]) for i in range(0, 20)]
