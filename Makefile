@@ -13,9 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
 	$(BIN)/pip install -q -e ".[dev]"
 	# MediaPipe's face models (Apache-2.0) ship inside this wheel; it needs numpy<2, so it is downloaded, never
-	# installed, and stream.models copies the model files out of it (sha256-checked) into .venv/share/recast
+	# installed, and stream.perception.model_files copies the model files out of it (sha256-checked) into .venv/share/recast
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --dest $(VENV)/wheels mediapipe==0.10.21
-	$(BIN)/python -m stream.models install $(VENV)/wheels/mediapipe-0.10.21-*.whl
+	$(BIN)/python -m stream.perception.model_files install $(VENV)/wheels/mediapipe-0.10.21-*.whl
 	touch $@
 
 demo: install

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import dlib
 
-from stream.faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, to_gray
-from stream.media import MediaSource
-from stream.pipeline import RenderOptions, run_tracking
-from stream.smoothing import jitter, lag, pooled, smooth_live, smooth_offline
+from stream.media.sources import MediaSource
+from stream.perception.geometry import Box, to_gray
+from stream.perception.hog import FaceDetector
+from stream.perception.smoothing import jitter, lag, pooled, smooth_live, smooth_offline
+from stream.perception.stills import DEFAULT_DETECTOR, DETECTORS
+from stream.render.options import RenderOptions
+from stream.render.pipeline import run_tracking
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 CLIPS = ["liveportrait_s18.mp4", "liveportrait_d20.mp4", "liveportrait_d0.mp4",

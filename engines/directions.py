@@ -63,7 +63,7 @@ def load_direction(path: str | Path, convention: Convention | None = None) -> Di
     elif path.suffix == ".pt":
         import torch
 
-        from engines.checkpoints import CheckpointError, torch_load_weights
+        from engines.official import CheckpointError, torch_load_weights
 
         try:
             data = torch_load_weights(path)

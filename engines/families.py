@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from engines import checkpoints, dcgan, e4e, fomm, stylegan2
+from engines import dcgan, e4e, fomm, official, stylegan2
 
 Modules = dict[str, nn.Module]
 TORCH_SUFFIXES = (".pth.tar", ".tar", ".pth", ".pt", ".ckpt")  # torch.save files (read without unpickling code)
@@ -51,7 +51,7 @@ FAMILIES: dict[str, Family] = {
         {"synthesis": lambda ckpt: stylegan2.SynthesisEngine(ckpt.modules["generator"]),
          "mapping": lambda ckpt: stylegan2.MappingEngine(ckpt.modules["generator"])},
         ("synthesis",),
-        lambda path, _config: checkpoints.load_stylegan2_pkl(path), (".pkl",), (".pkl",),
+        lambda path, _config: official.load_stylegan2_pkl(path), (".pkl",), (".pkl",),
     ),
     "fomm": Family(
         "fomm",
@@ -60,14 +60,14 @@ FAMILIES: dict[str, Family] = {
                                                       int(ckpt.config["common_params"]["num_kp"]), _fomm_size(ckpt)),
          "keypoints": lambda ckpt: fomm.KeypointEngine(ckpt.modules["kp_detector"], _fomm_size(ckpt))},
         ("keypoints", "animator"),
-        checkpoints.load_fomm, TORCH_SUFFIXES, (".tar",),
+        official.load_fomm, TORCH_SUFFIXES, (".tar",),
     ),
     "e4e": Family(
         "e4e",
         lambda config: {"encoder": e4e.Encoder4Editing(config["num_layers"], config["mode"], config["stylegan_size"])},
         {"encoder": lambda ckpt: e4e.E4EEngine(ckpt.modules["encoder"], ckpt.tensors["latent_avg"])},
         ("encoder",),
-        lambda path, _config: checkpoints.load_e4e(path), TORCH_SUFFIXES, (".pt", ".pth", ".ckpt"),
+        lambda path, _config: official.load_e4e(path), TORCH_SUFFIXES, (".pt", ".pth", ".ckpt"),
     ),
     "dcgan": Family(
         "dcgan",

@@ -54,8 +54,6 @@ FORMATS: dict[str, RuntimeFormat] = {
         ".plan",
     ),
 }
-
-
 RUNTIMES = tuple(FORMATS)  # what a baked title plays on: `recast render|serve --runtime`
 EXPORTS = tuple(name for name in FORMATS if name != "torch")  # what `recast export --format` writes
 # what `recast bake --export` writes, by the suffix of the file (onnx, plan)

@@ -82,10 +82,10 @@ class LPIPS(nn.Module):
 
 def load_lpips(path: str | Path) -> LPIPS:
     """LPIPS from a local weights file (.pth/.pt via weights-only torch.load, or .safetensors)."""
-    from engines.checkpoints import CheckpointError, _check_file, torch_load_weights
+    from engines.official import CheckpointError, check_file, torch_load_weights
 
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

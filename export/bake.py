@@ -36,10 +36,10 @@ import numpy as np
 from engines.cache import TitleCache, TitleEntry, sha256_bytes, stage_key, tool_versions
 from engines.errors import InputError
 from export.options import BakeOptions, PTIOptions, StitchOptions, key_part
-from stream.tracks import TrackSet
+from stream.perception.track_set import TrackSet
 
 if TYPE_CHECKING:
-    from engines.checkpoints import Checkpoint
+    from engines.official import Checkpoint
     from export.invert import Crops
 
 __all__ = ["BakeError", "BakeOptions", "BakeReport", "Models", "PTIOptions", "StitchOptions", "bake_title"]
@@ -180,8 +180,8 @@ class Tracks(Stage):
                          versions=tool_versions())
 
     def run(self, bake: Bake) -> Files:
-        from stream.media import MediaSource
-        from stream.pipeline import run_tracking
+        from stream.media.sources import MediaSource
+        from stream.render.pipeline import run_tracking
 
         options = dataclasses.replace(bake.options.render, mode="offline")
         limit = bake.options.max_frames
@@ -270,8 +270,9 @@ class PTI(Stage):
     def _tune_group(self, bake: Bake, name: str, track_ids: list[int]) -> tuple[str, dict[str, Any]]:
         import torch
 
-        from engines.checkpoints import Checkpoint, save_safetensors
+        from engines.checkpoints import save_safetensors
         from engines.images import to_tensor
+        from engines.official import Checkpoint
         from export.pti import fresh_generator, load_resume, reconstruction_error, tune
 
         base, key, options = bake.models.get("generator"), bake.keys["pti"], bake.options.pti
@@ -345,7 +346,8 @@ class Stitch(Stage):
         from engines.directions import apply_direction
         from export.invert import aligned_crops
         from export.stitching import StitchJob, map_segments, segments
-        from stream.align import alignment, face_mask
+        from stream.look.align import alignment
+        from stream.look.masks import face_mask
 
         size, options = bake.size(), bake.options.stitch
         crops = bake.crops() if bake.options.every == 1 else aligned_crops(bake.source, bake.tracks(), size)

@@ -22,10 +22,11 @@ from engines.cache import TitleCache
 from export.bake import Models, bake_title
 from export.options import BakeOptions, PTIOptions
 from export.small import SMALL_ENCODER_SIZE, small_models
-from stream.baked import BakedTitle
-from stream.pipeline import RenderOptions, render
-from stream.recasters import Recaster
+from stream.perception.baked_title import BakedTitle
+from stream.recasters.contract import Recaster
 from stream.recasters.learned import StyleGANRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import render
 
 
 def _play(location: str | Path, folder: Path, name: str, recaster: Recaster, options: RenderOptions,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from engines import e4e, fomm, stylegan2
-from engines.checkpoints import VOX256_CONFIG
+from engines.official import VOX256_CONFIG
 from engines.parity import e4e_formula_state
 
 FFHQ_1024 = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 1024, "img_channels": 3,

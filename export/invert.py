@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.checkpoints import Checkpoint
 from engines.images import to_tensor
-from stream.align import alignment, crop
-from stream.media import MediaSource
-from stream.tracks import TrackSet
+from engines.official import Checkpoint
+from stream.look.align import alignment, crop
+from stream.media.sources import MediaSource
+from stream.perception.track_set import TrackSet
 
 Crops = dict[int, tuple[list[int], np.ndarray]]  # track id -> (rows taken, crops [n,size,size,3] uint8)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stream.pipeline import RenderOptions
+from stream.render.options import RenderOptions
 
 if TYPE_CHECKING:
     from engines.directions import Direction

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from engines import stylegan2
-from engines.checkpoints import Checkpoint, build_modules, generator_of
+from engines.checkpoints import build_modules, generator_of
+from engines.official import Checkpoint
 from export.options import PTIOptions
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from engines.checkpoints import Checkpoint, build_modules
+from engines.checkpoints import build_modules
+from engines.official import Checkpoint
 
 SMALL_GENERATOR = {"init_kwargs": {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": 64, "img_channels": 3,
                                    "mapping_kwargs": {"num_layers": 2},

@@ -114,7 +114,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     `export.small`, and the FOMM of the fomm_small reference vectors."""
     import torch
 
-    from engines.checkpoints import Checkpoint, build_modules, save_safetensors
+    from engines.checkpoints import build_modules, save_safetensors
+    from engines.official import Checkpoint
     from export.small import small_models
 
     folder = tmp_path_factory.mktemp("models")

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.demo import demo_title_path
-from stream.media import MediaSource
-from stream.pipeline import RenderOptions, run_tracking
+from stream.cli.demo_title import demo_title_path
+from stream.media.sources import MediaSource
+from stream.render.options import RenderOptions
+from stream.render.pipeline import run_tracking
 from stream.server.titles import Title, scan_titles
 from tests.conftest import psnr
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.media import MediaSink, MediaSource
+from stream.media.sinks import MediaSink
+from stream.media.sources import MediaSource
 
 
 @dataclass

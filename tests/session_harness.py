@@ -1,7 +1,7 @@
 """A session's processing without WebRTC, as pipecat's `run_test` drives a pipeline: control messages in and
 replies out, frames in and the pictures the session would send out. It builds exactly what `recast serve` builds
-for a viewer (the service's recaster for the title, `Session`, its frame processor), minus the peer connection,
-so each control rule is one short test (tests/test_control.py); the real-peer and browser scenarios stay in
+for a viewer (the casting's recaster for the title, `Session`, its frame processor), minus the app and the peer
+connection, so each control rule is one short test (tests/test_control.py); the real-peer and browser scenarios stay in
 tests/test_server*.py and tests/test_browser.py."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.casts import Cast
-from stream.media import Frame
-from stream.pipeline import RenderOptions
-from stream.server.app import ServerConfig, Service
+from stream.casts.cast import Cast
+from stream.media.sources import Frame
+from stream.render.options import RenderOptions
+from stream.server.casting import Casting
+from stream.server.metrics import Registry
 from stream.server.sessions import Session
 from stream.server.titles import Title
 
@@ -24,10 +25,11 @@ from stream.server.titles import Title
 class SessionHarness:
     def __init__(self, casts: Sequence[Cast], title: Title | None = None,
                  options: RenderOptions | None = None) -> None:
-        titles = {title.id: title} if title is not None else {}
-        self.service = Service(ServerConfig(options=options or RenderOptions()), titles, casts)
-        self.session = Session("test-key", self.service.metrics, self.service.new_recaster(title),
-                               self.service.casts, title, self.service.config.options, self.service.predictor)
+        options = options or RenderOptions()
+        self.casting = Casting(casts, options.detector)
+        self.metrics = Registry()
+        self.session = Session("test-key", self.metrics, self.casting.new_recaster(title),
+                               {c.cast_id: c for c in casts}, title, options, self.casting.predictor)
         self.processor = self.session.processor()
 
     def send(self, message: Any) -> dict[str, Any]:
@@ -47,4 +49,4 @@ class SessionHarness:
 
     def counted(self, kind: str, outcome: str) -> float:
         """The control counter of the service's metrics for one type and outcome."""
-        return self.service.metrics.control.value(type=kind, outcome=outcome)
+        return self.metrics.control.value(type=kind, outcome=outcome)

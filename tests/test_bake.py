@@ -20,7 +20,7 @@ import pytest
 
 from engines.cache import CacheError, TitleCache
 from engines.checkpoints import open_checkpoint
-from stream.cli import main
+from stream.cli.main import main
 from tests.conftest import SHARED, media, psnr
 
 REFERENCE = SHARED / "reference" / "vectors"
@@ -85,7 +85,7 @@ def test_bake_writes_the_cache_layout_and_pti_fits_the_crops(baked: Path, models
 
 HIT_PROBE = """
 import sys
-from stream.cli import main
+from stream.cli.main import main
 code = main(sys.argv[1:])
 heavy = sorted(m for m in ("torch", "engines.checkpoints", "engines.e4e", "export.invert", "export.pti")
                if m in sys.modules)
@@ -116,7 +116,7 @@ def test_every_tracking_option_is_in_the_tracks_key(baked: Path, models: dict[st
     from export.bake import Bake, Tracks
     from export.bake import Models as BakeModels
     from export.options import BakeOptions
-    from stream.pipeline import RenderOptions, TrackingOptions
+    from stream.render.options import RenderOptions, TrackingOptions
 
     left_out = {f.name for f in fields(RenderOptions)} - {f.name for f in fields(TrackingOptions)}
     assert left_out == {"mode", "threads", "lookahead", "badge", "occlusion", "crf", "preset"}

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.casts import TEXTURE_VERSION, CastRegistry, RegistryError, cast_from_file, hopper_cast, read_image
-from stream.cli import main
-from stream.faces import DEFAULT_DETECTOR, still_faces
-from stream.recasters import FaceCrop, WarpRecaster, prepare_cast
+from stream.casts.cast import cast_from_file, hopper_cast, read_image
+from stream.casts.preparation import prepare_cast
+from stream.casts.registry import TEXTURE_VERSION, CastRegistry, RegistryError
+from stream.cli.main import main
+from stream.perception.stills import DEFAULT_DETECTOR, still_faces
+from stream.recasters.contract import FaceCrop
+from stream.recasters.warp import WarpRecaster
 from stream.server.app import ServerConfig
 from tests.conftest import media
 from tests.demo_title import DemoTitle
@@ -199,14 +202,14 @@ def test_the_service_plays_registered_casts_with_thumbnails_and_fomm(registry: P
     casts = [hopper_cast(), *CastRegistry(registry).load_all([]), *CastRegistry(folder).load_all([])]
     harness = SessionHarness(casts, demo.titles["demo"])
     assert harness.session.control.cast_ids == {"hopper", "liveportrait_s42", "animated"}
-    assert list(harness.service.animated) == ["animated"]
+    assert list(harness.casting.animated) == ["animated"]
     warp = SessionHarness(casts, demo.titles["demo"])
     warp.send({"type": "cast", "cast": "liveportrait_s42"})
     harness.send({"type": "cast", "cast": "animated"})
     animated, warped = harness.play(demo.frames[:6]), warp.play(demo.frames[:6])
     fomm = harness.session.recaster.engines["animated"]  # type: ignore[attr-defined]
     assert fomm.name == "fomm" and list(fomm._initial) == [1]  # the FOMM recaster drove track 1
-    assert not harness.service.animated["animated"]._initial  # ... in the session's own copy
+    assert not harness.casting.animated["animated"]._initial  # ... in the session's own copy
     for index in animated:
         face, _ = demo.face_and_rest(animated[index], index)
         assert face < 30, index  # recast

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.casts import Cast, CastImageError, cast_from_file, default_casts, read_image
-from stream.cli import main
-from stream.faces import still_faces
-from stream.recasters import CastError, WarpRecaster
+from stream.casts.cast import Cast, CastError, CastImageError, cast_from_file, default_casts, read_image
+from stream.cli.main import main
+from stream.perception.stills import still_faces
+from stream.recasters.warp import WarpRecaster
 from tests.conftest import media
 
 S42 = media("images/liveportrait_s42.jpg")
@@ -131,7 +131,7 @@ def test_a_bad_cast_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path,
 def test_a_small_portraits_grain_is_taken_out_before_it_is_enlarged() -> None:
     """A face the cast texture enlarges (here 2.5x) loses its grain within the texture's region, so no blotches are
     enlarged onto the actor; the rest of the portrait, and a portrait used at about its own size, are untouched."""
-    from stream.recasters import _degrained
+    from stream.casts.preparation import _degrained
 
     rng = np.random.default_rng(1)
     portrait = np.clip(170 + rng.normal(0, 6, (200, 300, 3)), 0, 255).astype(np.uint8)
@@ -148,9 +148,9 @@ def test_a_smiling_casts_teeth_and_lip_glint_are_left_out_but_parted_lips_are_ke
     """Collins smiles with her teeth: her mouth's opening gets alpha 0 (the actor's own mouth shows there, open or
     pressed shut) and the glint on her lower lip is brought down to her lips' own range. s42's lips are only
     parted: her opening is kept (leaving it out let d20's actor's mouth through: mouth 0.92 -> 0.67)."""
-    from stream.align import polygon_mask
-    from stream.casts import collins_cast
-    from stream.recasters import prepare_cast
+    from stream.casts.cast import collins_cast
+    from stream.casts.preparation import prepare_cast
+    from stream.look.masks import polygon_mask
 
     faces = still_faces("mediapipe")
     for cast, left_out in ((collins_cast(), True), (cast_from_file(S42), False)):

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.cli import main
-from stream.media import probe
+from stream.cli.main import main
+from stream.media.sources import probe
 from tests.conftest import decode_all, media, psnr
 
 
 def test_demo_renders_a_visible_recast(tmp_path: Path) -> None:
     out = tmp_path / "demo.mp4"
     assert main(["render", "--demo", "-o", str(out)]) == 0
-    from stream.demo import demo_title_path
+    from stream.cli.demo_title import demo_title_path
 
     src, got = decode_all(demo_title_path()), decode_all(out)
     assert len(got) == len(src) == 150
@@ -118,10 +118,12 @@ def test_the_callers_mistakes_are_one_family_and_exit_2(tmp_path: Path, monkeypa
     from engines.errors import InputError
 
     family = {"engines.cache": "CacheError", "engines.checkpoints": "CheckpointError",
-              "engines.directions": "DirectionError", "engines.parity": "ParityError", "engines.runtime": "EngineError",
-              "export.bake": "BakeError", "stream.bake_cli": "BakeUsageError", "stream.casts": "CastImageError",
-              "stream.cli": "UsageError", "stream.faces": "ModelNotFound", "stream.media": "MediaError",
-              "stream.models": "ModelMissing", "stream.recasters": "CastError", "stream.survey": "SurveyError"}
+              "engines.directions": "DirectionError", "engines.parity": "ParityError",
+              "engines.runtime": "EngineError", "export.bake": "BakeError", "stream.cli.bake": "BakeUsageError",
+              "stream.casts.cast": "CastImageError", "stream.cli.main": "UsageError",
+              "stream.perception.hog": "ModelNotFound", "stream.media.sources": "MediaError",
+              "stream.perception.model_files": "ModelMissing", "stream.casts.preparation": "CastError",
+              "stream.cli.survey": "SurveyError"}
     for module, name in family.items():
         assert issubclass(getattr(importlib.import_module(module), name), InputError), (module, name)
     monkeypatch.setenv("RECAST_MEDIAPIPE", str(tmp_path))  # an empty folder: no models there

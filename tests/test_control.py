@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.casts import cast_from_file, hopper_cast
-from stream.recasters import ByCastRecaster, CastError, IdentityRecaster, WarpRecaster
+from stream.casts.cast import CastError, cast_from_file, hopper_cast
+from stream.recasters.contract import IdentityRecaster
+from stream.recasters.routing import ByCastRecaster
+from stream.recasters.warp import WarpRecaster
 from stream.server.control import MAX_CONTROL_BYTES, Control, ControlState
 from tests.conftest import media, psnr
 from tests.demo_title import regions

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.cli import build_parser
+from stream.cli.main import build_parser
 from tests.serve_process import recast_serve_demo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from PIL import Image
 
 from engines import dcgan
 from engines.e4e import Encoder4Editing
-from stream.cli import main
-from stream.media import probe
+from stream.cli.main import main
+from stream.media.sources import probe
 from tests.conftest import decode_all, media, psnr
 from tests.engine_helpers import VECTORS, small_fomm, small_stylegan
 from tests.official_formats import write_e4e_checkpoint, write_fomm_checkpoint, write_network_pickle

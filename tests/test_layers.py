@@ -1,7 +1,7 @@
-"""The layers run one way (README, Architecture): `engines` (models, loading, runtimes, the cache's mechanics)
-imports nothing of `stream` or `export`; `stream` imports nothing of `export`, and its per-frame core never
-loads PyTorch, not even through what it imports; `export` builds on both; only the command line and the service
-(the top) import everything. Checked on the source: every import statement, at any depth of the file."""
+"""The ladder of packages (README, Layout; docs/architecture.md): each imports only those at or below its rung, no
+import circle anywhere at any depth, the per-frame core never loads PyTorch, and a bake's orchestration loads
+it only when a stage runs. Checked on the source: every import statement, at any depth of the file (inside
+functions too), except those under `if TYPE_CHECKING:`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engines", "stream", "export")
-# the top: the command line, its tools and the service, which may import every layer
-TOP = ("stream.cli", "stream.bake_cli", "stream.engine_cli", "stream.tools", "stream.server")
-# the learned recasters run PyTorch; they sit in stream, imported only where one is asked for
+# lowest first; a module may import its own rung and those below it. `export` (offline work: the bake, exports,
+# the generation tools) builds on the per-frame packages; the service and the command line sit on top
+LADDER = (
+    ("engines",),
+    ("stream.media",),
+    ("stream.perception",),
+    ("stream.look",),
+    ("stream.casts",),
+    ("stream.recasters",),
+    ("stream.render",),
+    ("export",),
+    ("stream.server",),
+    ("stream.cli",),
+)
+# the learned recasters run PyTorch; they sit in stream.recasters, imported only where one is asked for
 LEARNED = ("stream.recasters.learned",)
+TOP = ("stream.server", "stream.cli")
 
 
 def _modules() -> dict[str, Path]:
@@ -31,7 +44,7 @@ MODULES = _modules()
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(every module the file imports, those imported at module level), as absolute names."""
+    """(every project module or outside package the file imports, those imported at module level)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     anywhere: set[str] = set()
     top: set[str] = set()
@@ -44,9 +57,8 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
     def visit(node: ast.AST, level: bool) -> None:
         for child in ast.iter_child_nodes(node):
             nested = level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            # `if TYPE_CHECKING:` blocks are not imports at run time
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
+                continue  # not an import at run time
             if isinstance(child, ast.Import):
                 for alias in child.names:
                     add(alias.name, level)
@@ -68,21 +80,86 @@ def _inside(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def test_engines_import_nothing_of_stream_or_export() -> None:
-    bad = {m: sorted(i for i in IMPORTS[m][0] if _inside(i, ("stream", "export")))
-           for m in MODULES if _inside(m, ("engines",))}
-    assert not {m: v for m, v in bad.items() if v}
+def _rung(module: str) -> int | None:
+    found = [i for i, rung in enumerate(LADDER) if _inside(module, rung)]
+    return max(found) if found else None  # the most specific rung (stream.perception over stream)
 
 
-def test_stream_imports_nothing_of_export_below_the_top() -> None:
-    bad = {m: sorted(i for i in IMPORTS[m][0] if _inside(i, ("export",)))
-           for m in MODULES if _inside(m, ("stream",)) and not _inside(m, TOP)}
-    assert not {m: v for m, v in bad.items() if v}
+def _edges() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, anywhere in the file."""
+    return {m: {i for i in IMPORTS[m][0] if i in MODULES and i != m} for m in MODULES}
 
 
-def test_export_does_not_reach_up_to_the_command_line_or_the_service() -> None:
-    bad = {m: sorted(i for i in IMPORTS[m][0] if _inside(i, TOP)) for m in MODULES if _inside(m, ("export",))}
-    assert not {m: v for m, v in bad.items() if v}
+def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            connect(v)
+    return found
+
+
+def test_every_module_has_a_rung() -> None:
+    assert not [m for m in MODULES if _rung(m) is None and m not in PACKAGES and m != "stream"]
+
+
+def test_no_import_circle_anywhere() -> None:
+    assert _circles(_edges()) == []
+
+
+def test_the_circle_finder_finds_one() -> None:
+    """The check itself: a circle three modules long, and a chain that is not one."""
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_each_package_imports_only_its_rung_and_below() -> None:
+    upward = {}
+    for module in MODULES:
+        own = _rung(module)
+        if own is None:
+            continue
+        above = sorted(i for i in IMPORTS[module][0] if i in MODULES and (_rung(i) or 0) > own)
+        if above:
+            upward[module] = above
+    assert not upward, upward
+
+
+def test_stream_keeps_its_top_for_packages() -> None:
+    """A newcomer finds a room by its name: `stream/` holds packages, and at most six modules at its top."""
+    top = [p.name for p in (ROOT / "stream").glob("*.py")]
+    assert len(top) <= 6, top
+    for rung in LADDER[1:]:
+        if rung[0].startswith("stream."):
+            assert (ROOT / rung[0].replace(".", "/") / "__init__.py").exists(), rung
 
 
 def _loads_at_import(module: str, seen: set[str] | None = None) -> set[str]:
@@ -101,7 +178,8 @@ def _loads_at_import(module: str, seen: set[str] | None = None) -> set[str]:
 
 def test_the_per_frame_core_never_loads_torch() -> None:
     core = [m for m in MODULES if _inside(m, ("stream",)) and not _inside(m, TOP + LEARNED)]
-    assert "stream.pipeline" in core and "stream.recasters" in core and "stream.tracking" in core
+    assert "stream.render.pipeline" in core and "stream.recasters.warp" in core
+    assert "stream.perception.mesh_tracker" in core
     bad = {m: sorted(i for i in _loads_at_import(m) if _inside(i, ("torch",))) for m in core}
     assert not {m: v for m, v in bad.items() if v}
     # and no part of it imports the learned recasters, even inside a function: only the top asks for them
@@ -113,14 +191,14 @@ def test_the_check_sees_imports_at_every_depth() -> None:
     """The parser itself: nested and `from X import module` imports count, TYPE_CHECKING ones do not."""
     anywhere, top = IMPORTS["stream.recasters.learned"]
     assert "torch" in top and "engines.fomm" in top
-    anywhere, top = IMPORTS["stream.cli"]
+    anywhere, top = IMPORTS["stream.cli.main"]
     assert "export.engine_bench" in anywhere and "export.engine_bench" not in top
 
 
 def test_a_bake_loads_pytorch_only_when_a_stage_runs() -> None:
     """The orchestration and its options load no PyTorch, so that a cache hit costs keys and checks only (the
     stage bodies import invert, pti and stitching when they run); tests/test_bake.py checks it in a process."""
-    for module in ("export.bake", "export.options", "stream.bake_cli"):
+    for module in ("export.bake", "export.options", "stream.cli.bake"):
         assert not sorted(i for i in _loads_at_import(module) if _inside(i, ("torch",))), module
 
 

@@ -13,26 +13,26 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.align import apply_color, color_stats, polygon_mask
-from stream.align import crispness as grey_crispness
-from stream.casts import cast_from_file
-from stream.compose import (
-    GAZE_FIND,
-    Finish,
-    OneEuro,
-    _iris,
-    _lift_hair_shadow,
-    cast_gaze,
-    clean_texture,
-    close_lids,
-    features_mask,
-    match_detail,
-    transfer_light,
-)
-from stream.faces import still_faces
-from stream.pipeline import RenderOptions, render
-from stream.quality import Scorer
-from stream.recasters import EYES_READ_EVERY, IdentityRecaster, WarpRecaster, eyes_to_read, prepare_cast
+from stream.casts.cast import cast_from_file
+from stream.casts.preparation import prepare_cast
+from stream.casts.texture import _lift_hair_shadow, clean_texture
+from stream.cli.quality import Scorer
+from stream.look.blinks import EYES_READ_EVERY, eyes_to_read
+from stream.look.colour import apply_color, color_stats
+from stream.look.detail import match_detail
+from stream.look.features import features_mask
+from stream.look.filters import OneEuro
+from stream.look.finish import Finish
+from stream.look.gaze import GAZE_FIND, _iris, cast_gaze
+from stream.look.lids import close_lids
+from stream.look.light import transfer_light
+from stream.look.masks import polygon_mask
+from stream.look.paste import crispness as grey_crispness
+from stream.perception.stills import still_faces
+from stream.recasters.contract import IdentityRecaster
+from stream.recasters.warp import WarpRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import render
 from tests.conftest import SHARED, media
 
 CAST = media("images/liveportrait_s42.jpg")
@@ -183,8 +183,8 @@ def test_the_recast_looks_where_the_actor_looks(tmp_path: Path) -> None:
     rendered frames: the actor's iris across his visible eye (dlib's points on the source, the
     judge's), and the recast's across the cast's visible eye, which lies where the cast's portrait has it between
     the corners it is drawn at (the actor's mesh's; the recaster's `_cast_spans`, read once on the portrait)."""
-    from stream.mesh import MeshLandmarker
-    from stream.quality import Scorer
+    from stream.cli.quality import Scorer
+    from stream.perception.mesh import MeshLandmarker
 
     source = media("videos/liveportrait_d0.mp4")
     out = tmp_path / "d0.mp4"
@@ -236,7 +236,7 @@ def test_the_iris_model_reads_a_blink_the_mesh_barely_follows() -> None:
     """s18's actor lowers her lids at frames 7-12 (to 0.44 of their opening, as dlib reads them). MediaPipe's iris
     model reads each eye at a third of its opening there (measured 0.31-0.38); the mesh's lids close only to about
     0.8 of theirs."""
-    from stream.mesh import EyeOpenings, MeshLandmarker
+    from stream.perception.mesh import EyeOpenings, MeshLandmarker
 
     frames = frames_of(media("videos/liveportrait_s18.mp4"), {0, 10})
     faces, eyes = MeshLandmarker(), EyeOpenings()
@@ -278,7 +278,7 @@ def test_a_lowered_lid_covers_the_eye_instead_of_pressing_it_flat(size: int) -> 
     """A region beneath a moving edge (the eye beneath its upper lid): with the edge lowered half way, the region's
     lower half shows unpressed and the lid covers the rest; lowered all the way, none of it shows, also where the
     maps are made at every other pixel and scaled up (a 384 px crop), along the jump at the lid's edge."""
-    from stream.align import PiecewiseAffine
+    from stream.look.piecewise import PiecewiseAffine
 
     n = 384
     ring = np.array([[120, 200], [160, 180], [200, 180], [240, 200], [200, 220], [160, 220]], dtype=np.float64)
@@ -328,7 +328,7 @@ def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:
     """s18's actor lowers her lids at frames 7-12 to 0.5 of their opening (dlib's points on the source). Read the
     same way on the recast, the cast's eyes close to 0.76 of theirs (0.79 in session 16; 0.99 when the mesh's lids
     alone drew them; dlib reads the cast's long lashes as part open)."""
-    from stream.quality import Scorer
+    from stream.cli.quality import Scorer
 
     clip = first_frames(media("videos/liveportrait_s18.mp4"), tmp_path / "s18.mp4", 16)
     out = tmp_path / "out.mp4"
@@ -606,8 +606,9 @@ def test_the_crispness_lost_to_the_crop_and_the_paste_is_measured_and_made_up() 
     """`crispness_kept` measures what a face's crop, pasted back, keeps of the frame's crispness (d0's textured
     skin about 0.8, a soft frame nearly all); the detail step aims that much higher, so the pasted recast comes out
     nearly as crisp as the shot and not a fifth softer (d0 on the scorer: sharp 0.77 -> 0.85)."""
-    from stream.align import alignment, crispness_kept, crop
-    from stream.smoothing import quad_params
+    from stream.look.align import alignment, crop
+    from stream.look.paste import crispness_kept
+    from stream.perception.smoothing import quad_params
 
     with av.open(str(media("videos/liveportrait_d0.mp4"))) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
@@ -671,8 +672,9 @@ def test_every_recaster_pastes_through_the_same_finish(models: dict[str, Path]) 
     """Warp and FOMM faces both take the actor's colour and the shot's detail (stream.compose.Finish): on an actor
     tinted blue, each recast face moves towards the actor's colour, and it carries more fine detail than drawn."""
     from engines.checkpoints import open_checkpoint
-    from stream.faces import DEFAULT_DETECTOR, still_faces
-    from stream.recasters import FaceCrop, prepare_cast
+    from stream.casts.preparation import prepare_cast
+    from stream.perception.stills import DEFAULT_DETECTOR, still_faces
+    from stream.recasters.contract import FaceCrop
     from stream.recasters.learned import FOMMRecaster
 
     cast = cast_from_file(CAST)
@@ -738,7 +740,7 @@ GOALS = {
 
 @pytest.mark.slow
 def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
-    from stream.quality import run_quality
+    from stream.cli.quality import run_quality
 
     clips = [media(f"videos/{name}.mp4") for name in GOALS]
     results = run_quality(clips, WarpRecaster([cast_from_file(CAST)]), cast_from_file(CAST).image,
@@ -757,7 +759,7 @@ def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) 
     """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
     identity recaster), the floor under every recast's nme and flicker. Measured on d20 (session 18): nme 0.007,
     mouth 0.99, flicker 1.02, cast_closer 0 (the actor stays the actor)."""
-    from stream.quality import UNCHANGED, run_quality
+    from stream.cli.quality import UNCHANGED, run_quality
 
     cast = cast_from_file(CAST).image
     results = run_quality([media("videos/liveportrait_d20.mp4")], IdentityRecaster(), cast, RenderOptions(), tmp_path,
@@ -774,7 +776,7 @@ def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) 
 def test_a_folded_warp_shows_the_nearest_surface() -> None:
     """Where the destination folds over itself (a turned face's far cheek behind its nose), the triangles nearest
     the camera (smaller depth) are drawn last and show; without depth the order is the triangulation's."""
-    from stream.align import PiecewiseAffine
+    from stream.look.piecewise import PiecewiseAffine
 
     size = 64
     texture = np.zeros((size, size, 3), np.uint8)
@@ -797,7 +799,7 @@ def test_a_warp_pressed_to_slivers_leaves_no_specks() -> None:
     pixels whose map is ill-conditioned: they sampled the texture far away, a bright speck under d0's nose with
     the Collins cast. Over a smooth texture, 15 slivers drawn in front of their neighbours leave (nearly) no pixel
     off its 3x3 median by over 40 levels: measured 19 pixels, 686 when slivers were drawn like any triangle."""
-    from stream.align import PiecewiseAffine
+    from stream.look.piecewise import PiecewiseAffine
 
     size = 384  # a crop over 256 px: its maps are made at half size, where a sliver still covers whole pixels
     ys, xs = np.mgrid[0:size, 0:size]
@@ -818,10 +820,11 @@ def test_a_warp_pressed_to_slivers_leaves_no_specks() -> None:
 
 
 def test_the_dense_warp_follows_the_mesh_and_its_own_mesh_changes_nothing() -> None:
-    from stream.casts import cast_from_file
-    from stream.faces import DEFAULT_DETECTOR, still_faces
-    from stream.mesh import portrait_mesh, to_68
-    from stream.recasters import FaceCrop, prepare_cast
+    from stream.casts.cast import cast_from_file
+    from stream.casts.preparation import prepare_cast
+    from stream.perception.mesh import portrait_mesh, to_68
+    from stream.perception.stills import DEFAULT_DETECTOR, still_faces
+    from stream.recasters.contract import FaceCrop
 
     cast = cast_from_file(CAST)
     ready = prepare_cast(cast, 256, still_faces(), DEFAULT_DETECTOR)
@@ -853,13 +856,13 @@ def test_the_dense_warp_follows_the_mesh_and_its_own_mesh_changes_nothing() -> N
 
 
 def face_mask_of(landmarks: np.ndarray, size: int) -> np.ndarray:
-    from stream.align import face_mask
+    from stream.look.masks import face_mask
 
     return face_mask(landmarks, size) > 0.99
 
 
 def test_the_bench_prints_the_cost_of_each_step_of_the_look() -> None:
-    from stream.bench import bench_look_steps, format_bench
+    from stream.cli.bench import bench_look_steps, format_bench
 
     recaster = WarpRecaster([cast_from_file(CAST)])
     steps = bench_look_steps(media("videos/liveportrait_d20.mp4"), recaster, RenderOptions(), frames=8, repeats=1)

@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from stream.media import MediaError, MediaSink, MediaSource, probe
+from stream.media.sinks import MediaSink
+from stream.media.sources import MediaError, MediaSource, probe
 from tests.conftest import decode_all, media, psnr
 
 

@@ -1,4 +1,4 @@
-"""Occlusion (stream.occlusion): a hand or a microphone in front of a face stays in front of the recast, for every
+"""Occlusion (stream.look.occlusion): a hand or a microphone in front of a face stays in front of the recast, for every
 recaster, and a face with nothing in front of it is recast whole.
 
 The occluders are drawn over a real clip (tests/occluders.py), so the truth of where they are is known. The
@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.align import alignment, crop, face_mask
-from stream.casts import cast_from_file
-from stream.media import MediaSource
-from stream.occlusion import OcclusionMasker
-from stream.pipeline import RenderOptions, render, run_tracking
-from stream.recasters import FaceCrop, Recaster, WarpRecaster
+from stream.casts.cast import cast_from_file
+from stream.look.align import alignment, crop
+from stream.look.masks import face_mask
+from stream.look.occlusion import OcclusionMasker
+from stream.media.sources import MediaSource
+from stream.recasters.contract import FaceCrop, Recaster
+from stream.recasters.warp import WarpRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import render, run_tracking
 from tests.conftest import media
 from tests.occluders import OccludedClip, occluded_clip
 
@@ -154,7 +157,7 @@ def _mean_face(size: int) -> np.ndarray:
 
 
 def test_no_occlusion_on_the_command_line_reaches_the_renderer() -> None:
-    from stream.cli import _options, build_parser
+    from stream.cli.main import _options, build_parser
 
     parser = build_parser()
     on = _options(parser.parse_args(["render", "in.mp4", "-o", "out.mp4"]))

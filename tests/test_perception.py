@@ -14,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.blazeface import BlazeFace
-from stream.casts import read_image
-from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import Frame, MediaSource
-from stream.mesh import FaceMesh, MeshLandmarker, crop_from_detection, head_pose
-from stream.models import MEDIAPIPE_FILES, ModelMissing, install_from_wheel, mediapipe_model
-from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, pose_weight, run_tracking
-from stream.recasters import IdentityRecaster, WarpRecaster
-from stream.tracks import FaceState, TrackSet, contiguous_runs, track_frames
+from stream.casts.cast import read_image
+from stream.media.sources import Frame, MediaSource
+from stream.perception.blazeface import BlazeFace
+from stream.perception.face_stage import track_frames
+from stream.perception.geometry import to_gray
+from stream.perception.hog import FaceDetector, LandmarkPredictor
+from stream.perception.mesh import FaceMesh, MeshLandmarker, crop_from_detection, head_pose
+from stream.perception.model_files import MEDIAPIPE_FILES, ModelMissing, install_from_wheel, mediapipe_model
+from stream.perception.track_set import FaceState, TrackSet, contiguous_runs
+from stream.recasters.contract import IdentityRecaster
+from stream.recasters.warp import WarpRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import make_tracker, run_tracking
+from stream.render.renderer import FaceRenderer, pose_weight
 from tests.conftest import capture_rendered, decode_all, media, psnr
 
 HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
@@ -241,7 +246,7 @@ def test_turned_faces_fade_out_without_flicker(hamilton_tracks: TrackSet) -> Non
     faces = MeshLandmarker().faces(image)
     assert faces
     box, landmarks = faces[0]
-    from stream.smoothing import quad_params
+    from stream.perception.smoothing import quad_params
 
     renderer = FaceRenderer(IdentityRecaster())
     renderer.recaster.usable_yaw = usable  # the identity recaster is never faded otherwise
@@ -294,8 +299,8 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     lying on its side, a stone statue's, a cartoon's (each may be tracked as one face, never as more): tracking
     and a warp render run through, no frame holds more faces than are there (or than the cap), and the picture
     outside the faces is left as it was."""
-    from stream.casts import hopper_cast
-    from stream.pipeline import render
+    from stream.casts.cast import hopper_cast
+    from stream.render.pipeline import render
 
     photo = read_image(media("images/face_recognition_obama-480p.jpg"))
     (found,) = BlazeFace().detect_rgb(photo)

@@ -10,15 +10,21 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.align import alignment, crop, face_mask, paste_back
-from stream.casts import Cast, cast_from_file, hopper_cast, read_image
-from stream.faces import FaceDetector, LandmarkPredictor, to_gray
-from stream.media import MediaSource, probe
-from stream.pipeline import FaceRenderer, RenderOptions, make_tracker, render
-from stream.provenance import draw_badge
-from stream.recasters import CastError, FaceCrop, IdentityRecaster, Recaster, WarpRecaster
-from stream.smoothing import quad_params
-from stream.tracks import LiveFaceStage
+from stream.casts.cast import Cast, CastError, cast_from_file, hopper_cast, read_image
+from stream.look.align import alignment, crop
+from stream.look.masks import face_mask
+from stream.look.paste import paste_back
+from stream.media.provenance import draw_badge
+from stream.media.sources import MediaSource, probe
+from stream.perception.face_stage import LiveFaceStage
+from stream.perception.geometry import to_gray
+from stream.perception.hog import FaceDetector, LandmarkPredictor
+from stream.perception.smoothing import quad_params
+from stream.recasters.contract import FaceCrop, IdentityRecaster, Recaster
+from stream.recasters.warp import WarpRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import make_tracker, render
+from stream.render.renderer import FaceRenderer
 from tests.conftest import capture_rendered, decode_all, media, psnr, still_video
 
 D20 = "videos/liveportrait_d20.mp4"

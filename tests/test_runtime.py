@@ -168,7 +168,7 @@ def test_the_command_line_takes_its_runtime_and_format_choices_from_the_table() 
     import sys
 
     from engines.formats import BAKE_EXPORTS, EXPORTS
-    from stream.cli import build_parser
+    from stream.cli.main import build_parser
 
     def choices(*command: str) -> dict[str, tuple[str, ...]]:
         sub = build_parser()._subparsers._group_actions[0].choices[command[0]]  # type: ignore[union-attr]

@@ -16,11 +16,11 @@ import pytest
 
 from engines.cache import TitleCache
 from engines.directions import list_directions
-from stream.casts import hopper_cast
-from stream.cli import main
+from stream.casts.cast import hopper_cast
+from stream.cli.main import main
+from stream.perception.face_stage import BakedFaceStage
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from stream.tracks import BakedFaceStage
 from tests.browser import chromium_page
 from tests.conftest import REFERENCE, decode_all, media, psnr
 from tests.serve_process import recast_serve_demo

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 
-from stream.casts import hopper_cast
-from stream.demo import demo_title_path
-from stream.media import MediaSource
+from stream.casts.cast import hopper_cast
+from stream.cli.demo_title import demo_title_path
+from stream.media.sources import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
 from tests.conftest import media, psnr

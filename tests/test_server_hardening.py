@@ -19,9 +19,9 @@ import pytest
 from aiortc import RTCPeerConnection
 
 import stream.server.app as server_app
-import stream.server.sessions as server_sessions
-from stream.casts import hopper_cast
-from stream.pipeline import RenderOptions
+import stream.server.frames as server_frames
+from stream.casts.cast import hopper_cast
+from stream.render.options import RenderOptions
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
 from tests.demo_title import DemoTitle
@@ -249,10 +249,10 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
     a viewer joins is printed (about 6 ms here, 240 ms before); it is not asserted, being wall-clock time."""
     import dlib
 
-    import stream.faces
+    import stream.perception.hog
 
     built_on: list[str] = []
-    original = server_sessions.FrameProcessor.__init__
+    original = server_frames.FrameProcessor.__init__
     hog_builds = []
     build_hog = dlib.get_frontal_face_detector
 
@@ -264,7 +264,7 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
         hog_builds.append(threading.current_thread().name)
         return build_hog()
 
-    monkeypatch.setattr(server_sessions.FrameProcessor, "__init__", recording)
+    monkeypatch.setattr(server_frames.FrameProcessor, "__init__", recording)
     monkeypatch.setattr(stream.faces.dlib, "get_frontal_face_detector", counting)
     stream.faces._hog_detector_state.cache_clear()
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.pipeline import RenderOptions, run_tracking
-from stream.smoothing import (
+from stream.perception.smoothing import (
     LiveSmoother,
     jitter,
     lag,
@@ -15,6 +14,8 @@ from stream.smoothing import (
     smooth_live,
     smooth_offline,
 )
+from stream.render.options import RenderOptions
+from stream.render.pipeline import run_tracking
 from tests.conftest import media
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.casts import read_image
-from stream.faces import FaceDetector, LandmarkPredictor, find_landmark_model, to_gray
-from stream.media import MediaSource
-from stream.pipeline import RenderOptions, run_tracking
-from stream.tracking import CutDetector
-from stream.tracks import TrackSet, contiguous_runs
+from stream.casts.cast import read_image
+from stream.media.sources import MediaSource
+from stream.perception.cuts import CutDetector
+from stream.perception.geometry import to_gray
+from stream.perception.hog import FaceDetector, LandmarkPredictor, find_landmark_model
+from stream.perception.track_set import TrackSet, contiguous_runs
+from stream.render.options import RenderOptions
+from stream.render.pipeline import run_tracking
 from tests.conftest import media, still_video
 
 HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"

@@ -15,7 +15,7 @@ import av
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from stream.casts import Cast
+from stream.casts.cast import Cast
 from stream.server.app import ServerConfig, build_app
 from stream.server.ice import restrict_host_candidates
 from stream.server.titles import Title

@@ -12,29 +12,29 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from engines import fomm
 from engines.cache import CacheError
-from engines.checkpoints import Checkpoint, generator_of, open_checkpoint
+from engines.checkpoints import generator_of, open_checkpoint
 from engines.directions import Direction, apply_direction, fits
 from engines.formats import FORMATS
 from engines.graphs import Graphed
 from engines.images import to_uint8
+from engines.official import Checkpoint
 from engines.runtime import Engine, open_engine
-from stream.align import face_mask
-from stream.baked import BakedTitle
-from stream.casts import Cast
-from stream.compose import Finish
-from stream.faces import DEFAULT_DETECTOR, LandmarkPredictor, still_faces
-from stream.recasters import CastError, CastingRecaster, FaceCrop, Recaster, prepare_cast
+from stream.casts.cast import Cast, CastError
+from stream.casts.preparation import prepare_cast
+from stream.look.finish import Finish
+from stream.look.masks import face_mask
+from stream.perception.baked_title import BakedTitle
+from stream.perception.hog import LandmarkPredictor
+from stream.perception.stills import DEFAULT_DETECTOR, still_faces
+from stream.recasters.contract import CastingRecaster, Description, FaceCrop, Recaster
 
 log = logging.getLogger(__name__)
-
-
 RUNTIMES = {name: fmt.ours for name, fmt in FORMATS.items()}  # the stylegan recaster's file per runtime
 
 
@@ -136,7 +136,7 @@ class StyleGANRecaster(Recaster):
     def _factors(self) -> dict[str, float]:
         return {name: factor for name, (_, factor) in self.edits.items()}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Description:
         return {"engine": self.name, "title": self.title.id, "runtime": self.runtime, "edits": self._factors()}
 
 
@@ -190,5 +190,5 @@ class FOMMRecaster(CastingRecaster):
         return finished(self.finish, self.driver.animate(self.casts[self.cast_for(face.track_id)], kp_driving,
                                                          kp_initial), face)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Description:
         return {"engine": self.name, "casts": self.cast_ids()}

@@ -11,25 +11,21 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from engines.cache import TITLE_ID
-from stream.casts import Cast
-from stream.faces import LandmarkPredictor, hog_detector
-from stream.pipeline import RenderOptions
-from stream.recasters import ByCastRecaster, Recaster, WarpRecaster, thumbnail
+from stream.casts.cast import Cast
+from stream.render.options import RenderOptions
+from stream.server.casting import Casting
 from stream.server.ice import consent_checks
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.metrics import Registry
 from stream.server.sessions import Session, guard_data_channel_text, release_free_memory
-from stream.server.titles import ACTOR_CAST, Title
+from stream.server.titles import Title
 from stream.server.validate import Offer, Refused, check_offer, decode_utf8, parse_json
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -124,45 +120,7 @@ class Service:
         self.limiter = RateLimiter(config.sessions_per_minute)
         self._reaper: asyncio.Task[None] | None = None
         self._cleanups: list[asyncio.TimerHandle] = []
-        # one landmark model (~100 MB) and one set of prepared casts for every session; dlib's predictor is
-        # stateless per call, and a session's recaster copy has its own track assignments
-        detector = config.options.detector
-        self.predictor: LandmarkPredictor | None = None
-        if detector == "hog":
-            self.predictor = LandmarkPredictor()
-            hog_detector()  # built once now, before serving: each session's detector is then a 1.5 ms copy
-        self.template = WarpRecaster([c for c in casts if c.fomm is None], predictor=self.predictor,
-                                     detector=detector)
-        self.animated = self._animated([c for c in casts if c.fomm is not None])
-        self.thumbnails = {c.cast_id: thumbnail(c.prepared.rgba[..., :3] if c.prepared is not None and c.fomm
-                                                else self.template.texture(c.cast_id)) for c in casts}
-
-    def _animated(self, casts: list[Cast]) -> dict[str, Recaster]:
-        """The casts registered with a FOMM checkpoint, each played by a FOMM recaster (one per checkpoint)."""
-        if not casts:
-            return {}
-        from engines.checkpoints import open_checkpoint
-        from stream.recasters.learned import FOMMRecaster
-
-        by_file: dict[Path, list[Cast]] = {}
-        for cast in casts:
-            by_file.setdefault(cast.fomm or Path(), []).append(cast)
-        animated: dict[str, Recaster] = {}
-        for path, group in by_file.items():
-            recaster = FOMMRecaster(open_checkpoint(path, "fomm"), group, device=self.config.device,
-                                    predictor=self.predictor, detector=self.config.options.detector)
-            animated.update({c.cast_id: recaster for c in group})
-        return animated
-
-    def new_recaster(self, title: Title | None) -> Recaster:
-        """A session's recaster: the warp casts (prepared once, shared), the casts animated by FOMM, and the
-        title's `actor` when baked."""
-        casts = self.template.session_copy()
-        copies: dict[int, Recaster] = {}  # one session copy per FOMM recaster, whichever of its casts is chosen
-        engines = {c: copies.setdefault(id(r), r.session_copy()) for c, r in self.animated.items()}
-        if title is not None and title.actor is not None:
-            engines[ACTOR_CAST] = title.actor.session_copy()
-        return ByCastRecaster(casts, engines) if engines else casts
+        self.casting = Casting(casts, config.options.detector, config.device)
 
     async def start(self, _app: web.Application) -> None:
         consent_checks(self.config.disconnect_timeout_s)
@@ -313,13 +271,13 @@ async def list_titles(request: web.Request) -> web.StreamResponse:
 async def list_casts(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     return web.json_response([{"id": c.cast_id, "kind": c.kind, "source": c.source,
-                               "engine": "fomm" if c.cast_id in service.animated else "warp",
+                               "engine": service.casting.engine_of(c.cast_id),
                                "thumbnail": f"/api/casts/{c.cast_id}/thumbnail.jpg"} for c in service.casts.values()])
 
 
 async def cast_thumbnail(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
-    data = service.thumbnails.get(request.match_info["cast"])
+    data = service.casting.thumbnails.get(request.match_info["cast"])
     if data is None:
         return error(404, "not_found", f"no cast {request.match_info['cast']!r}")
     return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -341,8 +299,8 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
     if not service.limiter.allow(request[API_KEY]):
         return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
-    session = Session(request[API_KEY], service.metrics, service.new_recaster(title), service.casts, title,
-                      service.config.options, service.predictor)
+    session = Session(request[API_KEY], service.metrics, service.casting.new_recaster(title), service.casts, title,
+                      service.config.options, service.casting.predictor)
     service.sessions[session.id] = session
     service.count_sessions()
     log.info("session %s created (%s)", session.id, title.id if title else "camera")

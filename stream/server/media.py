@@ -20,17 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from stream.media import Frame, MediaSource, PacketDecoder
-
-if TYPE_CHECKING:
-    from stream.server.sessions import FrameProcessor
+from stream.media.sources import Frame, MediaSource, PacketDecoder
+from stream.server.frames import FrameProcessor
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ AUDIO_AHEAD = 50  # decoded audio frames held ahead of sending (1 s)
 AUDIO_CORRUPT_LIMIT = 50  # corrupt audio packets in a row that end the audio track
 AUDIO_DELAY_S = 0.1  # audio's hold-back before the first video frame tells the pipeline's latency
 MAX_AUDIO_LATE = 0.2  # seconds: audio later than this against the session clock is skipped to stay in sync
-ACTOR_CAST = "actor"  # a baked title's own actor, re-rendered by its tuned generator (edits apply to it)
 
 
 class MediaSession(Protocol):

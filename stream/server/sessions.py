@@ -20,66 +20,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from stream.casts import Cast
-from stream.faces import LandmarkPredictor
-from stream.media import Frame
-from stream.pipeline import FaceRenderer, RenderOptions, make_tracker
-from stream.recasters import Recaster
+from stream.casts.cast import Cast
+from stream.perception.hog import LandmarkPredictor
+from stream.recasters.contract import Recaster
+from stream.render.options import RenderOptions
 from stream.server.control import Control, ControlError, ControlState
+from stream.server.frames import FrameProcessor
 from stream.server.media import PlaybackClock
 from stream.server.metrics import Registry
 from stream.server.titles import Title
-from stream.tracks import BakedFaceStage, FaceState, LiveFaceStage
 
 log = logging.getLogger(__name__)
 
 LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
-
-
-class FrameProcessor:
-    """The per-session face stage and renderer; confined to one worker thread."""
-
-    def __init__(self, recaster: Recaster, state: ControlState, options: RenderOptions,
-                 predictor: LandmarkPredictor | None = None, on_failed: Callable[[int], None] | None = None,
-                 baked: dict[int, list[FaceState]] | None = None) -> None:
-        self.stage: LiveFaceStage | BakedFaceStage
-        if baked is not None:
-            self.stage = BakedFaceStage(baked)
-        else:
-            self.stage = LiveFaceStage(make_tracker(options, predictor), options.lookahead)
-        self.renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
-        self.recaster = recaster
-        self.state = state
-        self.on_failed = on_failed
-        self._chosen: tuple[Any, ...] = ()
-
-    def push(self, frame: Frame) -> list[tuple[Frame, list[FaceState]]]:
-        return [(f, faces) for f, faces, _ in self.stage.push(frame)]
-
-    def render(self, frame: Frame, faces: list[FaceState]) -> np.ndarray:
-        """The picture to send: recast when the toggle is on, the original otherwise."""
-        if not self.state.enabled or not faces:
-            return frame.image
-        chosen = (self.state.cast, sorted(self.state.casts_by_track.items()), sorted(self.state.edits.items()))
-        if chosen != self._chosen:  # a held recast shows the choice it was drawn with
-            self.renderer.drop_held()
-            self._chosen = chosen
-        for face in faces:
-            wanted = self.state.casts_by_track.get(face.track_id) or self.state.cast
-            if wanted:
-                self.recaster.assign(face.track_id, wanted)
-        self.recaster.set_edits(self.state.edits)
-        image = frame.image.copy()
-        rendered = self.renderer.render(image, faces)
-        if rendered.failed and self.on_failed is not None:
-            self.on_failed(rendered.failed)
-        return image
-
-
 DCEP_OPEN = 0x03  # RFC 8832 5.1: DATA_CHANNEL_OPEN
 
 

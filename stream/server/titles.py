@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines.cache import TITLE_ID
-from stream.casts import Cast
-from stream.media import MediaError, MediaSource
-from stream.tracks import FaceState
+from stream.casts.cast import Cast
+from stream.media.sources import MediaError, MediaSource
+from stream.perception.track_set import FaceState
 
 if TYPE_CHECKING:
     from engines.cache import TitleCache
@@ -86,7 +86,7 @@ def open_baked_title(cache: TitleCache, title_id: str, plain: Title | None, dire
     (a folder title of that id then plays with live tracking)."""
     from engines.cache import CacheError
     from engines.runtime import EngineError
-    from stream.baked import BakedTitle
+    from stream.perception.baked_title import BakedTitle
 
     try:
         baked = BakedTitle(cache, title_id)

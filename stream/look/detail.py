@@ -1,0 +1,91 @@
+"""The shot's detail on a recast face: a recast face is smoother than the picture around it (a portrait of smooth
+skin, resampled twice). Its fine detail is brought to the actor's level: the cast's own detail is sharpened (up
+to twice), and in the plain skin (cheeks, forehead, chin; not eyes, brows, nose or lips, which are the cast's)
+the actor's fine texture makes up the rest, so the face has the grain and focus of the shot it sits in."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from stream.look.features import features_mask
+from stream.look.paste import crispness
+
+SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
+SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
+# the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what is lost beyond KEPT_FREE is made up
+# when the cast's detail is raised, at most down to KEPT_LEAST. d0's textured skin keeps 0.80 (the scorer's sharp 0.77
+# -> 0.85 made up); s18's and d20's keep 0.93: made up wholly, s18's recast flickered more (1.108 -> 1.122) and came
+# out no crisper once encoded (sharp 1.20 either way)
+KEPT_FREE, KEPT_LEAST = 0.95, 0.7
+SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
+
+
+def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
+    return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
+
+
+def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
+                 max_sharpen: float = 2.0, memory: dict[str, float] | None = None, kept: float = 1.0) -> np.ndarray:
+    """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
+    luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
+    channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
+    (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
+    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale). A face
+    crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
+    pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
+    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. `kept`
+    is the share of the shot's crispness the crop and the paste keep; a soft face is raised to make up for most of
+    the loss (see KEPT_FREE)."""
+    n = face.shape[0]
+    sigma = max(0.8, n / 320)
+    inside = mask > 0.5
+    if inside.sum() < 64:
+        return face
+    gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
+    if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
+        sharpen = 0.0
+        if memory is not None and "sigma" in memory and memory["age"] % SOFTEN_EVERY:
+            blur = memory["sigma"]  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
+        else:
+            blur = _soften_sigma(gray_face, inside, crisp_ours, crisp_theirs)
+            if memory is not None:
+                if "sigma" in memory:
+                    blur = memory["sigma"] + SOFTEN_STEADY * (blur - memory["sigma"])
+                memory["sigma"] = blur
+        if memory is not None:
+            memory["age"] = memory.get("age", 0.0) + 1.0
+        if blur >= 0.3:
+            face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
+            gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
+    else:  # the cast's own detail raised, and further by what the crop and the paste will lose of it
+        aim = crisp_theirs * max(1.0, KEPT_FREE / float(np.clip(kept, KEPT_LEAST, 1.0)))
+        sharpen = float(np.clip(aim / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))
+    ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
+    e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
+    if e_theirs <= e_ours or e_theirs < 1e-3:
+        return face
+    left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
+    skin = (1.0 - features_mask(landmarks, n)) * mask
+    # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
+    # painted over) a raised edge would show as a bright or dark seam
+    core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
+    add = sharpen * ours * core + np.sqrt(left) * skin * theirs
+    return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
+
+
+def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: float) -> float:
+    """The Gaussian blur (px) that brings `gray`'s crispness inside (`crisp`) down to `target`. The crispness is
+    measured after two blurs (SOFTEN_PROBES) and read between them, linearly; past the larger one it is taken to
+    fall as 1 / (1 + a sigma^2), a fitted to it (on four portraits' textures that model was within 0.2 of the
+    measured crispness, 1-5, from 0.6 to 1.7 px). At most SOFTEN_MOST."""
+    sigmas, crisps = [0.0], [crisp]
+    for probe in SOFTEN_PROBES:
+        sigmas.append(probe)
+        crisps.append(crispness(cv2.GaussianBlur(gray, (0, 0), probe), inside))
+        if crisps[-1] <= target:
+            return float(np.interp(target, crisps[::-1], sigmas[::-1]))
+    a = max(crisp / max(crisps[-1], 1e-6) - 1.0, 1e-3) / sigmas[-1] ** 2
+    return min(float(np.sqrt(max(crisp / max(target, 1e-6) - 1.0, 0.0) / a)), SOFTEN_MOST)

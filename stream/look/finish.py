@@ -1,0 +1,93 @@
+"""What every recaster's face goes through before it is pasted (warp, fomm, stylegan alike): the actor's own mouth
+interior, the actor's colour (steadied per track) and light, the cast's gaze moved to the actor's, and the
+detail of the shot; each track carries its colour, light, gaze and landmark filters from frame to frame."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.look.colour import apply_color, color_stats
+from stream.look.detail import match_detail
+from stream.look.features import _INNER_MOUTH
+from stream.look.filters import OneEuro, keep_recent
+from stream.look.gaze import SPAN_STEADY, cast_gaze
+from stream.look.light import transfer_light
+from stream.look.masks import polygon_mask
+from stream.look.paste import blend
+
+COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
+
+
+@dataclass
+class TrackLook:
+    """What a track carries from frame to frame, so its face does not flicker: the colour statistics, the light's
+    ratio, the gaze shift, the softening blur and the open eyes, each an exponential average, and the filters of its
+    landmarks and mesh."""
+
+    color: np.ndarray | None = None
+    gaze: dict[int, np.ndarray] = field(default_factory=dict)
+    points: OneEuro = field(default_factory=OneEuro)
+    mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
+    light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
+    soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
+    # the open eye of the actor, of the warp's lids and of the 68 points (recasters.eyes_to_read), and a frame count
+    lids: dict[str, float] = field(default_factory=dict)
+    spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
+    read: Any = None  # the iris model's last reading of the eyes (mesh.EyeReading), for the frames it skips
+
+
+class Finish:
+    """The steps a recast face goes through before it is pasted, the same for every recaster: the actor's own
+    mouth interior where the mouth opens (`mouth`; teeth and tongue never smear), the actor's colour (`color`)
+    and light (`light`, with the colour unless told), the cast's irises moved to the actor's gaze (`gaze`), and
+    the shot's detail (`detail`). A recaster whose face is not drawn on the actor's landmarks (FOMM moves the
+    cast's own mouth and eyes) leaves `mouth` and `gaze` off."""
+
+    def __init__(self, *, color: bool = True, light: bool | None = None, mouth: bool = False, gaze: bool = False,
+                 detail: bool = True) -> None:
+        self.color, self.mouth, self.gaze, self.detail = color, mouth, gaze, detail
+        self.light = color if light is None else light
+        self._looks: dict[int, TrackLook] = {}
+
+    def fresh(self) -> Finish:
+        """The same steps with no track state (a session's own)."""
+        other = copy.copy(self)
+        other._looks = {}
+        return other
+
+    def look(self, track_id: int) -> TrackLook:
+        look = self._looks.pop(track_id, None)
+        return keep_recent(self._looks, track_id, look if look is not None else TrackLook())
+
+    def __call__(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, mask: np.ndarray,
+                 look: TrackLook, kept: float = 1.0, spans: np.ndarray | None = None,
+                 cast_spans: np.ndarray | None = None) -> np.ndarray:
+        """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`; `spans`
+        and `cast_spans` where the actor's and the cast's eyes visibly lie (mesh.EyeReading), for the gaze."""
+        n = face.shape[0]
+        if self.mouth:
+            inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
+            if inner.any():
+                face = blend(face, actor, inner)
+        if self.color:
+            # over the whole face: statistics of the skin alone matched skin tones more closely, but moved the
+            # identity towards the actor's (d20: d_cast 0.449 -> 0.479) and flickered more
+            stats = color_stats(face, actor, mask)
+            if stats is not None:
+                look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)
+                face = apply_color(face, look.color)
+        if self.light:
+            face = transfer_light(face, actor, points, mask, look.light)
+        if self.gaze:
+            if spans is not None and np.all(np.isfinite(spans)):  # a face's own bias: averaged slowly
+                look.spans = spans if look.spans is None else look.spans + SPAN_STEADY * (spans - look.spans)
+            # the cast's eyes look where the actor's do
+            face = cast_gaze(face, actor, points, look.gaze, look.spans, cast_spans)
+        if self.detail:
+            # the grain and focus of the shot
+            face = match_detail(face, actor, points, mask, memory=look.soften, kept=kept)
+        return face

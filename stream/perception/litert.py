@@ -1,0 +1,48 @@
+"""LiteRT interpreters for the MediaPipe models, made the same way for every model."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_first = threading.Lock()
+_quieted = False
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null meanwhile (native code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def interpreter(model: Path, threads: int = 1) -> Any:
+    """A LiteRT interpreter with its tensors allocated. The first one in a process makes LiteRT print "INFO:
+    Created TensorFlow Lite XNNPACK delegate for CPU." on stderr (no setting turns it off), which would break the
+    CLI's one-line error contract; it is created with stderr pointed at /dev/null. The service makes its first one
+    at start-up, before it serves."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    global _quieted
+    with _first:
+        if not _quieted:
+            with _stderr_silenced():
+                made = Interpreter(model_path=str(model), num_threads=threads)
+                made.allocate_tensors()
+            _quieted = True
+            return made
+    made = Interpreter(model_path=str(model), num_threads=threads)
+    made.allocate_tensors()
+    return made

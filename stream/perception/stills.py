@@ -1,0 +1,30 @@
+"""Faces in a still picture (a cast portrait): the detector named by `--detector`, and the choice of detectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from stream.perception.geometry import Box, to_gray
+from stream.perception.hog import FaceDetector, LandmarkPredictor
+
+DETECTORS = ("mediapipe", "hog")  # the trackers' face models; the first is the default (see stream.pipeline)
+DEFAULT_DETECTOR = DETECTORS[0]
+StillFaces = Callable[[np.ndarray], list[tuple[Box, np.ndarray]]]  # RGB image -> (box, 68 landmarks) per face
+
+
+def still_faces(detector: str = DEFAULT_DETECTOR, predictor: LandmarkPredictor | None = None) -> StillFaces:
+    """Faces with 68 landmarks in a still image (a cast portrait), found the way the tracker of ``detector`` finds
+    them, so that a cast's landmarks and an actor's come from the same model (the warp maps one onto the other)."""
+    if detector == "mediapipe":
+        from stream.perception.mesh import MeshLandmarker
+
+        return MeshLandmarker().faces
+    hog, model = FaceDetector(detect_width=0, upsample=1), predictor or LandmarkPredictor()
+
+    def faces(image: np.ndarray) -> list[tuple[Box, np.ndarray]]:
+        gray = to_gray(image)
+        return [(box, model.predict(gray, box)) for box in hog.detect(gray)]
+
+    return faces

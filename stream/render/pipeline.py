@@ -1,0 +1,135 @@
+"""File to file: the track pass, the render (offline from whole tracks, or live in one causal pass), and crops
+exported for training."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream.look.align import alignment, crop
+from stream.media.provenance import file_metadata
+from stream.media.sinks import MediaSink
+from stream.media.sources import Frame, MediaSource, is_live
+from stream.perception.face_stage import LiveFaceStage, track_frames
+from stream.perception.geometry import to_gray
+from stream.perception.hog import FaceDetector, LandmarkPredictor
+from stream.perception.hog_tracker import FaceTracker
+from stream.perception.mesh_tracker import MeshTracker
+from stream.perception.stills import DETECTORS
+from stream.perception.track_set import FaceState, TrackSet
+from stream.perception.tracker import Tracker
+from stream.recasters.contract import Recaster
+from stream.render.options import RenderOptions, RenderReport
+from stream.render.renderer import FaceRenderer, RenderedFrame
+from stream.render.threads import Prefetch, StageTimer, ThreadedWriter
+
+
+def make_tracker(options: RenderOptions, predictor: LandmarkPredictor | None = None) -> Tracker:
+    if options.detector == "mediapipe":
+        from stream.perception.blazeface import BlazeFace
+        from stream.perception.mesh import FaceMesh
+
+        return MeshTracker(BlazeFace(tiles=options.tiles, threads=options.threads), FaceMesh(threads=options.threads),
+                           detect_interval=options.detect_interval, max_faces=options.max_faces)
+    if options.detector != "hog":
+        raise ValueError(f"unknown detector {options.detector!r} (one of {', '.join(DETECTORS)})")
+    return FaceTracker(FaceDetector(options.detect_width, options.upsample), predictor or LandmarkPredictor(),
+                       detect_interval=options.detect_interval, max_faces=options.max_faces)
+
+
+def run_tracking(location: str | Path, options: RenderOptions,
+                 on_frame: Callable[[int], None] | None = None, max_frames: int | None = None) -> TrackSet:
+    """The track pass (``recast track``, the first pass of an offline render and of a bake); `max_frames` stops
+    after the first N frames."""
+    with MediaSource(location, keep_audio=False) as source:
+        frames = itertools.islice(source.frames(), max_frames)
+        return track_frames(frames, source.info, make_tracker(options), mode=options.mode,
+                            lookahead=options.lookahead, on_frame=on_frame)
+
+
+def render(location: str | Path, output: str | Path, recaster: Recaster, options: RenderOptions, *,
+           tracks: TrackSet | None = None, on_frame: Callable[[int], None] | None = None,
+           on_rendered: Callable[[Frame, np.ndarray, RenderedFrame], None] | None = None) -> RenderReport:
+    """Render a recast copy of ``location`` to ``output`` (mp4, audio copied, timestamps kept).
+
+    Offline mode uses ``tracks`` (or runs the track pass first); live mode tracks causally in one pass.
+    """
+    timer = StageTimer()
+    if options.mode == "offline" and tracks is None:
+        tracks = run_tracking(location, options)
+    faces_by_frame = tracks.by_frame() if tracks is not None else {}
+    renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
+    source = MediaSource(location)
+    metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
+    sink = MediaSink(output, source.info, audio_stream=source.audio_stream, metadata=metadata,
+                     crf=options.crf, preset=options.preset)
+    writer = ThreadedWriter(sink, source.audio_packets, timer)
+    frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
+    stage = make_tracker(options) if options.mode == "live" else None
+    live = LiveFaceStage(stage, options.lookahead) if stage is not None else None
+    start = time.perf_counter()
+    count = 0
+    seen_tracks: set[int] = set()
+
+    def emit(frame: Frame, faces: list[FaceState]) -> None:
+        nonlocal count
+        seen_tracks.update(f.track_id for f in faces)
+        image = frame.image
+        rendered = renderer.render(image, faces, timer)
+        if on_rendered is not None:
+            on_rendered(frame, image, rendered)
+        writer.write(frame, image)
+        count += 1
+        if on_frame is not None:
+            on_frame(frame.index)
+
+    try:
+        for frame in frames:
+            if live is None:
+                emit(frame, faces_by_frame.get(frame.index, []))
+                continue
+            t0 = time.perf_counter()
+            ready = live.push(frame, to_gray(frame.image))
+            timer.add("track", time.perf_counter() - t0)
+            for item in ready:
+                emit(item[0], item[1])
+        if live is not None:
+            for item in live.flush():
+                emit(item[0], item[1])
+    finally:
+        frames.close()
+        writer.close()
+        source.close()
+    seconds = time.perf_counter() - start
+    info = source.info
+    source_seconds = count / info.fps if info.fps else 0.0
+    cuts = tracks.cuts if tracks is not None else (stage.stats.cuts if stage is not None else [])
+    return RenderReport(count, seconds, source_seconds, renderer.faces_recast, renderer.faces_failed,
+                        frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors,
+                        renderer.faces_held)
+
+
+def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int = 64, every: int = 1) -> int:
+    """Aligned face crops (the smoothed STIT quad at ``size`` px) as PNGs ``t{track}_f{frame}.png``; every N-th
+    face of each track. Returns how many were written."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted: dict[int, list[FaceState]] = {}
+    for track in tracks.tracks:
+        for i, face in enumerate(track.faces):
+            if i % every == 0:
+                wanted.setdefault(face.index, []).append(face)
+    written = 0
+    with MediaSource(location, keep_audio=False) as source:
+        for frame in source.frames():
+            for face in wanted.get(frame.index, []):
+                pixels = crop(frame.image, alignment(face.crop_params, size), cv2.INTER_AREA)
+                Image.fromarray(pixels).save(folder / f"t{face.track_id:03d}_f{frame.index:06d}.png")
+                written += 1
+    return written
