@@ -24,7 +24,7 @@ from stream.look.features import features_mask
 from stream.look.filters import OneEuro
 from stream.look.finish import Finish
 from stream.look.gaze import GAZE_FIND, _iris, cast_gaze
-from stream.look.lids import close_lids
+from stream.look.lids import EyeLids, TrackLids, close_lids
 from stream.look.light import transfer_light
 from stream.look.masks import polygon_mask
 from stream.look.paste import crispness as grey_crispness
@@ -258,19 +258,19 @@ def test_the_lids_close_as_far_as_the_actors_eye_and_stay_still_when_it_is_open(
     the track's own open eye; within the measure's noise near the open eye it does not move at all."""
     lower = np.array([[10.0, 20.0], [20.0, 20.0]])
     upper = np.array([[10.0, 12.0], [20.0, 12.0]])  # 8 px open over a width of 20: 0.4
-    memory: dict[str, float] = {}
+    eye = EyeLids()
     for _ in range(10):  # the actor's eye open (0.3 as the iris model reads it), with its measuring noise
-        assert np.array_equal(close_lids(upper, lower, 20.0, 0.3, memory, "e"), upper)
-        assert np.array_equal(close_lids(upper, lower, 20.0, 0.28, memory, "e"), upper)
-    half = close_lids(upper, lower, 20.0, 0.15, memory, "e")
+        assert np.array_equal(close_lids(upper, lower, 20.0, 0.3, eye), upper)
+        assert np.array_equal(close_lids(upper, lower, 20.0, 0.28, eye), upper)
+    half = close_lids(upper, lower, 20.0, 0.15, eye)
     assert np.allclose(half[:, 1], 16.0, atol=0.5), half  # half the open height, from the lower lid
     assert np.allclose(half[:, 0], upper[:, 0])  # straight down onto the lower lid's points
-    shut = close_lids(upper, lower, 20.0, 0.0, memory, "e")
+    shut = close_lids(upper, lower, 20.0, 0.0, eye)
     assert np.allclose(shut, lower, atol=1e-6)
     # lids the mesh already holds lower than the actor's eye are left there; an unread eye moves nothing
     low = np.array([[10.0, 18.0], [20.0, 18.0]])
-    assert np.array_equal(close_lids(low, lower, 20.0, 0.28, memory, "e"), low)
-    assert np.array_equal(close_lids(upper, lower, 20.0, float("nan"), memory, "e"), upper)
+    assert np.array_equal(close_lids(low, lower, 20.0, 0.28, eye), low)
+    assert np.array_equal(close_lids(upper, lower, 20.0, float("nan"), eye), upper)
 
 
 @pytest.mark.parametrize("size", [200, 384])
@@ -314,14 +314,14 @@ def test_the_eyes_are_read_where_they_may_blink_and_now_and_then_besides() -> No
     gaze (the slow test above) drifted over its bound."""
     landmarks = np.zeros((68, 2))
     landmarks[36:42], landmarks[42:48] = eye_landmarks(70, 100, 40.0), eye_landmarks(130, 100, 40.0)
-    memory: dict[str, float] = {}
-    reads = [eyes_to_read(landmarks, memory) for _ in range(3 * EYES_READ_EVERY)]
+    lids = TrackLids()
+    reads = [eyes_to_read(landmarks, lids) for _ in range(3 * EYES_READ_EVERY)]
     assert sum(reads) == 3 and reads[0]
     squint = landmarks.copy()
     centre = squint[42:48].mean(axis=0)
     squint[42:48, 1] = centre[1] + (squint[42:48, 1] - centre[1]) * 0.85  # one eye 0.85 as open: maybe a blink
-    assert all(eyes_to_read(squint, memory) for _ in range(EYES_READ_EVERY))
-    assert sum(eyes_to_read(landmarks, memory) for _ in range(EYES_READ_EVERY)) == 1  # open again
+    assert all(eyes_to_read(squint, lids) for _ in range(EYES_READ_EVERY))
+    assert sum(eyes_to_read(landmarks, lids) for _ in range(EYES_READ_EVERY)) == 1  # open again
 
 
 def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:

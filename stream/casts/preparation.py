@@ -15,7 +15,7 @@ import numpy as np
 from stream.casts.cast import Cast, CastError, Prepared
 from stream.casts.texture import clean_texture
 from stream.look.align import alignment, crop
-from stream.look.blinks import POINT_LIDS, _mesh_lids, _under_lids
+from stream.look.blinks import POINT_LIDS, mesh_lid_rows, under_lids
 from stream.look.masks import disc, polygon_mask
 from stream.look.piecewise import PiecewiseAffine
 from stream.perception.smoothing import quad_params
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _PreparedCast:
+class PreparedCast:
     cast: Cast
     image: np.ndarray  # [N,N,3] aligned crop of the cast portrait
     landmarks: np.ndarray  # [68,2] in crop pixels
@@ -36,7 +36,7 @@ class _PreparedCast:
     mesh_lids: Any = field(init=False, repr=False)  # the eyes' lids as rows of the dense warp's points
 
     def __post_init__(self) -> None:
-        self.mesh_lids = None if self.dense is None else _mesh_lids(self.dense[1])
+        self.mesh_lids = None if self.dense is None else mesh_lid_rows(self.dense[1])
 
 
 CAST_TEXTURE = 512  # px: the side of a cast's prepared texture
@@ -46,7 +46,7 @@ SMILE_OPEN = 0.125  # a mouth opening over this share of the mouth's width squar
 
 def _points_warp(points: np.ndarray, size: int) -> PiecewiseAffine:
     """The warp over a cast texture's 68 points (`points`), its eyes beneath their upper lids."""
-    return PiecewiseAffine(points, size, under=_under_lids(POINT_LIDS))
+    return PiecewiseAffine(points, size, under=under_lids(POINT_LIDS))
 
 
 DEGRAIN_FROM = 1.5  # a cast texture that enlarges its portrait's face more than this is degrained first
@@ -102,7 +102,7 @@ def _inside(small: Any, big: Any) -> bool:
     return w * h >= 0.5 * small.width * small.height
 
 
-def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _PreparedCast:
+def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> PreparedCast:
     """A cast made ready to warp at `size` px: its face checked (:func:`check_portrait`), aligned and cleaned of
     the portrait's hair, and with the mediapipe detector its dense mesh found. A cast registered with the same
     detector's landmarks was checked and prepared when it was added, and is only read here (aligned again at
@@ -110,7 +110,7 @@ def prepare_cast(cast: Cast, size: int, faces: StillFaces, detector: str) -> _Pr
     ready = cast.prepared if cast.prepared is not None and cast.prepared.detector == detector else None
     if ready is not None and ready.current and ready.rgba.shape[0] == size:
         image = np.ascontiguousarray(ready.rgba[..., :3])
-        return _PreparedCast(cast, image, ready.points, _points_warp(ready.points, size), ready.rgba,
+        return PreparedCast(cast, image, ready.points, _points_warp(ready.points, size), ready.rgba,
                              _dense(ready.mesh, alignment(quad_params(ready.landmarks), size), size))
     if ready is not None:
         return _texture(cast, ready.landmarks, size, ready.mesh)
@@ -134,10 +134,10 @@ def _dense(mesh: np.ndarray | None, align: Any, size: int) -> tuple[PiecewiseAff
 
     ids = dense_vertices(mesh)
     return PiecewiseAffine(align.points_to_crop(mesh[ids].astype(np.float64)), size,
-                           under=_under_lids(_mesh_lids(ids))), ids
+                           under=under_lids(mesh_lid_rows(ids))), ids
 
 
-def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> _PreparedCast:
+def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | None) -> PreparedCast:
     align = alignment(quad_params(landmarks), size)
     points = align.points_to_crop(landmarks.astype(np.float64))
     # how many times the texture (at its full size) enlarges the portrait: the alignment's scale (a similarity)
@@ -159,7 +159,7 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
         alpha = alpha * (1.0 - cv2.GaussianBlur(opening, (0, 0), max(1.0, size / 256)))
     image = _matte_lips(image, lips)
     rgba = np.dstack([image, np.round(alpha * 255).astype(np.uint8)])
-    return _PreparedCast(cast, image, points, _points_warp(points, size), rgba, _dense(mesh, align, size))
+    return PreparedCast(cast, image, points, _points_warp(points, size), rgba, _dense(mesh, align, size))
 
 
 def _smiles_open(opening: np.ndarray, width: float) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from stream.look.blinks import eyes_to_read
+from stream.look.detail import Softening
+from stream.look.lids import TrackLids
 from stream.media.sources import MediaSource
 from stream.perception.face_stage import LiveFaceStage
 from stream.perception.geometry import to_gray
@@ -179,10 +181,10 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
         steps.setdefault(name, []).append(time.perf_counter() - began)
         return out
 
-    soften: dict[str, float] = {}  # one track's: its softening blur is measured on every 4th face, as in a render
+    soften = Softening()  # one track's: its softening blur is measured on every 4th face, as in a render
     read: list[bool] = []  # whether the recast reads the iris model on each face (recasters.eyes_to_read)
     for _ in range(repeats):
-        schedule: dict[str, float] = {}  # the track's eyes as the schedule remembers them, from its first face
+        schedule = TrackLids()  # the track's eyes as the schedule remembers them, from its first face
         for one, (image, landmarks, align) in zip(crops, shots, strict=True):
             n, points, actor = one.image.shape[0], one.landmarks, one.image
             # the renderer's own steps: the crop's crispness kept (every 4th frame of a track), and the test for

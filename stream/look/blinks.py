@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.look.lids import close_lids, lid_opening, open_eye
+from stream.look.lids import EyeLids, TrackLids, close_lids, lid_opening
 
 # the 68 points' eyes: outline, lower lid, upper lid (each above the lower point of the same rank) and corners
 POINT_LIDS = ((range(36, 42), [41, 40], [37, 38], (36, 39)), (range(42, 48), [47, 46], [43, 44], (42, 45)))
@@ -16,20 +16,20 @@ EYES_READ_UNDER = 0.92  # of its open state: a 68-point eye opening under this m
 EYES_READ_EVERY = 2  # frames: an open eye is read this often (every 4th, d0's gaze drifted past its test's bound)
 
 
-def eyes_to_read(points: np.ndarray, memory: dict[str, float]) -> bool:
+def eyes_to_read(points: np.ndarray, lids: TrackLids) -> bool:
     """Whether the iris model (3 ms a face) is to read this frame's eyes: where either eye of the 68 points (the
     mesh's, which follow a blink part of the way) opens less than EYES_READ_UNDER of its open state, and every
     EYES_READ_EVERY frames besides. Between readings the eyes are taken as open: their lids are not lowered."""
     read = False
     for k, (_, lower, upper, (a, b)) in enumerate(POINT_LIDS):
         opening = lid_opening(points[upper], points[lower], max(float(np.linalg.norm(points[b] - points[a])), 1e-6))
-        read |= opening < EYES_READ_UNDER * open_eye(memory, f"seen{k}", opening)
-    frame = memory.get("frames seen", 0.0)
-    memory["frames seen"] = frame + 1.0
+        read |= opening < EYES_READ_UNDER * lids.seen[k].update(opening)
+    frame = lids.frames_seen
+    lids.frames_seen += 1
     return read or frame % EYES_READ_EVERY == 0
 
 
-def _mesh_lids(ids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]], ...]:
+def mesh_lid_rows(ids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]], ...]:
     """mesh.EYE_LIDS as rows of the dense warp's points (`ids`, sorted mesh vertices)."""
     from stream.perception.mesh import EYE_LIDS
 
@@ -40,16 +40,16 @@ def _mesh_lids(ids: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarra
                  for ring, lower, upper, corners in EYE_LIDS)
 
 
-def _blink(points: np.ndarray, lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]], openings: np.ndarray,
-           memory: dict[str, float], name: str) -> np.ndarray:
-    """`points` with each eye's upper lid lowered to the actor's opening (compose.close_lids)."""
+def lower_lids(points: np.ndarray, lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]], openings: np.ndarray,
+               eyes: tuple[EyeLids, EyeLids]) -> np.ndarray:
+    """`points` with each eye's upper lid lowered to the actor's opening (lids.close_lids)."""
     points = points.copy()
     for k, (_, lower, upper, (a, b)) in enumerate(lids):
         width = float(np.linalg.norm(points[b] - points[a]))
-        points[upper] = close_lids(points[upper], points[lower], width, float(openings[k]), memory, f"{name}{k}")
+        points[upper] = close_lids(points[upper], points[lower], width, float(openings[k]), eyes[k])
     return points
 
 
-def _under_lids(lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]]) -> list[tuple[list[int], list[int]]]:
+def under_lids(lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]]) -> list[tuple[list[int], list[int]]]:
     """Each eye's opening as a region beneath its upper lid (align.PiecewiseAffine's `under`)."""
     return [([int(v) for v in ring], [int(v) for v in upper]) for ring, _, upper, _ in lids]

@@ -5,6 +5,8 @@ the actor's fine texture makes up the rest, so the face has the grain and focus 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -21,12 +23,20 @@ KEPT_FREE, KEPT_LEAST = 0.95, 0.7
 SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
 
 
+@dataclass
+class Softening:
+    """A track's softening of a portrait crisper than its shot: the blur, averaged, and the frames softened."""
+
+    sigma: float | None = None
+    age: int = 0
+
+
 def _detail(gray: np.ndarray, sigma: float) -> np.ndarray:
     return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
 
 
 def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                 max_sharpen: float = 2.0, memory: dict[str, float] | None = None, kept: float = 1.0) -> np.ndarray:
+                 max_sharpen: float = 2.0, memory: Softening | None = None, kept: float = 1.0) -> np.ndarray:
     """`face` with fine detail at the actor's level inside `mask` (uint8 [N,N,3] each). The detail is the
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
@@ -47,16 +57,16 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
     if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
         sharpen = 0.0
-        if memory is not None and "sigma" in memory and memory["age"] % SOFTEN_EVERY:
-            blur = memory["sigma"]  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
+        if memory is not None and memory.sigma is not None and memory.age % SOFTEN_EVERY:
+            blur = memory.sigma  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
         else:
             blur = _soften_sigma(gray_face, inside, crisp_ours, crisp_theirs)
             if memory is not None:
-                if "sigma" in memory:
-                    blur = memory["sigma"] + SOFTEN_STEADY * (blur - memory["sigma"])
-                memory["sigma"] = blur
+                if memory.sigma is not None:
+                    blur = memory.sigma + SOFTEN_STEADY * (blur - memory.sigma)
+                memory.sigma = blur
         if memory is not None:
-            memory["age"] = memory.get("age", 0.0) + 1.0
+            memory.age += 1
         if blur >= 0.3:
             face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
             gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))

@@ -7,11 +7,11 @@ import numpy as np
 
 from stream.look.masks import disc, polygon_mask
 
-_EYES = (list(range(36, 42)), list(range(42, 48)))
-_BROWS = (list(range(17, 22)), list(range(22, 27)))
-_NOSE = list(range(27, 36))
-_LIPS = list(range(48, 60))
-_INNER_MOUTH = list(range(60, 68))
+EYES = (list(range(36, 42)), list(range(42, 48)))
+BROWS = (list(range(17, 22)), list(range(22, 27)))
+NOSE = list(range(27, 36))
+LIPS = list(range(48, 60))
+INNER_MOUTH = list(range(60, 68))
 
 
 def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -21,7 +21,7 @@ def features_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
     grow = max(1.0, 0.12 * iod)
     mask = np.zeros((work, work), np.float32)
-    for part in (*_EYES, *_BROWS, _NOSE, _LIPS):
+    for part in (*EYES, *BROWS, NOSE, LIPS):
         mask = np.maximum(mask, polygon_mask(points[part], work))
     grown = cv2.dilate(mask, disc(round(grow)))
     out = np.asarray(cv2.GaussianBlur(grown, (0, 0), grow / 2), np.float32)

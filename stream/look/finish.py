@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from stream.look.colour import apply_color, color_stats
-from stream.look.detail import match_detail
-from stream.look.features import _INNER_MOUTH
+from stream.look.detail import Softening, match_detail
+from stream.look.features import INNER_MOUTH
 from stream.look.filters import OneEuro, keep_recent
 from stream.look.gaze import SPAN_STEADY, cast_gaze
-from stream.look.light import transfer_light
+from stream.look.lids import TrackLids
+from stream.look.light import Lighting, transfer_light
 from stream.look.masks import polygon_mask
 from stream.look.paste import blend
+from stream.perception.mesh import EyeReading
 
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 
@@ -32,12 +33,11 @@ class TrackLook:
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
     points: OneEuro = field(default_factory=OneEuro)
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
-    light: dict[str, np.ndarray] = field(default_factory=dict)  # the light's ratio field, averaged
-    soften: dict[str, float] = field(default_factory=dict)  # the blur that softens a crisp portrait to the shot
-    # the open eye of the actor, of the warp's lids and of the 68 points (recasters.eyes_to_read), and a frame count
-    lids: dict[str, float] = field(default_factory=dict)
+    light: Lighting = field(default_factory=Lighting)
+    soften: Softening = field(default_factory=Softening)  # the blur that softens a crisp portrait to the shot
+    lids: TrackLids = field(default_factory=TrackLids)  # the open eyes of the actor, the warp's lids, the 68 points
     spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
-    read: Any = None  # the iris model's last reading of the eyes (mesh.EyeReading), for the frames it skips
+    read: EyeReading | None = None  # the iris model's last reading of the eyes, for the frames it skips
 
 
 class Finish:
@@ -70,7 +70,7 @@ class Finish:
         and `cast_spans` where the actor's and the cast's eyes visibly lie (mesh.EyeReading), for the gaze."""
         n = face.shape[0]
         if self.mouth:
-            inner = polygon_mask(points[_INNER_MOUTH], n, blur=1.5)
+            inner = polygon_mask(points[INNER_MOUTH], n, blur=1.5)
             if inner.any():
                 face = blend(face, actor, inner)
         if self.color:

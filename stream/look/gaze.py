@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.look.features import _EYES
+from stream.look.features import EYES
 from stream.look.filters import smoothstep
 from stream.look.masks import polygon_mask
 
@@ -67,7 +67,7 @@ def cast_gaze(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray,
     corners lie outside d0's actor's visible ones, unevenly, and the cast's irises looked aside unevenly)."""
     n = face.shape[0]
     out = face.copy()
-    for side, eye in enumerate(_EYES):
+    for side, eye in enumerate(EYES):
         points = landmarks[eye]
         width = float(np.linalg.norm(points[3] - points[0]))
         height = float(np.linalg.norm(points[1] - points[5]) + np.linalg.norm(points[2] - points[4])) / 2

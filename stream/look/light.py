@@ -3,6 +3,8 @@ across at low resolution."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -15,8 +17,15 @@ LIGHT_STEADY = 0.5  # the share of a new light measurement taken each frame
 LIGHT_RANGE = (0.5, 2.0)  # the most a channel of the cast's skin is scaled at a place
 
 
+@dataclass
+class Lighting:
+    """A track's light: the ratio field of the actor's light over the cast's, averaged over frames."""
+
+    ratio: np.ndarray | None = None  # [LIGHT_WORK,LIGHT_WORK,3] float
+
+
 def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mask: np.ndarray,
-                   memory: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                   memory: Lighting | None = None) -> np.ndarray:
     """`face` lit and coloured as the actor's skin is, place by place: per channel, the ratio of the actor's
     low-frequency colour to the face's, each measured over the plain skin only (not eyes, brows, nostrils or lips,
     whose darkness is not light: normalised convolution fills the skin's values in across them), multiplied into
@@ -49,9 +58,9 @@ def transfer_light(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, m
     pasted = cv2.dilate((small_mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8))[..., None]
     ratio = np.clip((theirs + 1.0) / (ours + 1.0), *LIGHT_RANGE)
     if memory is not None:  # one per track: the light of a face changes slowly, its measurement is noisy
-        if "ratio" in memory:
-            ratio = memory["ratio"] + LIGHT_STEADY * (ratio - memory["ratio"])
-        memory["ratio"] = ratio
+        if memory.ratio is not None:
+            ratio = memory.ratio + LIGHT_STEADY * (ratio - memory.ratio)
+        memory.ratio = ratio
     ratio = np.where(pasted > 0, 1.0 + (ratio - 1.0) * reach, 1.0)
     full = cv2.resize(ratio.astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.multiply(face, full, dtype=cv2.CV_8U))  # rounded, saturated

@@ -13,7 +13,7 @@ import numpy as np
 
 from stream.casts.cast import Cast, CastError
 from stream.casts.preparation import CAST_TEXTURE, prepare_cast
-from stream.look.blinks import POINT_LIDS, _blink, eyes_to_read
+from stream.look.blinks import POINT_LIDS, eyes_to_read, lower_lids
 from stream.look.finish import Finish
 from stream.look.masks import face_mask
 from stream.perception.hog import LandmarkPredictor
@@ -76,7 +76,7 @@ class WarpRecaster(CastingRecaster):
         open_points = points
         if reading is not None:  # the 68 points' lids too: the gaze and the masks read the eyes' openings from them
             look.read = reading
-            points = _blink(points, POINT_LIDS, reading.openings, look.lids, "points")
+            points = lower_lids(points, POINT_LIDS, reading.openings, look.lids.points)
         # where the eyes visibly lie is averaged every frame, from the last reading on the frames the model skips
         spans = None if look.read is None else look.read.spans
         if face.mesh is not None and prepared.dense is not None:
@@ -85,7 +85,7 @@ class WarpRecaster(CastingRecaster):
             mesh = look.mesh(face.mesh[ids, :2], n, scale_of=face.landmarks)
             open_mesh = mesh
             if reading is not None:
-                mesh = _blink(mesh, prepared.mesh_lids, reading.openings, look.lids, "mesh")
+                mesh = lower_lids(mesh, prepared.mesh_lids, reading.openings, look.lids.mesh)
             texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2],
                                  under_points=open_mesh[dense.under_ids])
         else:
