@@ -185,6 +185,52 @@ def test_a_damaged_entry_is_named_and_skipped(registry: Path, tmp_path: Path,
     assert listed[0]["id"] == "liveportrait_s42" and "cast.json" in listed[0]["problem"]
 
 
+@pytest.mark.parametrize("damage", ["nested", "files_list", "files_outside", "link_to_device", "link_out",
+                                    "fomm_string", "huge"])
+def test_a_damaged_entry_never_stops_the_registry(registry: Path, tmp_path: Path, damage: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A cast.json nested too deep to parse, with `files` of the wrong shape or naming a path out of the cast's
+    folder, a cast file that is a link to a device or out of the folder, a `fomm` that is not an object, an
+    entry of gigabytes: each is that cast's problem, named with its file; `casts list` and the service's loading
+    go on with the other casts, exit 0, no traceback, and nothing outside the folder is read."""
+    import shutil
+
+    folder = tmp_path / "reg"
+    shutil.copytree(registry, folder)
+    shutil.copytree(folder / "liveportrait_s42", folder / "bad")
+    entry_path = folder / "bad" / "cast.json"
+    entry = json.loads(entry_path.read_text())
+    entry["id"] = "bad"
+    if damage == "nested":
+        entry_path.write_text('{"version": 1, "id": "bad", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    elif damage == "huge":
+        entry_path.write_text(json.dumps(entry) + " " * (2 << 20))
+    else:
+        if damage == "files_list":
+            entry["files"] = []
+        elif damage == "files_outside":
+            entry["files"] = {"../../etc/hostname": "0" * 64, "texture.png": entry["files"]["texture.png"]}
+        elif damage == "link_to_device":
+            (folder / "bad" / "portrait.png").unlink()
+            (folder / "bad" / "portrait.png").symlink_to("/dev/zero")
+        elif damage == "link_out":
+            (folder / "bad" / "portrait.png").unlink()
+            (folder / "bad" / "portrait.png").symlink_to(folder / "liveportrait_s42" / "portrait.png")
+        elif damage == "fomm_string":
+            entry["fomm"] = "vox.pth.tar"
+        entry_path.write_text(json.dumps(entry))
+    problems: list[str] = []
+    loaded = CastRegistry(folder).load_all(problems)
+    assert [c.cast_id for c in loaded] == ["liveportrait_s42"]
+    assert len(problems) == 1 and str(folder / "bad") in problems[0], problems
+    capsys.readouterr()
+    assert main(["casts", "list", "--casts", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "liveportrait_s42  synthetic" in out.out
+    if damage not in ("link_to_device", "link_out"):  # those entries are whole; their files are checked at load
+        assert "bad: " in out.out, out.out
+
+
 def test_render_takes_a_registered_cast_by_its_id(registry: Path, tmp_path: Path) -> None:
     import av
 

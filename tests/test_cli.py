@@ -130,3 +130,16 @@ def test_the_callers_mistakes_are_one_family_and_exit_2(tmp_path: Path, monkeypa
     assert main(["track", str(media("videos/liveportrait_d20.mp4")), "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "make install" in err[0] and "Traceback" not in err[0], err
+
+
+@pytest.mark.parametrize("keys", ["/dev/zero", "latin1", "missing"])
+def test_a_bad_api_keys_file_is_one_line_and_exit_2(keys: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`recast serve --api-keys-file`: a device read without end, a file that is not UTF-8 text, a missing file:
+    each is one line naming the file, exit 2, before anything is served."""
+    path = Path(keys) if keys.startswith("/") else tmp_path / "keys.txt"
+    if keys == "latin1":
+        path.write_bytes("clé-de-test-très-longue\n".encode("latin-1"))
+    assert main(["serve", "--api-keys-file", str(path), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "Traceback" not in err[0], err

@@ -248,3 +248,25 @@ def test_a_viewers_new_cast_is_drawn_on_a_repeated_frame(d20_opening: list[tuple
         state.cast = other.cast_id
     worker.render(*d20_opening[7])  # frame 7 repeats frame 6
     assert worker.renderer.faces_held == (0 if switch else 1)
+
+
+def test_a_render_that_cannot_start_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink that cannot open (its folder is a file) and a live tracker whose models are missing: each is a
+    clear error, and no decode or encode thread is left running."""
+    import threading
+
+    from engines.errors import InputError
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("recast-")]
+
+    before = ours()
+    clip = media("videos/liveportrait_d20.mp4")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(Exception):  # noqa: B017 (PyAV's own error for a path it cannot write)
+        render(clip, tmp_path / "file" / "out.mp4", IdentityRecaster(), RenderOptions(mode="live", detector="hog"))
+    assert ours() == before
+    monkeypatch.setenv("RECAST_MEDIAPIPE", str(tmp_path / "no-models"))
+    with pytest.raises(InputError, match="make install"):
+        render(clip, tmp_path / "out.mp4", IdentityRecaster(), RenderOptions(mode="live"))
+    assert ours() == before

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 CAST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 MAX_SOURCE_NOTE = 500
 REGISTRY_VERSION = 1
+CAST_FILES = ("portrait.png", "texture.png")  # the files of a cast's folder that its entry names and hashes
+MAX_ENTRY_BYTES = 1 << 20  # a cast.json is about 30 KB (its mesh's 468 points)
+MAX_CAST_FILE_BYTES = 256 << 20  # a portrait of MAX_CAST_PIXELS as PNG is well under this
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
 # a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
 # 3: the hair left out grown, HAIR_GROW; a smiling mouth left out and its lips' glint matted; 4: the faint strands
@@ -121,7 +126,7 @@ class CastRegistry:
                 "texture_points": np.round(cast.prepared.points, 3).tolist(),
                 "mesh": None if cast.prepared.mesh is None else np.round(cast.prepared.mesh, 2).tolist(),
                 "fomm": None if cast.fomm is None else {"path": str(cast.fomm), "sha256": fomm_sha256},
-                "files": {name: sha256_path(work / name) for name in ("portrait.png", "texture.png")},
+                "files": {name: sha256_path(work / name) for name in CAST_FILES},
             }
             (work / "cast.json").write_text(json.dumps(entry, indent=1))
             old = None
@@ -145,15 +150,29 @@ class CastRegistry:
         shutil.rmtree(gone, ignore_errors=True)
 
     def entry(self, cast_id: str) -> dict[str, Any]:
+        """A cast's `cast.json`, read within MAX_ENTRY_BYTES and checked field by field; RegistryError naming the
+        file and what is wrong otherwise (a damaged entry never stops the registry's other casts)."""
         path = self.folder / cast_id / "cast.json"
         try:
-            entry = json.loads(path.read_text())
+            with path.open("rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    raise RegistryError(f"{path}: not a regular file")
+                raw = file.read(MAX_ENTRY_BYTES + 1)
         except FileNotFoundError:
             raise RegistryError(f"{self.folder}: no cast {cast_id!r} registered (it has {self.ids()})") from None
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"{path}: unreadable ({exc})") from exc
+        except OSError as exc:
+            raise RegistryError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise RegistryError(f"{path}: over {MAX_ENTRY_BYTES} bytes; not a cast entry")
+        try:
+            entry = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than Python parses
+            raise RegistryError(f"{path}: unreadable ({type(exc).__name__})") from None
         if not isinstance(entry, dict) or entry.get("version") != REGISTRY_VERSION or entry.get("id") != cast_id:
             raise RegistryError(f"{path}: not a version-{REGISTRY_VERSION} entry for cast {cast_id!r}")
+        problem = _entry_problem(entry)
+        if problem:
+            raise RegistryError(f"{path}: a damaged entry ({problem})")
         return entry
 
     def load(self, cast_id: str, problems: list[str] | None = None) -> Cast:
@@ -166,7 +185,7 @@ class CastRegistry:
         folder = self.folder / cast_id
         try:
             for name, digest in entry["files"].items():
-                if sha256_path(folder / name) != digest:
+                if _file_digest(folder / name) != digest:
                     raise RegistryError(f"{folder / name}: does not match its sha256 in cast.json (changed or "
                                         "damaged); add the cast again")
             with Image.open(folder / "portrait.png") as im:
@@ -181,7 +200,7 @@ class CastRegistry:
             fomm = self._fomm(cast_id, entry["fomm"], problems) if entry.get("fomm") else None
         except RegistryError:
             raise
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"{folder / 'cast.json'}: a damaged entry ({type(exc).__name__}: {exc})") from exc
         if kind not in ("synthetic", "consented"):
             raise RegistryError(f"{folder / 'cast.json'}: kind {kind!r} is neither synthetic nor consented")
@@ -211,3 +230,42 @@ class CastRegistry:
             except RegistryError as exc:
                 problems.append(str(exc))
         return casts
+
+
+def _entry_problem(entry: dict[str, Any]) -> str:
+    """What is wrong with a cast entry's fields, or "": the files it names are exactly the cast's own two (never a
+    path outside its folder), each with a sha256; the other fields of the types `add` writes."""
+    files = entry.get("files")
+    if not isinstance(files, dict) or set(files) != set(CAST_FILES):
+        return f"files must name exactly {', '.join(CAST_FILES)}"
+    if not all(isinstance(d, str) and SHA256.match(d) for d in files.values()):
+        return "each file's sha256 must be 64 hex digits"
+    for key in ("kind", "source", "detector"):
+        if not isinstance(entry.get(key), str):
+            return f"{key} must be a string"
+    for key in ("landmarks", "texture_points"):
+        if not isinstance(entry.get(key), list):
+            return f"{key} must be a list of points"
+    if entry.get("mesh") is not None and not isinstance(entry["mesh"], list):
+        return "mesh must be a list of points or null"
+    fomm = entry.get("fomm")
+    if fomm is not None and not (isinstance(fomm, dict) and isinstance(fomm.get("path"), str)
+                                 and isinstance(fomm.get("sha256"), str)):
+        return "fomm must be null or a path and its sha256"
+    if not isinstance(entry.get("texture", 1), int):
+        return "texture must be a version number"
+    return ""
+
+
+def _file_digest(path: Path) -> str:
+    """A cast file's sha256, read only when it lies in its cast's folder (a link out of it is refused) and is a
+    regular file (not a device, a pipe or a folder) of at most MAX_CAST_FILE_BYTES; RegistryError otherwise."""
+    if not path.resolve().is_relative_to(path.parent.resolve()):
+        raise RegistryError(f"{path}: leads out of its cast's folder; add the cast again")
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise RegistryError(f"{path}: unreadable ({exc.strerror or exc}); add the cast again") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CAST_FILE_BYTES:
+        raise RegistryError(f"{path}: not a regular file of at most {MAX_CAST_FILE_BYTES} bytes; add the cast again")
+    return sha256_path(path)

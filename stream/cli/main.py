@@ -331,15 +331,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_KEYS_FILE = 1 << 20  # bytes: a million of them is some 30,000 keys
+
+
+def _keys_from_file(path: Path) -> list[str]:
+    """One API key a line, from a UTF-8 text file of at most MAX_KEYS_FILE bytes (read no further: a device such as
+    /dev/zero is refused, not read for ever)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_KEYS_FILE + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the API keys ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_KEYS_FILE:
+        raise UsageError(f"{path}: over {MAX_KEYS_FILE} bytes; not an API keys file (one key a line)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; an API keys file holds one key a line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     import os
 
     keys = [k.strip() for k in os.environ.get("RECAST_API_KEYS", "").split(",") if k.strip()]
     if args.api_keys_file:
-        try:
-            keys += [line.strip() for line in Path(args.api_keys_file).read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise UsageError(f"{args.api_keys_file}: cannot read the API keys ({exc})") from exc
+        keys += _keys_from_file(Path(args.api_keys_file))
     if any(len(k) < 16 for k in keys):
         raise UsageError("API keys must be at least 16 characters")
     return tuple(keys)

@@ -12,7 +12,6 @@ of one inference (about 5 ms here) per tile. Detections of all passes are merged
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 
 from stream.perception.geometry import Box
-from stream.perception.litert import interpreter
+from stream.perception.litert import LiteModel
 from stream.perception.model_files import mediapipe_model
 
 INPUT = 192
@@ -90,11 +89,8 @@ class BlazeFace:
     def __init__(self, tiles: int = 0, min_score: float = MIN_SCORE, threads: int = 1,
                  model: Path | None = None) -> None:
         self.tiles, self.min_score = tiles, min_score
-        self._interpreter = interpreter(model or mediapipe_model("face_detection_full_range_sparse"), threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        self._scores, self._regressors = outputs[0]["index"], outputs[1]["index"]
-        self._lock = threading.Lock()
+        self._model = LiteModel(model or mediapipe_model("face_detection_full_range_sparse"), threads)
+        self._scores, self._regressors = self._model.by_width[:2]
 
     def _infer(self, rgb: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes [N,4] (x0,y0,x1,y1), scores [N], key points [N,6,2] of one square-letterboxed picture, in the
@@ -108,11 +104,8 @@ class BlazeFace:
         canvas = np.zeros((INPUT, INPUT, 3), np.float32)
         oy, ox = (INPUT - resized.shape[0]) // 2, (INPUT - resized.shape[1]) // 2
         canvas[oy:oy + resized.shape[0], ox:ox + resized.shape[1]] = resized.astype(np.float32) / 127.5 - 1.0
-        with self._lock:
-            self._interpreter.set_tensor(self._input, canvas[None])
-            self._interpreter.invoke()
-            raw = self._interpreter.get_tensor(self._regressors)[0]
-            logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
+        regressors, logits = self._model.run(canvas[None], self._regressors, self._scores)
+        raw, logits = regressors[0], logits[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
         keep = scores >= min_score
         if not keep.any():

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _first = threading.Lock()
 _quieted = False
 
@@ -46,3 +48,23 @@ def interpreter(model: Path, threads: int = 1) -> Any:
     made = Interpreter(model_path=str(model), num_threads=threads)
     made.allocate_tensors()
     return made
+
+
+class LiteModel:
+    """One model on LiteRT: its interpreter, its single input, and a run that sets the input and reads the outputs
+    asked for, under a lock (an interpreter is not thread-safe; a tracker keeps its own)."""
+
+    def __init__(self, model: Path, threads: int = 1) -> None:
+        self._interpreter = interpreter(model, threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        outputs = self._interpreter.get_output_details()
+        self.by_width = [d["index"] for d in sorted(outputs, key=lambda d: int(d["shape"][-1]))]  # narrowest first
+        self.by_name = {d["name"]: d["index"] for d in outputs}
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray, *outputs: int) -> list[np.ndarray]:
+        """The outputs (by index) for one input batch (float32, the model's input shape)."""
+        with self._lock:
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            return [self._interpreter.get_tensor(index) for index in outputs]

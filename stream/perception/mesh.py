@@ -15,7 +15,6 @@ dlib's points fall (see FEATURES).
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from stream.perception.litert import interpreter
+from stream.perception.litert import LiteModel
 from stream.perception.model_files import mediapipe_model
 
 if TYPE_CHECKING:
@@ -140,20 +139,15 @@ class FaceMesh:
     """One LiteRT interpreter of face_landmark.tflite (not thread-safe: one per tracker)."""
 
     def __init__(self, threads: int = 1, model: Path | None = None) -> None:
-        self._interpreter = interpreter(model or mediapipe_model("face_landmark"), threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        self._score, self._points = outputs[0]["index"], outputs[1]["index"]
-        self._lock = threading.Lock()
+        self._model = LiteModel(model or mediapipe_model("face_landmark"), threads)
+        self._score, self._points = self._model.by_width[:2]
 
     def run(self, rgb: np.ndarray, crop: Crop) -> MeshResult:
         m = crop.matrix()
         patch = cv2.warpAffine(rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        with self._lock:
-            self._interpreter.set_tensor(self._input, (patch.astype(np.float32) / 255.0)[None])
-            self._interpreter.invoke()
-            raw = self._interpreter.get_tensor(self._points).reshape(468, 3).astype(np.float64)
-            logit = float(self._interpreter.get_tensor(self._score).ravel()[0])
+        points, scores = self._model.run((patch.astype(np.float32) / 255.0)[None], self._points, self._score)
+        raw = points.reshape(468, 3).astype(np.float64)
+        logit = float(scores.ravel()[0])
         inverse = cv2.invertAffineTransform(m)
         xy = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
         z = raw[:, 2:3] * (crop.side / INPUT)
@@ -188,11 +182,8 @@ class EyeOpenings:
     0.44 of their opening (dlib's points), the mesh's close to 0.77 of theirs, the iris model's to 0.33."""
 
     def __init__(self, model: Path | None = None) -> None:
-        self._interpreter = interpreter(model or mediapipe_model("iris_landmark"))
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
-        self._contour = outputs["output_eyes_contours_and_brows"]
-        self._lock = threading.Lock()
+        self._model = LiteModel(model or mediapipe_model("iris_landmark"))
+        self._contour = self._model.by_name["output_eyes_contours_and_brows"]
 
     def __call__(self, rgb: np.ndarray, landmarks: np.ndarray) -> EyeReading:
         """The eyes at dlib's points 36-41 and 42-47 of `landmarks` (pixels of `rgb`); nan for an eye narrower than
@@ -216,10 +207,8 @@ class EyeOpenings:
             m = np.array([[-1.0, 0.0, IRIS_INPUT], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
         patch = cv2.warpAffine(rgb, m, (IRIS_INPUT, IRIS_INPUT), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
-        with self._lock:
-            self._interpreter.set_tensor(self._input, (patch.astype(np.float32) / 255.0)[None])
-            self._interpreter.invoke()
-            outline = self._interpreter.get_tensor(self._contour).reshape(-1, 3)[:16, :2].astype(np.float64)
+        (contour,) = self._model.run((patch.astype(np.float32) / 255.0)[None], self._contour)
+        outline = contour.reshape(-1, 3)[:16, :2].astype(np.float64)
         height = float(np.mean(outline[_LOWER_LID, 1] - outline[_UPPER_LID, 1]))  # the patch is level: y is up-down
         reading.openings[k] = max(height, 0.0) / max(abs(outline[8, 0] - outline[0, 0]), 1e-6)
         back = cv2.invertAffineTransform(m)

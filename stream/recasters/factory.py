@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engines.errors import InputError
 from stream.casts.cast import Cast
 from stream.perception.stills import DEFAULT_DETECTOR
 from stream.recasters.contract import IdentityRecaster, Recaster
@@ -18,6 +19,6 @@ def make_recaster(engine: str, casts: Sequence[Cast] = (), *, color: bool = True
     if engine == "warp":
         return WarpRecaster(casts, color=color, detector=detector)
     if engine in ("stylegan", "fomm"):
-        raise NotImplementedError(f"the {engine} recaster needs a baked title and model weights "
-                                  "(not part of this release)")
-    raise ValueError(f"unknown engine {engine!r}")
+        raise InputError(f"the {engine} recaster plays a baked title: give --title ID --cache DIR "
+                         "(`recast bake` makes one)")
+    raise InputError(f"unknown engine {engine!r} (identity, warp, stylegan or fomm)")

@@ -3,6 +3,7 @@ exported for training."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -64,31 +65,35 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
         tracks = run_tracking(location, options)
     faces_by_frame = tracks.by_frame() if tracks is not None else {}
     renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
-    source = MediaSource(location)
-    metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
-    sink = MediaSink(output, source.info, audio_stream=source.audio_stream, metadata=metadata,
-                     crf=options.crf, preset=options.preset)
-    writer = ThreadedWriter(sink, source.audio_packets, timer)
-    frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
     stage = make_tracker(options) if options.mode == "live" else None
     live = LiveFaceStage(stage, options.lookahead) if stage is not None else None
-    start = time.perf_counter()
     count = 0
     seen_tracks: set[int] = set()
+    # whatever was opened or started is closed and joined in reverse order, however far the set-up got (a sink
+    # that fails to open leaves no thread behind)
+    with contextlib.ExitStack() as opened:
+        source = opened.enter_context(MediaSource(location))
+        metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
+        sink = opened.enter_context(MediaSink(output, source.info, audio_stream=source.audio_stream,
+                                              metadata=metadata, crf=options.crf, preset=options.preset))
+        writer = ThreadedWriter(sink, source.audio_packets, timer)
+        opened.callback(writer.close)
+        frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
+        opened.callback(frames.close)
+        start = time.perf_counter()
 
-    def emit(frame: Frame, faces: list[FaceState]) -> None:
-        nonlocal count
-        seen_tracks.update(f.track_id for f in faces)
-        image = frame.image
-        rendered = renderer.render(image, faces, timer)
-        if on_rendered is not None:
-            on_rendered(frame, image, rendered)
-        writer.write(frame, image)
-        count += 1
-        if on_frame is not None:
-            on_frame(frame.index)
+        def emit(frame: Frame, faces: list[FaceState]) -> None:
+            nonlocal count
+            seen_tracks.update(f.track_id for f in faces)
+            image = frame.image
+            rendered = renderer.render(image, faces, timer)
+            if on_rendered is not None:
+                on_rendered(frame, image, rendered)
+            writer.write(frame, image)
+            count += 1
+            if on_frame is not None:
+                on_frame(frame.index)
 
-    try:
         for frame in frames:
             if live is None:
                 emit(frame, faces_by_frame.get(frame.index, []))
@@ -101,10 +106,6 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
         if live is not None:
             for item in live.flush():
                 emit(item[0], item[1])
-    finally:
-        frames.close()
-        writer.close()
-        source.close()
     seconds = time.perf_counter() - start
     info = source.info
     source_seconds = count / info.fps if info.fps else 0.0

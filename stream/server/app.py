@@ -333,6 +333,29 @@ def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
     return sdp, offered
 
 
+async def _answer(session: Session, pc: RTCPeerConnection, sdp: str, offered: Offer) -> str | None:
+    """The offer set on the peer connection, the session's tracks added and the answer made; why the offer cannot
+    be used, or None."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        guard_data_channel_text(pc, session.refuse_text)
+        if session.title is not None and not session.closed:
+            # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
+            video = TitleVideoTrack(session, session.title.path)
+            session.tracks.append(video)
+            pc.addTrack(video)
+            if session.title.has_audio and offered.receives("audio"):
+                audio = TitleAudioTrack(session, session.title.path)
+                session.tracks.append(audio)
+                pc.addTrack(audio)
+        if session.title is None and not session.tracks:
+            return "a camera session's offer must send video"
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        return str(exc)[:200]
+    return None
+
+
 async def offer(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     _session(request)  # an unknown session is refused before its body is read
@@ -367,27 +390,12 @@ async def offer(request: web.Request) -> web.StreamResponse:
             else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
                 session.discard(track)
 
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        guard_data_channel_text(pc, session.refuse_text)
-        if session.title is not None and not session.closed:
-            # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
-            video = TitleVideoTrack(session, session.title.path)
-            session.tracks.append(video)
-            pc.addTrack(video)
-            if session.title.has_audio and offered.receives("audio"):
-                audio = TitleAudioTrack(session, session.title.path)
-                session.tracks.append(audio)
-                pc.addTrack(audio)
-        if session.title is None and not session.tracks:
-            raise ValueError("a camera session's offer must send video")
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+    refused = await _answer(session, pc, sdp, offered)
+    if refused is not None:
         if session.closed:  # ended while negotiating; its close closed the peer connection
-            raise ApiError(404, "unknown_session", "the session ended during negotiation") from None
+            raise ApiError(404, "unknown_session", "the session ended during negotiation")
         await service.close(session.id, "bad_sdp")
-        return error(400, "bad_sdp", f"cannot use this offer: {str(exc)[:200]}")
+        raise ApiError(400, "bad_sdp", f"cannot use this offer: {refused}")
     if session.closed:
         raise ApiError(404, "unknown_session", "the session ended during negotiation")
     session.answered = True
