@@ -1,7 +1,9 @@
-"""Shared fixtures: the real media in ../shared/media and small videos made on the fly."""
+"""Shared fixtures: the real media in ../shared/media, small videos made on the fly, and what several test files
+need built once (the hamilton clip's tracks, the s42 cast and its warp recaster)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -13,9 +15,19 @@ import av
 import numpy as np
 import pytest
 
+from stream.casts.cast import Cast, cast_from_file
+from stream.perception.track_set import TrackSet
+from stream.recasters.warp import WarpRecaster
+from stream.render.options import RenderOptions
+from stream.render.pipeline import run_tracking
+
 SHARED = Path(os.environ.get("RECAST_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MEDIA = SHARED / "media"
 REFERENCE = SHARED / "reference"
+
+
+HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"  # a wide shot, a turning close-up, an audience
+S42 = "images/liveportrait_s42.jpg"  # the portrait the look's goals are measured with
 
 
 def media(name: str) -> Path:
@@ -147,3 +159,19 @@ def capture_rendered() -> tuple[dict[int, np.ndarray], Callable[[Any, np.ndarray
         touched[frame.index] = weight
 
     return touched, on_rendered
+
+
+@pytest.fixture(scope="session")
+def hamilton_tracks() -> TrackSet:
+    """The hamilton clip tracked once for the whole run, with the default options (the mesh tracker)."""
+    return run_tracking(media(HAMILTON), RenderOptions())
+
+
+@functools.cache
+def s42_cast() -> Cast:
+    return cast_from_file(media(S42))
+
+
+def s42_warp(**options: Any) -> WarpRecaster:
+    """A fresh warp recaster of the s42 cast (its own track state; the cast is read once)."""
+    return WarpRecaster([s42_cast()], **options)

@@ -23,7 +23,7 @@ from stream.perception.stills import DEFAULT_DETECTOR, still_faces
 from stream.recasters.contract import FaceCrop
 from stream.recasters.warp import WarpRecaster
 from stream.server.app import ServerConfig
-from tests.conftest import media
+from tests.conftest import media, s42_warp
 from tests.demo_title import DemoTitle
 from tests.session_harness import SessionHarness
 from tests.webrtc_client import run_async, running_server
@@ -125,7 +125,7 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
     assert np.abs(fresh.rgba.astype(int) - cast.prepared.rgba).mean() < 0.5
     face = FaceCrop(1, fresh.image, fresh.landmarks)
     a, _ = WarpRecaster([cast]).recast(face)
-    b, _ = WarpRecaster([cast_from_file(S42)]).recast(face)
+    b, _ = s42_warp().recast(face)
     assert np.abs(a.astype(int) - b).mean() < 1.0
 
 

@@ -33,7 +33,7 @@ from stream.recasters.contract import IdentityRecaster
 from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import render
-from tests.conftest import SHARED, media
+from tests.conftest import SHARED, media, s42_warp
 
 CAST = media("images/liveportrait_s42.jpg")
 SCORER = SHARED / "tools" / "recast_score.py"
@@ -188,7 +188,7 @@ def test_the_recast_looks_where_the_actor_looks(tmp_path: Path) -> None:
 
     source = media("videos/liveportrait_d0.mp4")
     out = tmp_path / "d0.mp4"
-    recaster = WarpRecaster([cast_from_file(CAST)])
+    recaster = s42_warp()
     render(source, out, recaster, RenderOptions())
     (cast_spans,) = recaster._cast_spans.values()
     assert cast_spans is not None
@@ -332,7 +332,7 @@ def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:
 
     clip = first_frames(media("videos/liveportrait_s18.mp4"), tmp_path / "s18.mp4", 16)
     out = tmp_path / "out.mp4"
-    render(clip, out, WarpRecaster([cast_from_file(CAST)]), RenderOptions())
+    render(clip, out, s42_warp(), RenderOptions())
     dlib = Scorer()
 
     def openings(path: Path) -> np.ndarray:
@@ -710,7 +710,7 @@ def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
     """stream/quality.py computes what shared/tools/recast_score.py computes, to the third decimal."""
     clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "d20.mp4", 36)
     out = tmp_path / "out.mp4"
-    render(clip, out, WarpRecaster([cast_from_file(CAST)]), RenderOptions())
+    render(clip, out, s42_warp(), RenderOptions())
     ours = Scorer().score(clip, out, cast_from_file(CAST).image)
     run = subprocess.run([sys.executable, str(SCORER), str(clip), str(out), str(CAST)], capture_output=True,
                          text=True, timeout=300)
@@ -743,7 +743,7 @@ def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
     from stream.cli.quality import run_quality
 
     clips = [media(f"videos/{name}.mp4") for name in GOALS]
-    results = run_quality(clips, WarpRecaster([cast_from_file(CAST)]), cast_from_file(CAST).image,
+    results = run_quality(clips, s42_warp(), cast_from_file(CAST).image,
                           RenderOptions(), tmp_path)
     misses = []
     for name, goals in GOALS.items():
@@ -864,7 +864,7 @@ def face_mask_of(landmarks: np.ndarray, size: int) -> np.ndarray:
 def test_the_bench_prints_the_cost_of_each_step_of_the_look() -> None:
     from stream.cli.bench import bench_look_steps, format_bench
 
-    recaster = WarpRecaster([cast_from_file(CAST)])
+    recaster = s42_warp()
     steps = bench_look_steps(media("videos/liveportrait_d20.mp4"), recaster, RenderOptions(), frames=8, repeats=1)
     assert steps is not None and steps["faces"] >= 3
     wanted = {"crispness kept", "repeat test", "warp 68 points", "warp dense mesh", "warp dense mesh, lids lowered",

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.casts.cast import cast_from_file
 from stream.look.align import alignment, crop
 from stream.look.masks import face_mask
 from stream.look.occlusion import OcclusionMasker
 from stream.media.sources import MediaSource
 from stream.recasters.contract import FaceCrop, Recaster
-from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import render, run_tracking
-from tests.conftest import media
+from tests.conftest import media, s42_warp
 from tests.occluders import OccludedClip, occluded_clip
 
 FRAMES = 120
@@ -67,7 +65,7 @@ def test_what_passes_in_front_of_a_face_stays_in_front_of_the_recast(
     def make() -> Recaster:
         if recaster == "grey":
             return Grey()
-        return WarpRecaster([cast_from_file(media("images/liveportrait_s42.jpg"))])
+        return s42_warp()
 
     plain, tracks = _alphas(occluded.path, make(), False, tmp_path / "plain.mp4")
     kept, _ = _alphas(occluded.path, make(), True, tmp_path / "kept.mp4")

@@ -28,9 +28,7 @@ from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, run_tracking
 from stream.render.renderer import FaceRenderer, pose_weight
-from tests.conftest import capture_rendered, decode_all, media, psnr
-
-HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
+from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr
 
 
 def _frames(name: str, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -45,10 +43,6 @@ def _faces_per_frame(tracks: TrackSet) -> dict[int, list[int]]:
             per[face.index].append(track.track_id)
     return per
 
-
-@pytest.fixture(scope="module")
-def hamilton_tracks() -> TrackSet:
-    return run_tracking(media(HAMILTON), RenderOptions(detector="mediapipe"))
 
 
 def test_models_are_installed_where_the_set_up_puts_them_and_match_their_pins() -> None:

@@ -25,7 +25,7 @@ from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
 from stream.render.renderer import FaceRenderer
-from tests.conftest import capture_rendered, decode_all, media, psnr, still_video
+from tests.conftest import capture_rendered, decode_all, media, psnr, s42_warp, still_video
 
 D20 = "videos/liveportrait_d20.mp4"
 
@@ -219,7 +219,7 @@ def test_a_face_that_never_moves_and_a_new_choice_are_drawn(d20_opening: list[tu
     """A face that has not been moving is drawn every frame (holding is for repeats amid motion), and after
     `drop_held` (a viewer's new cast or edit) a repeated frame is drawn too, with the new choice."""
     frame, faces = d20_opening[5]
-    renderer = FaceRenderer(WarpRecaster([cast_from_file(media("images/liveportrait_s42.jpg"))]), badge=False)
+    renderer = FaceRenderer(s42_warp(), badge=False)
     for _ in range(8):
         renderer.render(frame.image.copy(), faces)
     assert renderer.faces_held == 0 and renderer.faces_recast == 8

@@ -18,13 +18,6 @@ from stream.render.options import RenderOptions
 from stream.render.pipeline import run_tracking
 from tests.conftest import media, still_video
 
-HAMILTON = "videos/face_recognition_short_hamilton_clip.mp4"
-
-
-@pytest.fixture(scope="module")
-def hamilton_tracks() -> TrackSet:
-    return run_tracking(media(HAMILTON), RenderOptions())
-
 
 def test_landmark_model_is_found_by_path() -> None:
     path = find_landmark_model()
