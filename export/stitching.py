@@ -7,7 +7,7 @@ the **edited** crops inside the face (content loss, weighted by `content_weight`
 the border loss falls under `threshold`. STIT does this per frame and spends hours per clip; Recast does it per
 segment at bake time only and stores the stitched crops, so playback of that edit is a lookup and a paste.
 
-The face mask is the feathered landmark hull that playback pastes with (`stream.align.face_mask`), not a face
+The face mask is the feathered landmark hull that playback pastes with (`stream.look.masks.face_mask`), not a face
 parsing network: the band covers its soft edge, from the fully opaque core (eroded) to just outside the hull
 (dilated). `stitch_segment` is a pure function of file paths and arrays, so segments run in this process or as Ray
 tasks (`--executor ray`) with the same results.

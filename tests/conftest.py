@@ -146,7 +146,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def capture_rendered() -> tuple[dict[int, np.ndarray], Callable[[Any, np.ndarray, Any], None]]:
     """Per frame, the weight of everything the renderer wrote (face masks and the badge): a dict and the
-    ``on_rendered`` hook of ``stream.pipeline.render`` that fills it."""
+    ``on_rendered`` hook of ``stream.render.pipeline.render`` that fills it."""
     touched: dict[int, np.ndarray] = {}
 
     def on_rendered(frame: Any, image: np.ndarray, rendered: Any) -> None:

@@ -1,4 +1,4 @@
-"""The cast registry (issue 15, point 7): `recast casts add IMAGE --kind --source` checks a portrait and prepares it
+"""The cast registry: `recast casts add IMAGE --kind --source` checks a portrait and prepares it
 once; `recast serve` plays every registered cast (with its thumbnail on the page, and animated by FOMM when it was
 registered with a FOMM checkpoint); `render --cast ID` takes one by its id. Bad portraits, arguments and damaged
 entries get one line naming the file and the reason."""
@@ -131,7 +131,7 @@ def test_a_registered_cast_is_read_not_prepared_again(registry: Path) -> None:
 
 def test_a_texture_of_an_older_preparation_is_made_again(registry: Path, tmp_path: Path) -> None:
     """An entry stores which version of the preparation made its texture: one made by an older version (here a
-    blank texture with its sha256 written, and no version, as before session 10) is made again from the portrait
+    blank texture with its sha256 written, and no version) is made again from the portrait
     and its checked landmarks, never detected again; a current one is used as stored."""
     import shutil
 

@@ -1,4 +1,4 @@
-"""Casts an operator can trust (issue 15, point 7): a cast portrait is checked when it is registered (`--cast`,
+"""Casts an operator can trust: a cast portrait is checked when it is registered (`--cast`,
 the service's start), never during playback, and each bad portrait gets an error naming the file and the
 problem."""
 
@@ -147,7 +147,7 @@ def test_a_small_portraits_grain_is_taken_out_before_it_is_enlarged() -> None:
 def test_a_smiling_casts_teeth_and_lip_glint_are_left_out_but_parted_lips_are_kept() -> None:
     """Collins smiles with her teeth: her mouth's opening gets alpha 0 (the actor's own mouth shows there, open or
     pressed shut) and the glint on her lower lip is brought down to her lips' own range. s42's lips are only
-    parted: her opening is kept (leaving it out let d20's actor's mouth through: mouth 0.92 -> 0.67)."""
+    parted: her opening is kept (leaving it out lets d20's actor's mouth through: mouth 0.67 against 0.92)."""
     from stream.casts.cast import collins_cast
     from stream.casts.preparation import prepare_cast
     from stream.look.masks import polygon_mask

@@ -1,5 +1,6 @@
-"""The look of a warp recast (issue 15): the pieces of stream/compose.py on their own, the project's scorer
-against the team's (shared/tools/recast_score.py), and the scorer's figures on the shared clips."""
+"""The look of a warp recast (docs/look.md): the pieces of stream/look/ and stream/casts/texture.py on their own,
+the project's scorer against the team's (shared/tools/recast_score.py), and the scorer's figures on the shared
+clips."""
 
 from __future__ import annotations
 
@@ -326,8 +327,7 @@ def test_the_eyes_are_read_where_they_may_blink_and_now_and_then_besides() -> No
 
 def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:
     """s18's actor lowers her lids at frames 7-12 to 0.5 of their opening (dlib's points on the source). Read the
-    same way on the recast, the cast's eyes close to 0.76 of theirs (0.79 in session 16; 0.99 when the mesh's lids
-    alone drew them; dlib reads the cast's long lashes as part open)."""
+    same way on the recast, the cast's eyes close to 0.76 of theirs (0.99 when the mesh's lids alone draw them; dlib reads the cast's long lashes as part open)."""
     from stream.cli.quality import Scorer
 
     clip = first_frames(media("videos/liveportrait_s18.mp4"), tmp_path / "s18.mp4", 16)
@@ -605,7 +605,7 @@ def test_a_portrait_crisper_than_the_shot_is_softened_to_it() -> None:
 def test_the_crispness_lost_to_the_crop_and_the_paste_is_measured_and_made_up() -> None:
     """`crispness_kept` measures what a face's crop, pasted back, keeps of the frame's crispness (d0's textured
     skin about 0.8, a soft frame nearly all); the detail step aims that much higher, so the pasted recast comes out
-    nearly as crisp as the shot and not a fifth softer (d0 on the scorer: sharp 0.77 -> 0.85)."""
+    nearly as crisp as the shot and not a fifth softer (d0 on the scorer: sharp 0.85, against 0.77 without)."""
     from stream.look.align import alignment, crop
     from stream.look.paste import crispness_kept
     from stream.perception.smoothing import quad_params
@@ -669,7 +669,7 @@ def first_frames(source: Path, out: Path, count: int) -> Path:
 
 
 def test_every_recaster_pastes_through_the_same_finish(models: dict[str, Path]) -> None:
-    """Warp and FOMM faces both take the actor's colour and the shot's detail (stream.compose.Finish): on an actor
+    """Warp and FOMM faces both take the actor's colour and the shot's detail (stream.look.finish.Finish): on an actor
     tinted blue, each recast face moves towards the actor's colour, and it carries more fine detail than drawn."""
     from engines.checkpoints import open_checkpoint
     from stream.casts.preparation import prepare_cast
@@ -697,7 +697,7 @@ def test_every_recaster_pastes_through_the_same_finish(models: dict[str, Path]) 
 
 
 def crispness(image: np.ndarray, mask: np.ndarray) -> float:
-    """stream.align.crispness of an RGB picture inside a float mask (over 0.5): detail at the pixel scale."""
+    """stream.look.paste.crispness of an RGB picture inside a float mask (over 0.5): detail at the pixel scale."""
     return grey_crispness(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), mask > 0.5)
 
 
@@ -707,7 +707,7 @@ def fine_detail(image: np.ndarray, where: np.ndarray) -> float:
 
 
 def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
-    """stream/quality.py computes what shared/tools/recast_score.py computes, to the third decimal."""
+    """stream/cli/quality.py computes what shared/tools/recast_score.py computes, to the third decimal."""
     clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "d20.mp4", 36)
     out = tmp_path / "out.mp4"
     render(clip, out, s42_warp(), RenderOptions())
@@ -722,13 +722,12 @@ def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
         assert abs(ours[key] - theirs[key]) <= 2e-3, (key, ours[key], theirs[key])
 
 
-# the scorer's figures on the shared clips, with the cast of the issue (liveportrait_s42), as measured when the
-# look was built (README, "How a recast looks"); each bound leaves a margin for other machines' x264 and dlib
-# measured (session 10): d20 0.47/0.033/0.90/1.29/0.79, d0 0.43/0.039/0.99/0.70/0.84, s18 0.35/0.041/1.20/1.10;
-# session 14 (the crop's loss of crispness made up): d0 0.44/0.038/0.99/0.85/0.96, d20 and s18 as before;
-# session 16 (the lids follow blinks): d20 0.46/0.035/0.90/1.31/0.79 (its nme bound 0.036 -> 0.037 to keep the
-# margin), d0 0.45/0.040/0.99/0.85/0.96, s18 0.33/0.041/1.19/1.10
-GOALS = {
+# Guards, not the goals: the scorer's figures on the shared clips with the s42 cast must not fall back. Each bound
+# sits a margin away from what the current code measures (docs/look.md has those figures, and the goals, some of
+# which are not met), so that other machines' x264 and dlib pass and a change that worsens the look fails.
+# Measured: d20 d_cast 0.47, nme 0.032, mouth 0.90, sharp 1.32, flicker 0.79; d0 0.46/0.035/0.99/0.84/0.95;
+# s18 0.35/0.038/-/1.18/1.11.
+GUARDS = {
     "liveportrait_d20": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.5),
                          "nme": ("<=", 0.037), "mouth": (">=", 0.85), "sharp": (">=", 0.9), "flicker": ("<=", 0.9)},
     "liveportrait_d0": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.47),
@@ -742,12 +741,12 @@ GOALS = {
 def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
     from stream.cli.quality import run_quality
 
-    clips = [media(f"videos/{name}.mp4") for name in GOALS]
+    clips = [media(f"videos/{name}.mp4") for name in GUARDS]
     results = run_quality(clips, s42_warp(), cast_from_file(CAST).image,
                           RenderOptions(), tmp_path)
     misses = []
-    for name, goals in GOALS.items():
-        for key, (how, bound) in goals.items():
+    for name, guards in GUARDS.items():
+        for key, (how, bound) in guards.items():
             value = results[name][key]
             if not (value >= bound if how == ">=" else value <= bound):
                 misses.append(f"{name} {key} {value} (bound {how} {bound})")
@@ -757,7 +756,7 @@ def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) -> None:
     """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
-    identity recaster), the floor under every recast's nme and flicker. Measured on d20 (session 18): nme 0.007,
+    identity recaster), the floor under every recast's nme and flicker. Measured on d20: nme 0.007,
     mouth 0.99, flicker 1.02, cast_closer 0 (the actor stays the actor)."""
     from stream.cli.quality import UNCHANGED, run_quality
 

@@ -1,4 +1,4 @@
-"""The defects a probe of `recast serve` found (issue 12), each through the real server on 127.0.0.1 with real aiortc
+"""What a probe of `recast serve` tries, each through the real server on 127.0.0.1 with real aiortc
 peers or raw HTTP: what a hostile or careless client sends is refused with a clear 4xx at once, never a 500, never a
 stall of other viewers, never a stream outside the session table."""
 
@@ -265,8 +265,8 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
         return build_hog()
 
     monkeypatch.setattr(server_frames.FrameProcessor, "__init__", recording)
-    monkeypatch.setattr(stream.faces.dlib, "get_frontal_face_detector", counting)
-    stream.faces._hog_detector_state.cache_clear()
+    monkeypatch.setattr(stream.perception.hog.dlib, "get_frontal_face_detector", counting)
+    stream.perception.hog._hog_detector_state.cache_clear()
 
     async def scenario() -> None:
         loop_thread = threading.current_thread().name
@@ -297,7 +297,7 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
     try:
         run_async(scenario)
     finally:
-        stream.faces._hog_detector_state.cache_clear()
+        stream.perception.hog._hog_detector_state.cache_clear()
 
 
 def test_hostile_http_bodies_and_headers_get_4xx(demo: DemoTitle, monkeypatch: pytest.MonkeyPatch,

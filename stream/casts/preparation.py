@@ -149,8 +149,8 @@ def _texture(cast: Cast, landmarks: np.ndarray, size: int, mesh: np.ndarray | No
     # a smile's teeth (a portrait's mouth open wide) are left out too: where the actor's mouth is open the actor's
     # own interior is pasted there, and where it is closed the opening is pressed to a line between the lips, where
     # the cast's teeth showed as a white blob (and, mixed into the actor's, as grey braces on open ones). A dark,
-    # parted opening is kept: leaving it out let the actor's mouth through the cast's lips (d20 with s42: mouth
-    # 0.92 -> 0.67)
+    # parted opening is kept: leaving it out lets the actor's mouth through the cast's lips (d20 with s42: mouth
+    # 0.67 against 0.92)
     mouth_width = float(np.linalg.norm(points[54] - points[48]))
     grow = max(1, round(MOUTH_GROW * mouth_width))
     opening = cv2.dilate(polygon_mask(points[60:68], size), disc(grow))
@@ -190,7 +190,7 @@ def _degrained(portrait: np.ndarray, enlarged: float, region: np.ndarray) -> np.
     """A portrait whose face the cast texture enlarges `enlarged` times, with its grain and JPEG noise taken out
     in proportion, within `region` (the texture's corners in the portrait): enlarged, a photo's grain turns into
     blotches (freckles on every actor), which the detail step then sharpens and a moving warp makes flicker. The
-    shot's own fine detail is added back in the skin when the face is drawn (`compose.match_detail`). A portrait
+    shot's own fine detail is added back in the skin when the face is drawn (`look.detail.match_detail`). A portrait
     used at about its own size is left as it is."""
     if enlarged <= DEGRAIN_FROM:
         return portrait

@@ -38,12 +38,9 @@ CAST_FILES = ("portrait.png", "texture.png")  # the files of a cast's folder tha
 MAX_ENTRY_BYTES = 1 << 20  # a cast.json is about 30 KB (its mesh's 468 points)
 MAX_CAST_FILE_BYTES = 256 << 20  # a portrait of MAX_CAST_PIXELS as PNG is well under this
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# the version of a cast texture's preparation (recasters._texture, compose.clean_texture), stored with each entry:
-# a texture made by an older one is made again from the portrait at load (2: session 10's degraining and cleaning;
-# 3: the hair left out grown, HAIR_GROW; a smiling mouth left out and its lips' glint matted; 4: the faint strands
-# hanging from the hair left out too, HAIR_WEAK, and the hair painted over with the skin around it; 5: the
-# forehead's band follows the brows' arch, so thick brows are no longer taken for hair; 6: the shade the hair casts
-# on the skin beside it lightened, compose._lift_hair_shadow)
+# the version of a cast texture's preparation (casts/preparation.py, casts/texture.py), stored with each entry: a
+# texture made by an older one is made again from the portrait and its checked points at load. Raise it whenever
+# a change to the preparation changes a texture's pixels.
 TEXTURE_VERSION = 6
 
 

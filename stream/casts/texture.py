@@ -11,9 +11,9 @@ from stream.look.masks import disc, polygon_mask
 
 # of the eye distance: how far the hair left out is grown, and its edge feathered. Next to a portrait's hair its skin
 # is rarely clean (a strand's fringe, its shadow, the inpaint's smear). Grown 0.02, a pale patch above d0's brow and
-# a dark streak at d20's temple stayed with s42; at 0.05 they mostly go; at 0.08 wholly, but with the default cast
+# a dark streak at d20's temple stay with s42; at 0.05 they mostly go; at 0.08 wholly, but with the default cast
 # (Collins, whose fringe covers her forehead down to the brows) so much of the actor's forehead shows that on d0 the
-# recast is nearer the actor in 15 % of frames (cast_closer 1.00 -> 0.85; 0.96 at 0.05)
+# recast is nearer the actor in 15 % of frames (cast_closer 0.85; 0.96 at 0.05)
 HAIR_GROW, HAIR_FEATHER = 0.05, 0.04
 OUTSIDE_REACH = 0.06  # of the face's width: how far outside its outline a portrait's hair is looked for
 STRAND_BAR, STRAND_FLOOR = 4.0, 6.0  # a strand's black-hat: over 4x the cheeks' typical one and over 6 levels

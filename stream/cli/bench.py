@@ -1,6 +1,6 @@
 """``recast bench``: per-stage cost and real-time factor of the live path, tracking against a naive baseline
 (full-frame detection on every frame), measured in the same run on the same frames, and the cost of each step
-of the warp's look (stream/compose.py) on the input's own faces."""
+of the warp's look (stream/look/) on the input's own faces."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
         return out
 
     soften = Softening()  # one track's: its softening blur is measured on every 4th face, as in a render
-    read: list[bool] = []  # whether the recast reads the iris model on each face (recasters.eyes_to_read)
+    read: list[bool] = []  # whether the recast reads the iris model on each face (look.blinks.eyes_to_read)
     for _ in range(repeats):
         schedule = TrackLids()  # the track's eyes as the schedule remembers them, from its first face
         for one, (image, landmarks, align) in zip(crops, shots, strict=True):

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
                             "live tracking (default: these three); quality: render clips (--clip, or the input) "
-                            "and score the recast's look against the first cast (stream/quality.py)")
+                            "and score the recast's look against the first cast (stream/cli/quality.py)")
     bench.add_argument("--clip", action="append", default=[], metavar="VIDEO",
                        help="quality: a clip to render and score (repeatable)")
     bench.add_argument("--floor", action="store_true",

@@ -1,4 +1,4 @@
-"""What the command modules (cli, bake_cli, engine_cli) share: argument types, options and the progress bar."""
+"""What the command modules (main, bake, casts, engines) share: argument types, options and the progress bar."""
 
 from __future__ import annotations
 

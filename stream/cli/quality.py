@@ -117,7 +117,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_quality(results: dict[str, dict[str, Any]]) -> str:
     """The scorer's table, one row per clip."""
-    lines = ["quality (dlib's detector, 68 points and face embedding; see stream/quality.py)",
+    lines = ["quality (dlib's detector, 68 points and face embedding; see stream/cli/quality.py)",
              "| clip | frames | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 2)]
     for clip, figures in results.items():
         cells = [f"{figures.get(c):.3f}" if isinstance(figures.get(c), float) else str(figures.get(c))

@@ -51,5 +51,5 @@ def lower_lids(points: np.ndarray, lids: Sequence[tuple[Any, Any, Any, tuple[int
 
 
 def under_lids(lids: Sequence[tuple[Any, Any, Any, tuple[int, int]]]) -> list[tuple[list[int], list[int]]]:
-    """Each eye's opening as a region beneath its upper lid (align.PiecewiseAffine's `under`)."""
+    """Each eye's opening as a region beneath its upper lid (look.piecewise.PiecewiseAffine's `under`)."""
     return [([int(v) for v in ring], [int(v) for v in upper]) for ring, _, upper, _ in lids]

@@ -28,7 +28,7 @@ COLOR_GAIN = 1.25  # the most a Lab channel's spread over the face is raised, or
 def apply_color(source: np.ndarray, stats: ColorStats) -> np.ndarray:
     """Shift ``source``'s Lab statistics from the first two rows of ``stats`` to the last two. Each channel's spread
     follows within [0.8, 1.25] only: the spread over a face is mostly its features' contrast, not its light (the
-    light is moved by ``compose.transfer_light``). A flat-lit actor's lower spread, taken whole (lightness was
+    light is moved by ``look.light.transfer_light``). A flat-lit actor's lower spread, taken whole (lightness was
     allowed down to 0.5), halved the contrast of the cast's eyes and brows and washed them out; a larger gain on
     the colour channels painted the lips and eyes beyond any make-up."""
     gain = np.clip(stats[3] / stats[1], 1 / COLOR_GAIN, COLOR_GAIN)

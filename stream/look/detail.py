@@ -16,9 +16,9 @@ from stream.look.paste import crispness
 SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
 SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
 # the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what is lost beyond KEPT_FREE is made up
-# when the cast's detail is raised, at most down to KEPT_LEAST. d0's textured skin keeps 0.80 (the scorer's sharp 0.77
-# -> 0.85 made up); s18's and d20's keep 0.93: made up wholly, s18's recast flickered more (1.108 -> 1.122) and came
-# out no crisper once encoded (sharp 1.20 either way)
+# when the cast's detail is raised, at most down to KEPT_LEAST. d0's textured skin keeps 0.80 (made up, the scorer's
+# sharp is 0.85 rather than 0.77); s18's and d20's keep 0.93: made up wholly, s18's recast flickers more (1.122
+# against 1.108) and comes out no crisper once encoded (sharp 1.20 either way)
 KEPT_FREE, KEPT_LEAST = 0.95, 0.7
 SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
 
@@ -41,7 +41,7 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
-    wider band, d0's recast stayed visibly softer than the shot (sharp 0.70 -> 0.75 with the pixel scale). A face
+    wider band, d0's recast stays visibly softer than the shot (sharp 0.70, against 0.75 at the pixel scale). A face
     crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
     pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
     Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. `kept`

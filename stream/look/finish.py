@@ -74,8 +74,8 @@ class Finish:
             if inner.any():
                 face = blend(face, actor, inner)
         if self.color:
-            # over the whole face: statistics of the skin alone matched skin tones more closely, but moved the
-            # identity towards the actor's (d20: d_cast 0.449 -> 0.479) and flickered more
+            # over the whole face: statistics of the skin alone match skin tones more closely, but move the
+            # identity towards the actor's (d20: d_cast 0.479 against 0.449) and flicker more
             stats = color_stats(face, actor, mask)
             if stats is not None:
                 look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)

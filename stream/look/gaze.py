@@ -15,8 +15,8 @@ GAZE_STEADY = 0.5  # the share of a new iris measurement taken each frame
 GAZE_REACH = 0.38  # of the eye's width: the farthest the cast's iris is moved from where it was drawn
 GAZE_IRIS = 0.26  # of the eye's width: the radius of the iris disc that is lifted and moved
 GAZE_EMPTIED = 1.2  # of the iris disc's radius: the place filled with white where the iris was lifted from
-# the white filled in: this percentile of the brighter half of the eye's white (its median was a dull grey once the
-# iris moved far; session 15 found its 75th took Collins's flicker on d0 to 1.07, since then 0.98-1.00)
+# the white filled in: this percentile of the brighter half of the eye's white (its median is a dull grey once the
+# iris moves far; with the 75th, Collins's flicker on d0 is 0.98-1.00)
 GAZE_WHITE = 75
 GAZE_FIND = 0.2  # of the eye's width: the radius of the disc an iris is looked for with
 SPAN_STEADY = 0.03  # the share of a new reading of where the actor's eyes visibly lie taken each frame

@@ -42,7 +42,7 @@ JAW_CHAIN = [127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
 # The brows stay on their upper edge (dlib's are nearer the middle): they are the top of the box the tracker
 # follows and matches detections with, and the lower box cost a turned face in the hamilton audience 4 frames.
 # The eyes keep single vertices, their corners included: the pairs nearer dlib's points lie on the lids, moved with
-# every blink, and made the recast flicker (d20: 0.77 -> 0.83 on the scorer's measure).
+# every blink, and make the recast flicker (d20: 0.83 against 0.77 on the scorer's measure).
 FEATURES: list[tuple[int, ...]] = [
     (70,), (63,), (105,), (66,), (107,),  # 17-21 right brow, outer to inner
     (336,), (296,), (334,), (293,), (300,),  # 22-26 left brow, inner to outer

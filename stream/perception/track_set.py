@@ -249,7 +249,7 @@ def _slew(values: np.ndarray, step: float) -> np.ndarray:
 
 def steady_pose(tracks: Iterable[FaceTrack], sigma: float = YAW_SIGMA) -> None:
     """Offline: each face's steady yaw is its track's yaw smoothed by a Gaussian over each run of frames and
-    slew-limited, so that the recast's fade (stream.pipeline.pose_weight) never jumps between frames even when
+    slew-limited, so that the recast's fade (stream.render.renderer.pose_weight) never jumps between frames even when
     the mesh's estimate does (a strongly turned face's yaw can swing 20 degrees in two frames)."""
     from scipy.ndimage import gaussian_filter1d
 

@@ -27,7 +27,7 @@ class FaceCrop:
     landmarks: np.ndarray  # [68,2] crop pixels
     index: int = -1  # the frame's index in the title (baked recasters look up that frame's latent)
     mesh: np.ndarray | None = None  # [468,3] the mesh tracker's points in crop pixels and their depth
-    kept: float = 1.0  # the share of the frame's crispness the crop keeps once pasted back (align.crispness_kept)
+    kept: float = 1.0  # the share of the frame's crispness the crop keeps once pasted back (look.paste.crispness_kept)
 
 
 class Recaster(ABC):
@@ -38,7 +38,7 @@ class Recaster(ABC):
     crop_size: int | None = None
     max_crop: int = 512  # with crop_size None: the largest crop a face is recast at
     # head yaw (degrees) up to which the recast is whole, and past which it is faded out entirely (the face then
-    # passes through); between the two it blends in and out smoothly (see stream.pipeline.pose_weight)
+    # passes through); between the two it blends in and out smoothly (see stream.render.renderer.pose_weight)
     usable_yaw: tuple[float, float] = (30.0, 50.0)
 
     @abstractmethod

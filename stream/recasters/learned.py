@@ -1,4 +1,4 @@
-"""The learned recasters (PyTorch; imported only where one is asked for), playing a baked title (stream/baked.py).
+"""The learned recasters (PyTorch; imported only where one is asked for), playing a baked title (stream/perception/baked_title.py).
 
 - ``stylegan``: the title's tuned generator renders the pivot of that frame, with the edits chosen at playback
   (directions, STIT or InterFaceGAN arithmetic). The face stays the actor's; the edits change age, smile, ...
@@ -39,7 +39,7 @@ RUNTIMES = {name: fmt.ours for name, fmt in FORMATS.items()}  # the stylegan rec
 
 
 def finished(finish: Finish, image: np.ndarray, face: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-    """A network's face through the compositor every recaster shares (stream.compose.Finish) and its mask."""
+    """A network's face through the compositor every recaster shares (stream.look.finish.Finish) and its mask."""
     mask = face_mask(face.landmarks, image.shape[0])
     if face.image.shape != image.shape:  # the crop is always the network's size; a caller's other size: as drawn
         return image, mask

@@ -66,7 +66,7 @@ def presence_weight(trust: float) -> float:
 # median change of the last HOLD_RECENT frames, and from the frame the recast was drawn on by under HOLD_MEAN too,
 # with 99 % of them under HOLD_PEAK (a slow drift is drawn anew): d20's 42 repeats change by at most 0.4 and its
 # moving frames by 1.1 and more. A face that is merely still (s18's actor between words) is drawn as usual: held,
-# it stepped when the drift added up, which read as flicker (s18: 1.10 -> 1.15 on the scorer).
+# it would step when the drift added up, which reads as flicker (s18: 1.15 on the scorer, against 1.10).
 HOLD_MEAN, HOLD_PEAK, HOLD_SHARE, HOLD_RECENT = 0.5, 8, 0.25, 8
 
 
