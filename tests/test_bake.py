@@ -448,7 +448,8 @@ def test_bake_time_edit_is_stitched_per_segment_and_played_back(models: dict[str
 def test_a_baked_title_plays_only_from_its_own_source(baked: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """`render --title` with another file as INPUT is refused in one line (exit 2): the baked tracks fit only the
-    file they were baked from. The service applies the same check (stream.perception.baked_title.BakedTitle.source_file)."""
+    file they were baked from. The service applies the same check
+    (stream.perception.baked_title.BakedTitle.source_file)."""
     other = media("videos/liveportrait_d0.mp4")
     code = main(["render", str(other), "--title", "d20", "--cache", str(baked), "--engine", "warp",
                  "-o", str(tmp_path / "o.mp4")])

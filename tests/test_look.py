@@ -327,7 +327,8 @@ def test_the_eyes_are_read_where_they_may_blink_and_now_and_then_besides() -> No
 
 def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:
     """s18's actor lowers her lids at frames 7-12 to 0.5 of their opening (dlib's points on the source). Read the
-    same way on the recast, the cast's eyes close to 0.76 of theirs (0.99 when the mesh's lids alone draw them; dlib reads the cast's long lashes as part open)."""
+    same way on the recast, the cast's eyes close to 0.76 of theirs (0.99 when the mesh's lids alone draw them; dlib
+    reads the cast's long lashes as part open)."""
     from stream.cli.quality import Scorer
 
     clip = first_frames(media("videos/liveportrait_s18.mp4"), tmp_path / "s18.mp4", 16)

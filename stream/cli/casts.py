@@ -1,5 +1,6 @@
-"""`recast casts`: the cast registry (stream/casts/registry.py). `add` checks a portrait (one face, frontal enough, large
-enough, sharp enough, eyes visible; a clear reason otherwise) and prepares it once; `list` and `remove`.
+"""`recast casts`: the cast registry (stream/casts/registry.py). `add` checks a portrait (one face, frontal
+enough, large enough, sharp enough, eyes visible; a clear reason otherwise) and prepares it once; `list` and
+`remove`.
 `recast serve` plays every registered cast; `render --cast ID` takes one by its id."""
 
 from __future__ import annotations

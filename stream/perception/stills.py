@@ -9,7 +9,8 @@ import numpy as np
 from stream.perception.geometry import Box, to_gray
 from stream.perception.hog import FaceDetector, LandmarkPredictor
 
-DETECTORS = ("mediapipe", "hog")  # the trackers' face models; the first is the default (see stream.render.pipeline.make_tracker)
+# the trackers' face models; the first is the default (see stream.render.pipeline.make_tracker)
+DETECTORS = ("mediapipe", "hog")
 DEFAULT_DETECTOR = DETECTORS[0]
 StillFaces = Callable[[np.ndarray], list[tuple[Box, np.ndarray]]]  # RGB image -> (box, 68 landmarks) per face
 

@@ -1,4 +1,5 @@
-"""The learned recasters (PyTorch; imported only where one is asked for), playing a baked title (stream/perception/baked_title.py).
+"""The learned recasters (PyTorch; imported only where one is asked for), playing a baked title
+(stream/perception/baked_title.py).
 
 - ``stylegan``: the title's tuned generator renders the pivot of that frame, with the edits chosen at playback
   (directions, STIT or InterFaceGAN arithmetic). The face stays the actor's; the edits change age, smile, ...
