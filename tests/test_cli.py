@@ -120,7 +120,7 @@ def test_the_callers_mistakes_are_one_family_and_exit_2(tmp_path: Path, monkeypa
     family = {"engines.cache": "CacheError", "engines.checkpoints": "CheckpointError",
               "engines.directions": "DirectionError", "engines.parity": "ParityError",
               "engines.runtime": "EngineError", "export.bake": "BakeError", "stream.cli.bake": "BakeUsageError",
-              "stream.casts.cast": "CastImageError", "stream.cli.main": "UsageError",
+              "stream.casts.cast": "CastImageError", "stream.cli.options": "UsageError",
               "stream.perception.hog": "ModelNotFound", "stream.media.sources": "MediaError",
               "stream.perception.model_files": "ModelMissing", "stream.casts.preparation": "CastError",
               "stream.cli.survey": "SurveyError"}

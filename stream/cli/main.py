@@ -22,17 +22,14 @@ from stream.casts.registry import CastRegistry, default_registry
 from stream.cli.bake import BAKE_COMMANDS, add_bake_commands
 from stream.cli.casts import CASTS_COMMANDS, add_casts_commands, casts_for
 from stream.cli.engines import ENGINE_COMMANDS, add_engine_commands
-from stream.cli.options import add_detector_option, positive, progress_bar
+from stream.cli.options import UsageError, add_detector_option, demo_location, positive, progress_bar
+from stream.cli.serve import cmd_serve
 from stream.media.sources import MediaSource, is_live, is_url
 from stream.recasters.contract import Recaster
 from stream.recasters.factory import make_recaster
 
 log = logging.getLogger("recast")
 ENGINES = ("identity", "warp", "stylegan", "fomm")
-
-
-class UsageError(InputError):
-    """Bad usage or bad input: exit status 2."""
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -183,12 +180,6 @@ def _frame_total(location: str) -> int:
         return source.info.frame_count
 
 
-def _demo_location() -> str:
-    from stream.cli.demo_title import demo_title_path
-
-    return str(demo_title_path())
-
-
 def _casts(args: argparse.Namespace) -> list[Cast]:
     """The casts named with --cast (image files or registered ids), else the default cast: Hopper where the sample
     title plays (--demo, a bench with no input, a cached --title), Collins on a video given as input."""
@@ -260,7 +251,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return render_baked(args, casts, _options(args), classical, _progress)
     if args.demo == bool(args.input):
         raise UsageError("give exactly one of INPUT or --demo")
-    location = args.input or _demo_location()
+    location = args.input or demo_location()
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
@@ -297,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {}
     if bool(args.generator) != bool(args.encoder):
         raise UsageError("--generator and --encoder go together")
-    location = args.input or _demo_location()
+    location = args.input or demo_location()
     options = RenderOptions(detect_interval=args.detect_interval, detector=args.detector, threads=args.threads)
     if args.only in (None, "live"):
         recaster = _recaster(args.engine, args)
@@ -328,101 +319,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_quality(result["quality"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
-MAX_KEYS_FILE = 1 << 20  # bytes: a million of them is some 30,000 keys
-
-
-def _keys_from_file(path: Path) -> list[str]:
-    """One API key a line, from a UTF-8 text file of at most MAX_KEYS_FILE bytes (read no further: a device such as
-    /dev/zero is refused, not read for ever)."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_KEYS_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the API keys ({exc.strerror or exc})") from exc
-    if len(raw) > MAX_KEYS_FILE:
-        raise UsageError(f"{path}: over {MAX_KEYS_FILE} bytes; not an API keys file (one key a line)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; an API keys file holds one key a line") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
-    import os
-
-    keys = [k.strip() for k in os.environ.get("RECAST_API_KEYS", "").split(",") if k.strip()]
-    if args.api_keys_file:
-        keys += _keys_from_file(Path(args.api_keys_file))
-    if any(len(k) < 16 for k in keys):
-        raise UsageError("API keys must be at least 16 characters")
-    return tuple(keys)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from stream.render.options import RenderOptions
-    from stream.server.app import ServerConfig, build_app
-    from stream.server.ice import restrict_host_candidates
-    from stream.server.titles import scan_titles
-
-    keys = _api_keys(args)
-    loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback):
-        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
-    titles_dir = Path(args.titles) if args.titles else None
-    if titles_dir is not None and not titles_dir.is_dir():
-        raise UsageError(f"{titles_dir}: not a folder")
-    cache, directions = None, []
-    if args.cache:
-        from engines.cache import TitleCache
-
-        if not Path(args.cache).is_dir():
-            raise UsageError(f"{args.cache}: not a folder (the title cache)")
-        cache = TitleCache(args.cache)
-    if args.directions:
-        from engines.directions import list_directions
-
-        skipped: list[str] = []
-        directions = list_directions(args.directions, skipped)
-        for problem in skipped:
-            log.warning("%s; skipped", problem)
-    titles = scan_titles(titles_dir, Path(_demo_location()) if args.demo else None, cache, directions, args.device,
-                         args.runtime)
-    if not titles:
-        raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
-    registry = CastRegistry(args.casts or default_registry())
-    problems: list[str] = []
-    casts = [*default_casts(args.demo), *registry.load_all(problems), *casts_for(args.cast, registry)]
-    for problem in problems:
-        log.warning("%s; skipped", problem)
-        print(f"recast serve: {problem}", file=sys.stderr)
-    ids = [c.cast_id for c in casts]
-    if len(set(ids)) < len(ids):
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        raise UsageError(f"cast ids {twice} are given twice (the built-in casts, the registry in {registry.folder} "
-                         "and --cast must not share ids)")
-    restrict_host_candidates(args.ice_host)
-    config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
-                          max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
-                          options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
-                                                occlusion=not args.no_occlusion), device=args.device)
-    if not keys:
-        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        log.info("uvloop not installed; using the default asyncio loop")
-    print(f"recast serve: {len(titles)} titles, {len(casts)} casts on http://{args.host}:{args.port}/",
-          file=sys.stderr)
-    web.run_app(build_app(config, titles, casts), host=args.host, port=args.port, print=None,
-                access_log=None, shutdown_timeout=10)
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from engines.errors import InputError
 from stream.perception.stills import DEFAULT_DETECTOR, DETECTORS
 
 
@@ -27,3 +28,13 @@ def progress_bar(total: int, desc: str, unit: str = "frame") -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total or None, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+class UsageError(InputError):
+    """Bad usage or bad input: exit status 2."""
+
+
+def demo_location() -> str:
+    from stream.cli.demo_title import demo_title_path
+
+    return str(demo_title_path())
