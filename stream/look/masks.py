@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.perception.outline import mask_outline
+from stream.perception.geometry import mask_outline
 
 
 def face_mask(landmarks_crop: np.ndarray, size: int, feather: float = 0.06) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from stream.look.masks import disc, polygon_mask
 from stream.look.piecewise import PiecewiseAffine
-from stream.perception.outline import mask_outline
+from stream.perception.geometry import mask_outline
 
 # the zones that move by themselves: eyes, brows, nose tip and nostrils, lips
 _ZONES = (list(range(36, 42)), list(range(42, 48)), list(range(17, 22)), list(range(22, 27)),

@@ -9,7 +9,7 @@ import numpy as np
 
 from stream.look.align import Alignment
 from stream.look.masks import disc
-from stream.perception.outline import mask_outline
+from stream.perception.geometry import mask_outline
 
 
 def crispness(gray: np.ndarray, inside: np.ndarray) -> float:

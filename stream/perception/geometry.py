@@ -1,4 +1,5 @@
-"""Plain geometry of a face in a frame: boxes, the landmark box, the grey picture the models read."""
+"""Plain geometry of a face in a frame: boxes, the landmark box, the outline a face is pasted within, the grey
+picture the models read."""
 
 from __future__ import annotations
 
@@ -48,3 +49,16 @@ def landmark_box(landmarks: np.ndarray) -> Box:
     x0, y0 = landmarks.min(axis=0)
     x1, y1 = landmarks.max(axis=0)
     return Box(float(x0), float(y0), float(x1), float(y1))
+
+
+# Landmarks of the face outline: jaw (0-16) and brows (17-26); the mask is their hull, lifted to the forehead.
+_JAW = list(range(17))
+_BROWS = list(range(17, 27))
+
+
+def mask_outline(landmarks: np.ndarray) -> np.ndarray:
+    """The points whose hull is the face mask [27,2]: the jaw, and the brows lifted to the hairline. Linear in
+    the landmarks, so it maps between frame and crop like they do."""
+    lm = landmarks.astype(np.float64)
+    lift = (lm[36:48].mean(axis=0) - lm[8]) * 0.25  # the hairline sits above the brows
+    return np.concatenate([lm[_JAW], lm[_BROWS] + lift])

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stream.perception.geometry import Box
-from stream.perception.outline import mask_outline
+from stream.perception.geometry import Box, mask_outline
 from stream.perception.smoothing import quad_corners
 from stream.perception.tracker import TrackerStats
 
