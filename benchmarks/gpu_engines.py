@@ -101,5 +101,6 @@ def main() -> None:
     step("synthesis_1024_fp16_batches", synthesis_batches)
     step("fomm_driver_face_fp32", fomm_driver_face)
 
+
 if __name__ == "__main__":
     main()

@@ -116,6 +116,7 @@ class FullyConnectedLayer(nn.Module):
 
 class MappingNetwork(nn.Module):
     w_avg: torch.Tensor
+
     def __init__(
         self,
         z_dim: int,
@@ -259,6 +260,7 @@ def conv2d_resample(
 class SynthesisLayer(nn.Module):
     resample_filter: torch.Tensor
     noise_const: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -340,6 +342,7 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,

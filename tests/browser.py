@@ -21,6 +21,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
+
 def browser_or_skip() -> Any:
     try:
         from playwright.sync_api import sync_playwright
@@ -33,8 +34,6 @@ def browser_or_skip() -> Any:
             pytest.fail(f"the browser test needs {missing}")
         pytest.skip(f"the browser test needs {missing}")
     return sync_playwright
-
-
 
 
 @contextlib.contextmanager

@@ -73,6 +73,7 @@ def bad_portraits() -> dict[str, tuple[Cast, str]]:
                     360, (20, 22, 25), -1)
     # the one profile on the shared pictures: the face of liveportrait_insightface_t1 turned furthest
     group = read_image(media("images/liveportrait_insightface_t1.jpg"))
+
     def symmetry(face: tuple[object, np.ndarray]) -> float:
         left, right = abs(face[1][30, 0] - face[1][36, 0]), abs(face[1][45, 0] - face[1][30, 0])
         return float(min(left, right) / max(left, right))

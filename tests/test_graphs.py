@@ -103,6 +103,7 @@ def test_the_fomm_driver_on_a_gpu_animates_as_on_the_cpu() -> None:
             assert driver._detect.captured == 1 and driver._predict.captured == 1
     for cpu, gpu in zip(results["cpu"], results["cuda"], strict=True):
         assert np.abs(cpu.astype(int) - gpu.astype(int)).max() <= 2
+
     def apart(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(a.astype(float) - b).mean())
 

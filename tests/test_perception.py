@@ -44,7 +44,6 @@ def _faces_per_frame(tracks: TrackSet) -> dict[int, list[int]]:
     return per
 
 
-
 def test_models_are_installed_where_the_set_up_puts_them_and_match_their_pins() -> None:
     for name, (_, digest) in MEDIAPIPE_FILES.items():
         assert hashlib.sha256(mediapipe_model(name).read_bytes()).hexdigest() == digest

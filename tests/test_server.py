@@ -31,7 +31,6 @@ KEY = "k" * 24
 OTHER_KEY = "o" * 24
 
 
-
 def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float]:
     """Mean PSNR inside and outside the face against the source frame with the same timestamp."""
     ins, outs = [], []
@@ -216,6 +215,7 @@ def test_camera_session_recasts_the_viewers_video() -> None:
             plain = await viewer.frames(10)
             # recast frames differ from every camera frame far more than the plain ones do, in the middle of the
             # picture where the face is (the rest is the camera's own in both)
+
             def best(frame: av.VideoFrame) -> float:
                 image = frame.to_ndarray(format="rgb24")
                 h, w = image.shape[:2]

@@ -30,7 +30,6 @@ from tests.webrtc_client import Viewer, run_async, running_server
 KEY = "k" * 24
 
 
-
 async def client_offer(video: str | None = "recvonly", audio: str | None = "recvonly", data: bool = True) -> str:
     """An offer as aiortc (like a browser) writes it, with the sections asked for."""
     pc = RTCPeerConnection()

@@ -331,6 +331,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **BAKE_COMMANDS,
     **CASTS_COMMANDS,
 }
+
+
 def _bad_input(exc: Exception, command: str) -> bool:
     """The caller's mistake (exit 2, one line): any InputError, and the engine tools' bad arguments."""
     if isinstance(exc, InputError):
