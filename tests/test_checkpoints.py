@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from engines import checkpoints as ck
+from engines import official
 from engines.e4e import Encoder4Editing
 from engines.stylegan2 import Generator
 from tests.engine_helpers import small_fomm, small_stylegan
@@ -43,7 +44,7 @@ def ffhq_generator() -> Generator:
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_full_size_ffhq_pickle_loads_strictly(tmp_path: Path, ffhq_generator: Generator, protocol: int) -> None:
     path = write_network_pickle(tmp_path / "ffhq.pkl", ffhq_generator, _ffhq_config(), protocol=protocol)
-    loaded = ck.load_stylegan2_pkl(path)
+    loaded = official.load_stylegan2_pkl(path)
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     G = loaded.modules["generator"]
     assert loaded.config["init_kwargs"] == _ffhq_config()
@@ -64,14 +65,14 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"G_ema": Evil()}))
-    with pytest.raises(ck.CheckpointError, match=r"evil\.pkl: refused: refused global (posix|os)\.system"):
-        ck.load_stylegan2_pkl(path)
+    with pytest.raises(official.CheckpointError, match=r"evil\.pkl: refused: refused global (posix|os)\.system"):
+        official.load_stylegan2_pkl(path)
     assert not marker.exists()
     # the same payload inside a torch file meets the weights-only loader
     torch_path = tmp_path / "evil.pt"
     torch.save({"state_dict": Evil()}, torch_path)
-    with pytest.raises(ck.CheckpointError, match=r"evil\.pt: refused by the weights-only loader"):
-        ck.load_e4e(torch_path)
+    with pytest.raises(official.CheckpointError, match=r"evil\.pt: refused by the weights-only loader"):
+        official.load_e4e(torch_path)
     assert not marker.exists()
 
 
@@ -80,7 +81,7 @@ def test_module_source_in_the_pickle_is_never_executed(tmp_path: Path) -> None:
     path = write_network_pickle(tmp_path / "g.pkl", G, init, with_d=False)
     # tests/official_formats.py puts `raise SystemExit(3)` in module_src and a reconstructor that asserts
     assert b"raise SystemExit(3)" in path.read_bytes()
-    loaded = ck.load_stylegan2_pkl(path)
+    loaded = official.load_stylegan2_pkl(path)
     z = torch.randn(2, 64)
     with torch.no_grad():
         # the same weights and ops; a tolerance, not bitwise (kernels may pick another summation order by alignment)
@@ -91,14 +92,14 @@ def test_wrong_shapes_truncation_and_other_architectures_are_refused(tmp_path: P
     G, init = small_stylegan()
     wrong = dict(init, img_resolution=32)  # the file claims 32 px but holds 64 px tensors
     path = write_network_pickle(tmp_path / "wrong.pkl", G, wrong, with_d=False)
-    with pytest.raises(ck.CheckpointError, match=r"wrong\.pkl: G_ema does not match the architecture it states"):
-        ck.load_stylegan2_pkl(path)
+    with pytest.raises(official.CheckpointError, match=r"wrong\.pkl: G_ema does not match the architecture it states"):
+        official.load_stylegan2_pkl(path)
 
     good = write_network_pickle(tmp_path / "good.pkl", G, init, with_d=False)
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ck.CheckpointError, match=r"cut\.pkl: not a readable network pickle"):
-        ck.load_stylegan2_pkl(cut)
+    with pytest.raises(official.CheckpointError, match=r"cut\.pkl: not a readable network pickle"):
+        official.load_stylegan2_pkl(cut)
 
     disc = persistent_from_module(G, init)
     disc.meta["class_name"] = "Discriminator"
@@ -106,29 +107,29 @@ def test_wrong_shapes_truncation_and_other_architectures_are_refused(tmp_path: P
     import tests.official_formats  # noqa: F401  (registers the persistence stand-ins)
 
     claims.write_bytes(pickle.dumps({"G_ema": disc}, protocol=4))
-    with pytest.raises(ck.CheckpointError, match="G_ema is a 'Discriminator', not a StyleGAN2 Generator"):
-        ck.load_stylegan2_pkl(claims)
+    with pytest.raises(official.CheckpointError, match="G_ema is a 'Discriminator', not a StyleGAN2 Generator"):
+        official.load_stylegan2_pkl(claims)
 
     odd = tmp_path / "odd.pkl"
     bad_kwargs = dict(init, synthesis_kwargs={**init["synthesis_kwargs"], "architecture": "resnet"})
     write_network_pickle(odd, G, bad_kwargs, with_d=False)
-    with pytest.raises(ck.CheckpointError, match="unsupported Generator arguments"):
-        ck.load_stylegan2_pkl(odd)
+    with pytest.raises(official.CheckpointError, match="unsupported Generator arguments"):
+        official.load_stylegan2_pkl(odd)
 
     empty = tmp_path / "empty.pkl"
     empty.write_bytes(b"")
-    with pytest.raises(ck.CheckpointError, match="empty file"):
-        ck.load_stylegan2_pkl(empty)
-    with pytest.raises(ck.CheckpointError, match="no such file"):
-        ck.load_stylegan2_pkl(tmp_path / "absent.pkl")
+    with pytest.raises(official.CheckpointError, match="empty file"):
+        official.load_stylegan2_pkl(empty)
+    with pytest.raises(official.CheckpointError, match="no such file"):
+        official.load_stylegan2_pkl(tmp_path / "absent.pkl")
 
 
 def test_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     G, init = small_stylegan()
     path = write_network_pickle(tmp_path / "g.pkl", G, init, with_d=False)
     monkeypatch.setenv("RECAST_MAX_CHECKPOINT_BYTES", "1000")
-    with pytest.raises(ck.CheckpointError, match="over the 1000-byte limit"):
-        ck.load_stylegan2_pkl(path)
+    with pytest.raises(official.CheckpointError, match="over the 1000-byte limit"):
+        official.load_stylegan2_pkl(path)
 
 
 def test_full_size_vox_checkpoint_loads_strictly(tmp_path: Path) -> None:
@@ -138,22 +139,22 @@ def test_full_size_vox_checkpoint_loads_strictly(tmp_path: Path) -> None:
     gen_state = random_tensors(gen["tensors"], gen.get("dtypes"), seed=4)
     path = write_fomm_checkpoint(tmp_path / "vox-cpk.pth.tar", kp_state, gen_state, legacy=True)
     assert not zipfile.is_zipfile(path)  # the 2019 legacy stream, as PyTorch 1.0 wrote it
-    loaded = ck.load_fomm(path)
+    loaded = official.load_fomm(path)
     assert torch.equal(loaded.modules["kp_detector"].state_dict()["kp.weight"], kp_state["kp.weight"])
     assert torch.equal(loaded.modules["generator"].state_dict()["final.weight"], gen_state["final.weight"])
     assert loaded.notes == ["epoch 99"]
     # torch < 0.4.1 files lack num_batches_tracked; torch tolerates that under strict loading
     old_kp = {k: v for k, v in kp_state.items() if not k.endswith("num_batches_tracked")}
     old = write_fomm_checkpoint(tmp_path / "old.pth.tar", old_kp, gen_state)
-    assert ck.load_fomm(old).kind == "fomm"
+    assert official.load_fomm(old).kind == "fomm"
     # a file missing the detector, and one with a wrong shape
     torch.save({"generator": gen_state}, tmp_path / "half.pth.tar")
-    with pytest.raises(ck.CheckpointError, match="needs 'kp_detector' and 'generator'"):
-        ck.load_fomm(tmp_path / "half.pth.tar")
+    with pytest.raises(official.CheckpointError, match="needs 'kp_detector' and 'generator'"):
+        official.load_fomm(tmp_path / "half.pth.tar")
     bad = dict(kp_state, **{"kp.weight": torch.zeros(11, 35, 7, 7)})
     write_fomm_checkpoint(tmp_path / "bad.pth.tar", bad, gen_state)
-    with pytest.raises(ck.CheckpointError, match=r"bad\.pth\.tar: kp_detector does not match"):
-        ck.load_fomm(tmp_path / "bad.pth.tar")
+    with pytest.raises(official.CheckpointError, match=r"bad\.pth\.tar: kp_detector does not match"):
+        official.load_fomm(tmp_path / "bad.pth.tar")
 
 
 def test_full_size_e4e_checkpoint_loads_strictly(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_full_size_e4e_checkpoint_loads_strictly(tmp_path: Path) -> None:
     path = write_e4e_checkpoint(tmp_path / "e4e_ffhq_encode.pt", encoder, latent_avg, decoder=decoder)
     del tensors, decoder
     assert zipfile.is_zipfile(path)
-    loaded = ck.load_e4e(path)
+    loaded = official.load_e4e(path)
     model = loaded.modules["encoder"]
     assert isinstance(model, Encoder4Editing) and model.style_count == 18
     assert torch.equal(model.state_dict()["styles.17.linear.weight"], encoder["styles.17.linear.weight"])
@@ -179,46 +180,46 @@ def test_e4e_claims_and_damage_are_refused(tmp_path: Path) -> None:
     state = encoder.state_dict()
     psp = write_e4e_checkpoint(tmp_path / "psp.pt", state, torch.zeros(6, 512), stylegan_size=16,
                                encoder_type="GradualStyleEncoder")
-    with pytest.raises(ck.CheckpointError, match="encoder_type is 'GradualStyleEncoder'"):
-        ck.load_e4e(psp)
+    with pytest.raises(official.CheckpointError, match="encoder_type is 'GradualStyleEncoder'"):
+        official.load_e4e(psp)
     size = write_e4e_checkpoint(tmp_path / "size.pt", state, torch.zeros(6, 512), stylegan_size=1024)
-    with pytest.raises(ck.CheckpointError, match=r"size\.pt: encoder does not match"):
-        ck.load_e4e(size)
+    with pytest.raises(official.CheckpointError, match=r"size\.pt: encoder does not match"):
+        official.load_e4e(size)
     good = write_e4e_checkpoint(tmp_path / "good.pt", state, torch.zeros(6, 512), stylegan_size=16)
-    assert ck.load_e4e(good).modules["encoder"].style_count == 6
+    assert official.load_e4e(good).modules["encoder"].style_count == 6
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[:100_000])
-    with pytest.raises(ck.CheckpointError, match=r"cut\.pt: not a readable torch file"):
-        ck.load_e4e(cut)
+    with pytest.raises(official.CheckpointError, match=r"cut\.pt: not a readable torch file"):
+        official.load_e4e(cut)
     # a FOMM file opened as an encoder, and an encoder opened as FOMM
     detector, generator, _ = small_fomm()
     vox = write_fomm_checkpoint(tmp_path / "vox.pth", detector.state_dict(), generator.state_dict())
-    with pytest.raises(ck.CheckpointError, match="not an e4e checkpoint"):
+    with pytest.raises(official.CheckpointError, match="not an e4e checkpoint"):
         ck.open_checkpoint(vox, kind="e4e")
-    with pytest.raises(ck.CheckpointError, match="not a FOMM checkpoint"):
+    with pytest.raises(official.CheckpointError, match="not a FOMM checkpoint"):
         ck.open_checkpoint(good, kind="fomm")
 
 
 def test_safetensors_round_trip(tmp_path: Path) -> None:
     detector, generator, config = small_fomm()
     src = write_fomm_checkpoint(tmp_path / "small.pth.tar", detector.state_dict(), generator.state_dict())
-    loaded = ck.load_fomm(src, config)
+    loaded = official.load_fomm(src, config)
     out = ck.save_safetensors(loaded, tmp_path / "small.safetensors")
     again = ck.open_checkpoint(out, kind="fomm")
     assert again.config == config and f"sha256 {loaded.sha256}" in again.notes[0]
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again.modules["kp_detector"](x)["value"], detector(x)["value"], atol=1e-6, rtol=0)
-    with pytest.raises(ck.CheckpointError, match="holds a fomm network, not stylegan2"):
+    with pytest.raises(official.CheckpointError, match="holds a fomm network, not stylegan2"):
         ck.open_checkpoint(out, kind="stylegan2")
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(out.read_bytes()[:5000])
-    with pytest.raises(ck.CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(official.CheckpointError, match="not a readable safetensors file"):
         ck.open_checkpoint(cut)
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(ck.CheckpointError, match="not a Recast engine file"):
+    with pytest.raises(official.CheckpointError, match="not a Recast engine file"):
         ck.open_checkpoint(tmp_path / "foreign.safetensors")
 
 
@@ -227,7 +228,7 @@ def test_restricted_unpickler_reads_numpy_scalars_and_sets() -> None:
 
     data = pickle.dumps({"gain": np.float64(0.5), "s": {"a"}, "od": __import__("collections").OrderedDict(a=1)},
                         protocol=2)
-    out = ck.RestrictedUnpickler(io.BytesIO(data)).load()
+    out = official.RestrictedUnpickler(io.BytesIO(data)).load()
     assert out["gain"] == 0.5 and out["s"] == {"a"} and out["od"]["a"] == 1
 
 
@@ -256,15 +257,15 @@ def test_zip_bomb_is_refused_before_it_inflates(tmp_path: Path, monkeypatch: pyt
     many = _zip_bomb(tmp_path / "many.pt", {str(90 + i): 40 << 20 for i in range(3)})
     assert one.stat().st_size < 2 << 20 and many.stat().st_size < 1 << 20
     monkeypatch.setattr(torch, "load", never)
-    with pytest.raises(ck.CheckpointError, match=r"declares 314572800 bytes, more than any tensor"):
-        ck.load_e4e(one)
-    with pytest.raises(ck.CheckpointError, match=r"declares \d+ bytes inflated from \d+ on disk"):
+    with pytest.raises(official.CheckpointError, match=r"declares 314572800 bytes, more than any tensor"):
+        official.load_e4e(one)
+    with pytest.raises(official.CheckpointError, match=r"declares \d+ bytes inflated from \d+ on disk"):
         ck.open_checkpoint(many, kind="fomm")
     # a real torch.save zip passes the check: its records are stored, not deflated
     real = tmp_path / "real.pt"
     monkeypatch.undo()
     torch.save({"w": torch.zeros(1000, 1000)}, real)
-    ck.check_inflation(real)
+    official.check_inflation(real)
 
 
 class _StorageBytes:
@@ -283,15 +284,15 @@ def test_zip_bomb_inside_a_network_pickle_is_refused(tmp_path: Path) -> None:
     bomb = _zip_bomb(tmp_path / "inner.pt", {"99": 300 << 20}).read_bytes()
     path = tmp_path / "bomb.pkl"
     path.write_bytes(pickle.dumps({"G_ema": _StorageBytes(bomb)}, protocol=4))
-    with pytest.raises(ck.CheckpointError, match=r"bomb.pkl: record .* declares 314572800 bytes"):
-        ck.load_stylegan2_pkl(path)
+    with pytest.raises(official.CheckpointError, match=r"bomb.pkl: record .* declares 314572800 bytes"):
+        official.load_stylegan2_pkl(path)
     huge = tmp_path / "huge.pkl"
     plain = pickle.dumps({"G_ema": np.zeros(3)}, protocol=4)
     payload = plain.replace(b"K\x00\x85", b"J\x00\x00\x00\x40\x85")  # shape (0,) -> (2**30,)
     assert payload != plain
     huge.write_bytes(payload)
-    with pytest.raises(ck.CheckpointError, match="numpy reconstruct of shape"):
-        ck.load_stylegan2_pkl(huge)
+    with pytest.raises(official.CheckpointError, match="numpy reconstruct of shape"):
+        official.load_stylegan2_pkl(huge)
 
 
 def test_the_family_table_chooses_the_loader_of_an_official_file(tmp_path: Path) -> None:
@@ -310,7 +311,7 @@ def test_the_family_table_chooses_the_loader_of_an_official_file(tmp_path: Path)
     assert kind_of("model.onnx") is None and kind_of("g.safetensors") is None  # ours: not an upstream file
     odd = tmp_path / "weights.pt"
     odd.write_bytes(b"not read")
-    with pytest.raises(ck.CheckpointError, match="read as e4e here and cannot hold stylegan2"):
+    with pytest.raises(official.CheckpointError, match="read as e4e here and cannot hold stylegan2"):
         ck.open_checkpoint(odd, kind="stylegan2")
-    with pytest.raises(ck.CheckpointError, match="unknown checkpoint suffix"):
+    with pytest.raises(official.CheckpointError, match="unknown checkpoint suffix"):
         ck.open_checkpoint(tmp_path / "model.onnx")

@@ -16,15 +16,14 @@ import pytest
 
 from engines.cache import TitleCache
 from engines.directions import list_directions
-from stream.casts.cast import hopper_cast
 from stream.cli.main import main
 from stream.perception.face_stage import BakedFaceStage
-from stream.server.app import SERVICE, ServerConfig
+from stream.server.app import SERVICE
 from stream.server.titles import scan_titles
 from tests.browser import chromium_page
 from tests.conftest import REFERENCE, decode_all, media, psnr
 from tests.serve_process import recast_serve_demo
-from tests.webrtc_client import Viewer, running_server
+from tests.webrtc_client import Viewer, serving
 
 CLIP = media("videos/liveportrait_d20.mp4")
 BAKED = 75  # frames baked; the title goes on past them
@@ -87,8 +86,7 @@ def test_baked_title_plays_from_the_cache_with_the_actor_and_edits(cache: Path, 
     boxes = face_box(cache)
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(titles) as (base, app, http):
             status, listed = await Viewer(base, http).call("GET", "/api/titles")
             assert status == 200 and listed == [{"id": "d20", "duration": listed[0]["duration"], "fps": 25.0,
                                                  "prebaked": True, "casts": ["actor", "hopper"],

@@ -12,20 +12,18 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import av
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 
-from stream.casts.cast import hopper_cast
 from stream.cli.demo_title import demo_title_path
 from stream.media.sources import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
 from tests.conftest import media, psnr
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, run_async, running_server
+from tests.webrtc_client import Viewer, run_async, serving
 
 KEY = "k" * 24
 OTHER_KEY = "o" * 24
@@ -49,8 +47,7 @@ def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float
 def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str) -> None:
     async def scenario() -> None:
         config = ServerConfig(demo=True)
-        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles, config) as (base, app, http):
             status, titles = await Viewer(base, http).call("GET", "/api/titles")
             assert status == 200 and titles[0]["id"] == "demo" and titles[0]["casts"] == ["hopper"]
             viewer = Viewer(base, http)
@@ -98,8 +95,7 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str)
 
 def test_control_messages_are_validated_and_the_session_stays_up(demo: DemoTitle) -> None:
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, _), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles) as (base, _, http):
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
             bad: list[tuple[Any, bool, str]] = [
@@ -127,8 +123,7 @@ def test_control_messages_are_validated_and_the_session_stays_up(demo: DemoTitle
 def test_keys_ids_sizes_and_limits(demo: DemoTitle) -> None:
     async def scenario() -> None:
         config = ServerConfig(api_keys=(KEY, OTHER_KEY), max_sessions=3, sessions_per_minute=4)
-        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles, config) as (base, app, http):
             anon, wrong = Viewer(base, http), Viewer(base, http, key="w" * 24)
             alice, bob = Viewer(base, http, key=KEY), Viewer(base, http, key=OTHER_KEY)
             assert (await anon.call("GET", "/healthz")) == (200, {"status": "ok"})
@@ -203,8 +198,7 @@ class FileTrack(MediaStreamTrack):
 def test_camera_session_recasts_the_viewers_video() -> None:
     async def scenario() -> None:
         titles = scan_titles(None, demo_title_path())
-        async with running_server(ServerConfig(demo=True), titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(titles) as (base, app, http):
             camera = FileTrack(media("videos/liveportrait_d20.mp4"))
             viewer = Viewer(base, http)
             await viewer.connect({"camera": True}, send=camera)
@@ -243,8 +237,7 @@ def test_shutdown_ends_sessions_and_threads(demo: DemoTitle) -> None:
     before = {t.name for t in threading.enumerate()}
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True, offer_timeout_s=1.0), demo.titles,
-                                  [hopper_cast()]) as (base, app), aiohttp.ClientSession() as http:
+        async with serving(demo.titles, ServerConfig(demo=True, offer_timeout_s=1.0)) as (base, app, http):
             viewers = [Viewer(base, http) for _ in range(2)]
             for v in viewers:
                 await v.connect({"title": "demo"})
@@ -272,8 +265,7 @@ def test_an_ended_session_is_freed_by_the_server(demo: DemoTitle) -> None:
     collection off, only that can free them: before it did, the soak grew about 1 MB per session."""
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles) as (base, app, http):
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
             await viewer.frames(10)

@@ -14,18 +14,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
 import stream.server.app as server_app
 import stream.server.frames as server_frames
+import stream.server.signalling as server_signalling
 from stream.casts.cast import hopper_cast
 from stream.render.options import RenderOptions
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, run_async, running_server
+from tests.webrtc_client import Viewer, run_async, running_server, serving
 
 KEY = "k" * 24
 
@@ -131,11 +131,10 @@ def test_malformed_offers_get_400_at_once_and_build_nothing(demo: DemoTitle, goo
     """Each malformed kind: 400 from the validator, the session ends at once (no slot held until ICE fails), and
     no peer connection or frame processor is built for it."""
     CountingPeer.built = 0
-    monkeypatch.setattr(server_app, "RTCPeerConnection", CountingPeer)
+    monkeypatch.setattr(server_signalling, "RTCPeerConnection", CountingPeer)
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True, sessions_per_minute=100), demo.titles,
-                                  [hopper_cast()]) as (base, app), aiohttp.ClientSession() as http:
+        async with serving(demo.titles, ServerConfig(demo=True, sessions_per_minute=100)) as (base, app, http):
             viewer = Viewer(base, http)
             for name, mutate in MALFORMED.items():
                 _, created = await viewer.call("POST", "/api/sessions", {"title": "demo"})
@@ -158,8 +157,7 @@ def test_video_only_offer_gets_video_for_a_title_with_audio(demo: DemoTitle) -> 
     """A viewer that does not want audio gets the video (the probe got 400 "None is not in list")."""
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles) as (base, app, http):
             assert demo.titles["demo"].has_audio
             viewer = Viewer(base, http)
             _, created = await viewer.call("POST", "/api/sessions", {"title": "demo"})
@@ -209,12 +207,11 @@ def test_an_ended_session_cannot_get_a_peer(demo: DemoTitle, good_offer: str,
     """Half an offer body, then DELETE, then the rest: 404 and no peer connection, so no stream exists that the
     session table, the cap or DELETE cannot see (the probe got 200 and streams past --max-sessions)."""
     CountingPeer.built = 0
-    monkeypatch.setattr(server_app, "RTCPeerConnection", CountingPeer)
+    monkeypatch.setattr(server_signalling, "RTCPeerConnection", CountingPeer)
 
     async def scenario() -> None:
         config = ServerConfig(demo=True, max_sessions=1)
-        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles, config) as (base, app, http):
             viewer = Viewer(base, http)
             _, created = await viewer.call("POST", "/api/sessions", {"title": "demo"})
             sid = created["session"]
@@ -278,8 +275,7 @@ def test_nothing_slow_is_built_on_the_event_loop(demo: DemoTitle, monkeypatch: p
                 lags.append(time.perf_counter() - began - 0.005)
 
         config = ServerConfig(demo=True, options=RenderOptions(detector=detector))
-        async with running_server(config, demo.titles, [hopper_cast()]) as (base, _), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles, config) as (base, _, http):
             assert len(hog_builds) == (detector == "hog")  # at start-up, and only for HOG
             task = asyncio.ensure_future(ticker())
             viewers = [Viewer(base, http) for _ in range(2)]
@@ -369,8 +365,7 @@ def test_control_channel_survives_deep_json_and_bytes_that_are_not_utf8(demo: De
     from aiortc.rtcsctptransport import WEBRTC_DCEP, WEBRTC_STRING
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles) as (base, app, http):
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
             deep = "[" * 2040 + "]" * 2040
@@ -400,8 +395,7 @@ def test_a_silent_peer_is_reaped_within_the_disconnect_timeout(demo: DemoTitle) 
 
     async def scenario() -> None:
         config = ServerConfig(demo=True, disconnect_timeout_s=4.0)
-        async with running_server(config, demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles, config) as (base, app, http):
             viewer = Viewer(base, http)
             await viewer.connect({"title": "demo"})
             await viewer.frames(5)
@@ -429,8 +423,7 @@ def test_a_camera_sessions_unused_audio_is_drained(demo: DemoTitle) -> None:
     from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
     async def scenario() -> None:
-        async with running_server(ServerConfig(demo=True), demo.titles, [hopper_cast()]) as (base, app), \
-                aiohttp.ClientSession() as http:
+        async with serving(demo.titles) as (base, app, http):
             viewer = Viewer(base, http)
             viewer.pc.addTrack(AudioStreamTrack())
             await viewer.connect({"camera": True}, send=VideoStreamTrack())

@@ -15,7 +15,7 @@ import av
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from stream.casts.cast import Cast
+from stream.casts.cast import Cast, hopper_cast
 from stream.server.app import ServerConfig, build_app
 from stream.server.ice import restrict_host_candidates
 from stream.server.titles import Title
@@ -41,6 +41,16 @@ async def running_server(config: ServerConfig, titles: dict[str, Title], casts: 
     finally:
         await runner.cleanup()
         restrict_host_candidates(None)
+
+
+@contextlib.asynccontextmanager
+async def serving(titles: dict[str, Title], config: ServerConfig | None = None, casts: Sequence[Cast] | None = None
+                  ) -> AsyncIterator[tuple[str, web.Application, aiohttp.ClientSession]]:
+    """The server tests' preamble: the service on 127.0.0.1 (open, as `--demo`, unless `config` says otherwise)
+    with `titles` and Hopper's cast unless `casts` are given, and an HTTP client: (base URL, app, client)."""
+    async with running_server(config or ServerConfig(demo=True), titles, [hopper_cast()] if casts is None else casts
+                              ) as (base, app), aiohttp.ClientSession() as http:
+        yield base, app, http
 
 
 @dataclass

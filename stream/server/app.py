@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from engines.cache import TITLE_ID
 from stream.casts.cast import Cast
 from stream.render.options import RenderOptions
 from stream.server.casting import Casting
 from stream.server.ice import consent_checks
-from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.metrics import Registry
-from stream.server.sessions import Session, guard_data_channel_text, release_free_memory
+from stream.server.sessions import Session, release_free_memory
+from stream.server.signalling import answer
 from stream.server.titles import Title
 from stream.server.validate import Offer, Refused, check_offer, decode_utf8, parse_json
 
@@ -333,29 +332,6 @@ def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
     return sdp, offered
 
 
-async def _answer(session: Session, pc: RTCPeerConnection, sdp: str, offered: Offer) -> str | None:
-    """The offer set on the peer connection, the session's tracks added and the answer made; why the offer cannot
-    be used, or None."""
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        guard_data_channel_text(pc, session.refuse_text)
-        if session.title is not None and not session.closed:
-            # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
-            video = TitleVideoTrack(session, session.title.path)
-            session.tracks.append(video)
-            pc.addTrack(video)
-            if session.title.has_audio and offered.receives("audio"):
-                audio = TitleAudioTrack(session, session.title.path)
-                session.tracks.append(audio)
-                pc.addTrack(audio)
-        if session.title is None and not session.tracks:
-            return "a camera session's offer must send video"
-        await pc.setLocalDescription(await pc.createAnswer())
-    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
-        return str(exc)[:200]
-    return None
-
-
 async def offer(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     _session(request)  # an unknown session is refused before its body is read
@@ -370,27 +346,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
     except ApiError:
         await service.close(session.id, "bad_sdp")
         raise
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    session.pc = pc  # from here on, closing the session closes the peer connection
-    pc.on("datachannel", session.attach_channel)
-
-    @pc.on("connectionstatechange")
-    async def on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await service.close(session.id, f"peer_{pc.connectionState}")
-
-    if session.title is None:
-
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            if track.kind == "video" and not session.tracks and not session.closed:
-                out = CameraVideoTrack(session, track)
-                session.tracks.append(out)
-                pc.addTrack(out)
-            else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
-                session.discard(track)
-
-    refused = await _answer(session, pc, sdp, offered)
+    refused = await answer(session, sdp, offered, lambda reason: service.close(session.id, reason))
     if refused is not None:
         if session.closed:  # ended while negotiating; its close closed the peer connection
             raise ApiError(404, "unknown_session", "the session ended during negotiation")
@@ -399,7 +355,9 @@ async def offer(request: web.Request) -> web.StreamResponse:
     if session.closed:
         raise ApiError(404, "unknown_session", "the session ended during negotiation")
     session.answered = True
-    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+    assert session.pc is not None  # given by answer()
+    local = session.pc.localDescription
+    return web.json_response({"sdp": local.sdp, "type": local.type})
 
 
 async def delete_session(request: web.Request) -> web.StreamResponse:

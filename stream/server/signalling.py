@@ -1,0 +1,57 @@
+"""WebRTC signalling for a session: its peer connection built from a checked offer, the session's media tracks
+added to the transceivers the offer made, and the answer. No HTTP here: the service's offer route checks the
+request and the SDP (stream/server/validate.py) and hands them over."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
+from stream.server.sessions import Session, guard_data_channel_text
+from stream.server.validate import Offer
+
+
+async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[str], Awaitable[None]]) -> str | None:
+    """Give `session` a peer connection for the offer and make its answer (in `session.pc.localDescription`); why
+    the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    session.pc = pc  # from here on, closing the session closes the peer connection
+    pc.on("datachannel", session.attach_channel)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await on_end(f"peer_{pc.connectionState}")
+
+    if session.title is None:
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and not session.tracks and not session.closed:
+                out = CameraVideoTrack(session, track)
+                session.tracks.append(out)
+                pc.addTrack(out)
+            else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
+                session.discard(track)
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        guard_data_channel_text(pc, session.refuse_text)
+        if session.title is not None and not session.closed:
+            # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
+            video = TitleVideoTrack(session, session.title.path)
+            session.tracks.append(video)
+            pc.addTrack(video)
+            if session.title.has_audio and offered.receives("audio"):
+                audio = TitleAudioTrack(session, session.title.path)
+                session.tracks.append(audio)
+                pc.addTrack(audio)
+        if session.title is None and not session.tracks:
+            return "a camera session's offer must send video"
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        return str(exc)[:200]
+    return None
