@@ -157,6 +157,7 @@ def test_full_size_vox_checkpoint_loads_strictly(tmp_path: Path) -> None:
         official.load_fomm(tmp_path / "bad.pth.tar")
 
 
+@pytest.mark.slow
 def test_full_size_e4e_checkpoint_loads_strictly(tmp_path: Path) -> None:
     full = manifest("e4e_ffhq_encode")
     tensors = random_tensors(full["tensors"], full.get("dtypes"), seed=5)

@@ -228,6 +228,7 @@ def test_survey(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         main(["survey", str(csv), "--claim", "1.5"])
 
 
+@pytest.mark.slow
 def test_export_writes_every_part_the_family_table_names(models: dict[str, Path], tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`recast export` of a FOMM checkpoint writes its two engine parts (keypoints, animator) into the folder, each

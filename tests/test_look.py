@@ -325,6 +325,7 @@ def test_the_eyes_are_read_where_they_may_blink_and_now_and_then_besides() -> No
     assert sum(eyes_to_read(landmarks, lids) for _ in range(EYES_READ_EVERY)) == 1  # open again
 
 
+@pytest.mark.slow
 def test_the_recast_blinks_with_the_actor(tmp_path: Path) -> None:
     """s18's actor lowers her lids at frames 7-12 to 0.5 of their opening (dlib's points on the source). Read the
     same way on the recast, the cast's eyes close to 0.76 of theirs (0.99 when the mesh's lids alone draw them; dlib
@@ -707,6 +708,7 @@ def fine_detail(image: np.ndarray, where: np.ndarray) -> float:
     return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[where].mean())
 
 
+@pytest.mark.slow
 def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
     """stream/cli/quality.py computes what shared/tools/recast_score.py computes, to the third decimal."""
     clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "d20.mp4", 36)
