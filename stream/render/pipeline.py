@@ -75,7 +75,8 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
         source = opened.enter_context(MediaSource(location))
         metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
         sink = opened.enter_context(MediaSink(output, source.info, audio_stream=source.audio_stream,
-                                              metadata=metadata, crf=options.crf, preset=options.preset))
+                                              metadata=metadata, crf=options.crf, preset=options.preset,
+                                              live=options.mode == "live"))
         writer = ThreadedWriter(sink, source.audio_packets, timer)
         opened.callback(writer.close)
         frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
