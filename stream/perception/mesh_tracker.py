@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import cv2
@@ -24,6 +24,8 @@ LOCAL_MIN_SCORE = 0.4  # the detector's floor right around a face the mesh is lo
 MAX_COAST = 5  # frames a face may be carried by the detector alone (its last mesh moved with the detection)
 EARLY_ROUNDS = (2, 5)  # extra detection rounds early in a shot: faces the first round missed come soon
 MAX_FADE = 3  # frames a face is kept while its mesh still fits but its presence dips under the floor to keep it
+VELOCITY_KEEP = 0.5  # the share of a face's velocity kept each frame (the rest is its last displacement)
+VELOCITY_DEAD = 0.05  # of the face's size a frame: slower than this a face is looked for where it was
 REVIVE_SEARCH = 5  # frames after its loss in which a face is looked for where it was, every frame
 
 
@@ -38,6 +40,7 @@ class _MeshTrack:
     confirmed: bool = False  # shown only once confirmed: at birth when sure, else by the next detection round
     coasting: int = 0  # frames in a row held by the detector alone, the mesh having lost the face
     fading: int = 0  # frames in a row its mesh fitted with a presence under the floor to keep it
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px a frame of its centre, averaged
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -100,23 +103,25 @@ class MeshTracker:
         for track in self._tracks:
             result = self.mesh.run(rgb, track.crop)
             self.stats.landmark_calls += 1
+            measured = True  # the mesh found the face itself: its motion is measured
             if not self._good(track, result, w, h):
                 # once more from the crop that worked last frame, then the detector right around the face
                 result = self.mesh.run(rgb, track.result.crop)
                 self.stats.landmark_calls += 1
                 if not self._good(track, result, w, h):
                     found = self._find_near(rgb, track)
-                    if found is None and track.fading < MAX_FADE and plausible(track.landmarks, result.landmarks,
-                                                                                 w, h):
+                    if found is None and track.fading < MAX_FADE and plausible(self._expected(track),
+                                                                                 result.landmarks, w, h):
                         track.fading += 1  # the mesh still fits where the face was, only its presence dipped
+                        measured = False
                     elif found is None:
                         suspects.append(track)
                         continue
                     else:
-                        result = found
+                        result, measured = found, False
             if result.score >= self.keep_presence:
                 track.fading = 0
-            self._follow(track, result)
+            self._follow(track, result, measured)
         for track in [t for t in self._tracks if not t.confirmed and t not in suspects and t.age > 0]:
             # a tentative face is confirmed (or dropped) by the detector right around it on the next frame
             if self._detected_near(rgb, track):
@@ -150,20 +155,21 @@ class MeshTracker:
         return cut, faces
 
     def _good(self, track: _MeshTrack, result: MeshResult, width: int, height: int) -> bool:
-        return result.score >= self.keep_presence and plausible(track.landmarks, result.landmarks, width, height)
+        return result.score >= self.keep_presence and plausible(self._expected(track), result.landmarks, width,
+                                                                 height)
 
     def _local_detections(self, rgb: np.ndarray, track: _MeshTrack, min_score: float) -> list[Detection]:
         """The detector on a square 2.5 times the face around its last place (one inference, and the face is
         larger in it than in the whole frame): the detections near the face."""
         h, w = rgb.shape[:2]
-        box = landmark_box(track.landmarks)
+        box = landmark_box(self._expected(track))
         side = min(max(box.width, box.height) * 2.5, w, h)
         cx, cy = box.center
         x0, y0 = int(np.clip(cx - side / 2, 0, w - side)), int(np.clip(cy - side / 2, 0, h - side))
         region = (x0, y0, x0 + int(side), y0 + int(side))
         self.stats.detections += 1
         return [d for d in self.detector.detect_rgb(rgb, [region], min_score=min_score)
-                if _near(track.landmarks, d.box) < 0.5]
+                if _near(self._expected(track), d.box) < 0.5]
 
     def _detected_near(self, rgb: np.ndarray, track: _MeshTrack) -> bool:
         # a face is born at the detector's own floor and confirmed at the lower one a known face gets (hysteresis)
@@ -178,7 +184,7 @@ class MeshTracker:
             return None
         best = max(near, key=lambda d: d.score)
         result = self._confirm(rgb, best)
-        if result is not None and plausible(track.landmarks, result.landmarks, w, h):
+        if result is not None and plausible(self._expected(track), result.landmarks, w, h):
             track.coasting = 0
             return result
         if track.coasting >= MAX_COAST:
@@ -208,7 +214,7 @@ class MeshTracker:
             if result is None:
                 continue
             box = landmark_box(result.landmarks)
-            if _near(track.landmarks, box) >= 0.5 or any(landmark_box(t.landmarks).iou(box) > 0.3
+            if _near(self._expected(track), box) >= 0.5 or any(landmark_box(t.landmarks).iou(box) > 0.3
                                                           for t in self._tracks):
                 continue
             self._lost.remove(track)
@@ -217,10 +223,33 @@ class MeshTracker:
             self._tracks.append(track)
             log.debug("frame %d: track %d found again where it was lost", self._index, track.track_id)
 
-    def _follow(self, track: _MeshTrack, result: MeshResult) -> None:
-        track.result, track.crop = result, result.next_crop()
+    @staticmethod
+    def _lead(track: _MeshTrack) -> np.ndarray:
+        """A track's motion a frame, where it moves clearly (over VELOCITY_DEAD of its size); none where it is
+        still, so that a still face is looked for exactly where it was."""
+        box = landmark_box(track.landmarks)
+        fast = float(np.hypot(*track.velocity)) > VELOCITY_DEAD * max(box.width, box.height)
+        return track.velocity if fast else np.zeros(2)
+
+    def _expected(self, track: _MeshTrack) -> np.ndarray:
+        """Where a track's landmarks are expected on the current frame: its last ones moved on at its velocity for
+        the frames since it was last seen (a face that moves fast is looked for where it is going)."""
+        frames = self._index - track.last_seen
+        return track.landmarks if frames <= 0 else track.landmarks + frames * self._lead(track)
+
+    def _follow(self, track: _MeshTrack, result: MeshResult, measured: bool = False) -> None:
+        """The track's face on this frame is `result`; its velocity is updated where the mesh `measured` the move
+        from the frame before (not where a detection or the last mesh carried it)."""
+        if measured and track.age > 0 and self._index == track.last_seen + 1:
+            moved = result.landmarks.mean(axis=0) - track.landmarks.mean(axis=0)
+            track.velocity = VELOCITY_KEEP * track.velocity + (1.0 - VELOCITY_KEEP) * moved
+        elif self._index > track.last_seen + 1:
+            track.velocity = np.zeros(2)  # back after a gap: its old motion says little
+        track.result = result
         track.age += 1
         track.last_seen = self._index
+        ahead, lead = result.next_crop(), self._lead(track)  # the mesh looks next where the face is going
+        track.crop = Crop(ahead.cx + lead[0], ahead.cy + lead[1], ahead.side, ahead.angle)
 
     def _confirm(self, rgb: np.ndarray, detection: Detection, floor: float | None = None) -> MeshResult | None:
         """The mesh on a detection, refined once from its own crop; None when it does not see a face there
@@ -248,7 +277,7 @@ class MeshTracker:
         if large and self._shot_age > max(EARLY_ROUNDS) and self._rounds % 4:
             regions = regions[:1]
         detections = sorted(self.detector.detect_rgb(rgb, regions), key=lambda d: -d.box.width * d.box.height)
-        pairs = sorted(((_near(t.landmarks, d.box), ti, di) for ti, t in enumerate(self._tracks)
+        pairs = sorted(((_near(self._expected(t), d.box), ti, di) for ti, t in enumerate(self._tracks)
                         for di, d in enumerate(detections)), key=lambda p: p[0])
         matched_tracks: set[int] = set()
         matched: set[int] = set()
@@ -287,11 +316,11 @@ class MeshTracker:
         for di, detection in enumerate(detections):
             if di in matched or len(self._tracks) >= self.max_faces:
                 continue
-            if any(_near(t.landmarks, detection.box) < 0.5 for t in self._tracks):
+            if any(_near(self._expected(t), detection.box) < 0.5 for t in self._tracks):
                 continue
             # where a face was lost moments ago, a detection is nearly proof: the mesh need only half agree
             # so is a detection the mesh refused at the same place in the last round (a turned face it doubts)
-            lost_here = [t for t in self._lost if _near(t.landmarks, detection.box) < 0.5]
+            lost_here = [t for t in self._lost if _near(self._expected(t), detection.box) < 0.5]
             seen_here = [b for b in refused if _box_distance(b, detection.box) < 0.5]
             result = self._confirm(rgb, detection, self.start_presence / 4 if lost_here or seen_here else None)
             if result is None:
@@ -302,8 +331,8 @@ class MeshTracker:
             landmarks = result.landmarks
             if any(landmark_box(t.landmarks).iou(landmark_box(landmarks)) > 0.3 for t in self._tracks):
                 continue  # the mesh went to a face that is already tracked
-            revived = min(self._lost, key=lambda t: _near(t.landmarks, landmark_box(landmarks)), default=None)
-            if revived is not None and _near(revived.landmarks, landmark_box(landmarks)) < 0.5:
+            revived = min(self._lost, key=lambda t: _near(self._expected(t), landmark_box(landmarks)), default=None)
+            if revived is not None and _near(self._expected(revived), landmark_box(landmarks)) < 0.5:
                 self._lost.remove(revived)
                 track = revived
             else:
