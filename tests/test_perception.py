@@ -107,18 +107,26 @@ def test_hamilton_goals_hold_with_one_bit_of_noise(seed: int) -> None:
     a fitting mesh kept through a dip, a lost face looked for where it was, a face confirmed at a lower floor than
     it is born at). Measured on 12 seeds: 57-63 of 64 audience frames with 4 faces (30-39 without the
     hysteresis)."""
+    tracks = _tracked_with_noise(HAMILTON, seed)
+    _assert_hamilton_goals(tracks)
+
+
+def _tracked_with_noise(name: str, seed: int | None) -> TrackSet:
+    """The clip tracked with the default options, every pixel moved by -1, 0 or +1 at random (none for no seed)."""
     rng = np.random.default_rng(seed)
-    options = RenderOptions(detector="mediapipe")
+    options = RenderOptions()
 
     def noisy(frames: Iterator[Frame]) -> Iterator[Frame]:
         for frame in frames:
+            if seed is None:
+                yield frame
+                continue
             noise = rng.integers(-1, 2, frame.image.shape, dtype=np.int16)
             yield dataclasses.replace(frame, image=np.clip(frame.image + noise, 0, 255).astype(np.uint8))
 
-    with MediaSource(media(HAMILTON), keep_audio=False) as source:
-        tracks = track_frames(noisy(source.frames()), source.info, make_tracker(options), mode=options.mode,
-                              lookahead=options.lookahead)
-    _assert_hamilton_goals(tracks)
+    with MediaSource(media(name), keep_audio=False) as source:
+        return track_frames(noisy(source.frames()), source.info, make_tracker(options), mode=options.mode,
+                            lookahead=options.lookahead)
 
 
 def _assert_hamilton_goals(hamilton_tracks: TrackSet) -> None:
@@ -139,10 +147,12 @@ def _assert_hamilton_goals(hamilton_tracks: TrackSet) -> None:
     assert turned and all(len(t.faces) >= 0.9 * 63 for t in turned), [(t.track_id, len(t.faces)) for t in turned]
 
 
+@pytest.mark.parametrize("seed", [None, 1])
 @pytest.mark.parametrize("clip", ["liveportrait_d0", "liveportrait_d20", "liveportrait_s18"])
-def test_a_talking_head_is_one_track(clip: str) -> None:
-    """One id, never a second face (a ghost), a face in >= 99 % of frames."""
-    tracks = run_tracking(media(f"videos/{clip}.mp4"), RenderOptions(detector="mediapipe"))
+def test_a_talking_head_is_one_track(clip: str, seed: int | None) -> None:
+    """One id, never a second face (a ghost), a face in >= 99 % of frames; the same with one bit of noise on every
+    pixel (measured on 3 seeds: one track, a face in every frame, on each clip)."""
+    tracks = _tracked_with_noise(f"videos/{clip}.mp4", seed)
     per = _faces_per_frame(tracks)
     assert len(tracks.tracks) == 1
     assert max(len(v) for v in per.values()) == 1
