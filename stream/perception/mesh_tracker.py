@@ -65,7 +65,7 @@ class MeshTracker:
 
     def __init__(self, detector: BlazeFace, mesh: FaceMesh, *, detect_interval: int = 10, max_faces: int = 16,
                  min_presence: float = 0.5, keep_presence: float = 0.01, sure_presence: float = 0.9,
-                 sure_score: float = 0.7, start_presence: float = 0.25, revive_frames: int = 15, min_face: float = 10.0,
+                 sure_score: float = 0.7, start_presence: float = 0.25, revive_frames: int = 30, min_face: float = 10.0,
                  cut_detector: CutDetector | None = None) -> None:
         if detect_interval < 1:
             raise ValueError(f"detect interval must be >= 1 frame, got {detect_interval}")
@@ -235,7 +235,10 @@ class MeshTracker:
         """Where a track's landmarks are expected on the current frame: its last ones moved on at its velocity for
         the frames since it was last seen (a face that moves fast is looked for where it is going)."""
         frames = self._index - track.last_seen
-        return track.landmarks if frames <= 0 else track.landmarks + frames * self._lead(track)
+        if frames <= 0:
+            return track.landmarks
+        # one frame on, a still face's jitter is not motion; over a gap (a face hidden by a passer-by) it adds up
+        return track.landmarks + (self._lead(track) if frames == 1 else frames * track.velocity)
 
     def _follow(self, track: _MeshTrack, result: MeshResult, measured: bool = False) -> None:
         """The track's face on this frame is `result`; its velocity is updated where the mesh `measured` the move
