@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ MAX_COAST = 5  # frames a face may be carried by the detector alone (its last me
 EARLY_ROUNDS = (2, 5)  # extra detection rounds early in a shot: faces the first round missed come soon
 MAX_FADE = 3  # frames a face is kept while its mesh still fits but its presence dips under the floor to keep it
 VELOCITY_KEEP = 0.5  # the share of a face's velocity kept each frame (the rest is its last displacement)
+PART_MARGIN = 0.1  # of the face's size: how much better one of two converged tracks foresaw the face
 VELOCITY_DEAD = 0.05  # of the face's size a frame: slower than this a face is looked for where it was
 REVIVE_SEARCH = 5  # frames after its loss in which a face is looked for where it was, every frame
 
@@ -100,6 +102,7 @@ class MeshTracker:
             self._shot_age = 0
         h, w = rgb.shape[:2]
         suspects: list[_MeshTrack] = []
+        before = {id(t): (dataclasses.replace(t), self._expected(t)) for t in self._tracks}
         for track in self._tracks:
             result = self.mesh.run(rgb, track.crop)
             self.stats.landmark_calls += 1
@@ -122,6 +125,7 @@ class MeshTracker:
             if result.score >= self.keep_presence:
                 track.fading = 0
             self._follow(track, result, measured)
+        self._part_converged(before)
         for track in [t for t in self._tracks if not t.confirmed and t not in suspects and t.age > 0]:
             # a tentative face is confirmed (or dropped) by the detector right around it on the next frame
             if self._detected_near(rgb, track):
@@ -222,6 +226,30 @@ class MeshTracker:
             track.misses, track.coasting = 0, 0
             self._tracks.append(track)
             log.debug("frame %d: track %d found again where it was lost", self._index, track.track_id)
+
+    def _part_converged(self, before: dict[int, tuple[_MeshTrack, np.ndarray]]) -> None:
+        """Two tracks whose meshes went to one face this frame (a face passing in front of another): the face stays
+        with the track whose motion foresaw it (by a margin of PART_MARGIN of its size); the other goes back to
+        where it was and is lost, to be found again where its own motion takes it. So two people who cross keep
+        their ids, where keeping the older id would hand the one in front the other's."""
+        for a, b in itertools.combinations(list(self._tracks), 2):
+            if a not in self._tracks or b not in self._tracks or self._index not in (a.last_seen, b.last_seen):
+                continue
+            box = landmark_box(a.landmarks)
+            if a.last_seen != b.last_seen or box.iou(landmark_box(b.landmarks)) < 0.5:
+                continue
+            misses = [float(np.hypot(*(t.landmarks.mean(axis=0) - before[id(t)][1].mean(axis=0)))) for t in (a, b)]
+            if abs(misses[0] - misses[1]) < PART_MARGIN * max(box.width, box.height):
+                continue  # no motion tells them apart: the older id is kept (drop_duplicates)
+            loser = a if misses[0] > misses[1] else b
+            old = before[id(loser)][0]
+            loser.result, loser.crop, loser.velocity = old.result, old.crop, old.velocity
+            loser.age, loser.last_seen = old.age, old.last_seen
+            self._tracks.remove(loser)
+            self._lost.append(loser)
+            self.stats.lost += 1
+            log.debug("frame %d: track %d went to track %d's face; lost", self._index, loser.track_id,
+                      (b if loser is a else a).track_id)
 
     @staticmethod
     def _lead(track: _MeshTrack) -> np.ndarray:
