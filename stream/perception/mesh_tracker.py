@@ -26,6 +26,9 @@ MAX_COAST = 5  # frames a face may be carried by the detector alone (its last me
 EARLY_ROUNDS = (2, 5)  # extra detection rounds early in a shot: faces the first round missed come soon
 MAX_FADE = 3  # frames a face is kept while its mesh still fits but its presence dips under the floor to keep it
 VELOCITY_KEEP = 0.5  # the share of a face's velocity kept each frame (the rest is its last displacement)
+REVIVE_WIDEN, REVIVE_FAR = 0.15, 4.0  # face sizes a lost frame, and at most, that a revived face may lie off its course
+REVIVE_LIKE = 0.85  # the colours' likeness (histogram intersection) a face must share with the lost one it revives
+LOOK_FOLLOW = 0.1  # the share of a new look taken each clear frame (slow: a face half hidden must not spoil it)
 PART_MARGIN = 0.1  # of the face's size: how much better one of two converged tracks foresaw the face
 VELOCITY_DEAD = 0.05  # of the face's size a frame: slower than this a face is looked for where it was
 REVIVE_SEARCH = 5  # frames after its loss in which a face is looked for where it was, every frame
@@ -43,6 +46,7 @@ class _MeshTrack:
     coasting: int = 0  # frames in a row held by the detector alone, the mesh having lost the face
     fading: int = 0  # frames in a row its mesh fitted with a presence under the floor to keep it
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px a frame of its centre, averaged
+    look: np.ndarray | None = None  # its colours where it was seen clearly (_appearance), averaged
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -124,7 +128,7 @@ class MeshTracker:
                         result, measured = found, False
             if result.score >= self.keep_presence:
                 track.fading = 0
-            self._follow(track, result, measured)
+            self._follow(track, result, measured, rgb)
         self._part_converged(before)
         for track in [t for t in self._tracks if not t.confirmed and t not in suspects and t.age > 0]:
             # a tentative face is confirmed (or dropped) by the detector right around it on the next frame
@@ -227,6 +231,24 @@ class MeshTracker:
             self._tracks.append(track)
             log.debug("frame %d: track %d found again where it was lost", self._index, track.track_id)
 
+    def _revived(self, rgb: np.ndarray, landmarks: np.ndarray) -> _MeshTrack | None:
+        """The lost track a new face is: the one whose motion foresaw it (within half its size); else, further off
+        (the longer it was lost, the further, to REVIVE_FAR sizes: it may have turned or stopped behind whatever
+        hid it, and a walker covers a third of its face a frame at most), the one that looks most alike, if alike
+        enough (REVIVE_LIKE)."""
+        box = landmark_box(landmarks)
+        near = {id(t): _near(self._expected(t), box) for t in self._lost}
+        foreseen = min(self._lost, key=lambda t: near[id(t)], default=None)
+        if foreseen is not None and near[id(foreseen)] < 0.5:
+            return foreseen
+        look = _appearance(rgb, landmarks)
+        # from where it was or where its motion said, whichever is nearer: its motion may have ended behind the cover
+        off = {id(t): min(near[id(t)], _near(t.landmarks, box)) for t in self._lost}
+        alike = [(_alike(t.look, look), t) for t in self._lost if t.look is not None
+                 and off[id(t)] < min(0.5 + REVIVE_WIDEN * (self._index - t.last_seen), REVIVE_FAR)]
+        best = max(alike, key=lambda pair: pair[0], default=None)
+        return best[1] if best is not None and best[0] >= REVIVE_LIKE else None
+
     def _part_converged(self, before: dict[int, tuple[_MeshTrack, np.ndarray]]) -> None:
         """Two tracks whose meshes went to one face this frame (a face passing in front of another): the face stays
         with the track whose motion foresaw it (by a margin of PART_MARGIN of its size); the other goes back to
@@ -268,7 +290,8 @@ class MeshTracker:
         # one frame on, a still face's jitter is not motion; over a gap (a face hidden by a passer-by) it adds up
         return track.landmarks + (self._lead(track) if frames == 1 else frames * track.velocity)
 
-    def _follow(self, track: _MeshTrack, result: MeshResult, measured: bool = False) -> None:
+    def _follow(self, track: _MeshTrack, result: MeshResult, measured: bool = False,
+                rgb: np.ndarray | None = None) -> None:
         """The track's face on this frame is `result`; its velocity is updated where the mesh `measured` the move
         from the frame before (not where a detection or the last mesh carried it)."""
         if measured and track.age > 0 and self._index == track.last_seen + 1:
@@ -276,6 +299,9 @@ class MeshTracker:
             track.velocity = VELOCITY_KEEP * track.velocity + (1.0 - VELOCITY_KEEP) * moved
         elif self._index > track.last_seen + 1:
             track.velocity = np.zeros(2)  # back after a gap: its old motion says little
+        if rgb is not None and measured and result.score >= self.min_presence:  # seen clearly: how it looks
+            look = _appearance(rgb, result.landmarks)
+            track.look = look if track.look is None else track.look + LOOK_FOLLOW * (look - track.look)
         track.result = result
         track.age += 1
         track.last_seen = self._index
@@ -362,8 +388,8 @@ class MeshTracker:
             landmarks = result.landmarks
             if any(landmark_box(t.landmarks).iou(landmark_box(landmarks)) > 0.3 for t in self._tracks):
                 continue  # the mesh went to a face that is already tracked
-            revived = min(self._lost, key=lambda t: _near(self._expected(t), landmark_box(landmarks)), default=None)
-            if revived is not None and _near(self._expected(revived), landmark_box(landmarks)) < 0.5:
+            revived = self._revived(rgb, landmarks)
+            if revived is not None:
                 self._lost.remove(revived)
                 track = revived
             else:
@@ -387,3 +413,23 @@ def _box_distance(a: Box, b: Box) -> float:
     """Distance between two boxes, centre to centre, in units of the first one's size."""
     (ax, ay), (bx, by) = a.center, b.center
     return float(np.hypot(ax - bx, ay - by) / max(a.width, a.height, 1.0))
+
+
+def _appearance(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """How a face looks, coarsely: a histogram of hue (12 bins) by saturation (4) over the middle of its landmark
+    box (a fifth in from each side, so no background), summing to 1. Cheap, and steady across pose and expression;
+    it tells people apart by skin, hair and light, not by identity."""
+    box = landmark_box(landmarks)
+    dx, dy = 0.2 * box.width, 0.2 * box.height
+    x0, y0 = int(max(0.0, box.x0 + dx)), int(max(0.0, box.y0 + dy))
+    x1, y1 = int(min(rgb.shape[1], box.x1 - dx)), int(min(rgb.shape[0], box.y1 - dy))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.full(48, 1 / 48, np.float32)
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)
+    counts = cv2.calcHist([hsv], [0, 1], None, [12, 4], [0, 180, 0, 256]).ravel()
+    return (counts / max(float(counts.sum()), 1.0)).astype(np.float32)
+
+
+def _alike(a: np.ndarray, b: np.ndarray) -> float:
+    """Histogram intersection: 1 for the same colours, lower as they part."""
+    return float(np.minimum(a, b).sum())
