@@ -177,7 +177,7 @@ class MeshTracker:
         region = (x0, y0, x0 + int(side), y0 + int(side))
         self.stats.detections += 1
         return [d for d in self.detector.detect_rgb(rgb, [region], min_score=min_score)
-                if _near(self._expected(track), d.box) < 0.5]
+                if _box_distance(box, d.box) < 0.5]
 
     def _detected_near(self, rgb: np.ndarray, track: _MeshTrack) -> bool:
         # a face is born at the detector's own floor and confirmed at the lower one a known face gets (hysteresis)
@@ -255,10 +255,10 @@ class MeshTracker:
         where it was and is lost, to be found again where its own motion takes it. So two people who cross keep
         their ids, where keeping the older id would hand the one in front the other's."""
         for a, b in itertools.combinations(list(self._tracks), 2):
-            if a not in self._tracks or b not in self._tracks or self._index not in (a.last_seen, b.last_seen):
+            if a not in self._tracks or b not in self._tracks or not a.last_seen == b.last_seen == self._index:
                 continue
             box = landmark_box(a.landmarks)
-            if a.last_seen != b.last_seen or box.iou(landmark_box(b.landmarks)) < 0.5:
+            if box.iou(landmark_box(b.landmarks)) < 0.5:
                 continue
             misses = [float(np.hypot(*(t.landmarks.mean(axis=0) - before[id(t)][1].mean(axis=0)))) for t in (a, b)]
             if abs(misses[0] - misses[1]) < PART_MARGIN * max(box.width, box.height):
@@ -404,9 +404,7 @@ class MeshTracker:
 
 def _near(landmarks: np.ndarray, box: Box) -> float:
     """Distance between a face's landmark box and a box, centre to centre, in units of the face's size."""
-    own = landmark_box(landmarks)
-    (ax, ay), (bx, by) = own.center, box.center
-    return float(np.hypot(ax - bx, ay - by) / max(own.width, own.height, 1.0))
+    return _box_distance(landmark_box(landmarks), box)
 
 
 def _box_distance(a: Box, b: Box) -> float:
