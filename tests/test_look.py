@@ -19,7 +19,7 @@ from stream.casts.preparation import prepare_cast
 from stream.casts.texture import _lift_hair_shadow, clean_texture
 from stream.cli.quality import Scorer
 from stream.look.blinks import EYES_READ_EVERY, eyes_to_read
-from stream.look.colour import apply_color, color_stats
+from stream.look.colour import COLOR_REDRAW, apply_color, color_stats, colour_texture, lab_stats
 from stream.look.detail import match_detail
 from stream.look.features import features_mask
 from stream.look.filters import OneEuro
@@ -402,6 +402,36 @@ def test_a_flat_lit_actor_takes_the_casts_colour_but_not_its_features_contrast()
     contrast = lightness(out)[~features & inside].mean() - lightness(out)[features].mean()
     was = lightness(cast)[~features & inside].mean() - lightness(cast)[features].mean()
     assert contrast > 0.75 * was, (contrast, was)
+
+
+def test_a_texture_coloured_before_the_warp_draws_the_warped_face_coloured() -> None:
+    """The warp colours its cast's texture once per change of a track's colour instead of each warped face: colour
+    is a per-pixel map, so the two pictures differ by the rounding of its 8-bit Lab round trip (a level or two,
+    taken before or after the warp's interpolation) and where the warp mixes neighbouring pixels of different
+    colours (the lashes' and lips' edges)."""
+    recaster = s42_warp()
+    texture = recaster._casts[recaster.cast_ids()[0]].rgba
+    warp = recaster._casts[recaster.cast_ids()[0]].warp
+    points = recaster._casts[recaster.cast_ids()[0]].landmarks
+    moved = points + np.array([6.0, -4.0]) + 0.03 * (points - points.mean(axis=0))  # larger, shifted
+    actor = np.zeros_like(texture[..., :3])
+    actor[...] = (190, 125, 100)  # a warm skin
+    actor[::7] = (120, 70, 60)  # with some spread
+    hull = np.zeros(texture.shape[:2], np.float32)
+    hull[100:420, 120:400] = 1.0
+    ours, theirs = lab_stats(np.ascontiguousarray(texture[..., :3]), hull), lab_stats(actor, hull)
+    assert ours is not None and theirs is not None
+    stats = np.concatenate([ours, theirs])
+    coloured = colour_texture(texture, stats, None, (0, 0, texture.shape[1], texture.shape[0]))
+    before = warp.warp(coloured.rgba, moved)[..., :3]
+    after = apply_color(np.ascontiguousarray(warp.warp(texture, moved)[..., :3]), stats)
+    diff = np.abs(before.astype(np.int16) - after).max(axis=2)  # the largest of the three channels' differences
+    assert diff.mean() < 1.2 and np.percentile(diff, 99.5) <= 6, (diff.mean(), np.percentile(diff, 99.5))
+    assert np.abs(after.astype(np.int16) - warp.warp(texture, moved)[..., :3]).mean() > 10  # it was coloured
+    # a track's colour that moves by less than COLOR_REDRAW keeps the texture; more, or another cast's, draws anew
+    assert colour_texture(texture, stats + COLOR_REDRAW * 0.8, coloured, (0, 0, 512, 512)) is coloured
+    assert colour_texture(texture, stats + COLOR_REDRAW * 1.2, coloured, (0, 0, 512, 512)) is not coloured
+    assert colour_texture(texture.copy(), stats, coloured, (0, 0, 512, 512)) is not coloured
 
 
 def test_a_pale_casts_dark_moustache_keeps_its_colour_on_a_warm_actor() -> None:

@@ -25,7 +25,7 @@ from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
 from stream.render.renderer import FaceRenderer
-from tests.conftest import capture_rendered, decode_all, media, psnr, s42_warp, still_video
+from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video
 
 D20 = "videos/liveportrait_d20.mp4"
 
@@ -250,6 +250,44 @@ def test_a_viewers_new_cast_is_drawn_on_a_repeated_frame(d20_opening: list[tuple
     assert worker.renderer.faces_held == (0 if switch else 1)
 
 
+def test_the_faces_of_a_frame_are_drawn_side_by_side_as_they_would_be_one_by_one(
+        hamilton_tracks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hamilton audience (four faces and more a frame) drawn on the faces' threads gives the very picture it
+    gives drawn on the renderer's own thread, one face after another: each face is drawn from the frame as it came
+    and its track's state, then the faces are pasted in their order."""
+    import threading
+
+    from stream.render import renderer as module
+
+    by_frame = hamilton_tracks.by_frame()
+    frames = []
+    with MediaSource(media(HAMILTON), keep_audio=False) as source:
+        for frame in source.frames():
+            if 230 <= frame.index < 236:
+                frames.append((frame.image, by_frame.get(frame.index, [])))
+    assert min(len(faces) for _, faces in frames) >= 3
+    pictures = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(module, "_cores", lambda cores=cores: cores)
+        recaster = s42_warp()
+        threads: set[str] = set()
+        drawn = recaster.recast
+
+        def recast(face: FaceCrop, drawn: Callable[..., Any] = drawn, threads: set[str] = threads) -> Any:
+            threads.add(threading.current_thread().name)
+            return drawn(face)
+
+        monkeypatch.setattr(recaster, "recast", recast)
+        renderer = FaceRenderer(recaster)
+        pictures[cores] = [image.copy() for image, _ in frames]
+        for picture, (_, faces) in zip(pictures[cores], frames, strict=True):
+            renderer.render(picture, faces)
+        assert all(name.startswith("recast-face") for name in threads) == (cores == 2), threads
+    for one, other in zip(pictures[1], pictures[2], strict=True):
+        assert np.array_equal(one, other)
+    assert not np.array_equal(pictures[1][0], frames[0][0])  # the faces were recast
+
+
 def test_a_render_that_cannot_start_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sink that cannot open (its folder is a file) and a live tracker whose models are missing: each is a
     clear error, and no decode or encode thread is left running."""
@@ -269,4 +307,29 @@ def test_a_render_that_cannot_start_leaves_no_thread_behind(tmp_path: Path, monk
     monkeypatch.setenv("RECAST_MEDIAPIPE", str(tmp_path / "no-models"))
     with pytest.raises(InputError, match="make install"):
         render(clip, tmp_path / "out.mp4", IdentityRecaster(), RenderOptions(mode="live"))
+    assert ours() == before
+
+
+def test_a_tracker_that_fails_mid_stream_fails_the_render_and_leaves_no_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live tracking runs in its own thread: an error there reaches the caller as itself, and the tracking, decode
+    and encode threads all end."""
+    import threading
+
+    from stream.perception.hog_tracker import FaceTracker
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("recast-") and "face" not in t.name]
+
+    before = ours()
+    update = FaceTracker.update
+
+    def failing(self: FaceTracker, index: int, *args: Any, **kwargs: Any) -> Any:
+        if index == 5:
+            raise RuntimeError("the tracker broke on frame 5")
+        return update(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(FaceTracker, "update", failing)
+    with pytest.raises(RuntimeError, match="frame 5"):
+        render(media(D20), tmp_path / "out.mp4", IdentityRecaster(), RenderOptions(mode="live", detector="hog"))
     assert ours() == before

@@ -12,10 +12,11 @@ MAX_TRACKS = 64  # tracks whose steadiness state is kept (the least recently see
 
 def keep_recent(store: dict[int, T], track_id: int, value: T) -> T:
     """`value` stored as the track's state, the most recently seen last; past MAX_TRACKS tracks the one seen least
-    recently is dropped. The caller pops the track's old state first."""
+    recently is dropped. The caller pops the track's old state first. Tracks of one store may be kept from several
+    threads (the faces of a frame are drawn side by side)."""
     store[track_id] = value
     if len(store) > MAX_TRACKS:
-        store.pop(next(iter(store)))
+        store.pop(next(iter(store)), None)
     return value
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-from stream.look.colour import apply_color, color_stats
+from stream.look.colour import ColorStats, ColouredTexture, apply_color, color_stats
 from stream.look.detail import Softening, match_detail
 from stream.look.features import INNER_MOUTH
 from stream.look.filters import OneEuro, keep_recent
@@ -29,7 +30,8 @@ class TrackLook:
     ratio, the gaze shift, the softening blur and the open eyes, each an exponential average, and the filters of its
     landmarks and mesh."""
 
-    color: np.ndarray | None = None
+    color: ColorStats | None = None
+    texture: ColouredTexture | None = None  # the cast's texture in this colour, where the recaster draws from one
     gaze: dict[int, np.ndarray] = field(default_factory=dict)
     points: OneEuro = field(default_factory=OneEuro)
     mesh: OneEuro = field(default_factory=OneEuro)  # the dense mesh's points, where the tracker gives them
@@ -38,6 +40,11 @@ class TrackLook:
     lids: TrackLids = field(default_factory=TrackLids)  # the open eyes of the actor, the warp's lids, the 68 points
     spans: np.ndarray | None = None  # where the actor's eyes visibly lie between the mesh's corners, averaged
     read: EyeReading | None = None  # the iris model's last reading of the eyes, for the frames it skips
+
+    def steady_color(self, stats: ColorStats) -> ColorStats:
+        """The track's colour statistics with this frame's measurement taken in (COLOR_STEADY of it)."""
+        self.color = stats if self.color is None else self.color + COLOR_STEADY * (stats - self.color)
+        return self.color
 
 
 class Finish:
@@ -72,14 +79,13 @@ class Finish:
         if self.mouth:
             inner = polygon_mask(points[INNER_MOUTH], n, blur=1.5)
             if inner.any():
-                face = blend(face, actor, inner)
+                face = blend(face, self._coloured_mouth(actor, inner, look), inner)
         if self.color:
             # over the whole face: statistics of the skin alone match skin tones more closely, but move the
             # identity towards the actor's (d20: d_cast 0.479 against 0.449) and flicker more
             stats = color_stats(face, actor, mask)
             if stats is not None:
-                look.color = stats if look.color is None else look.color + COLOR_STEADY * (stats - look.color)
-                face = apply_color(face, look.color)
+                face = apply_color(face, look.steady_color(stats))
         if self.light:
             face = transfer_light(face, actor, points, mask, look.light)
         if self.gaze:
@@ -91,3 +97,14 @@ class Finish:
             # the grain and focus of the shot
             face = match_detail(face, actor, points, mask, memory=look.soften, kept=kept)
         return face
+
+    def _coloured_mouth(self, actor: np.ndarray, inner: np.ndarray, look: TrackLook) -> np.ndarray:
+        """The actor's crop with the mouth's interior in the face's colour, where the recaster coloured the face
+        before it came here (the warp colours its texture): teeth and tongue then change with the face's colour as
+        they do when the finished face is coloured whole, and stay as steady."""
+        if self.color or look.color is None:
+            return actor
+        x, y, w, h = cv2.boundingRect((inner > 0).astype(np.uint8))
+        out = actor.copy()
+        out[y:y + h, x:x + w] = apply_color(np.ascontiguousarray(actor[y:y + h, x:x + w]), look.color)
+        return out

@@ -9,12 +9,14 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from stream.casts.cast import Cast, CastError
 from stream.casts.preparation import CAST_TEXTURE, prepare_cast
 from stream.look.blinks import POINT_LIDS, eyes_to_read, lower_lids
-from stream.look.finish import Finish
+from stream.look.colour import colour_texture, lab_stats
+from stream.look.finish import Finish, TrackLook
 from stream.look.masks import face_mask
 from stream.perception.hog import LandmarkPredictor
 from stream.perception.stills import DEFAULT_DETECTOR, still_faces
@@ -41,7 +43,11 @@ class WarpRecaster(CastingRecaster):
         # crop (420) loses a tenth of its scale and the live path keeps real time
         self.crop_size = None
         self.max_crop = 384
-        self.finish = Finish(color=color, mouth=True, gaze=True)
+        # the actor's colour is put into the cast's texture (per track, again when it changes; measured on each frame
+        # for the next), not onto each frame's warped face: the same picture for a fraction of the cost
+        # (look.colour.colour_texture)
+        self.color = color
+        self.finish = Finish(color=False, light=color, mouth=True, gaze=True)
         # the cast's lids follow the actor's blinks as MediaPipe's iris model reads them (the mesh's barely close)
         self._eyes = _eye_openings() if blinks else None  # shared by the sessions' copies
         faces = still_faces(detector, predictor)  # the tracker's own landmark model: the warp maps one onto the other
@@ -49,6 +55,9 @@ class WarpRecaster(CastingRecaster):
         # where each cast's eyes visibly lie between its corners, read once on its texture (the gaze's other half)
         self._cast_spans = {k: self._eyes(p.image, p.landmarks).spans if self._eyes is not None else None
                             for k, p in self._casts.items()}
+        # each cast's own colour statistics over its face, and where its texture is drawn (alpha over 0)
+        self._cast_colours = {k: (lab_stats(p.image, face_mask(p.landmarks, p.image.shape[0]) * _alpha(p.rgba)),
+                                  _drawn_box(p.rgba)) for k, p in self._casts.items()}
         super().__init__([c.cast_id for c in casts])
 
     @property
@@ -79,6 +88,8 @@ class WarpRecaster(CastingRecaster):
             points = lower_lids(points, POINT_LIDS, reading.openings, look.lids.points)
         # where the eyes visibly lie is averaged every frame, from the last reading on the frames the model skips
         spans = None if look.read is None else look.read.spans
+        hull = face_mask(points, n)
+        rgba = self._texture(cast_id, face.image, hull, look)
         if face.mesh is not None and prepared.dense is not None:
             # the dense mesh, nearest drawn last: a turned face's far side is hidden behind its nose, not stretched
             dense, ids = prepared.dense
@@ -86,17 +97,47 @@ class WarpRecaster(CastingRecaster):
             open_mesh = mesh
             if reading is not None:
                 mesh = lower_lids(mesh, prepared.mesh_lids, reading.openings, look.lids.mesh)
-            texture = dense.warp(prepared.rgba, mesh, n, depth=face.mesh[ids, 2],
-                                 under_points=open_mesh[dense.under_ids])
+            texture = dense.warp(rgba, mesh, n, depth=face.mesh[ids, 2], under_points=open_mesh[dense.under_ids])
         else:
-            texture = prepared.warp.warp(prepared.rgba, points, n, under_points=open_points[prepared.warp.under_ids])
+            texture = prepared.warp.warp(rgba, points, n, under_points=open_points[prepared.warp.under_ids])
         # the portrait's hair left out (its alpha): the actor's own forehead shows there
-        mask = face_mask(points, n) * (texture[..., 3].astype(np.float32) / 255.0)
-        return self.finish(np.ascontiguousarray(texture[..., :3]), face.image, points, mask, look, face.kept,
+        mask = hull * _alpha(texture)
+        self._recolour(cast_id, face.image, mask, look)  # for the next frame
+        return self.finish(cv2.cvtColor(texture, cv2.COLOR_RGBA2RGB), face.image, points, mask, look, face.kept,
                            spans, self._cast_spans[cast_id]), mask
+
+    def _texture(self, cast_id: str, actor: np.ndarray, hull: np.ndarray, look: TrackLook) -> np.ndarray:
+        """The cast's texture in the track's colour as measured up to the last frame; on a track's first frame (or
+        first with this cast) measured on the actor's face hull."""
+        rgba = self._casts[cast_id].rgba
+        if look.texture is None or look.texture.source is not rgba:
+            self._recolour(cast_id, actor, hull, look)
+        return look.texture.rgba if look.texture is not None and look.texture.source is rgba else rgba
+
+    def _recolour(self, cast_id: str, actor: np.ndarray, mask: np.ndarray, look: TrackLook) -> None:
+        """This frame's colour measurement (the actor's colour statistics inside the face's mask, against the
+        cast's own) taken into the track's, and its texture coloured again where that moved. The mask is the face
+        as pasted, the portrait's hair left out: the actor's forehead under it changes with the pose and light (on
+        d0 the hull alone made the face flicker more, 0.97 against 0.95)."""
+        ours, box = self._cast_colours[cast_id]
+        theirs = lab_stats(actor, mask) if self.color and ours is not None else None
+        if theirs is not None:
+            stats = look.steady_color(np.concatenate([ours, theirs]))
+            look.texture = colour_texture(self._casts[cast_id].rgba, stats, look.texture, box)
 
     def describe(self) -> Description:
         return {"engine": self.name, "casts": [c.describe() for c in self.casts]}
+
+
+def _alpha(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA picture's alpha as a float mask in 0..1."""
+    return cv2.extractChannel(rgba, 3).astype(np.float32) * np.float32(1 / 255)
+
+
+def _drawn_box(rgba: np.ndarray) -> tuple[int, int, int, int]:
+    """The rectangle (x0, y0, x1, y1) of a texture where its alpha is not 0."""
+    x, y, w, h = cv2.boundingRect((cv2.extractChannel(rgba, 3) > 0).astype(np.uint8))
+    return (x, y, x + w, y + h) if w and h else (0, 0, rgba.shape[1], rgba.shape[0])
 
 
 def _eye_openings() -> EyeOpenings | None:

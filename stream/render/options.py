@@ -33,7 +33,7 @@ class RenderOptions(TrackingOptions):
     badge: bool = True
     occlusion: bool = True  # keep what passes in front of a face (a hand, a microphone) in front of the recast
     crf: int = 18
-    preset: str | None = None  # x264's preset; by default veryfast offline, superfast live (sinks.LIVE_PRESET)
+    preset: str | None = None  # x264's preset; by default veryfast offline, ultrafast live (sinks.LIVE_PRESET)
 
     def tracking(self) -> TrackingOptions:
         return TrackingOptions(**{f.name: getattr(self, f.name) for f in fields(TrackingOptions)})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -95,17 +95,15 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
             if on_frame is not None:
                 on_frame(frame.index)
 
-        for frame in frames:
-            if live is None:
+        if live is None:
+            for frame in frames:
                 emit(frame, faces_by_frame.get(frame.index, []))
-                continue
-            t0 = time.perf_counter()
-            ready = live.push(frame, to_gray(frame.image))
-            timer.add("track", time.perf_counter() - t0)
-            for item in ready:
-                emit(item[0], item[1])
-        if live is not None:
-            for item in live.flush():
+        else:
+            # tracking runs in its own thread, ahead of the renderer by up to a few frames: the two overlap (the
+            # models and OpenCV release the GIL), so the live path costs the longer of the two, not their sum
+            tracked = Prefetch(_tracked(frames, live, timer), maxsize=4, stage="track")
+            opened.callback(tracked.close)
+            for item in tracked:
                 emit(item[0], item[1])
     seconds = time.perf_counter() - start
     info = source.info
@@ -114,6 +112,20 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     return RenderReport(count, seconds, source_seconds, renderer.faces_recast, renderer.faces_failed,
                         frames.dropped, list(cuts), len(seen_tracks), timer.ms_per_frame(count), source.decode_errors,
                         renderer.faces_held)
+
+
+def _tracked(frames: Iterable[Frame], live: LiveFaceStage, timer: StageTimer
+             ) -> Iterator[tuple[Frame, list[FaceState], bool]]:
+    """The frames with their faces, as the live face stage makes them ready (timed as "track")."""
+    for frame in frames:
+        start = time.perf_counter()
+        ready = live.push(frame, to_gray(frame.image))
+        timer.add("track", time.perf_counter() - start)
+        yield from ready
+    start = time.perf_counter()
+    ready = live.flush()
+    timer.add("track", time.perf_counter() - start)
+    yield from ready
 
 
 def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int = 64, every: int = 1) -> int:

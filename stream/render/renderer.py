@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -186,11 +189,13 @@ class FaceRenderer:
         return keep_recent(self._trust, face.track_id, (trust, weight))[1]
 
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
-        """Recast every face of ``image`` in place."""
+        """Recast every face of ``image`` in place: the faces are drawn side by side on the cores (each from the
+        frame as it came), then pasted back one after another in their order."""
         out = RenderedFrame()
         if self.occlusion is not None and faces:
             self.occlusion.forget(faces[0].index)
         held, self._held = self._held, {}
+        todo: list[tuple[FaceState, float, HeldFace | None]] = []
         for face in faces:
             weight = pose_weight(face.steady_yaw if face.steady_yaw is not None else face.yaw,
                                  self.recaster.usable_yaw) * self._trust_weight(face)
@@ -209,31 +214,24 @@ class FaceRenderer:
                 if timer is not None:
                     timer.add("held", time.perf_counter() - start)
                 continue
+            todo.append((face, weight, last))
+        if len(todo) > 1 and _cores() > 1:
+            drawn = list(_pool().map(lambda job: self._draw(image, job[0], job[1], timer), todo))
+        else:
+            drawn = [self._draw(image, face, weight, timer) for face, weight, _ in todo]
+        for (face, _, last), one in zip(todo, drawn, strict=True):
+            start = time.perf_counter()
             try:
-                face_crop, align = self.face_crop(image, face)
-                pixels, mask = self.recaster.recast(face_crop)
-                if weight < 1.0:
-                    mask = mask * np.float32(weight)
-                mid = time.perf_counter()
-                if self.occlusion is not None:
-                    pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
-                    hidden = self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks,
-                                                 pose)
-                    mask = mask * (np.float32(1.0) - hidden)
-                    hid = time.perf_counter()
-                    if timer is not None:
-                        timer.add("occlusion", hid - mid)
-                    mid = hid
-                region = paste_back(image, pixels, mask, align)
+                region = None if one is None else paste_back(image, *one)
             except Exception:
-                log.exception("recaster %s failed on track %d frame %d; passing the face through",
-                              self.recaster.name, face.track_id, face.index)
+                log.exception("pasting track %d frame %d failed; passing the face through", face.track_id, face.index)
+                one = None
+            if one is None:
                 self.faces_failed += 1
                 out.failed += 1
                 continue
             if timer is not None:
-                timer.add("recast", mid - start)
-                timer.add("paste", time.perf_counter() - mid)
+                timer.add("paste", time.perf_counter() - start)
             if region is not None:
                 out.regions.append(region)
                 self.faces_recast += 1
@@ -243,3 +241,46 @@ class FaceRenderer:
         if self.badge and self.recaster.synthetic and out.regions:
             out.badge = draw_badge(image)
         return out
+
+    def _draw(self, image: np.ndarray, face: FaceState, weight: float, timer: StageTimer | None
+              ) -> tuple[np.ndarray, np.ndarray, Alignment] | None:
+        """One face recast from the frame: the face to paste, its mask (the pose's weight and what passes in front
+        taken out) and where it goes; None where the recaster failed (logged: the face passes through)."""
+        start = time.perf_counter()
+        try:
+            face_crop, align = self.face_crop(image, face)
+            pixels, mask = self.recaster.recast(face_crop)
+            if weight < 1.0:
+                mask = mask * np.float32(weight)
+            mid = time.perf_counter()
+            if timer is not None:
+                timer.add("recast", mid - start)
+            if self.occlusion is not None:
+                pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
+                hidden = self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks, pose)
+                mask = mask * (np.float32(1.0) - hidden)
+                if timer is not None:
+                    timer.add("occlusion", time.perf_counter() - mid)
+        except Exception:
+            log.exception("recaster %s failed on track %d frame %d; passing the face through",
+                          self.recaster.name, face.track_id, face.index)
+            return None
+        return pixels, mask, align
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads the faces of a frame are drawn on, one per core, shared by every renderer of the process (the
+    service's sessions too): OpenCV, NumPy and LiteRT release the GIL, so faces are drawn side by side."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="recast-face")
+        return _POOL
