@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 from collections.abc import Iterator
@@ -51,20 +52,44 @@ def interpreter(model: Path, threads: int = 1) -> Any:
 
 
 class LiteModel:
-    """One model on LiteRT: its interpreter, its single input, and a run that sets the input and reads the outputs
-    asked for, under a lock (an interpreter is not thread-safe; a tracker keeps its own)."""
+    """One model on LiteRT: its single input, and a run that sets the input and reads the outputs asked for. An
+    interpreter is not thread-safe: each run takes an idle one, and threads that run the model at once (the faces of
+    a frame drawn side by side) get one each, made when first needed, up to `copies` (then they wait)."""
 
-    def __init__(self, model: Path, threads: int = 1) -> None:
-        self._interpreter = interpreter(model, threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = self._interpreter.get_output_details()
+    def __init__(self, model: Path, threads: int = 1, copies: int | None = None) -> None:
+        self._model, self._threads = model, threads
+        first = interpreter(model, threads)
+        self._input = first.get_input_details()[0]["index"]
+        outputs = first.get_output_details()
         self.by_width = [d["index"] for d in sorted(outputs, key=lambda d: int(d["shape"][-1]))]  # narrowest first
         self.by_name = {d["name"]: d["index"] for d in outputs}
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._idle.put(first)
+        self._made = 1
+        self._most = copies or _cores()
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray, *outputs: int) -> list[np.ndarray]:
         """The outputs (by index) for one input batch (float32, the model's input shape)."""
+        worker = self._take()
+        try:
+            worker.set_tensor(self._input, batch)
+            worker.invoke()
+            return [worker.get_tensor(index) for index in outputs]
+        finally:
+            self._idle.put(worker)
+
+    def _take(self) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
         with self._lock:
-            self._interpreter.set_tensor(self._input, batch)
-            self._interpreter.invoke()
-            return [self._interpreter.get_tensor(index) for index in outputs]
+            make = self._made < self._most
+            if make:
+                self._made += 1
+        return interpreter(self._model, self._threads) if make else self._idle.get()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -177,8 +177,8 @@ class EyeReading:
 
 class EyeOpenings:
     """How open each of a face's eyes is (the mean height between its lids over its width) and where it visibly
-    lies between its corners, as MediaPipe's iris model reads them (one LiteRT interpreter, 1.2 ms an eye here;
-    shared under a lock). The face mesh's lids follow a blink only part way: where s18's actor lowers her lids to
+    lies between its corners, as MediaPipe's iris model reads them (1.2 ms an eye here; one LiteRT interpreter per
+    thread that reads at once). The face mesh's lids follow a blink only part way: where s18's actor lowers her lids to
     0.44 of their opening (dlib's points), the mesh's close to 0.77 of theirs, the iris model's to 0.33."""
 
     def __init__(self, model: Path | None = None) -> None:
