@@ -288,6 +288,18 @@ def test_the_faces_of_a_frame_are_drawn_side_by_side_as_they_would_be_one_by_one
     assert not np.array_equal(pictures[1][0], frames[0][0])  # the faces were recast
 
 
+def test_a_face_prepared_ahead_is_drawn_as_one_cropped_when_drawn(d20_opening: list[tuple[Any, list[Any]]]) -> None:
+    """The live pipeline prepares each face (its crop, what passes in front of it) in the tracking thread, ahead of
+    the drawing: the picture is the one the renderer makes when it crops as it draws."""
+    direct, ahead = FaceRenderer(s42_warp()), FaceRenderer(s42_warp())
+    for frame, faces in d20_opening[:3]:  # no repeated frame among them
+        one, other = frame.image.copy(), frame.image.copy()
+        direct.render(one, faces)
+        ahead.render(other, faces, prepared=ahead.prepare(other, faces))
+        assert np.array_equal(one, other)
+        assert not np.array_equal(one, frame.image)
+
+
 def test_a_render_that_cannot_start_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sink that cannot open (its folder is a file) and a live tracker whose models are missing: each is a
     clear error, and no decode or encode thread is left running."""

@@ -26,7 +26,7 @@ from stream.perception.track_set import FaceState, TrackSet
 from stream.perception.tracker import Tracker
 from stream.recasters.contract import Recaster
 from stream.render.options import RenderOptions, RenderReport
-from stream.render.renderer import FaceRenderer, RenderedFrame
+from stream.render.renderer import FaceRenderer, PreparedFace, RenderedFrame
 from stream.render.threads import Prefetch, StageTimer, ThreadedWriter
 
 
@@ -83,11 +83,11 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
         opened.callback(frames.close)
         start = time.perf_counter()
 
-        def emit(frame: Frame, faces: list[FaceState]) -> None:
+        def emit(frame: Frame, faces: list[FaceState], prepared: dict[int, PreparedFace] | None = None) -> None:
             nonlocal count
             seen_tracks.update(f.track_id for f in faces)
             image = frame.image
-            rendered = renderer.render(image, faces, timer)
+            rendered = renderer.render(image, faces, timer, prepared)
             if on_rendered is not None:
                 on_rendered(frame, image, rendered)
             writer.write(frame, image)
@@ -101,10 +101,10 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
         else:
             # tracking runs in its own thread, ahead of the renderer by up to a few frames: the two overlap (the
             # models and OpenCV release the GIL), so the live path costs the longer of the two, not their sum
-            tracked = Prefetch(_tracked(frames, live, timer), maxsize=4, stage="track")
+            tracked = Prefetch(_tracked(frames, live, renderer, timer), maxsize=4, stage="track")
             opened.callback(tracked.close)
-            for item in tracked:
-                emit(item[0], item[1])
+            for frame, faces, prepared in tracked:
+                emit(frame, faces, prepared)
     seconds = time.perf_counter() - start
     info = source.info
     source_seconds = count / info.fps if info.fps else 0.0
@@ -114,18 +114,16 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
                         renderer.faces_held)
 
 
-def _tracked(frames: Iterable[Frame], live: LiveFaceStage, timer: StageTimer
-             ) -> Iterator[tuple[Frame, list[FaceState], bool]]:
-    """The frames with their faces, as the live face stage makes them ready (timed as "track")."""
-    for frame in frames:
+def _tracked(frames: Iterable[Frame], live: LiveFaceStage, renderer: FaceRenderer, timer: StageTimer
+             ) -> Iterator[tuple[Frame, list[FaceState], dict[int, PreparedFace]]]:
+    """The frames with their faces, as the live face stage makes them ready (timed as "track"), and what the
+    renderer prepares of each face (its crop and what passes in front)."""
+    for frame in itertools.chain(frames, [None]):
         start = time.perf_counter()
-        ready = live.push(frame, to_gray(frame.image))
+        ready = live.flush() if frame is None else live.push(frame, to_gray(frame.image))
         timer.add("track", time.perf_counter() - start)
-        yield from ready
-    start = time.perf_counter()
-    ready = live.flush()
-    timer.add("track", time.perf_counter() - start)
-    yield from ready
+        for done, faces, _ in ready:
+            yield done, faces, renderer.prepare(done.image, faces, timer)
 
 
 def export_crops(location: str | Path, tracks: TrackSet, folder: Path, size: int = 64, every: int = 1) -> int:

@@ -126,6 +126,16 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY))
 
 
+@dataclass(frozen=True)
+class PreparedFace:
+    """What a face's drawing needs that can be made before it, on another thread (FaceRenderer.prepare): its crop,
+    where the crop sits in the frame, and what passes in front of it (None: nothing is looked for)."""
+
+    crop: FaceCrop
+    align: Alignment
+    hidden: np.ndarray | None
+
+
 KEPT_EVERY, KEPT_STEADY = 4, 0.5  # what a track's crop keeps of its crispness: measured every 4th frame, averaged
 
 
@@ -188,12 +198,46 @@ class FaceRenderer:
         weight += float(np.clip(presence_weight(trust) - weight, -TRUST_SLEW, TRUST_SLEW))
         return keep_recent(self._trust, face.track_id, (trust, weight))[1]
 
-    def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None) -> RenderedFrame:
-        """Recast every face of ``image`` in place: the faces are drawn side by side on the cores (each from the
-        frame as it came), then pasted back one after another in their order."""
-        out = RenderedFrame()
+    def prepare(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None
+                ) -> dict[int, PreparedFace]:
+        """Each face's crop and what passes in front of it, by track, made from the frame before it is drawn: the
+        live file pipeline makes them in its tracking thread, ahead of `render`, so the two overlap. Frames are
+        prepared in their order, one after another; a face that fails here is drawn as if not prepared."""
         if self.occlusion is not None and faces:
             self.occlusion.forget(faces[0].index)
+        out = {}
+        for face in faces:
+            try:
+                start = time.perf_counter()
+                face_crop, align = self.face_crop(image, face)
+                mid = time.perf_counter()
+                hidden = self._hidden(face, face_crop)
+                if timer is not None:
+                    timer.add("crop", mid - start)
+                    if hidden is not None:
+                        timer.add("occlusion", time.perf_counter() - mid)
+            except Exception:
+                log.exception("preparing track %d frame %d failed", face.track_id, face.index)
+                continue
+            out[face.track_id] = PreparedFace(face_crop, align, hidden)
+        return out
+
+    def _hidden(self, face: FaceState, face_crop: FaceCrop) -> np.ndarray | None:
+        """What passes in front of the face ([N,N] float32 in 0..1, crop pixels); None without occlusion."""
+        if self.occlusion is None:
+            return None
+        pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
+        return self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks, pose)
+
+    def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None,
+               prepared: dict[int, PreparedFace] | None = None) -> RenderedFrame:
+        """Recast every face of ``image`` in place: the faces are drawn side by side on the cores (each from the
+        frame as it came), then pasted back one after another in their order. `prepared`: what `prepare` made of
+        this frame's faces."""
+        out = RenderedFrame()
+        if prepared is None and self.occlusion is not None and faces:
+            self.occlusion.forget(faces[0].index)
+        ready = prepared or {}
         held, self._held = self._held, {}
         todo: list[tuple[FaceState, float, HeldFace | None]] = []
         for face in faces:
@@ -216,9 +260,10 @@ class FaceRenderer:
                 continue
             todo.append((face, weight, last))
         if len(todo) > 1 and _cores() > 1:
-            drawn = list(_pool().map(lambda job: self._draw(image, job[0], job[1], timer), todo))
+            drawn = list(_pool().map(lambda job: self._draw(image, job[0], job[1], timer, ready.get(job[0].track_id)),
+                                     todo))
         else:
-            drawn = [self._draw(image, face, weight, timer) for face, weight, _ in todo]
+            drawn = [self._draw(image, face, weight, timer, ready.get(face.track_id)) for face, weight, _ in todo]
         for (face, _, last), one in zip(todo, drawn, strict=True):
             start = time.perf_counter()
             try:
@@ -242,25 +287,31 @@ class FaceRenderer:
             out.badge = draw_badge(image)
         return out
 
-    def _draw(self, image: np.ndarray, face: FaceState, weight: float, timer: StageTimer | None
-              ) -> tuple[np.ndarray, np.ndarray, Alignment] | None:
-        """One face recast from the frame: the face to paste, its mask (the pose's weight and what passes in front
-        taken out) and where it goes; None where the recaster failed (logged: the face passes through)."""
-        start = time.perf_counter()
+    def _draw(self, image: np.ndarray, face: FaceState, weight: float, timer: StageTimer | None,
+              prepared: PreparedFace | None = None) -> tuple[np.ndarray, np.ndarray, Alignment] | None:
+        """One face recast from the frame (or from what was prepared of it): the face to paste, its mask (the pose's
+        weight and what passes in front taken out) and where it goes; None where the recaster failed (logged: the
+        face passes through)."""
         try:
-            face_crop, align = self.face_crop(image, face)
+            if prepared is None:
+                start = time.perf_counter()
+                face_crop, align = self.face_crop(image, face)
+                mid = time.perf_counter()
+                hidden = self._hidden(face, face_crop)
+                if timer is not None:
+                    timer.add("crop", mid - start)
+                    if hidden is not None:
+                        timer.add("occlusion", time.perf_counter() - mid)
+            else:
+                face_crop, align, hidden = prepared.crop, prepared.align, prepared.hidden
+            start = time.perf_counter()
             pixels, mask = self.recaster.recast(face_crop)
+            if timer is not None:
+                timer.add("recast", time.perf_counter() - start)
             if weight < 1.0:
                 mask = mask * np.float32(weight)
-            mid = time.perf_counter()
-            if timer is not None:
-                timer.add("recast", mid - start)
-            if self.occlusion is not None:
-                pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
-                hidden = self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks, pose)
+            if hidden is not None:
                 mask = mask * (np.float32(1.0) - hidden)
-                if timer is not None:
-                    timer.add("occlusion", time.perf_counter() - mid)
         except Exception:
             log.exception("recaster %s failed on track %d frame %d; passing the face through",
                           self.recaster.name, face.track_id, face.index)
