@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -95,12 +96,9 @@ def crowd(frames: int) -> tuple[list[Frame], list[list[tuple[float, float, float
     return out, truth
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=90)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    frames, truth = crowd(args.frames)
+def score(frames: list[Frame], truth: list[list[tuple[float, float, float, float] | None]]) -> dict[str, Any]:
+    """The crowd tracked live with the default options: per walker the ids it got, the frames it was found in and
+    those it was visible in; ids per person; swaps (ids found on two people)."""
     stage = LiveFaceStage(make_tracker(RenderOptions()), 2)
     ready = [*itertools.chain.from_iterable(stage.push(f) for f in frames), *stage.flush()]
     ids: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
@@ -119,17 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k, walker in enumerate(WALKERS):
         visible = sum(box is not None for box in (t[k] for t in truth))
-        found = sum(ids[k].values())
-        rows.append({"walker": k, "clip": walker.clip, "speed": walker.speed, "ids": dict(ids[k]),
-                     "found": found, "visible": visible})
-        print(f"walker {k} ({walker.clip} x{walker.scale}, {walker.speed:+.0f} px/frame): ids {dict(ids[k])}, "
-              f"found in {found} of {visible} visible frames")
+        rows.append({"walker": k, "clip": walker.clip, "scale": walker.scale, "speed": walker.speed,
+                     "ids": dict(ids[k]), "found": sum(ids[k].values()), "visible": visible})
     people = sum(1 for r in rows if r["ids"])
-    per_person = sum(len(r["ids"]) for r in rows) / max(people, 1)
-    swaps = sum(1 for owned in owners.values() if len(owned) > 1)
-    print(f"ids per person {per_person:.2f} ({people} people found), ids found on two people: {swaps}")
+    return {"walkers": rows, "ids_per_person": sum(len(r["ids"]) for r in rows) / max(people, 1),
+            "people": people, "swaps": sum(1 for owned in owners.values() if len(owned) > 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = score(*crowd(args.frames))
+    for r in result["walkers"]:
+        print(f"walker {r['walker']} ({r['clip']} x{r['scale']}, {r['speed']:+.0f} px/frame): ids {r['ids']}, "
+              f"found in {r['found']} of {r['visible']} visible frames")
+    print(f"ids per person {result['ids_per_person']:.2f} ({result['people']} people found), ids found on two "
+          f"people: {result['swaps']}")
     if args.json:
-        args.json.write_text(json.dumps({"walkers": rows, "ids_per_person": per_person, "swaps": swaps}, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 

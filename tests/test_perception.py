@@ -423,3 +423,29 @@ def test_two_faces_that_cross_never_swap_ids() -> None:
     assert len(paths) == 2, {t: (p[0], p[-1]) for t, p in paths.items()}
     front = [t for t, path in paths.items() if path[-1][1] > path[0][1] + 100]
     assert len(front) == 1 and len(paths[front[0]]) >= 0.95 * len(frames)
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_crowd_of_walkers_keeps_about_one_id_a_person(seed: int | None) -> None:
+    """benchmarks/crowd_ids.py: five talking heads walk across a blurred hamilton frame at 2-25 px a frame, in both
+    directions, crossing, one crossed by the fastest and then hidden by a passer-by for 25 frames. Measured: 1.20
+    ids per person (the walker behind the passer-by back under its own id; 1.40 when only its motion read before
+    the loss, 8.5-12 px a frame against its 6, could revive it), one id on a second person for one frame where two
+    cross, each walker found in 90 % of its visible frames and more; the same with every pixel moved by one level
+    (13 seeds). The bounds: 1.2 ids per person, one swap, 85 % found."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import crowd_ids
+
+    frames, truth = crowd_ids.crowd(90)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        for frame in frames:
+            noise = rng.integers(-1, 2, frame.image.shape, dtype=np.int16)
+            frame.image[...] = np.clip(frame.image + noise, 0, 255).astype(np.uint8)
+    result = crowd_ids.score(frames, truth)
+    assert result["people"] == 5 and result["ids_per_person"] <= 1.2 + 1e-9, result
+    assert result["swaps"] <= 1, result
+    for walker in result["walkers"]:
+        assert walker["found"] >= 0.85 * walker["visible"], walker

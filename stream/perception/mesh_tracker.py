@@ -28,6 +28,11 @@ MAX_FADE = 3  # frames a face is kept while its mesh still fits but its presence
 VELOCITY_KEEP = 0.5  # the share of a face's velocity kept each frame (the rest is its last displacement)
 REVIVE_WIDEN, REVIVE_FAR = 0.15, 4.0  # face sizes a lost frame, and at most, that a revived face may lie off its course
 REVIVE_LIKE = 0.85  # the colours' likeness (histogram intersection) a face must share with the lost one it revives
+# a face within half its size of where a lost track's motion foresaw it is that track. Over a long gap the motion
+# read before the loss may be off (a walker's read as 8.5-12 px a frame against its 6, as its mesh caught up after
+# a crossing): a face near the path from where the track was to where its motion foresaw it (within FORESEE_WIDEN
+# of its size per frame lost, over half of it) that looks like it at least FORESEE_LIKE is that track too
+FORESEE_WIDEN, FORESEE_LIKE = 0.02, 0.7
 LOOK_FOLLOW = 0.1  # the share of a new look taken each clear frame (slow: a face half hidden must not spoil it)
 PART_MARGIN = 0.1  # of the face's size: how much better one of two converged tracks foresaw the face
 VELOCITY_DEAD = 0.05  # of the face's size a frame: slower than this a face is looked for where it was
@@ -232,7 +237,8 @@ class MeshTracker:
             log.debug("frame %d: track %d found again where it was lost", self._index, track.track_id)
 
     def _revived(self, rgb: np.ndarray, landmarks: np.ndarray) -> _MeshTrack | None:
-        """The lost track a new face is: the one whose motion foresaw it (within half its size); else, further off
+        """The lost track a new face is: the one whose motion foresaw it (within half its size); else the likest one
+        along whose path it lies, if alike enough (FORESEE_WIDEN, FORESEE_LIKE); else, further off
         (the longer it was lost, the further, to REVIVE_FAR sizes: it may have turned or stopped behind whatever
         hid it, and a walker covers a third of its face a frame at most), the one that looks most alike, if alike
         enough (REVIVE_LIKE)."""
@@ -242,6 +248,12 @@ class MeshTracker:
         if foreseen is not None and near[id(foreseen)] < 0.5:
             return foreseen
         look = _appearance(rgb, landmarks)
+        on_path = [(_alike(t.look, look), t) for t in self._lost if t.look is not None
+                   and _near_path(t.landmarks, self._expected(t), box)
+                   < 0.5 + FORESEE_WIDEN * (self._index - t.last_seen - 1)]
+        likest = max(on_path, key=lambda pair: pair[0], default=None)
+        if likest is not None and likest[0] >= FORESEE_LIKE:
+            return likest[1]
         # from where it was or where its motion said, whichever is nearer: its motion may have ended behind the cover
         off = {id(t): min(near[id(t)], _near(t.landmarks, box)) for t in self._lost}
         alike = [(_alike(t.look, look), t) for t in self._lost if t.look is not None
@@ -405,6 +417,16 @@ class MeshTracker:
 def _near(landmarks: np.ndarray, box: Box) -> float:
     """Distance between a face's landmark box and a box, centre to centre, in units of the face's size."""
     return _box_distance(landmark_box(landmarks), box)
+
+
+def _near_path(start: np.ndarray, end: np.ndarray, box: Box) -> float:
+    """Distance between a box and the path of a face's landmark box from `start` to `end` (landmarks), centre to
+    centre, in units of the face's size."""
+    (x0, y0), (x1, y1) = landmark_box(start).center, landmark_box(end).center
+    cx, cy = box.center
+    step = np.array([x1 - x0, y1 - y0])
+    t = float(np.clip(np.dot([cx - x0, cy - y0], step) / max(float(step @ step), 1e-9), 0.0, 1.0))
+    return _near(start + t * step, box)
 
 
 def _box_distance(a: Box, b: Box) -> float:
