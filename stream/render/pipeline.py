@@ -102,7 +102,7 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
             # tracking runs in its own thread, ahead of the renderer by up to a few frames: the two overlap (the
             # models and OpenCV release the GIL), so the live path costs the longer of the two, not their sum
             tracked = Prefetch(_tracked(frames, live, renderer, timer), maxsize=4, stage="track")
-            opened.callback(tracked.close)
+            opened.callback(tracked.close, wait=True)  # before the decoder it reads from is closed
             for frame, faces, prepared in tracked:
                 emit(frame, faces, prepared)
     seconds = time.perf_counter() - start

@@ -155,6 +155,7 @@ class FaceRenderer:
         self.max_crop = max_crop
         # what passes in front of a face stays in front of the recast (hands, microphones); identity has none
         self.occlusion = OcclusionMasker() if occlusion and recaster.synthetic else None
+        self._occlusion_lock = threading.Lock()
         self.faces_recast = 0
         self.faces_failed = 0
         self.faces_faded = 0
@@ -168,9 +169,7 @@ class FaceRenderer:
         """What the recaster gets for a face: the aligned crop (the recaster's size, or the face's own up to the
         smaller of both maxima), the landmarks and the mesh in crop pixels; and the alignment to paste back."""
         params = face.crop_params
-        size = self.recaster.size_for(face.track_id)
-        size = size or int(np.clip(round(float(quad_side(params))), 32, min(self.max_crop, self.recaster.max_crop)))
-        align = alignment(params, size)
+        align = alignment(params, self.crop_size(face))
         mesh = None
         if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
             mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
@@ -178,6 +177,12 @@ class FaceRenderer:
         kept = self._crispness_kept(face, image, pixels, align) if self.recaster.synthetic else 1.0
         return FaceCrop(face.track_id, pixels, align.points_to_crop(face.landmarks.astype(np.float64)), face.index,
                         mesh, kept), align
+
+    def crop_size(self, face: FaceState) -> int:
+        """The side of a face's crop: the recaster's size, or the face's own up to the smaller of both maxima."""
+        size = self.recaster.size_for(face.track_id)
+        return size or int(np.clip(round(float(quad_side(face.crop_params))), 32,
+                                   min(self.max_crop, self.recaster.max_crop)))
 
     def _crispness_kept(self, face: FaceState, image: np.ndarray, pixels: np.ndarray, align: Alignment) -> float:
         """What the crop keeps of the frame's crispness once pasted back, per track: measured every KEPT_EVERY frames
@@ -204,7 +209,8 @@ class FaceRenderer:
         live file pipeline makes them in its tracking thread, ahead of `render`, so the two overlap. Frames are
         prepared in their order, one after another; a face that fails here is drawn as if not prepared."""
         if self.occlusion is not None and faces:
-            self.occlusion.forget(faces[0].index)
+            with self._occlusion_lock:
+                self.occlusion.forget(faces[0].index)
         out = {}
         for face in faces:
             try:
@@ -227,7 +233,8 @@ class FaceRenderer:
         if self.occlusion is None:
             return None
         pose = (face.yaw, face.pitch) if face.yaw is not None and face.pitch is not None else None
-        return self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks, pose)
+        with self._occlusion_lock:  # a frame prepared on one thread while one not prepared is drawn on another
+            return self.occlusion.mask(face.track_id, face.index, face_crop.image, face_crop.landmarks, pose)
 
     def render(self, image: np.ndarray, faces: list[FaceState], timer: StageTimer | None = None,
                prepared: dict[int, PreparedFace] | None = None) -> RenderedFrame:
@@ -236,7 +243,8 @@ class FaceRenderer:
         this frame's faces."""
         out = RenderedFrame()
         if prepared is None and self.occlusion is not None and faces:
-            self.occlusion.forget(faces[0].index)
+            with self._occlusion_lock:
+                self.occlusion.forget(faces[0].index)
         ready = prepared or {}
         held, self._held = self._held, {}
         todo: list[tuple[FaceState, float, HeldFace | None]] = []
@@ -292,6 +300,8 @@ class FaceRenderer:
         """One face recast from the frame (or from what was prepared of it): the face to paste, its mask (the pose's
         weight and what passes in front taken out) and where it goes; None where the recaster failed (logged: the
         face passes through)."""
+        if prepared is not None and prepared.crop.image.shape[0] != self.crop_size(face):
+            prepared = None  # prepared for another recaster's size (a viewer chose another engine meanwhile)
         try:
             if prepared is None:
                 start = time.perf_counter()

@@ -96,9 +96,11 @@ class Prefetch(Generic[T]):
                 return
             yield item
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the thread; wait for it to end (at most 5 s, or for as long as it takes with `wait`: the thread still
+        reads from what is about to be closed)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=None if wait else 5)
 
 
 class ThreadedWriter:
