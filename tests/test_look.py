@@ -789,6 +789,33 @@ def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_look_holds_with_one_bit_of_noise(tmp_path: Path) -> None:
+    """LiteRT's kernels differ by CPU, and a score near a threshold flips: d0 with every pixel moved by -1, 0 or +1
+    at random (kept exactly: FFV1, lossless) is recast within the guards of the clean clip. Measured: found 1.00,
+    cast_closer 1.00, d_cast 0.46, nme 0.034, mouth 0.99, as clean. Sharpness and flicker are left out: they are
+    ratios to the source's own, and the noise is the source's now (0.80 and 0.80 against 0.85 and 0.96 clean)."""
+    from stream.cli.quality import run_quality
+
+    rng = np.random.default_rng(1)
+    noisy = tmp_path / "liveportrait_d0.mkv"
+    with av.open(str(media("videos/liveportrait_d0.mp4"))) as source, av.open(str(noisy), "w") as out:
+        video = source.streams.video[0]
+        stream = out.add_stream("ffv1", rate=video.average_rate)
+        stream.width, stream.height, stream.pix_fmt = video.codec_context.width, video.codec_context.height, "bgr0"
+        for frame in source.decode(video=0):
+            image = frame.to_ndarray(format="rgb24")
+            moved = np.clip(image + rng.integers(-1, 2, image.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(moved, format="rgb24")))
+        out.mux(stream.encode(None))
+    result = run_quality([noisy], s42_warp(), cast_from_file(CAST).image, RenderOptions(), tmp_path)[noisy.stem]
+    misses = []
+    for key, (how, bound) in GUARDS["liveportrait_d0"].items():
+        if key not in ("sharp", "flicker") and not (result[key] >= bound if how == ">=" else result[key] <= bound):
+            misses.append(f"{key} {result[key]} (bound {how} {bound})")
+    assert result["frames"] >= 20 and not misses, (misses, result)
+
+
+@pytest.mark.slow
 def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) -> None:
     """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
     identity recaster), the floor under every recast's nme and flicker. Measured on d20: nme 0.007,
