@@ -214,19 +214,22 @@ class FaceRenderer:
         out = {}
         for face in faces:
             try:
-                start = time.perf_counter()
-                face_crop, align = self.face_crop(image, face)
-                mid = time.perf_counter()
-                hidden = self._hidden(face, face_crop)
-                if timer is not None:
-                    timer.add("crop", mid - start)
-                    if hidden is not None:
-                        timer.add("occlusion", time.perf_counter() - mid)
+                out[face.track_id] = self._prepared(image, face, timer)
             except Exception:
                 log.exception("preparing track %d frame %d failed", face.track_id, face.index)
-                continue
-            out[face.track_id] = PreparedFace(face_crop, align, hidden)
         return out
+
+    def _prepared(self, image: np.ndarray, face: FaceState, timer: StageTimer | None) -> PreparedFace:
+        """One face's crop and what passes in front of it (timed as "crop" and "occlusion")."""
+        start = time.perf_counter()
+        face_crop, align = self.face_crop(image, face)
+        mid = time.perf_counter()
+        hidden = self._hidden(face, face_crop)
+        if timer is not None:
+            timer.add("crop", mid - start)
+            if hidden is not None:
+                timer.add("occlusion", time.perf_counter() - mid)
+        return PreparedFace(face_crop, align, hidden)
 
     def _hidden(self, face: FaceState, face_crop: FaceCrop) -> np.ndarray | None:
         """What passes in front of the face ([N,N] float32 in 0..1, crop pixels); None without occlusion."""
@@ -304,16 +307,8 @@ class FaceRenderer:
             prepared = None  # prepared for another recaster's size (a viewer chose another engine meanwhile)
         try:
             if prepared is None:
-                start = time.perf_counter()
-                face_crop, align = self.face_crop(image, face)
-                mid = time.perf_counter()
-                hidden = self._hidden(face, face_crop)
-                if timer is not None:
-                    timer.add("crop", mid - start)
-                    if hidden is not None:
-                        timer.add("occlusion", time.perf_counter() - mid)
-            else:
-                face_crop, align, hidden = prepared.crop, prepared.align, prepared.hidden
+                prepared = self._prepared(image, face, timer)
+            face_crop, align, hidden = prepared.crop, prepared.align, prepared.hidden
             start = time.perf_counter()
             pixels, mask = self.recaster.recast(face_crop)
             if timer is not None:
