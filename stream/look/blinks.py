@@ -13,7 +13,7 @@ from stream.look.lids import EyeLids, TrackLids, close_lids, lid_opening
 # the 68 points' eyes: outline, lower lid, upper lid (each above the lower point of the same rank) and corners
 POINT_LIDS = ((range(36, 42), [41, 40], [37, 38], (36, 39)), (range(42, 48), [47, 46], [43, 44], (42, 45)))
 EYES_READ_UNDER = 0.92  # of its open state: a 68-point eye opening under this may be a blink, read every frame
-EYES_READ_EVERY = 2  # frames: an open eye is read this often (every 4th, d0's gaze drifted past its test's bound)
+EYES_READ_EVERY = 2  # frames: an open eye is read this often (every 3rd or 4th, d0's gaze drifts past its test's bound)
 
 
 def eyes_to_read(points: np.ndarray, lids: TrackLids) -> bool:
