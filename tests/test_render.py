@@ -268,7 +268,7 @@ def test_the_faces_of_a_frame_are_drawn_side_by_side_as_they_would_be_one_by_one
     assert min(len(faces) for _, faces in frames) >= 3
     pictures = {}
     for cores in (1, 2):
-        monkeypatch.setattr(module, "_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(module, "usable_cores", lambda cores=cores: cores)
         recaster = s42_warp()
         threads: set[str] = set()
         drawn = recaster.recast

@@ -5,7 +5,6 @@ of the warp's look (stream/look/) on the input's own faces."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import tempfile
 import time
@@ -19,6 +18,7 @@ from stream.look.blinks import eyes_to_read
 from stream.look.detail import Softening
 from stream.look.finish import TrackLook
 from stream.look.lids import TrackLids
+from stream.media.machine import usable_cores
 from stream.media.sources import MediaSource
 from stream.perception.face_stage import LiveFaceStage
 from stream.perception.geometry import to_gray
@@ -255,12 +255,8 @@ def run_bench(location: str | Path, recaster: Recaster, options: RenderOptions, 
         "live_path": bench_live_path(location, recaster, live_options, repeats),
         "tracking": bench_tracking(location, live_options, span=span),
         "look_steps": bench_look_steps(location, recaster, live_options),
-        "cpu_count": _cpus(),
+        "cpu_count": usable_cores(),
     }
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _span(span: list[int] | None) -> str:

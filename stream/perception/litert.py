@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.media.machine import usable_cores
+
 _first = threading.Lock()
 _quieted = False
 
@@ -66,7 +68,7 @@ class LiteModel:
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._idle.put(first)
         self._made = 1
-        self._most = copies or _cores()
+        self._most = copies or usable_cores()
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray, *outputs: int) -> list[np.ndarray]:
@@ -89,7 +91,3 @@ class LiteModel:
             if make:
                 self._made += 1
         return interpreter(self._model, self._threads) if make else self._idle.get()
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from stream.look.align import Alignment, alignment, crop
 from stream.look.filters import keep_recent, smoothstep
 from stream.look.occlusion import OcclusionMasker
 from stream.look.paste import PastedRegion, blend, crispness_kept, paste_back
+from stream.media.machine import usable_cores
 from stream.media.provenance import BadgeBox, draw_badge
 from stream.perception.smoothing import quad_side
 from stream.perception.track_set import FaceState
@@ -169,7 +169,9 @@ class FaceRenderer:
         """What the recaster gets for a face: the aligned crop (the recaster's size, or the face's own up to the
         smaller of both maxima), the landmarks and the mesh in crop pixels; and the alignment to paste back."""
         params = face.crop_params
-        align = alignment(params, self.crop_size(face))
+        size = self.recaster.size_for(face.track_id)
+        size = size or int(np.clip(round(float(quad_side(params))), 32, min(self.max_crop, self.recaster.max_crop)))
+        align = alignment(params, size)
         mesh = None
         if face.mesh is not None:  # x, y into the crop; the depth only orders, as it is
             mesh = np.column_stack([align.points_to_crop(face.mesh[:, :2].astype(np.float64)), face.mesh[:, 2]])
@@ -177,12 +179,6 @@ class FaceRenderer:
         kept = self._crispness_kept(face, image, pixels, align) if self.recaster.synthetic else 1.0
         return FaceCrop(face.track_id, pixels, align.points_to_crop(face.landmarks.astype(np.float64)), face.index,
                         mesh, kept), align
-
-    def crop_size(self, face: FaceState) -> int:
-        """The side of a face's crop: the recaster's size, or the face's own up to the smaller of both maxima."""
-        size = self.recaster.size_for(face.track_id)
-        return size or int(np.clip(round(float(quad_side(face.crop_params))), 32,
-                                   min(self.max_crop, self.recaster.max_crop)))
 
     def _crispness_kept(self, face: FaceState, image: np.ndarray, pixels: np.ndarray, align: Alignment) -> float:
         """What the crop keeps of the frame's crispness once pasted back, per track: measured every KEPT_EVERY frames
@@ -270,7 +266,7 @@ class FaceRenderer:
                     timer.add("held", time.perf_counter() - start)
                 continue
             todo.append((face, weight, last))
-        if len(todo) > 1 and _cores() > 1:
+        if len(todo) > 1 and usable_cores() > 1:
             drawn = list(_pool().map(lambda job: self._draw(image, job[0], job[1], timer, ready.get(job[0].track_id)),
                                      todo))
         else:
@@ -303,8 +299,6 @@ class FaceRenderer:
         """One face recast from the frame (or from what was prepared of it): the face to paste, its mask (the pose's
         weight and what passes in front taken out) and where it goes; None where the recaster failed (logged: the
         face passes through)."""
-        if prepared is not None and prepared.crop.image.shape[0] != self.crop_size(face):
-            prepared = None  # prepared for another recaster's size (a viewer chose another engine meanwhile)
         try:
             if prepared is None:
                 prepared = self._prepared(image, face, timer)
@@ -328,15 +322,11 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _pool() -> ThreadPoolExecutor:
     """The threads the faces of a frame are drawn on, one per core, shared by every renderer of the process (the
     service's sessions too): OpenCV, NumPy and LiteRT release the GIL, so faces are drawn side by side."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="recast-face")
+            _POOL = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="recast-face")
         return _POOL
