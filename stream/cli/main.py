@@ -144,7 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
     serve.add_argument("--api-keys-file", metavar="FILE",
                        help="API keys, one per line (also RECAST_API_KEYS, comma-separated)")
-    serve.add_argument("--max-sessions", type=positive, default=8)
+    serve.add_argument("--max-sessions", type=positive, default=8, help="sessions the whole service holds")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="session worker processes behind the gateway (default: one per core; 0: sessions in "
+                            "the server's own process, no gateway)")
+    serve.add_argument("--ray-address", metavar="ADDR",
+                       help="place the session workers as Ray actors on this cluster (e.g. auto, or HOST:6379)")
+    serve.add_argument("--drain-s", type=float, default=30.0, metavar="S",
+                       help="on SIGTERM, how long running sessions may go on before they are ended")
     serve.add_argument("--sessions-per-minute", type=positive, default=20, help="per API key")
     serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
                        help="also play this cast portrait (consented; the operator answers for it)")

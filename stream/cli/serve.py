@@ -7,11 +7,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream.casts.cast import default_casts
 from stream.casts.registry import CastRegistry, default_registry
 from stream.cli.casts import casts_for
 from stream.cli.options import UsageError, demo_location
+
+if TYPE_CHECKING:
+    from stream.casts.cast import Cast
+    from stream.server.app import ServerConfig
+    from stream.server.titles import Title
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,11 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+def load_service(args: argparse.Namespace) -> tuple[ServerConfig, dict[str, Title], list[Cast]]:
+    """What `recast serve` serves, checked: its configuration, titles and casts (a session worker loads the same
+    from the same options)."""
     from stream.render.options import RenderOptions
-    from stream.server.app import ServerConfig, build_app
+    from stream.server.app import ServerConfig
     from stream.server.ice import restrict_host_candidates
     from stream.server.titles import scan_titles
 
@@ -96,14 +102,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
                           options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
                                                 occlusion=not args.no_occlusion), device=args.device)
-    if not keys:
-        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+    return config, titles, casts
+
+
+def _install_uvloop() -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         log.info("uvloop not installed; using the default asyncio loop")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    if args.workers != 0 or args.ray_address:
+        from stream.server.gateway import run_gateway
+
+        return run_gateway(args)
+    from stream.server.app import build_app
+
+    config, titles, casts = load_service(args)
+    if not config.api_keys:
+        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+    _install_uvloop()
     print(f"recast serve: {len(titles)} titles, {len(casts)} casts on http://{args.host}:{args.port}/",
           file=sys.stderr)
     web.run_app(build_app(config, titles, casts), host=args.host, port=args.port, print=None,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,57 +18,30 @@ from engines.cache import TITLE_ID
 from stream.casts.cast import Cast
 from stream.render.options import RenderOptions
 from stream.server.casting import Casting
+from stream.server.http import (
+    ACCESS,
+    API_KEY,
+    MAX_BODY,
+    MAX_SDP,
+    REQUESTS,
+    STATIC,
+    Access,
+    ApiError,
+    auth,
+    error,
+    expect_within_limit,
+    json_errors,
+    json_object,
+    quiet_parser_rejections,
+)
 from stream.server.ice import consent_checks
 from stream.server.metrics import Registry
 from stream.server.sessions import Session, release_free_memory
 from stream.server.signalling import answer
 from stream.server.titles import Title
-from stream.server.validate import Offer, Refused, check_offer, decode_utf8, parse_json
+from stream.server.validate import Offer, Refused, check_offer
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
-MAX_BODY = 256 * 1024
-MAX_SDP = 128 * 1024
-BODY_TIMEOUT_S = 10.0  # a request body must arrive within this; a client trickling it is cut off (408)
-CLIENT_GONE = 499  # nginx's status for a request whose client went away; counted, never sent
-CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
-STATIC = Path(__file__).resolve().parent / "static"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
-class ApiError(Exception):
-    """A caller's mistake found deep in a handler; the middleware answers it with `error(...)`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request was read: nothing to answer, nothing went wrong."""
-
-
-class ParserRejections(logging.Filter):
-    """aiohttp answers requests its HTTP parser refuses (a bad Content-Length, a 20 KB header line, too many
-    headers) with 400 itself, but logs each as an error with a traceback; here they become one warning line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
-            record.msg, record.args = "refused a malformed request (%s %s): %s", (exc.code, type(exc).__name__,
-                                                                                   first[:120])
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
 
 @dataclass
 class ServerConfig:
@@ -120,6 +92,7 @@ class Service:
         self._reaper: asyncio.Task[None] | None = None
         self._cleanups: list[asyncio.TimerHandle] = []
         self.casting = Casting(casts, config.options.detector, config.device)
+        self.draining = False  # no new sessions (SIGTERM at the gateway, or a worker told to drain)
 
     async def start(self, _app: web.Application) -> None:
         consent_checks(self.config.disconnect_timeout_s)
@@ -135,6 +108,12 @@ class Service:
             handle.cancel()
         gc.unfreeze()
         consent_checks(None)
+
+    async def end_all(self, reason: str) -> None:
+        """End every session, each viewer told on its control channel first (a `state` with `"ended": true`)."""
+        for session in list(self.sessions.values()):
+            session.tell_ended(reason)
+        await asyncio.gather(*(self.close(sid, reason) for sid in list(self.sessions)))
 
     async def close(self, sid: str, reason: str) -> None:
         session = self.sessions.pop(sid, None)
@@ -180,72 +159,7 @@ class Service:
 
 
 SERVICE = web.AppKey("service", Service)
-API_KEY = web.RequestKey("api_key", str)  # the key a request was authorised with ("open" without keys)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    service: Service = request.app[SERVICE]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = error(exc.status, exc.code, str(exc))
-    except ClientGone:
-        log.info("request %s %s: the client went away before its body arrived", request.method, request.path)
-        response = web.Response(status=CLIENT_GONE)  # counted; there is nobody to send it to
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-        else:
-            raise
-    except Exception:
-        log.exception("request %s %s failed", request.method, request.path)
-        response = error(500, "internal", "internal error")
-    service.metrics.requests.inc(route=route, status=str(response.status))
-    return response
-
-
-@web.middleware
-async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    service: Service = request.app[SERVICE]
-    if request.path in ("/", "/healthz") or request.path.startswith("/static/") or service.config.open_access:
-        request[API_KEY] = "open"
-        return await handler(request)
-    header = request.headers.get("Authorization", "")
-    # aiohttp keeps bytes that are not UTF-8 as surrogates; they can never match a key, but must not raise
-    given = header[7:].encode("utf-8", "surrogateescape") if header.startswith("Bearer ") else b""
-    matched = ""
-    for key in service.config.api_keys:  # compare against every key, in constant time each
-        if hmac.compare_digest(given, key.encode()):
-            matched = key
-    if not matched:
-        return error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
-    request[API_KEY] = matched
-    return await handler(request)
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The request's body as a JSON object: at most MAX_BODY bytes arriving within BODY_TIMEOUT_S, UTF-8, nested at
-    most MAX_JSON_DEPTH deep."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    charset = (request.charset or "utf-8").lower().replace("_", "-")
-    if charset not in ("utf-8", "utf8"):
-        raise ApiError(415, "unsupported_charset", "JSON bodies are UTF-8 (charset=utf-8 or none)")
-    try:
-        raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
-    except TimeoutError:
-        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
-    except (ConnectionError, EOFError) as err:
-        raise ClientGone from err
-    try:
-        body = parse_json(decode_utf8(raw, "the body"))
-    except Refused as err:
-        raise ApiError(400, err.code, f"the body must be a JSON object ({err})") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object")
-    return body
+CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -284,7 +198,7 @@ async def cast_thumbnail(request: web.Request) -> web.StreamResponse:
 
 async def create_session(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
-    body = await _json_object(request)
+    body = await json_object(request)
     camera = body.get("camera") is True and "title" not in body
     if not camera and not (isinstance(body.get("title"), str) and "camera" not in body):
         return error(400, "bad_request", 'give {"title": ID} or {"camera": true}')
@@ -294,6 +208,8 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         if not TITLE_ID.match(title_id) or title_id not in service.titles:
             return error(404, "unknown_title", f"no title {title_id[:64]!r}; see /api/titles")
         title = service.titles[title_id]
+    if service.draining:
+        return error(503, "draining", "the server is shutting down and takes no new sessions")
     if len(service.sessions) >= service.config.max_sessions:
         return error(503, "busy", f"the server holds its maximum of {service.config.max_sessions} sessions")
     if not service.limiter.allow(request[API_KEY]):
@@ -335,7 +251,7 @@ def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
 async def offer(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     _session(request)  # an unknown session is refused before its body is read
-    body = await _json_object(request)
+    body = await json_object(request)
     # the body took time to arrive: the session may have ended meanwhile (DELETE, the reaper; an ended session is
     # out of the table), so it is looked up again
     session = _session(request)
@@ -367,16 +283,16 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-_PARSER_REJECTIONS = ParserRejections()
-
-
-def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast]) -> web.Application:
-    server_log = logging.getLogger("aiohttp.server")
-    if _PARSER_REJECTIONS not in server_log.filters:
-        server_log.addFilter(_PARSER_REJECTIONS)
-    app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
+def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast],
+              authorise: Any = auth) -> web.Application:
+    """The service's app; `authorise` is the middleware that says who a request speaks for (`auth`: API keys;
+    a session worker's: the gateway's signature, stream/server/worker.py)."""
+    quiet_parser_rejections()
+    app = web.Application(middlewares=[json_errors, authorise], client_max_size=MAX_BODY)
     service = Service(config, titles, casts)
     app[SERVICE] = service
+    app[ACCESS] = Access(config.api_keys)
+    app[REQUESTS] = service.metrics.requests
     app.on_startup.append(service.start)
     app.on_shutdown.append(service.stop)
     app.router.add_get("/", index)
@@ -386,7 +302,7 @@ def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Ca
     app.router.add_get("/api/titles", list_titles)
     app.router.add_get("/api/casts", list_casts)
     app.router.add_get("/api/casts/{cast}/thumbnail.jpg", cast_thumbnail)
-    app.router.add_post("/api/sessions", create_session)
-    app.router.add_post("/api/sessions/{sid}/offer", offer)
+    app.router.add_post("/api/sessions", create_session, expect_handler=expect_within_limit)
+    app.router.add_post("/api/sessions/{sid}/offer", offer, expect_handler=expect_within_limit)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
     return app

@@ -190,6 +190,12 @@ class Session:
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
+    def tell_ended(self, reason: str) -> None:
+        """Say on the control channel that the session ends (a `state` with `"ended": true` and why)."""
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(json.dumps({**self.state.as_message(), "ended": True, "reason": reason}))
+
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def close(self, reason: str) -> None:

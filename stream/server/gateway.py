@@ -1,0 +1,514 @@
+"""The gateway of `recast serve`: the HTTP API of DESIGN.md 3.4, exactly as a single process serves it, in front of
+session workers (stream/server/worker.py) that it starts through a launcher (stream/server/fleet.py: local
+processes, or Ray actors on a cluster).
+
+The gateway checks every request as the single process does (keys, sizes, content types, rate limits, the
+offer's SDP), places each new session on a worker, and forwards the session's signalling there, signed; the
+answer comes from that worker, so media flows between viewer and worker directly. It watches each worker's
+status once a second: a worker that exits, or answers no status for `HUNG_AFTER` polls, is ended, its sessions
+are marked lost (`GET /api/sessions/SID` says so to a page that lost its peer), and a replacement is started.
+SIGTERM drains: no new sessions (503 `draining`), running ones go on for `--drain-s` and are then ended, each
+viewer told with a `state` that says `"ended": true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections import OrderedDict
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from stream.media.machine import usable_cores
+from stream.server.app import RateLimiter
+from stream.server.fleet import Launcher, LocalLauncher, Worker, WorkerFailed
+from stream.server.http import (
+    ACCESS,
+    API_KEY,
+    MAX_SDP,
+    REQUESTS,
+    STATIC,
+    Access,
+    ApiError,
+    auth,
+    error,
+    expect_within_limit,
+    json_errors,
+    json_object,
+    quiet_parser_rejections,
+)
+from stream.server.metrics import Counter, Gauge, Histogram
+from stream.server.signing import new_secret, owner_of, sign
+from stream.server.validate import Refused, check_offer
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # how often each worker's status is read
+STATUS_TIMEOUT_S = 2.0
+HUNG_AFTER = 3  # status requests in a row that fail or time out before a worker is taken for hung and ended
+OFFER_TIMEOUT_S = 30.0
+LOST_KEPT = 10_000  # ended and lost sessions remembered for GET /api/sessions/SID
+CPU_ROOM = 0.9  # a worker whose measured CPU reaches this share of its cores takes no new session
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.requests = Counter("recast_gateway_http_requests_total", "Gateway HTTP requests by route and status")
+        self.placed = Counter("recast_gateway_sessions_placed_total", "Sessions placed, by worker")
+        self.refused = Counter("recast_gateway_sessions_refused_total", "Sessions refused, by reason")
+        self.lost = Counter("recast_gateway_sessions_lost_total", "Sessions lost with their worker")
+        self.workers = Gauge("recast_gateway_workers", "Workers by state")
+        self.worker_sessions = Gauge("recast_worker_sessions", "Open sessions on each worker")
+        self.worker_fps = Gauge("recast_worker_fps", "Frames sent a second by each worker, all its sessions")
+        self.worker_cpu = Gauge("recast_worker_cpu_cores", "CPU each worker used over the last second, in cores")
+        self.worker_rss = Gauge("recast_worker_max_rss_mb", "Each worker's peak resident memory, MB")
+        self.forward_ms = Histogram("recast_gateway_forward_ms", "Time a request spent forwarded to its worker")
+
+    def render(self) -> list[str]:
+        lines: list[str] = []
+        for metric in (self.requests, self.placed, self.refused, self.lost, self.workers, self.worker_sessions,
+                       self.worker_fps, self.worker_cpu, self.worker_rss, self.forward_ms):
+            lines += metric.render()
+        return lines
+
+
+def merge_metrics(texts: dict[str, str]) -> list[str]:
+    """Each worker's Prometheus text, with a `worker` label on every sample, grouped by metric family so that each
+    family's HELP and TYPE come once."""
+    families: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()
+    for worker, text in texts.items():
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# "):
+                parts = line.split(" ", 3)
+                family = parts[2] if len(parts) > 2 else family
+                head, _ = families.setdefault(family, ([], []))
+                if line not in head:
+                    head.append(line)
+                continue
+            if not line.strip():
+                continue
+            name, brace, rest = line.partition("{")
+            label = f'worker="{worker}"'
+            sample = f"{name}{{{label},{rest}" if brace else f"{name.split(' ')[0]}{{{label}}} {line.split(' ', 1)[1]}"
+            families.setdefault(family or name.split(" ")[0], ([], []))[1].append(sample.replace(",}", "}"))
+    return [line for head, samples in families.values() for line in head + samples]
+
+
+class Gateway:
+    """The fleet of workers, where each session lives, and the rules in front of them."""
+
+    def __init__(self, launcher: Launcher, secret: str, workers: int, max_sessions: int, per_worker: int,
+                 access: Access, sessions_per_minute: int, drain_s: float, cores_per_worker: float) -> None:
+        self.launcher, self.secret = launcher, secret
+        self.wanted, self.max_sessions, self.per_worker = workers, max_sessions, per_worker
+        self.access, self.drain_s, self.cores_per_worker = access, drain_s, cores_per_worker
+        self.limiter = RateLimiter(sessions_per_minute)
+        self.metrics = GatewayMetrics()
+        self.workers: dict[str, Worker] = {}
+        self.where: dict[str, tuple[str, str]] = {}  # session -> (worker name, owner)
+        self.gone: OrderedDict[str, tuple[str, str]] = OrderedDict()  # session -> (state: ended|lost, owner)
+        self.draining = False
+        self._serial = 0
+        self._starting = 0
+        self._http: aiohttp.ClientSession | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    # --- the fleet ----------------------------------------------------------------------------------------------
+
+    async def start(self, _app: web.Application | None = None) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OFFER_TIMEOUT_S))
+        began = time.perf_counter()
+        results = await asyncio.gather(*(self._start_one() for _ in range(self.wanted)), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for err in failed:
+            log.error("%s", err)
+        if len(failed) == len(results):
+            raise WorkerFailed("no session worker started; see the log above")
+        log.info("%d %s workers up in %.1f s", len(self.workers), self.launcher.kind, time.perf_counter() - began)
+        self._watch = asyncio.ensure_future(self._watch_fleet())
+
+    async def _start_one(self) -> Worker:
+        self._serial += 1
+        name = f"w{self._serial}"
+        self._starting += 1
+        try:
+            worker = await self.launcher.start(name)
+        finally:
+            self._starting -= 1
+        self.workers[name] = worker
+        self._count_workers()
+        log.info("worker %s up at %s", name, worker.url)
+        return worker
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        await asyncio.gather(*(self._tell(w, "/worker/drain", {"end": True}) for w in self.up()),
+                             return_exceptions=True)
+        await asyncio.gather(*(self.launcher.stop(w) for w in list(self.workers.values())), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    def up(self) -> list[Worker]:
+        return [w for w in self.workers.values() if w.state == "up"]
+
+    def _count_workers(self) -> None:
+        self.metrics.workers.set(len(self.up()), state="up")
+        self.metrics.workers.set(self._starting, state="starting")
+
+    async def _watch_fleet(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            await asyncio.gather(*(self._poll(w) for w in self.up()), return_exceptions=True)
+
+    async def _poll(self, worker: Worker) -> None:
+        if self.launcher.exited(worker):
+            await self._lose(worker, "exited")
+            return
+        try:
+            status = await self._call(worker, "GET", "/worker/status", timeout=STATUS_TIMEOUT_S)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            worker.failures += 1
+            log.warning("worker %s: no status (%s), %d in a row", worker.name, type(err).__name__, worker.failures)
+            if worker.failures >= HUNG_AFTER:
+                await self._lose(worker, "hung")
+            return
+        worker.failures = 0
+        elapsed = POLL_S
+        before = {s["session"]: s["frames_out"] for s in worker.status.get("sessions", [])}
+        if worker.status.get("polled"):
+            elapsed = max(time.monotonic() - worker.status["polled"], 1e-3)
+        sent = sum(s["frames_out"] - before.get(s["session"], 0) for s in status["sessions"])
+        worker.fps = sent / elapsed
+        status["polled"] = time.monotonic()
+        worker.status = status
+        live = {s["session"] for s in status["sessions"]}
+        for sid in worker.sessions - live:  # ended on the worker (hangup, peer gone, end of title)
+            self._forget(sid, "ended")
+        worker.sessions &= live
+        labels = {"worker": worker.name}
+        self.metrics.worker_sessions.set(len(live), **labels)
+        self.metrics.worker_fps.set(round(worker.fps, 1), **labels)
+        self.metrics.worker_cpu.set(status["cpu_cores"], **labels)
+        self.metrics.worker_rss.set(status["max_rss_mb"], **labels)
+
+    async def _lose(self, worker: Worker, why: str) -> None:
+        """A worker that exited or hangs: its sessions are lost, it is ended, and a replacement starts."""
+        if worker.state != "up":
+            return
+        worker.state = "lost"
+        log.error("worker %s %s; its %d sessions are lost: %s", worker.name, why, len(worker.sessions),
+                  ", ".join(sorted(worker.sessions)) or "none")
+        for sid in worker.sessions:
+            self._forget(sid, "lost")
+            self.metrics.lost.inc()
+        worker.sessions.clear()
+        for gauge in (self.metrics.worker_sessions, self.metrics.worker_fps, self.metrics.worker_cpu,
+                      self.metrics.worker_rss):
+            gauge.drop(("worker", worker.name))
+        with contextlib.suppress(Exception):
+            await self.launcher.stop(worker, kill=True)
+        self.workers.pop(worker.name, None)
+        self._count_workers()
+        if not self.draining:
+            try:
+                await self._start_one()
+            except WorkerFailed as err:
+                log.error("no replacement for worker %s: %s", worker.name, err)
+
+    def _forget(self, sid: str, state: str) -> None:
+        _, owner = self.where.pop(sid, ("", ""))
+        self.gone[sid] = (state, owner)
+        while len(self.gone) > LOST_KEPT:
+            self.gone.popitem(last=False)
+
+    # --- talking to workers -------------------------------------------------------------------------------------
+
+    async def _call(self, worker: Worker, method: str, path: str, body: bytes = b"", owner: str = "gateway",
+                    timeout: float = OFFER_TIMEOUT_S) -> Any:
+        status, data = await self._forward(worker, method, path, body, owner, timeout)
+        if status >= 400:
+            raise ValueError(f"worker {worker.name} answered {status} to {path}")
+        return json.loads(data)
+
+    async def _forward(self, worker: Worker, method: str, path: str, body: bytes, owner: str,
+                       timeout: float = OFFER_TIMEOUT_S, content_type: str = "application/json"
+                       ) -> tuple[int, bytes]:
+        assert self._http is not None
+        headers = sign(self.secret, method, path, owner, body)
+        if body:
+            headers["Content-Type"] = content_type
+        began = time.perf_counter()
+        async with self._http.request(method, worker.url + path, data=body or None, headers=headers,
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            data = await response.read()
+            self.metrics.forward_ms.observe((time.perf_counter() - began) * 1e3, route=path.split("/")[2])
+            return response.status, data
+
+    async def _tell(self, worker: Worker, path: str, body: dict[str, Any]) -> None:
+        await self._forward(worker, "POST", path, json.dumps(body).encode(), "gateway", timeout=10.0)
+
+    def place(self, title: str | None) -> list[Worker]:
+        """The workers with room for a new session, best first: fewest sessions for their capacity, then one that
+        has played the title already, then the least loaded."""
+        room = [w for w in self.up() if len(w.sessions) < self.per_worker
+                and w.status.get("cpu_cores", 0.0) < CPU_ROOM * self.cores_per_worker * max(1, len(w.sessions))
+                and not w.status.get("draining")]
+        return sorted(room, key=lambda w: (len(w.sessions) / self.per_worker, title not in w.titles,
+                                           w.status.get("cpu_cores", 0.0)))
+
+    async def any_worker(self, method: str, path: str) -> web.Response:
+        for worker in self.up():
+            try:
+                status, data = await self._forward(worker, method, path, b"", "gateway", timeout=10.0)
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+            content_type = "image/jpeg" if path.endswith(".jpg") and status == 200 else "application/json"
+            headers = {"Cache-Control": "private, max-age=3600"} if content_type == "image/jpeg" else None
+            return web.Response(status=status, body=data, content_type=content_type, headers=headers)
+        return error(503, "no_workers", "no session worker is up")
+
+    # --- sessions -----------------------------------------------------------------------------------------------
+
+    def owner(self, request: web.Request) -> str:
+        return owner_of(request[API_KEY])
+
+    def session_of(self, request: web.Request) -> Worker:
+        sid = request.match_info["sid"]
+        placed = self.where.get(sid)
+        if placed is not None and (placed[1] == self.owner(request) or self.access.open):
+            worker = self.workers.get(placed[0])
+            if worker is not None and worker.state == "up":
+                return worker
+        gone = self.gone.get(sid)
+        if gone is not None and (gone[1] == self.owner(request) or self.access.open) and gone[0] == "lost":
+            raise ApiError(410, "session_lost", "the worker holding this session failed; start a new one")
+        raise ApiError(404, "unknown_session", "no such session for this key")
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    up = len(gateway.up())
+    body = {"status": "ok" if up else "no_workers", "workers": up, "wanted": gateway.wanted,
+            "sessions": len(gateway.where), "draining": gateway.draining}
+    return web.json_response(body, status=200 if up else 503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    texts: dict[str, str] = {}
+
+    async def read(worker: Worker) -> None:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            status, data = await gateway._forward(worker, "GET", "/worker/metrics", b"", "gateway", timeout=2.0)
+            if status == 200:
+                texts[worker.name] = data.decode("utf-8", "replace")
+
+    await asyncio.gather(*(read(w) for w in gateway.up()))
+    lines = gateway.metrics.render() + merge_metrics(texts)
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+async def catalogue(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].any_worker("GET", request.path)
+
+
+async def create_session(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    body = await json_object(request)
+    if gateway.draining:
+        return error(503, "draining", "the server is shutting down and takes no new sessions")
+    if len(gateway.where) >= gateway.max_sessions:
+        gateway.metrics.refused.inc(reason="busy")
+        return error(503, "busy", f"the service holds its maximum of {gateway.max_sessions} sessions")
+    title = body.get("title") if isinstance(body.get("title"), str) else None
+    candidates = gateway.place(title)
+    if not candidates:
+        gateway.metrics.refused.inc(reason="busy")
+        return error(503, "busy", "every session worker is full")
+    if not gateway.limiter.allow(request[API_KEY]):
+        return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
+    raw = json.dumps(body).encode()
+    owner = gateway.owner(request)
+    for worker in candidates:
+        try:
+            status, data = await gateway._forward(worker, "POST", "/api/sessions", raw, owner, timeout=10.0)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("worker %s refused a session (%s); trying the next", worker.name, type(err).__name__)
+            continue
+        if status == 503:  # full after all (its status was a second old)
+            continue
+        if status == 201:
+            sid = json.loads(data)["session"]
+            gateway.where[sid] = (worker.name, owner)
+            worker.sessions.add(sid)
+            if title:
+                worker.titles.add(title)
+            gateway.metrics.placed.inc(worker=worker.name)
+            log.info("session %s placed on worker %s (%s)", sid, worker.name, title or "camera")
+        return web.Response(status=status, body=data, content_type="application/json")
+    gateway.metrics.refused.inc(reason="busy")
+    return error(503, "busy", "every session worker is full")
+
+
+async def session_state(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    sid = request.match_info["sid"]
+    try:
+        worker = gateway.session_of(request)
+    except ApiError as err:
+        if err.status == 410:
+            return web.json_response({"session": sid, "state": "lost",
+                                      "message": "the worker holding this session failed"})
+        gone = gateway.gone.get(sid)
+        if gone is not None and (gone[1] == gateway.owner(request) or gateway.access.open):
+            return web.json_response({"session": sid, "state": gone[0]})
+        raise
+    return web.json_response({"session": sid, "state": "running", "worker": worker.name})
+
+
+async def offer(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    gateway.session_of(request)  # an unknown session is refused before its body is read
+    body = await json_object(request)
+    sdp, kind = body.get("sdp"), body.get("type")
+    if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
+        raise ApiError(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
+    try:
+        check_offer(sdp)
+    except Refused as err:
+        raise ApiError(400, err.code, f"cannot use this offer: {err}") from None
+    worker = gateway.session_of(request)  # it may have gone while the body arrived
+    try:
+        status, data = await gateway._forward(worker, "POST", request.path, json.dumps(body).encode(),
+                                              gateway.owner(request))
+    except (aiohttp.ClientError, TimeoutError):
+        raise ApiError(502, "worker_unreachable", "the session's worker did not answer") from None
+    return web.Response(status=status, body=data, content_type="application/json")
+
+
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    worker = gateway.session_of(request)
+    sid = request.match_info["sid"]
+    try:
+        status, data = await gateway._forward(worker, "DELETE", request.path, b"", gateway.owner(request),
+                                              timeout=10.0)
+    except (aiohttp.ClientError, TimeoutError):
+        raise ApiError(502, "worker_unreachable", "the session's worker did not answer") from None
+    if status == 204:
+        worker.sessions.discard(sid)
+        gateway._forget(sid, "ended")
+        return web.Response(status=204)
+    return web.Response(status=status, body=data, content_type="application/json")
+
+
+def build_gateway_app(gateway: Gateway) -> web.Application:
+    quiet_parser_rejections()
+    app = web.Application(middlewares=[json_errors, auth], client_max_size=256 * 1024)
+    app[GATEWAY] = gateway
+    app[ACCESS] = gateway.access
+    app[REQUESTS] = gateway.metrics.requests
+    app.on_startup.append(gateway.start)
+    app.on_shutdown.append(gateway.stop)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/titles", catalogue)
+    app.router.add_get("/api/casts", catalogue)
+    app.router.add_get("/api/casts/{cast}/thumbnail.jpg", catalogue)
+    app.router.add_post("/api/sessions", create_session, expect_handler=expect_within_limit)
+    app.router.add_get("/api/sessions/{sid}", session_state)
+    app.router.add_post("/api/sessions/{sid}/offer", offer, expect_handler=expect_within_limit)
+    app.router.add_delete("/api/sessions/{sid}", delete_session)
+    return app
+
+
+def _serve_args(argv: list[str]) -> list[str]:
+    """The options the gateway was started with, for its workers: all but the gateway's own."""
+    own = {"--workers": 1, "--ray-address": 1, "--port": 1, "--drain-s": 1, "--host": 1}
+    kept: list[str] = []
+    skip = 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = arg.split("=", 1)[0]
+        if name in own:
+            skip = own[name] if "=" not in arg else 0
+            continue
+        kept.append(arg)
+    return kept
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """`recast serve` with workers: the gateway on --host:--port, the workers started by the launcher."""
+    from stream.cli.serve import _api_keys, _install_uvloop
+
+    argv = sys.argv[sys.argv.index("serve") + 1:] if "serve" in sys.argv else []
+    keys = _api_keys(args)
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    if not keys and not (args.demo and loopback):
+        from stream.cli.options import UsageError
+
+        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    cores = usable_cores()
+    count = args.workers if args.workers else cores
+    secret = new_secret()
+    serve_args = _serve_args(argv)
+    launcher: Launcher
+    if args.ray_address:
+        from stream.server.fleet import RayLauncher
+
+        launcher = RayLauncher(args.ray_address, serve_args, secret, args.ice_host)
+        cores_per_worker = 1.0
+    else:
+        launcher = LocalLauncher([*serve_args, "--host", args.host], secret, args.host)
+        cores_per_worker = cores / count
+    per_worker = max(1, -(-args.max_sessions // count))
+    gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
+                      args.sessions_per_minute, args.drain_s, cores_per_worker)
+    if not keys:
+        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+    _install_uvloop()
+    print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
+          file=sys.stderr)
+    asyncio.run(_run(gateway, args.host, args.port))
+    return 0
+
+
+async def _run(gateway: Gateway, host: str, port: int) -> None:
+    app = build_gateway_app(gateway)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stop, drain = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, drain.set)
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if drain.is_set() and not stop.is_set():
+        gateway.draining = True
+        log.warning("draining: no new sessions; %d running end within %.0f s", len(gateway.where), gateway.drain_s)
+        deadline = time.monotonic() + gateway.drain_s
+        while gateway.where and time.monotonic() < deadline and not stop.is_set():
+            await asyncio.sleep(0.5)
+    await runner.cleanup()  # the gateway's stop ends what still runs, each viewer told
