@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -27,9 +28,9 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def recast_serve_demo(*extra: str) -> Iterator[ServeProcess]:
+def recast_serve_demo(*extra: str, wait_s: float = 60) -> Iterator[ServeProcess]:
     """`recast serve --demo [extra options]` in its own process, as the README starts it, once it answers
-    /healthz; stopped with SIGTERM on exit."""
+    /healthz; stopped with SIGINT on exit."""
     port = _free_port()
     command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1",
                *extra]
@@ -38,7 +39,7 @@ def recast_serve_demo(*extra: str) -> Iterator[ServeProcess]:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(300):
+            for _ in range(round(wait_s / 0.2)):
                 if server.poll() is not None:
                     log.seek(0)
                     raise AssertionError(f"recast serve exited with {server.returncode}: {log.read()}")
@@ -47,12 +48,12 @@ def recast_serve_demo(*extra: str) -> Iterator[ServeProcess]:
                         break
                 time.sleep(0.2)
             else:
-                raise AssertionError("recast serve did not answer /healthz within 60 s")
+                raise AssertionError(f"recast serve did not answer /healthz within {wait_s:.0f} s")
             yield ServeProcess(base, port, server.pid)
         finally:
-            server.terminate()
+            server.send_signal(signal.SIGINT)  # SIGTERM would drain for --drain-s first
             try:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
-                raise AssertionError("recast serve did not stop within 15 s of SIGTERM") from None
+                raise AssertionError("recast serve did not stop within 15 s of SIGINT") from None

@@ -53,9 +53,10 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def load_service(args: argparse.Namespace) -> tuple[ServerConfig, dict[str, Title], list[Cast]]:
-    """What `recast serve` serves, checked: its configuration, titles and casts (a session worker loads the same
-    from the same options)."""
+def load_service(args: argparse.Namespace, behind_gateway: bool = False
+                 ) -> tuple[ServerConfig, dict[str, Title], list[Cast]]:
+    """What `recast serve` serves, checked: its configuration, titles and casts. A session worker loads the same from
+    the same options, `behind_gateway`: the gateway checks the keys, the worker its signature."""
     from stream.render.options import RenderOptions
     from stream.server.app import ServerConfig
     from stream.server.ice import restrict_host_candidates
@@ -63,7 +64,7 @@ def load_service(args: argparse.Namespace) -> tuple[ServerConfig, dict[str, Titl
 
     keys = _api_keys(args)
     loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback):
+    if not keys and not (args.demo and loopback) and not behind_gateway:
         raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
     titles_dir = Path(args.titles) if args.titles else None
     if titles_dir is not None and not titles_dir.is_dir():

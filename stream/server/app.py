@@ -103,7 +103,7 @@ class Service:
     async def stop(self, _app: web.Application) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        await asyncio.gather(*(self.close(sid, "shutdown") for sid in list(self.sessions)))
+        await self.end_all("shutdown")
         for handle in self._cleanups:  # after the closes above, which schedule theirs too
             handle.cancel()
         gc.unfreeze()
@@ -113,6 +113,7 @@ class Service:
         """End every session, each viewer told on its control channel first (a `state` with `"ended": true`)."""
         for session in list(self.sessions.values()):
             session.tell_ended(reason)
+        await asyncio.sleep(ENDED_FLUSH_S)  # the message leaves before the peer connection closes
         await asyncio.gather(*(self.close(sid, reason) for sid in list(self.sessions)))
 
     async def close(self, sid: str, reason: str) -> None:
@@ -159,6 +160,7 @@ class Service:
 
 
 SERVICE = web.AppKey("service", Service)
+ENDED_FLUSH_S = 0.3  # between telling viewers their session ends and closing their peer connections
 CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
 
 

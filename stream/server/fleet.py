@@ -175,7 +175,7 @@ class RayWorkerActor:
         args.ice_host = self.ice_hosts or [node]
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format=f"%(asctime)s %(levelname)s worker={self.name} %(name)s: %(message)s")
-        config, titles, casts = load_service(args)
+        config, titles, casts = load_service(args, behind_gateway=True)
         loop = self._loop = asyncio.new_event_loop()
         started: dict[str, Any] = {}
         ready = threading.Event()

@@ -70,12 +70,13 @@ class GatewayMetrics:
         self.worker_fps = Gauge("recast_worker_fps", "Frames sent a second by each worker, all its sessions")
         self.worker_cpu = Gauge("recast_worker_cpu_cores", "CPU each worker used over the last second, in cores")
         self.worker_rss = Gauge("recast_worker_max_rss_mb", "Each worker's peak resident memory, MB")
+        self.worker_node = Gauge("recast_worker_node", "1 for the node (a Ray node id, or a host name) of each worker")
         self.forward_ms = Histogram("recast_gateway_forward_ms", "Time a request spent forwarded to its worker")
 
     def render(self) -> list[str]:
         lines: list[str] = []
         for metric in (self.requests, self.placed, self.refused, self.lost, self.workers, self.worker_sessions,
-                       self.worker_fps, self.worker_cpu, self.worker_rss, self.forward_ms):
+                       self.worker_fps, self.worker_cpu, self.worker_rss, self.worker_node, self.forward_ms):
             lines += metric.render()
         return lines
 
@@ -168,7 +169,10 @@ class Gateway:
     async def _watch_fleet(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            await asyncio.gather(*(self._poll(w) for w in self.up()), return_exceptions=True)
+            results = await asyncio.gather(*(self._poll(w) for w in self.up()), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("reading a worker's status failed", exc_info=result)
 
     async def _poll(self, worker: Worker) -> None:
         if self.launcher.exited(worker):
@@ -200,6 +204,7 @@ class Gateway:
         self.metrics.worker_fps.set(round(worker.fps, 1), **labels)
         self.metrics.worker_cpu.set(status["cpu_cores"], **labels)
         self.metrics.worker_rss.set(status["max_rss_mb"], **labels)
+        self.metrics.worker_node.set(1, node=str(status.get("node", "")), **labels)
 
     async def _lose(self, worker: Worker, why: str) -> None:
         """A worker that exited or hangs: its sessions are lost, it is ended, and a replacement starts."""
@@ -213,7 +218,7 @@ class Gateway:
             self.metrics.lost.inc()
         worker.sessions.clear()
         for gauge in (self.metrics.worker_sessions, self.metrics.worker_fps, self.metrics.worker_cpu,
-                      self.metrics.worker_rss):
+                      self.metrics.worker_rss, self.metrics.worker_node):
             gauge.drop(("worker", worker.name))
         with contextlib.suppress(Exception):
             await self.launcher.stop(worker, kill=True)

@@ -18,6 +18,7 @@ Run as its own process by `python -m stream.server.worker` (the gateway's local 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import resource
@@ -135,7 +136,8 @@ async def worker_metrics(request: web.Request) -> web.StreamResponse:
 
 async def drain(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
-    body = await request.json() if request.can_read_body else {}
+    raw = await request.read()  # read (and its signature checked) by the middleware already
+    body = json.loads(raw) if raw else {}
     service.draining = True
     if isinstance(body, dict) and body.get("end") is True:
         await service.end_all("shutdown")
@@ -181,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = args.verbose or os.environ.get(VERBOSE_ENV) == "1"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s worker={name} %(name)s: %(message)s", stream=sys.stderr)
-    config, titles, casts = load_service(args)
+    config, titles, casts = load_service(args, behind_gateway=True)
 
     async def run() -> None:
         app = build_worker_app(config, titles, casts, secret, name)
