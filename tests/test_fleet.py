@@ -135,6 +135,10 @@ def test_workers_refuse_what_the_gateway_did_not_sign() -> None:
                     assert response.status == 403
                 async with http.get(base + "/healthz") as response:
                     assert response.status == 200
+                # the gateway applies the single process's rules: JSON bodies only, as JSON
+                async with http.post(server.base + "/api/sessions", data=body,
+                                     headers={"Content-Type": "text/plain"}) as response:
+                    assert response.status == 415
                 # the gateway's own session ids are the only ones it forwards: another id is unknown there
                 async with http.post(server.base + "/api/sessions/" + "f" * 32 + "/offer",
                                      json={"sdp": "v=0", "type": "offer"}) as response:

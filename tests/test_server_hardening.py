@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 
-import stream.server.app as server_app
+import stream.server.http as server_http
 import stream.server.frames as server_frames
 import stream.server.signalling as server_signalling
 from stream.casts.cast import hopper_cast
@@ -300,7 +300,7 @@ def test_hostile_http_bodies_and_headers_get_4xx(demo: DemoTitle, monkeypatch: p
     """Deep JSON, an unknown charset, non-UTF-8 bytes in Authorization and in the body, a trickled body, a client
     that leaves mid-body and requests aiohttp's parser refuses: each gets its 4xx (or nothing, for the client that
     left), none is counted as a 500, and nothing logs a traceback."""
-    monkeypatch.setattr(server_app, "BODY_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(server_http, "BODY_TIMEOUT_S", 1.0)
 
     async def scenario() -> None:
         config = ServerConfig(api_keys=(KEY,))
@@ -315,6 +315,18 @@ def test_hostile_http_bodies_and_headers_get_4xx(demo: DemoTitle, monkeypatch: p
             assert status == 400 and json.loads(body)["error"] == "too_deep"
             status, body = await _raw(port, post(b'{"title": "demo"}', b"application/json; charset=x-bogus"))
             assert status == 415 and json.loads(body)["error"] == "unsupported_charset"
+            for content_type in (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data; b=x"):
+                # what a web page may send without a CORS preflight never makes a session
+                status, body = await _raw(port, post(b'{"title": "demo"}', content_type))
+                assert status == 415 and json.loads(body)["error"] == "unsupported_media_type", content_type
+            # Expect: 100-continue with a body over the limit is answered 413 at once, never 100 first
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+                         + b"Expect: 100-continue\r\nContent-Length: 900000000\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
             status, body = await _raw(port, post(b'{"title": "\xff\xfe"}'))
             assert status == 400 and json.loads(body)["error"] == "bad_json"
             bad_key = b"Authorization: Bearer \xff\xfe" + b"k" * 22 + b"\r\n"

@@ -155,6 +155,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """The request's body as a JSON object: `application/json` (any other type is 415, so that no web page can
     send it without a CORS preflight), at most MAX_BODY bytes arriving within BODY_TIMEOUT_S, UTF-8, nested at
     most MAX_JSON_DEPTH deep."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "JSON bodies are sent as Content-Type: application/json")
     charset = (request.charset or "utf-8").lower().replace("_", "-")
