@@ -28,7 +28,11 @@ START_TIMEOUT_S = 120.0  # a worker loads models and casts before it serves
 
 
 class WorkerFailed(Exception):
-    """A worker that did not start."""
+    """A worker that did not start; `usage` when it refused the service's options (exit status 2)."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 @dataclass
@@ -79,8 +83,8 @@ class LocalLauncher:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            raise WorkerFailed(f"worker {name} did not start ({err or 'timed out'}; exit {process.returncode})"
-                               ) from None
+            raise WorkerFailed(f"worker {name} did not start ({err or 'timed out'}; exit {process.returncode})",
+                               usage=process.returncode == 2) from None
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
         return Worker(name, f"http://{host}:{port}", process)
 

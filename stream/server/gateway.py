@@ -133,6 +133,12 @@ class Gateway:
         for err in failed:
             log.error("%s", err)
         if len(failed) == len(results):
+            if self._http is not None:
+                await self._http.close()
+            if all(isinstance(err, WorkerFailed) and err.usage for err in failed):
+                from stream.cli.options import UsageError
+
+                raise UsageError("the session workers refused the options (the reason is above)")
             raise WorkerFailed("no session worker started; see the log above")
         log.info("%d %s workers up in %.1f s", len(self.workers), self.launcher.kind, time.perf_counter() - began)
         self._watch = asyncio.ensure_future(self._watch_fleet())

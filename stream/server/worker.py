@@ -183,7 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = args.verbose or os.environ.get(VERBOSE_ENV) == "1"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s worker={name} %(name)s: %(message)s", stream=sys.stderr)
-    config, titles, casts = load_service(args, behind_gateway=True)
+    from engines.errors import InputError
+
+    try:
+        config, titles, casts = load_service(args, behind_gateway=True)
+    except InputError as err:  # the gateway's options are the caller's mistake: one line, exit 2, as `recast serve`
+        print(f"recast serve: {err}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         app = build_worker_app(config, titles, casts, secret, name)
