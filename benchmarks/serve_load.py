@@ -1,6 +1,6 @@
 """Load and soak benchmark of `recast serve`, with real aiortc clients on 127.0.0.1.
 
-    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8]
+    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8] [--workers N]
     python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
 
 The server runs as its own process (`recast serve`) on a 640x360, 30 fps title made from
@@ -54,19 +54,38 @@ def make_title(folder: Path, seconds: float = 9.0) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[ServeProcess]:
-    """A `recast serve` process on the 640x360 test title, ready, stopped on exit."""
+async def serving(workers: int | None = None) -> AsyncIterator[ServeProcess]:
+    """A `recast serve` process on the 640x360 test title, ready, stopped on exit; `workers` as `--workers` (0: the
+    sessions in the server's own process; None: its default, one worker per core behind the gateway)."""
     with tempfile.TemporaryDirectory() as tmp:
         make_title(Path(tmp))
-        with recast_serve_demo("--titles", tmp, "--max-sessions", "16", "--sessions-per-minute", "1000") as server:
+        extra = ("--workers", str(workers)) if workers is not None else ()
+        with recast_serve_demo("--titles", tmp, "--max-sessions", "16", "--sessions-per-minute", "1000",
+                               *extra) as server:
             yield server
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
 def proc_stats(pid: int) -> dict[str, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    """Memory, threads and descriptors of the server: the process and its session workers, summed."""
+    total = {"rss_mb": 0.0, "threads": 0.0, "fds": 0.0}
+    for each in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{each}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            total["rss_mb"] += int(fields["VmRSS"].split()[0]) / 1024
+            total["threads"] += int(fields["Threads"])
+            total["fds"] += len(os.listdir(f"/proc/{each}/fd"))
+    return total
 
 
 async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) -> dict[str, Any]:
@@ -97,9 +116,9 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) ->
             "latency_ms": statistics.median(latencies) if latencies else None}
 
 
-async def load(counts: list[int], seconds: float) -> list[dict[str, Any]]:
+async def load(counts: list[int], seconds: float, workers: int | None = None) -> list[dict[str, Any]]:
     results = []
-    async with serving() as server, aiohttp.ClientSession() as http:
+    async with serving(workers) as server, aiohttp.ClientSession() as http:
         for n in counts:
             sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
             stats = proc_stats(server.pid)
@@ -114,9 +133,9 @@ async def load(counts: list[int], seconds: float) -> list[dict[str, Any]]:
     return results
 
 
-async def soak(minutes: float, sessions: int) -> dict[str, Any]:
+async def soak(minutes: float, sessions: int, workers: int | None = None) -> dict[str, Any]:
     samples = []
-    async with serving() as server, aiohttp.ClientSession() as http:
+    async with serving(workers) as server, aiohttp.ClientSession() as http:
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end:
             await asyncio.gather(*(one_session(server.base, http, 6) for _ in range(sessions)))
@@ -144,11 +163,13 @@ def main() -> None:
     parser.add_argument("--sessions", default="1,2,3,4")
     parser.add_argument("--seconds", type=float, default=8, help="per session (the title lasts 9 s)")
     parser.add_argument("--minutes", type=float, default=3)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="recast serve --workers (0: one process, no gateway; default: one worker per core)")
     args = parser.parse_args()
     if args.mode == "load":
-        result: Any = asyncio.run(load([int(n) for n in args.sessions.split(",")], args.seconds))
+        result: Any = asyncio.run(load([int(n) for n in args.sessions.split(",")], args.seconds, args.workers))
     else:
-        result = asyncio.run(soak(args.minutes, int(args.sessions.split(",")[0])))
+        result = asyncio.run(soak(args.minutes, int(args.sessions.split(",")[0]), args.workers))
     print(json.dumps(result, indent=1))
 
 

@@ -34,8 +34,8 @@ def _workers_of(pid: int) -> dict[int, str]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"stream.server.worker" in cmdline:
-            found[int(entry.name)] = cmdline[cmdline.index(b"stream.server.worker") + 1].decode()
+        if parent == pid and b"stream.cli.worker" in cmdline:
+            found[int(entry.name)] = cmdline[cmdline.index(b"stream.cli.worker") + 1].decode()
     return found
 
 
@@ -215,7 +215,7 @@ def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
 
                     await _wait_for(both_nodes, 10, "one session on a worker on each node")
 
-                    status, state = await viewers[0].call("GET", f"/api/sessions/{viewers[0].session}")
+                    _, state = await viewers[0].call("GET", f"/api/sessions/{viewers[0].session}")
                     import ray
 
                     ray.init(address=cluster.address, namespace="recast")

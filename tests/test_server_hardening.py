@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 
-import stream.server.http as server_http
 import stream.server.frames as server_frames
+import stream.server.http as server_http
 import stream.server.signalling as server_signalling
 from stream.casts.cast import hopper_cast
 from stream.render.options import RenderOptions

@@ -1,109 +1,17 @@
-"""`recast serve`: the playback service started from the command line, with its API keys, titles and casts
-checked before anything is served."""
+"""`recast serve`: the playback service started from the command line (stream/cli/service_options.py loads and
+checks what it serves): one process (`--workers 0`), or a gateway with local or Ray session workers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from stream.casts.cast import default_casts
-from stream.casts.registry import CastRegistry, default_registry
-from stream.cli.casts import casts_for
-from stream.cli.options import UsageError, demo_location
-
-if TYPE_CHECKING:
-    from stream.casts.cast import Cast
-    from stream.server.app import ServerConfig
-    from stream.server.titles import Title
+from stream.cli.options import UsageError
+from stream.cli.service_options import _api_keys, load_service, worker_options
 
 log = logging.getLogger(__name__)
-
-
-MAX_KEYS_FILE = 1 << 20  # bytes: a million of them is some 30,000 keys
-
-
-def _keys_from_file(path: Path) -> list[str]:
-    """One API key a line, from a UTF-8 text file of at most MAX_KEYS_FILE bytes (read no further: a device such as
-    /dev/zero is refused, not read for ever)."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_KEYS_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the API keys ({exc.strerror or exc})") from exc
-    if len(raw) > MAX_KEYS_FILE:
-        raise UsageError(f"{path}: over {MAX_KEYS_FILE} bytes; not an API keys file (one key a line)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; an API keys file holds one key a line") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
-    import os
-
-    keys = [k.strip() for k in os.environ.get("RECAST_API_KEYS", "").split(",") if k.strip()]
-    if args.api_keys_file:
-        keys += _keys_from_file(Path(args.api_keys_file))
-    if any(len(k) < 16 for k in keys):
-        raise UsageError("API keys must be at least 16 characters")
-    return tuple(keys)
-
-
-def load_service(args: argparse.Namespace, behind_gateway: bool = False
-                 ) -> tuple[ServerConfig, dict[str, Title], list[Cast]]:
-    """What `recast serve` serves, checked: its configuration, titles and casts. A session worker loads the same from
-    the same options, `behind_gateway`: the gateway checks the keys, the worker its signature."""
-    from stream.render.options import RenderOptions
-    from stream.server.app import ServerConfig
-    from stream.server.ice import restrict_host_candidates
-    from stream.server.titles import scan_titles
-
-    keys = _api_keys(args)
-    loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback) and not behind_gateway:
-        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
-    titles_dir = Path(args.titles) if args.titles else None
-    if titles_dir is not None and not titles_dir.is_dir():
-        raise UsageError(f"{titles_dir}: not a folder")
-    cache, directions = None, []
-    if args.cache:
-        from engines.cache import TitleCache
-
-        if not Path(args.cache).is_dir():
-            raise UsageError(f"{args.cache}: not a folder (the title cache)")
-        cache = TitleCache(args.cache)
-    if args.directions:
-        from engines.directions import list_directions
-
-        skipped: list[str] = []
-        directions = list_directions(args.directions, skipped)
-        for problem in skipped:
-            log.warning("%s; skipped", problem)
-    titles = scan_titles(titles_dir, Path(demo_location()) if args.demo else None, cache, directions, args.device,
-                         args.runtime)
-    if not titles:
-        raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
-    registry = CastRegistry(args.casts or default_registry())
-    problems: list[str] = []
-    casts = [*default_casts(args.demo), *registry.load_all(problems), *casts_for(args.cast, registry)]
-    for problem in problems:
-        log.warning("%s; skipped", problem)
-        print(f"recast serve: {problem}", file=sys.stderr)
-    ids = [c.cast_id for c in casts]
-    if len(set(ids)) < len(ids):
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        raise UsageError(f"cast ids {twice} are given twice (the built-in casts, the registry in {registry.folder} "
-                         "and --cast must not share ids)")
-    restrict_host_candidates(args.ice_host)
-    config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
-                          max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
-                          options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
-                                                occlusion=not args.no_occlusion), device=args.device)
-    return config, titles, casts
 
 
 def _install_uvloop() -> None:
@@ -115,13 +23,55 @@ def _install_uvloop() -> None:
         log.info("uvloop not installed; using the default asyncio loop")
 
 
+def _serve_with_workers(args: argparse.Namespace) -> int:
+    """`recast serve` with workers: the gateway on --host:--port, the workers started by the launcher."""
+    from stream.media.machine import usable_cores
+    from stream.server.fleet import Launcher, LocalLauncher, WorkerFailed
+    from stream.server.gateway import Gateway, run_gateway
+    from stream.server.http import Access
+    from stream.server.signing import new_secret
+
+    keys = _api_keys(args)
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    if not keys and not (args.demo and loopback):
+        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    cores = usable_cores()
+    count = args.workers if args.workers else cores
+    secret = new_secret()
+    options = worker_options(args)
+    launcher: Launcher
+    if args.ray_address:
+        from stream.cli.worker import RayWorkerActor
+        from stream.server.fleet import RayLauncher
+
+        launcher = RayLauncher(args.ray_address, options, secret, args.ice_host, RayWorkerActor)
+        cores_per_worker = 1.0
+    else:
+        launcher = LocalLauncher(options, secret, args.host)
+        cores_per_worker = cores / count
+    per_worker = max(1, -(-args.max_sessions // count))
+    gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
+                      args.sessions_per_minute, args.drain_s, cores_per_worker)
+    if not keys:
+        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+    _install_uvloop()
+    print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
+          file=sys.stderr)
+    try:
+        asyncio.run(run_gateway(gateway, args.host, args.port))
+    except WorkerFailed as err:
+        if err.usage:
+            raise UsageError("the session workers refused the options (the reason is above)") from None
+        raise
+    return 0
+
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     if args.workers != 0 or args.ray_address:
-        from stream.server.gateway import run_gateway
-
-        return run_gateway(args)
+        return _serve_with_workers(args)
     from stream.server.app import build_app
 
     config, titles, casts = load_service(args)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream.server.worker import READY, SECRET_ENV, VERBOSE_ENV
+from stream.server.worker import OPTIONS_ENV, READY, SECRET_ENV, VERBOSE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,21 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Workers as child processes of the gateway (`python -m stream.server.worker NAME -- SERVE_ARGS`), each in a
+    """Workers as child processes of the gateway (`python -m stream.cli.worker NAME`, with `recast serve`'s options
+    in its environment), each in a
     process group of its own so that a Ctrl-C at the terminal reaches the gateway, which ends them in order."""
 
     kind = "local"
 
-    def __init__(self, serve_args: list[str], secret: str, host: str) -> None:
-        self.serve_args, self.secret, self.host = serve_args, secret, host
+    def __init__(self, options: dict[str, Any], secret: str, host: str) -> None:
+        self.options, self.secret, self.host = options, secret, host
 
     async def start(self, name: str) -> Worker:
-        env = {**os.environ, SECRET_ENV: self.secret}
+        env = {**os.environ, SECRET_ENV: self.secret, OPTIONS_ENV: json.dumps(self.options)}
         if logging.getLogger().isEnabledFor(logging.INFO):
             env[VERBOSE_ENV] = "1"
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "stream.server.worker", name, "--", *self.serve_args,
+            sys.executable, "-m", "stream.cli.worker", name,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env, start_new_session=True)
         assert process.stdout is not None
         try:
@@ -114,24 +115,25 @@ async def _ready_port(stdout: asyncio.StreamReader) -> int:
 
 
 class RayLauncher:
-    """Workers as Ray actors (one CPU each, spread over the cluster's nodes). Each actor runs the worker's app on
-    its node's address and announces that address as its ICE host (unless the operator gave --ice-host), so media
-    flows between the viewer and that node."""
+    """Workers as Ray actors (one CPU each, spread over the cluster's nodes); `actor_body` is the actor's class
+    (stream/cli/worker.RayWorkerActor: it loads the service from the command line's options). Each actor runs the
+    worker's app on its node's address and announces that address as its ICE host (unless the operator gave
+    --ice-host), so media flows between the viewer and that node."""
 
     kind = "ray"
 
-    def __init__(self, address: str, serve_args: list[str], secret: str, ice_hosts: list[str] | None,
-                 namespace: str = "recast") -> None:
+    def __init__(self, address: str, options: dict[str, Any], secret: str, ice_hosts: list[str] | None,
+                 actor_body: type, namespace: str = "recast") -> None:
         import ray
 
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=True)
-        self.serve_args, self.secret, self.ice_hosts = serve_args, secret, ice_hosts
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(RayWorkerActor)
+        self.options, self.secret, self.ice_hosts = options, secret, ice_hosts
+        self._actor_class: Any = ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(actor_body)
 
     async def start(self, name: str) -> Worker:
         actor = self._actor_class.options(name=f"recast-worker-{name}-{os.getpid()}").remote(
-            name, self.serve_args, self.secret, self.ice_hosts)
+            name, self.options, self.secret, self.ice_hosts)
         try:
             url = await asyncio.wait_for(_await_ref(actor.start.remote()), START_TIMEOUT_S)
         except Exception as err:
@@ -156,59 +158,3 @@ class RayLauncher:
 
 async def _await_ref(ref: Any) -> Any:
     return await asyncio.wrap_future(ref.future())
-
-
-class RayWorkerActor:
-    """The body of a Ray session worker: the worker's app in a thread with its own event loop."""
-
-    def __init__(self, name: str, serve_args: list[str], secret: str, ice_hosts: list[str] | None) -> None:
-        self.name, self.serve_args, self.secret, self.ice_hosts = name, serve_args, secret, ice_hosts
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: Any = None
-
-    def start(self) -> str:
-        import ray
-
-        from stream.cli.main import build_parser
-        from stream.cli.serve import load_service
-        from stream.server.worker import build_worker_app, serve_worker
-
-        node = ray.util.get_node_ip_address()
-        os.environ["RECAST_NODE"] = ray.get_runtime_context().get_node_id()
-        args = build_parser().parse_args(["serve", *self.serve_args, "--host", node])
-        args.ice_host = self.ice_hosts or [node]
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format=f"%(asctime)s %(levelname)s worker={self.name} %(name)s: %(message)s")
-        config, titles, casts = load_service(args, behind_gateway=True)
-        loop = self._loop = asyncio.new_event_loop()
-        started: dict[str, Any] = {}
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-
-            async def begin() -> None:
-                app = build_worker_app(config, titles, casts, self.secret, self.name)
-                started["runner"], started["port"] = await serve_worker(app, node, 0)
-
-            try:
-                loop.run_until_complete(begin())
-            except BaseException as err:
-                started["error"] = err
-            ready.set()
-            if "error" not in started:
-                loop.run_forever()
-
-        threading.Thread(target=run, name=f"worker-{self.name}", daemon=True).start()
-        ready.wait()
-        if "error" in started:
-            raise started["error"]
-        self._runner = started["runner"]
-        return f"http://{node}:{started['port']}"
-
-    def stop(self) -> None:
-        loop, runner = self._loop, self._runner
-        if loop is None or runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)

@@ -13,13 +13,11 @@ viewer told with a `state` that says `"ended": true`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import signal
-import sys
 import time
 from collections import OrderedDict
 from typing import Any
@@ -27,9 +25,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from stream.media.machine import usable_cores
 from stream.server.app import RateLimiter
-from stream.server.fleet import Launcher, LocalLauncher, Worker, WorkerFailed
+from stream.server.fleet import Launcher, Worker, WorkerFailed
 from stream.server.http import (
     ACCESS,
     API_KEY,
@@ -46,7 +43,7 @@ from stream.server.http import (
     quiet_parser_rejections,
 )
 from stream.server.metrics import Counter, Gauge, Histogram
-from stream.server.signing import new_secret, owner_of, sign
+from stream.server.signing import owner_of, sign
 from stream.server.validate import Refused, check_offer
 
 log = logging.getLogger(__name__)
@@ -135,11 +132,8 @@ class Gateway:
         if len(failed) == len(results):
             if self._http is not None:
                 await self._http.close()
-            if all(isinstance(err, WorkerFailed) and err.usage for err in failed):
-                from stream.cli.options import UsageError
-
-                raise UsageError("the session workers refused the options (the reason is above)")
-            raise WorkerFailed("no session worker started; see the log above")
+            usage = all(isinstance(err, WorkerFailed) and err.usage for err in failed)
+            raise WorkerFailed("no session worker started; see the log above", usage=usage)
         log.info("%d %s workers up in %.1f s", len(self.workers), self.launcher.kind, time.perf_counter() - began)
         self._watch = asyncio.ensure_future(self._watch_fleet())
 
@@ -452,60 +446,7 @@ def build_gateway_app(gateway: Gateway) -> web.Application:
     return app
 
 
-def _serve_args(argv: list[str]) -> list[str]:
-    """The options the gateway was started with, for its workers: all but the gateway's own."""
-    own = {"--workers": 1, "--ray-address": 1, "--port": 1, "--drain-s": 1, "--host": 1}
-    kept: list[str] = []
-    skip = 0
-    for arg in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = arg.split("=", 1)[0]
-        if name in own:
-            skip = own[name] if "=" not in arg else 0
-            continue
-        kept.append(arg)
-    return kept
-
-
-def run_gateway(args: argparse.Namespace) -> int:
-    """`recast serve` with workers: the gateway on --host:--port, the workers started by the launcher."""
-    from stream.cli.serve import _api_keys, _install_uvloop
-
-    argv = sys.argv[sys.argv.index("serve") + 1:] if "serve" in sys.argv else []
-    keys = _api_keys(args)
-    loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback):
-        from stream.cli.options import UsageError
-
-        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
-    cores = usable_cores()
-    count = args.workers if args.workers else cores
-    secret = new_secret()
-    serve_args = _serve_args(argv)
-    launcher: Launcher
-    if args.ray_address:
-        from stream.server.fleet import RayLauncher
-
-        launcher = RayLauncher(args.ray_address, serve_args, secret, args.ice_host)
-        cores_per_worker = 1.0
-    else:
-        launcher = LocalLauncher([*serve_args, "--host", args.host], secret, args.host)
-        cores_per_worker = cores / count
-    per_worker = max(1, -(-args.max_sessions // count))
-    gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
-                      args.sessions_per_minute, args.drain_s, cores_per_worker)
-    if not keys:
-        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
-    _install_uvloop()
-    print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
-          file=sys.stderr)
-    asyncio.run(_run(gateway, args.host, args.port))
-    return 0
-
-
-async def _run(gateway: Gateway, host: str, port: int) -> None:
+async def run_gateway(gateway: Gateway, host: str, port: int) -> None:
     app = build_gateway_app(gateway)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()

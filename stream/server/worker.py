@@ -11,8 +11,8 @@ gateway needs to place sessions and watch the fleet:
 - `POST /worker/drain`: no new sessions; `{"end": true}` also ends the running ones, each viewer told with a
   `state` that says `"ended": true`.
 
-Run as its own process by `python -m stream.server.worker` (the gateway's local workers) or inside a Ray actor
-(stream/server/fleet.py); either way it binds a free port and reports it.
+Run as its own process by `python -m stream.cli.worker` (the gateway's local workers) or inside a Ray actor
+(stream/cli/worker.py); either way it binds a free port and reports it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import os
 import resource
 import socket
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from stream.server.titles import Title
 
 log = logging.getLogger(__name__)
 
+OPTIONS_ENV = "RECAST_WORKER_OPTIONS"  # `recast serve`'s options, as JSON, for a local worker process
 SECRET_ENV = "RECAST_FLEET_SECRET"  # how a local worker process gets the fleet's secret (never its argv)
 VERBOSE_ENV = "RECAST_WORKER_VERBOSE"  # "1": the worker logs at INFO, as `recast -v serve` does
 READY = "RECAST_WORKER_READY"  # the line a worker process prints once it serves: READY PORT
@@ -161,56 +161,5 @@ async def serve_worker(app: web.Application, host: str, port: int = 0) -> tuple[
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-    return runner, int(sockets[0].getsockname()[1])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """A local worker process: `python -m stream.server.worker NAME -- SERVE_ARGS...`; the fleet's secret comes in
-    the environment. Prints READY PORT once it serves, and stops on SIGTERM or when its gateway's pipe closes."""
-    import signal
-
-    from stream.cli.main import build_parser
-    from stream.cli.serve import load_service
-
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    name, serve_args = args_in[0], args_in[2:] if args_in[1:2] == ["--"] else args_in[1:]
-    secret = os.environ.pop(SECRET_ENV, "")
-    if not secret:
-        print(f"recast worker {name}: no fleet secret in {SECRET_ENV}", file=sys.stderr)
-        return 2
-    args = build_parser().parse_args(["serve", *serve_args])
-    verbose = args.verbose or os.environ.get(VERBOSE_ENV) == "1"
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format=f"%(asctime)s %(levelname)s worker={name} %(name)s: %(message)s", stream=sys.stderr)
-    from engines.errors import InputError
-
-    try:
-        config, titles, casts = load_service(args, behind_gateway=True)
-    except InputError as err:  # the gateway's options are the caller's mistake: one line, exit 2, as `recast serve`
-        print(f"recast serve: {err}", file=sys.stderr)
-        return 2
-
-    async def run() -> None:
-        app = build_worker_app(config, titles, casts, secret, name)
-        runner, port = await serve_worker(app, args.host, 0)
-        print(f"{READY} {port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(run())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    server: Any = site._server
+    return runner, int(server.sockets[0].getsockname()[1])
