@@ -7,11 +7,21 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from stream.cli.options import UsageError
 from stream.cli.service_options import _api_keys, load_service, worker_options
 
 log = logging.getLogger(__name__)
+
+
+def _uvloop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop not installed; using the default asyncio loop")
+        return None
+    return uvloop.new_event_loop
 
 
 def _install_uvloop() -> None:
@@ -54,11 +64,11 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
                       args.sessions_per_minute, args.drain_s, cores_per_worker)
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
-    _install_uvloop()
     print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
           file=sys.stderr)
     try:
-        asyncio.run(run_gateway(gateway, args.host, args.port))
+        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:  # no process-wide loop policy
+            runner.run(run_gateway(gateway, args.host, args.port))
     except WorkerFailed as err:
         if err.usage:
             raise UsageError("the session workers refused the options (the reason is above)") from None
