@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from stream.cli.options import UsageError
-from stream.cli.service_options import _api_keys, load_service, worker_options
+from stream.cli.service_options import checked_api_keys, load_service, worker_options
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,7 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
     from stream.server.http import Access
     from stream.server.signing import new_secret
 
-    keys = _api_keys(args)
-    loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback):
-        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    keys = checked_api_keys(args)
     cores = usable_cores()
     count = args.workers if args.workers else cores
     secret = new_secret()

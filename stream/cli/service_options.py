@@ -54,6 +54,15 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def checked_api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """The API keys, and the rule that only `--demo` on a loopback address runs without any."""
+    keys = _api_keys(args)
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    if not keys and not (args.demo and loopback):
+        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    return keys
+
+
 def load_service(args: argparse.Namespace, behind_gateway: bool = False
                  ) -> tuple[ServerConfig, dict[str, Title], list[Cast]]:
     """What `recast serve` serves, checked: its configuration, titles and casts. A session worker loads the same from
@@ -63,10 +72,7 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
     from stream.server.ice import restrict_host_candidates
     from stream.server.titles import scan_titles
 
-    keys = _api_keys(args)
-    loopback = args.host in ("127.0.0.1", "::1", "localhost")
-    if not keys and not (args.demo and loopback) and not behind_gateway:
-        raise UsageError("no API keys: set RECAST_API_KEYS or --api-keys-file (only --demo on 127.0.0.1 runs open)")
+    keys = _api_keys(args) if behind_gateway else checked_api_keys(args)
     titles_dir = Path(args.titles) if args.titles else None
     if titles_dir is not None and not titles_dir.is_dir():
         raise UsageError(f"{titles_dir}: not a folder")

@@ -140,9 +140,8 @@ async def expect_within_limit(request: web.Request) -> web.StreamResponse | None
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The raw body: at most MAX_BODY bytes, arriving within BODY_TIMEOUT_S."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    """The raw body, arriving within BODY_TIMEOUT_S (its size is bounded by the app's client_max_size and by the
+    Content-Length check in `json_object`)."""
     try:
         return await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
     except TimeoutError:
