@@ -1,13 +1,16 @@
 """Load and soak benchmark of `recast serve`, with real aiortc clients on 127.0.0.1.
 
-    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8] [--workers N]
+    python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8] [--workers N] [--title talking-head]
+    python benchmarks/serve_load.py compare [--sessions 1,2,3,4] [--title talking-head]
     python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
 
-The server runs as its own process (`recast serve`) on a 640x360, 30 fps title made from
-`../shared/media/videos/liveportrait_s18.mp4`, with the `warp` recaster. `load` opens N sessions at once and
-reports, per N: frames delivered per second per session, frames the server dropped, the server's frame latency
-(source due time to hand-off to WebRTC, from the control channel's state echoes) and the server's resident
-memory. `soak` keeps opening and closing sessions for a few minutes and reports memory, threads and open file
+The server runs as its own process (`recast serve --loop`, titles on repeat) with the `warp` recaster, on one of
+two titles: `s18-360p`, a 640x360, 30 fps cut of `../shared/media/videos/liveportrait_s18.mp4`, or
+`talking-head`, the 512x512, 25 fps `liveportrait_d0.mp4` (3 s, looped). `load` opens N sessions at once and
+reports, per N: frames delivered per second per session (and as a share of the title's rate), frames the server
+dropped, the server's frame latency (source due time to hand-off to WebRTC, from the control channel's state
+echoes) and the server's resident memory (gateway and workers summed). `compare` runs `load` on one process
+(`--workers 0`) and then on the gateway with its default workers, in the same run. `soak` keeps opening and closing sessions for a few minutes and reports memory, threads and open file
 descriptors of the server over time, and the sessions left at the end.
 """
 
@@ -37,30 +40,37 @@ from tests.webrtc_client import Viewer
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 
 
-def make_title(folder: Path, seconds: float = 9.0) -> Path:
-    """s18 scaled to 640x360 at 30 fps, without audio (the audio path is not what is measured)."""
-    out = folder / "s18-360p.mp4"
-    with av.open(str(SHARED / "liveportrait_s18.mp4")) as src, av.open(str(out), "w") as dst:
-        stream = dst.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+TITLES = {  # id: (source, width, height, fps)
+    "s18-360p": ("liveportrait_s18.mp4", 640, 360, 30),
+    "talking-head": ("liveportrait_d0.mp4", 512, 512, 25),
+}
+
+
+def make_title(folder: Path, title: str = "s18-360p", seconds: float = 9.0) -> Path:
+    """The title at its size and rate, without audio (the audio path is not what is measured)."""
+    source, width, height, fps = TITLES[title]
+    out = folder / f"{title}.mp4"
+    with av.open(str(SHARED / source)) as src, av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index, frame in enumerate(src.decode(video=0)):
-            if index >= seconds * 30:
+            if index >= seconds * fps:
                 break
-            small = frame.reformat(width=640, height=360, format="yuv420p")
-            small.pts, small.time_base = index, fractions.Fraction(1, 30)
+            small = frame.reformat(width=width, height=height, format="yuv420p")
+            small.pts, small.time_base = index, fractions.Fraction(1, fps)
             dst.mux(stream.encode(small))
         dst.mux(stream.encode(None))
     return out
 
 
 @contextlib.asynccontextmanager
-async def serving(workers: int | None = None) -> AsyncIterator[ServeProcess]:
-    """A `recast serve` process on the 640x360 test title, ready, stopped on exit; `workers` as `--workers` (0: the
+async def serving(workers: int | None = None, title: str = "s18-360p") -> AsyncIterator[ServeProcess]:
+    """A `recast serve --loop` process on the test title, ready, stopped on exit; `workers` as `--workers` (0: the
     sessions in the server's own process; None: its default, one worker per core behind the gateway)."""
     with tempfile.TemporaryDirectory() as tmp:
-        make_title(Path(tmp))
+        make_title(Path(tmp), title)
         extra = ("--workers", str(workers)) if workers is not None else ()
-        with recast_serve_demo("--titles", tmp, "--max-sessions", "16", "--sessions-per-minute", "1000",
+        with recast_serve_demo("--titles", tmp, "--loop", "--max-sessions", "16", "--sessions-per-minute", "1000",
                                *extra) as server:
             yield server
 
@@ -88,9 +98,10 @@ def proc_stats(pid: int) -> dict[str, float]:
     return total
 
 
-async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) -> dict[str, Any]:
+async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, title: str = "s18-360p"
+                      ) -> dict[str, Any]:
     viewer = Viewer(base, http)
-    await viewer.connect({"title": "s18-360p"})
+    await viewer.connect({"title": title})
     assert viewer.video is not None
     latencies: list[float] = []
     frames = 0
@@ -116,13 +127,17 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float) ->
             "latency_ms": statistics.median(latencies) if latencies else None}
 
 
-async def load(counts: list[int], seconds: float, workers: int | None = None) -> list[dict[str, Any]]:
+async def load(counts: list[int], seconds: float, workers: int | None = None, title: str = "s18-360p"
+               ) -> list[dict[str, Any]]:
     results = []
-    async with serving(workers) as server, aiohttp.ClientSession() as http:
+    rate = TITLES[title][3]
+    async with serving(workers, title) as server, aiohttp.ClientSession() as http:
         for n in counts:
-            sessions = await asyncio.gather(*(one_session(server.base, http, seconds) for _ in range(n)))
+            sessions = await asyncio.gather(*(one_session(server.base, http, seconds, title) for _ in range(n)))
             stats = proc_stats(server.pid)
-            row = {"sessions": n, "fps_per_session": round(min(s["fps"] for s in sessions), 1),
+            row = {"workers": "default" if workers is None else workers, "sessions": n,
+                   "fps_per_session": round(min(s["fps"] for s in sessions), 1),
+                   "share_of_rate": round(min(s["fps"] for s in sessions) / rate, 3),
                    "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
                    "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
                    "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
@@ -159,15 +174,20 @@ async def soak(minutes: float, sessions: int, workers: int | None = None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("load", "soak"))
+    parser.add_argument("mode", choices=("load", "compare", "soak"))
     parser.add_argument("--sessions", default="1,2,3,4")
-    parser.add_argument("--seconds", type=float, default=8, help="per session (the title lasts 9 s)")
+    parser.add_argument("--seconds", type=float, default=8, help="per session (the titles play on repeat)")
+    parser.add_argument("--title", choices=tuple(TITLES), default="s18-360p")
     parser.add_argument("--minutes", type=float, default=3)
     parser.add_argument("--workers", type=int, default=None,
                         help="recast serve --workers (0: one process, no gateway; default: one worker per core)")
     args = parser.parse_args()
+    counts = [int(n) for n in args.sessions.split(",")]
     if args.mode == "load":
-        result: Any = asyncio.run(load([int(n) for n in args.sessions.split(",")], args.seconds, args.workers))
+        result: Any = asyncio.run(load(counts, args.seconds, args.workers, args.title))
+    elif args.mode == "compare":
+        result = {"one_process": asyncio.run(load(counts, args.seconds, 0, args.title)),
+                  "workers": asyncio.run(load(counts, args.seconds, args.workers, args.title))}
     else:
         result = asyncio.run(soak(args.minutes, int(args.sessions.split(",")[0]), args.workers))
     print(json.dumps(result, indent=1))

@@ -14,7 +14,7 @@ from stream.casts.cast import CastError, cast_from_file, hopper_cast
 from stream.recasters.contract import IdentityRecaster
 from stream.recasters.routing import ByCastRecaster
 from stream.recasters.warp import WarpRecaster
-from stream.server.control import MAX_CONTROL_BYTES, Control, ControlState
+from stream.server.control import MAX_CONTROL_BYTES, Control, ControlBudget, ControlState
 from tests.conftest import media, psnr
 from tests.demo_title import regions
 from tests.session_harness import SessionHarness
@@ -162,3 +162,25 @@ def test_every_recaster_takes_a_viewers_choice_or_refuses_it(casts: list[Any]) -
     copy = both.session_copy()
     copy.assign(1, "hopper")
     assert both._for(1) is both.engines["actor"] and copy._for(1) is copy.casts
+
+
+def test_control_budget_allows_the_rate_and_ends_a_flood() -> None:
+    """A token bucket per session: a burst passes, then the rate; the first message over it is refused (answered
+    `rate_limited`), the next are dropped unanswered, and CONTROL_FLOOD over the rate (leaking at the rate) end the
+    session, even when the flood is paced so that some messages pass."""
+    now = [0.0]
+    budget = ControlBudget(rate=10, burst=20, flood=50, clock=lambda: now[0])
+    assert [budget.take() for _ in range(20)] == ["ok"] * 20
+    assert budget.take() == "refuse"
+    assert budget.take() == "drop"
+    now[0] += 0.5  # 5 tokens back; the 2 messages over the rate leaked away
+    assert [budget.take() for _ in range(5)] == ["ok"] * 5
+    assert budget.take() == "refuse"  # a new run over the rate is answered once again
+    now[0] += 10.0  # a quiet spell refills the bucket to its burst, no more
+    assert [budget.take() for _ in range(21)] == ["ok"] * 20 + ["refuse"]
+    verdicts = []
+    for _ in range(100):  # 200 messages a second, 20 times the rate: some pass, the flood still ends the session
+        now[0] += 0.005
+        verdicts.append(budget.take())
+    assert "flood" in verdicts and "ok" in verdicts[:verdicts.index("flood")]
+    assert 50 <= verdicts.index("flood") <= 60  # 50 over the rate, less 10 a second leaked

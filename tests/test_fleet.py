@@ -246,3 +246,41 @@ def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
             run_async(scenario, timeout=300)
     finally:
         cluster.shutdown()
+
+
+def test_a_control_flood_ends_its_session_and_spares_the_other_viewers() -> None:
+    """The probe's burst of 10,000 control messages from one viewer cut another viewer of the same server to about
+    4 fps. Now messages over the session's rate are dropped unanswered (the first answered `rate_limited`) and a
+    flood ends the session, told with a `state` that says `"ended": true, "reason": "control_flood"`."""
+    with recast_serve_demo("--workers", "1", "--max-sessions", "4") as server:
+
+        async def fps(viewer: Viewer, seconds: float) -> float:
+            assert viewer.video is not None
+            frames, began = 0, time.monotonic()
+            while time.monotonic() - began < seconds:
+                await asyncio.wait_for(viewer.video.recv(), 5)
+                frames += 1
+            return frames / seconds
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as http:
+                flooder, other = _viewer(server, http), _viewer(server, http)
+                await flooder.connect({"title": "demo"})
+                await other.connect({"title": "demo"})
+                await other.frames(20)
+                before = await fps(other, 2)
+                for _ in range(10_000):
+                    flooder.channel.send(json.dumps({"type": "state"}))
+                during = await fps(other, 3)
+                replies = []
+                while not flooder.replies.empty():
+                    replies.append(flooder.replies.get_nowait())
+                assert during >= 0.8 * before, (before, during)
+                assert any(r.get("error") == "rate_limited" for r in replies)
+                assert len(replies) < 1000  # dropped, not answered
+                ended = [r for r in replies if r.get("ended")]
+                assert ended and ended[0]["reason"] == "control_flood", replies[-3:]
+                await flooder.close()
+                await other.close()
+
+        run_async(scenario)

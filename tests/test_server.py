@@ -284,3 +284,85 @@ def test_an_ended_session_is_freed_by_the_server(demo: DemoTitle) -> None:
         run_async(scenario)
     finally:
         gc.enable()
+
+
+def _first_seconds(source: Path, out: Path, seconds: float) -> Path:
+    """The first `seconds` of a title, video and audio, its packets copied (no re-encode)."""
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], *src.streams.audio[:1])}
+        for packet in src.demux(*(src.streams[i] for i in streams)):
+            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
+                continue
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    return out
+
+
+def test_a_title_that_ends_says_so_and_ends_its_session(tmp_path: Path) -> None:
+    """Played once, a title's end is told on the control channel (a `state` with "ended": true and the reason);
+    the server then ends the session and counts how it ended."""
+    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
+    titles = scan_titles(tmp_path, None)
+    assert not titles["short"].loop
+
+    async def scenario() -> None:
+        async with serving(titles) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "short"})
+            began = time.monotonic()
+            ended = None
+            while ended is None and time.monotonic() - began < 15:
+                message = await asyncio.wait_for(viewer.replies.get(), 15)
+                ended = message if message.get("ended") else None
+            assert ended is not None and ended["type"] == "state" and ended["reason"] == "title_ended", ended
+            told = time.monotonic()
+            while time.monotonic() - told < 6 and "title_ended" not in app[SERVICE].metrics.render():
+                await asyncio.sleep(0.1)
+            assert viewer.session not in app[SERVICE].sessions
+            text = app[SERVICE].metrics.render()
+            assert any(line.startswith("recast_sessions_total{") and 'ended="title_ended"' in line
+                       and line.endswith(" 1") for line in text.splitlines()), text
+            await viewer.close()
+
+    run_async(scenario)
+
+
+def test_a_looped_title_plays_on_past_its_end(tmp_path: Path) -> None:
+    """On repeat (the demo title, `--loop`), a 1 s title keeps sending: video and audio timestamps run on across
+    passes and the session stays up."""
+    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
+    titles = scan_titles(tmp_path, None, loop=True)
+    assert titles["short"].loop
+
+    async def scenario() -> None:
+        async with serving(titles) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "short"})
+            assert viewer.audio is not None
+            frames = await viewer.frames(60, timeout=10)  # 2.4 s at 25 fps: over two passes
+            times = [float(f.pts * f.time_base) for f in frames]
+            assert all(b > a for a, b in zip(times, times[1:], strict=False)), "timestamps must run on"
+            assert times[-1] - times[0] > 1.8
+            sound = [await asyncio.wait_for(viewer.audio.recv(), 10) for _ in range(120)]  # 2.4 s of 20 ms frames
+            assert len(sound) == 120
+            assert viewer.session in app[SERVICE].sessions
+            assert viewer.replies.empty() or not any(m.get("ended") for m in list(viewer.replies._queue))
+            await viewer.close()
+
+    run_async(scenario)
+
+
+def test_a_looped_baked_title_finds_its_tracks_by_the_frame_of_the_pass() -> None:
+    """On repeat, frame indices run on across passes; a baked title's tracks are found by the frame of the pass."""
+    from fractions import Fraction
+
+    from stream.media.sources import Frame
+    from stream.perception.face_stage import BakedFaceStage
+
+    first, second = [object()], [object()]
+    stage = BakedFaceStage({0: first, 1: second})  # type: ignore[dict-item]
+    image = np.zeros((2, 2, 3), np.uint8)
+    assert stage.push(Frame(3, 3, Fraction(1, 25), image))[0][1] == []  # played once: past the bake, no faces
+    stage.cycle = 2
+    assert stage.push(Frame(3, 3, Fraction(1, 25), image))[0][1] is second
+    assert stage.push(Frame(4, 4, Fraction(1, 25), image))[0][1] is first

@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="cpu", help="torch device of the baked titles' tuned generators")
     serve.add_argument("--runtime", choices=RUNTIMES, default="torch",
                        help="the baked titles' tuned generators: eager, or their exported ONNX files / plans")
-    serve.add_argument("--demo", action="store_true", help="serve the sample title and cast")
+    serve.add_argument("--demo", action="store_true", help="serve the sample title (played on repeat) and cast")
+    serve.add_argument("--loop", action="store_true",
+                       help="play every title on repeat (else a session ends with its title, the viewer told)")
     serve.add_argument("--ice-host", action="append", metavar="ADDR",
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
     serve.add_argument("--api-keys-file", metavar="FILE",

@@ -91,7 +91,7 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
         for problem in skipped:
             log.warning("%s; skipped", problem)
     titles = scan_titles(titles_dir, Path(demo_location()) if args.demo else None, cache, directions, args.device,
-                         args.runtime)
+                         args.runtime, loop=args.loop)
     if not titles:
         raise UsageError("no titles to serve (give --titles DIR, --cache DIR or --demo)")
     registry = CastRegistry(args.casts or default_registry())

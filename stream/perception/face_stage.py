@@ -87,9 +87,11 @@ class BakedFaceStage:
 
     def __init__(self, by_frame: dict[int, list[FaceState]]) -> None:
         self.by_frame = by_frame
+        self.cycle = 0  # a title played on repeat: its frames a pass (frame indices run on across passes)
 
     def push(self, frame: Frame, gray: np.ndarray | None = None) -> list[tuple[Frame, list[FaceState], bool]]:
-        return [(frame, self.by_frame.get(frame.index, []), False)]
+        index = frame.index % self.cycle if self.cycle else frame.index
+        return [(frame, self.by_frame.get(index, []), False)]
 
 
 YAW_FOLLOW = 0.35  # live: how far the steadied yaw moves toward each new estimate

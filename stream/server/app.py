@@ -36,7 +36,7 @@ from stream.server.http import (
 )
 from stream.server.ice import consent_checks
 from stream.server.metrics import Registry
-from stream.server.sessions import Session, release_free_memory
+from stream.server.sessions import ENDED_FLUSH_S, Session, release_free_memory
 from stream.server.signalling import answer
 from stream.server.titles import Title
 from stream.server.validate import Offer, Refused, check_offer
@@ -160,7 +160,6 @@ class Service:
 
 
 SERVICE = web.AppKey("service", Service)
-ENDED_FLUSH_S = 0.3  # between telling viewers their session ends and closing their peer connections
 CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this much later (see release_free_memory)
 
 
@@ -260,7 +259,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
     if session.pc is not None:
         return error(409, "already_negotiated", "this session already has a peer connection")
     try:
-        sdp, offered = _offered(session, body)
+        sdp, offered = await asyncio.to_thread(_offered, session, body)  # 128 KB of SDP: ms of regexes
     except ApiError:
         await service.close(session.id, "bad_sdp")
         raise

@@ -1,12 +1,13 @@
 """The control protocol of a session (DESIGN.md's control messages), on its own: parse a message, check it
-against what the session offers (its recaster's casts and edits), change the viewer's state, and answer. No
-WebRTC here, so every rule is tested with plain strings (tests/test_control.py); `Session` sends the replies
+against what the session offers (its recaster's casts and edits), change the viewer's state, and answer; and how
+many a session may send a second (`ControlBudget`). No WebRTC here, so every rule is tested with plain strings (tests/test_control.py); `Session` sends the replies
 over the `control` data channel and counts them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,9 @@ from engines.edits import MAX_FACTOR, EditError, edit_factor
 from stream.server.validate import Refused, parse_json
 
 MAX_CONTROL_BYTES = 4096
+CONTROL_RATE = 50.0  # messages a second a session may send (a slider dragged sends some 30-60), bursting to:
+CONTROL_BURST = 100
+CONTROL_FLOOD = 500  # messages over the rate (less CONTROL_RATE a second) that end the session ("control_flood")
 
 
 class ControlError(Exception):
@@ -37,6 +41,36 @@ class ControlState:
         return {"type": "state", "enabled": self.enabled, "cast": self.cast,
                 "tracks": {str(k): v for k, v in self.casts_by_track.items()}, "edits": dict(self.edits),
                 "frame": self.frame, "latency_ms": round(self.latency_ms, 1)}
+
+
+class ControlBudget:
+    """The rate limit of one session's control messages: a token bucket of CONTROL_RATE a second that bursts to
+    CONTROL_BURST. `take()` says what to do with the next message: "ok" (handle it), "refuse" (the first one over
+    the rate since the last allowed: answer `rate_limited`), "drop" (over the rate again: no answer, so a flood costs
+    no replies), or "flood": the messages over the rate, leaking away at CONTROL_RATE a second, reached
+    CONTROL_FLOOD (a sender some 10x over the rate gets there within a second): end the session."""
+
+    def __init__(self, rate: float = CONTROL_RATE, burst: int = CONTROL_BURST, flood: int = CONTROL_FLOOD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.flood, self.clock = rate, float(burst), flood, clock
+        self.tokens, self.last, self.over, self.refused = float(burst), clock(), 0.0, False
+
+    def take(self) -> str:
+        now = self.clock()
+        elapsed, self.last = now - self.last, now
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        self.over = max(0.0, self.over - elapsed * self.rate)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.refused = False
+            return "ok"
+        self.over += 1
+        if self.over >= self.flood:
+            return "flood"
+        if self.refused:
+            return "drop"
+        self.refused = True
+        return "refuse"
 
 
 class Control:

@@ -36,6 +36,12 @@ class FrameProcessor:
         self.on_failed = on_failed
         self._chosen: tuple[Any, ...] = ()
 
+    def loop_every(self, frames: int) -> None:
+        """The title plays on repeat, `frames` a pass, its frame indices running on: a baked title's tracks are
+        found by the frame of the pass."""
+        if isinstance(self.stage, BakedFaceStage):
+            self.stage.cycle = frames
+
     def push(self, frame: Frame) -> list[tuple[Frame, list[FaceState]]]:
         return [(f, faces) for f, faces, _ in self.stage.push(frame)]
 

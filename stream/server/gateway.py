@@ -396,7 +396,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
     if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
         raise ApiError(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
     try:
-        check_offer(sdp)
+        await asyncio.to_thread(check_offer, sdp)  # 128 KB of SDP: ms of regexes, off the loop
     except Refused as err:
         raise ApiError(400, err.code, f"cannot use this offer: {err}") from None
     worker = gateway.session_of(request)  # it may have gone while the body arrived

@@ -53,6 +53,8 @@ class MediaSession(Protocol):
 
     def observe(self, what: str, ms: float) -> None: ...
 
+    def finish(self, reason: str) -> None: ...
+
 
 def to_video_frame(image: np.ndarray, time_s: float) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
@@ -118,10 +120,13 @@ class TitleVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, session: MediaSession, path: Path) -> None:
+    def __init__(self, session: MediaSession, path: Path, fps: float, period: float | None = None) -> None:
+        """`period`: play on repeat, a pass every `period` seconds (the title's duration); None: once, and the
+        session is told when it ends (`MediaSession.finish`)."""
         super().__init__()
-        self.session, self.path = session, path
+        self.session, self.path, self.fps, self.period = session, path, fps, period
         self.processor: FrameProcessor | None = None
+        self.failed = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
@@ -132,15 +137,37 @@ class TitleVideoTrack(MediaStreamTrack):
         self._thread = threading.Thread(target=self._run, name=f"title-{self.session.id[:8]}", daemon=True)
         self._thread.start()
 
+    def _passes(self) -> Iterator[Frame]:
+        """The title's frames, once or on repeat: each pass starts `period` seconds (at least its own length) after
+        the last, its frame indices carry on from the last's, so tracking and pacing see one continuous video."""
+        shift_s, shift_index = 0.0, 0
+        while True:
+            count, span = 0, 0.0
+            with MediaSource(self.path, keep_audio=False) as source:
+                interval = 1 / max(source.info.fps, 1.0)
+                for frame in source.frames():
+                    count += 1
+                    span = frame.time + interval
+                    if shift_index:
+                        frame = Frame(frame.index + shift_index, frame.pts + round(shift_s / frame.time_base),
+                                      frame.time_base, frame.image)
+                    yield frame
+            if self.period is None or count == 0 or self._stop.is_set():
+                return
+            if self.processor is not None:
+                self.processor.loop_every(count)
+            shift_s += max(self.period, span)
+            shift_index += count
+
     def _run(self) -> None:
         assert self._queue is not None
         sid, clock = self.session.id, self.session.clock
         try:
             processor = self.processor = self.session.processor()
-            with MediaSource(self.path, keep_audio=False) as source:
-                interval = 1 / max(source.info.fps, 1.0)
-                t0: float | None = None
-                for frame in source.frames():
+            interval = 1 / max(self.fps, 1.0)
+            t0: float | None = None
+            with contextlib.closing(self._passes()) as frames:
+                for frame in frames:
                     if self._stop.is_set():
                         return
                     self.session.count("in")
@@ -163,6 +190,7 @@ class TitleVideoTrack(MediaStreamTrack):
                     if wait > 0:
                         self._stop.wait(wait)
         except Exception:
+            self.failed = True
             log.exception("session %s: title worker failed; ending the video track", sid)
         finally:
             self._queue.put_threadsafe(None)
@@ -175,6 +203,8 @@ class TitleVideoTrack(MediaStreamTrack):
         assert self._queue is not None
         item = await self._queue.queue.get()
         if item is None:
+            if not self._stop.is_set():  # the title ended by itself (or its decoding failed), not by a hangup
+                self.session.finish("title_failed" if self.failed else "title_ended")
             self.stop()
             raise MediaStreamError
         frame, source_time = item
@@ -194,9 +224,10 @@ class TitleAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, session: MediaSession, path: Path) -> None:
+    def __init__(self, session: MediaSession, path: Path, period: float | None = None) -> None:
         super().__init__()
-        self.session, self.path = session, path
+        self.session, self.path, self.period = session, path, period
+        self._sent = 0  # samples sent, all passes: the outgoing timestamps
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._room = threading.BoundedSemaphore(AUDIO_AHEAD)
@@ -221,23 +252,31 @@ class TitleAudioTrack(MediaStreamTrack):
             yield from decoder.decode(packet)
 
     def _run(self) -> None:
-        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE,
-                                      frame_size=round(AUDIO_RATE * AUDIO_PTIME))
-        samples, start = 0, 0.0
         try:
-            with av.open(str(self.path), metadata_errors="ignore") as container:
-                for raw in itertools.chain(self._decoded(container), [None]):  # None: flush the resampler's tail
-                    if samples == 0 and raw is not None:
-                        start = float(raw.time or 0.0)
-                    for out in resampler.resample(raw):
-                        out.pts, out.time_base = samples, fractions.Fraction(1, AUDIO_RATE)
-                        if not self._put((out, start + samples / AUDIO_RATE)):
-                            return
-                        samples += out.samples
+            shift = 0.0
+            while self._play_once(shift) and self.period is not None:
+                shift += self.period
         except Exception:
             log.exception("session %s: title audio failed; ending the audio track", self.session.id)
         finally:
             self._put(None)
+
+    def _play_once(self, shift: float) -> bool:
+        """One pass over the audio, its source times `shift` seconds on; False once the session has gone."""
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE,
+                                      frame_size=round(AUDIO_RATE * AUDIO_PTIME))
+        samples, start = 0, 0.0
+        with av.open(str(self.path), metadata_errors="ignore") as container:
+            for raw in itertools.chain(self._decoded(container), [None]):  # None: flush the resampler's tail
+                if samples == 0 and raw is not None:
+                    start = float(raw.time or 0.0)
+                for out in resampler.resample(raw):
+                    out.pts, out.time_base = self._sent, fractions.Fraction(1, AUDIO_RATE)
+                    if not self._put((out, shift + start + samples / AUDIO_RATE)):
+                        return False
+                    samples += out.samples
+                    self._sent += out.samples
+        return not self._stop.is_set()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
@@ -27,7 +27,7 @@ from stream.casts.cast import Cast
 from stream.perception.hog import LandmarkPredictor
 from stream.recasters.contract import Recaster
 from stream.render.options import RenderOptions
-from stream.server.control import Control, ControlError, ControlState
+from stream.server.control import CONTROL_RATE, Control, ControlBudget, ControlError, ControlState
 from stream.server.frames import FrameProcessor
 from stream.server.media import PlaybackClock
 from stream.server.metrics import Registry
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
 DCEP_OPEN = 0x03  # RFC 8832 5.1: DATA_CHANNEL_OPEN
+ENDED_FLUSH_S = 0.3  # between telling a viewer that its session ends and closing its peer connection
 
 
 def guard_data_channel_text(pc: RTCPeerConnection, on_bad_text: Callable[[Any], None] | None = None) -> None:
@@ -126,8 +127,11 @@ class Session:
         self.answered = False
         self.closed = False
         self.ended_by = ""
+        self.on_end: Callable[[str], Awaitable[None]] | None = None  # ends the session in its service (given at offer)
         self._channel: Any = None
         self._discarding: set[asyncio.Task[None]] = set()
+        self.finishing = ""  # why the session is ending by itself (see finish)
+        self._ending: asyncio.Future[None] | None = None
 
     def count(self, what: str, amount: int = 1) -> None:
         if self.closed:  # a frame the worker hands over after the end must not bring back the forgotten series
@@ -171,9 +175,21 @@ class Session:
             return
         self._channel = channel
 
+        budget = ControlBudget()
+
         @channel.on("message")
         def on_message(raw: Any) -> None:
-            reply = self.handle_control(raw)
+            verdict = budget.take()
+            if verdict == "ok":
+                reply = self.handle_control(raw)
+            elif verdict == "refuse":
+                reply = self._counted(*self.control.refuse(ControlError(
+                    "rate_limited", f"at most {CONTROL_RATE:g} control messages a second; the rest are dropped")))
+            else:
+                self.metrics.control.inc(type="invalid", outcome="rate_limited")
+                if verdict == "flood":
+                    self.finish("control_flood")
+                return
             if channel.readyState == "open":
                 channel.send(json.dumps(reply))
 
@@ -195,6 +211,20 @@ class Session:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(json.dumps({**self.state.as_message(), "ended": True, "reason": reason}))
+
+    def finish(self, reason: str) -> None:
+        """The session's media ended by itself (its title played to the end, or failed): the viewer is told on the
+        control channel, and the session ends ENDED_FLUSH_S later, once the message has left."""
+        on_end = self.on_end
+        if self.closed or on_end is None or self.finishing:
+            return
+        self.finishing = reason
+        self.tell_ended(reason)
+
+        def end() -> None:
+            self._ending = asyncio.ensure_future(on_end(reason))  # held: a task nobody holds may be collected
+
+        asyncio.get_running_loop().call_later(ENDED_FLUSH_S, end)
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 

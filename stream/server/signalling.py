@@ -19,6 +19,7 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
     the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session.pc = pc  # from here on, closing the session closes the peer connection
+    session.on_end = on_end
     pc.on("datachannel", session.attach_channel)
 
     @pc.on("connectionstatechange")
@@ -42,11 +43,12 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
         guard_data_channel_text(pc, session.refuse_text)
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
-            video = TitleVideoTrack(session, session.title.path)
+            period = session.title.duration if session.title.loop else None
+            video = TitleVideoTrack(session, session.title.path, session.title.fps, period)
             session.tracks.append(video)
             pc.addTrack(video)
             if session.title.has_audio and offered.receives("audio"):
-                audio = TitleAudioTrack(session, session.title.path)
+                audio = TitleAudioTrack(session, session.title.path, period)
                 session.tracks.append(audio)
                 pc.addTrack(audio)
         if session.title is None and not session.tracks:

@@ -34,6 +34,7 @@ class Title:
     prebaked: bool = False
     faces: dict[int, list[FaceState]] | None = None  # a baked title's faces by frame index
     actor: Any = None  # a baked title's StyleGAN recaster (stream.recasters.learned.StyleGANRecaster): the `actor` cast
+    loop: bool = False  # played on repeat (the demo title, or every title with `recast serve --loop`)
 
     @property
     def edits(self) -> list[str]:
@@ -44,14 +45,15 @@ class Title:
 
     def describe(self, casts: list[Cast]) -> dict[str, Any]:
         return {"id": self.id, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
-                "prebaked": self.prebaked, "casts": self.cast_ids(c.cast_id for c in casts), "edits": self.edits}
+                "prebaked": self.prebaked, "loop": self.loop, "casts": self.cast_ids(c.cast_id for c in casts),
+                "edits": self.edits}
 
 
 def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache | None = None,
-                directions: Sequence[Direction] = (), device: str = "cpu", runtime: str = "torch"
-                ) -> dict[str, Title]:
+                directions: Sequence[Direction] = (), device: str = "cpu", runtime: str = "torch",
+                loop: bool = False) -> dict[str, Title]:
     """Titles from a folder (file stem = id; names that are not valid ids are skipped), the demo title, and the
-    baked titles of a cache (see `open_baked_title`)."""
+    baked titles of a cache (see `open_baked_title`). The demo title plays on repeat; with `loop`, every title."""
     found: dict[str, Title] = {}
     candidates: list[tuple[str, Path]] = []
     if demo_path is not None:
@@ -74,6 +76,8 @@ def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache |
             title = open_baked_title(cache, title_id, found.get(title_id), directions, device, runtime)
             if title is not None:
                 found[title_id] = title
+    for title in found.values():
+        title.loop = loop or title.id == "demo" and demo_path is not None
     return found
 
 

@@ -65,6 +65,7 @@ def decode_utf8(raw: bytes, what: str) -> str:
 # --- SDP offers ---------------------------------------------------------------------------------------------------
 
 MAX_MEDIA_SECTIONS = 16
+MAX_CANDIDATES = 64  # per offer: a browser offers a few per interface; aioice pairs remote candidates in quadratic time
 HASH_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}  # RFC 8122 5
 ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")  # RFC 8839 5.4: ice-char
 TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")  # RFC 8866 9: token-char
@@ -214,7 +215,7 @@ def check_offer(sdp: str) -> Offer:
     for data channels), payload types outside 0-127, extmap ids outside 1-255, ssrcs outside 32 bits, an
     sctp-port outside 1-65535, a fingerprint with an unknown hash or the wrong length, ICE credentials outside
     RFC 8839's characters and lengths, candidates and c= lines that do not parse (or name no IP address or host
-    name), an rtpmap that is not 'pt encoding/clock[/channels]', duplicate mids, a BUNDLE group naming a mid that
+    name) and more than MAX_CANDIDATES of them, an rtpmap that is not 'pt encoding/clock[/channels]', duplicate mids, a BUNDLE group naming a mid that
     no section has, media without ICE credentials or a fingerprint, and an offer with no media at all."""
     if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", sdp):
         raise Refused("bad_sdp", "the SDP contains control characters")
@@ -278,6 +279,9 @@ def check_offer(sdp: str) -> Offer:
             target.direction = name
         elif name == "mid":
             target.mid = attr
+    candidates = sum(len(m.attributes.get("candidate", ())) for m in media) + len(session.get("candidate", ()))
+    if candidates > MAX_CANDIDATES:
+        raise Refused("bad_sdp", f"{candidates} ICE candidates; an offer has at most {MAX_CANDIDATES}")
     missing = [k for k in "ost" if k not in seen]
     if missing:
         raise Refused("bad_sdp", f"the SDP has no {', '.join(k + '=' for k in missing)} line")
