@@ -4,14 +4,14 @@
     python benchmarks/serve_load.py compare [--sessions 1,2,3,4] [--title talking-head]
     python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
 
-The server runs as its own process (`recast serve --loop`, titles on repeat) with the `warp` recaster, on one of
-two titles: `s18-360p`, a 640x360, 30 fps cut of `../shared/media/videos/liveportrait_s18.mp4`, or
-`talking-head`, the 512x512, 25 fps `liveportrait_d0.mp4` (3 s, looped). `load` opens N sessions at once and
-reports, per N: frames delivered per second per session (and as a share of the title's rate), frames the server
-dropped, the server's frame latency (source due time to hand-off to WebRTC, from the control channel's state
-echoes) and the server's resident memory (gateway and workers summed). `compare` runs `load` on one process
-(`--workers 0`) and then on the gateway with its default workers, in the same run. `soak` keeps opening and closing sessions for a few minutes and reports memory, threads and open file
-descriptors of the server over time, and the sessions left at the end.
+The server runs as its own process (`recast serve --loop`, titles on repeat) with the `warp` recaster, on one of two
+titles: `s18-360p`, a 640x360, 30 fps cut of `../shared/media/videos/liveportrait_s18.mp4`, or `talking-head`, the
+512x512, 25 fps `liveportrait_d0.mp4` (3 s, looped). `load` opens N sessions at once and reports, per N: frames
+delivered per second per session (and as a share of the title's rate), frames the server dropped, the server's frame
+latency (source due time to hand-off to WebRTC, from the control channel's state echoes) and the server's resident
+memory (gateway and workers summed). `compare` runs `load` on one process (`--workers 0`) and then on the gateway
+with its default workers, in the same run. `soak` keeps opening and closing sessions for a few minutes and reports
+memory, threads and open file descriptors of the server over time, and the sessions left at the end.
 """
 
 from __future__ import annotations

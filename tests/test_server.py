@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import gc
+import itertools
 import threading
 import time
 import weakref
@@ -341,7 +342,7 @@ def test_a_looped_title_plays_on_past_its_end(tmp_path: Path) -> None:
             assert viewer.audio is not None
             frames = await viewer.frames(60, timeout=10)  # 2.4 s at 25 fps: over two passes
             times = [float(f.pts * f.time_base) for f in frames]
-            assert all(b > a for a, b in zip(times, times[1:], strict=False)), "timestamps must run on"
+            assert all(b > a for a, b in itertools.pairwise(times)), "timestamps must run on"
             assert times[-1] - times[0] > 1.8
             sound = [await asyncio.wait_for(viewer.audio.recv(), 10) for _ in range(120)]  # 2.4 s of 20 ms frames
             assert len(sound) == 120

@@ -1,7 +1,7 @@
-"""The control protocol of a session (DESIGN.md's control messages), on its own: parse a message, check it
-against what the session offers (its recaster's casts and edits), change the viewer's state, and answer; and how
-many a session may send a second (`ControlBudget`). No WebRTC here, so every rule is tested with plain strings (tests/test_control.py); `Session` sends the replies
-over the `control` data channel and counts them.
+"""The control protocol of a session (DESIGN.md's control messages), on its own: parse a message, check it against what
+the session offers (its recaster's casts and edits), change the viewer's state, and answer; and how many a session
+may send a second (`ControlBudget`). No WebRTC here, so every rule is tested with plain strings
+(tests/test_control.py); `Session` sends the replies over the `control` data channel and counts them.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,7 +137,7 @@ class TitleVideoTrack(MediaStreamTrack):
         self._thread = threading.Thread(target=self._run, name=f"title-{self.session.id[:8]}", daemon=True)
         self._thread.start()
 
-    def _passes(self) -> Iterator[Frame]:
+    def _passes(self) -> Generator[Frame, None, None]:
         """The title's frames, once or on repeat: each pass starts `period` seconds (at least its own length) after
         the last, its frame indices carry on from the last's, so tracking and pacing see one continuous video."""
         shift_s, shift_index = 0.0, 0

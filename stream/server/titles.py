@@ -77,7 +77,7 @@ def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache |
             if title is not None:
                 found[title_id] = title
     for title in found.values():
-        title.loop = loop or title.id == "demo" and demo_path is not None
+        title.loop = loop or (title.id == "demo" and demo_path is not None)
     return found
 
 

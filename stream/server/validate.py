@@ -210,13 +210,14 @@ def _check_attribute(name: str, value: str, section: MediaSection | None) -> Non
 def check_offer(sdp: str) -> Offer:
     """Check an offer's syntax and every field the answer depends on; returns its media sections.
 
-    Refused: control characters (NUL included), lines that are not `x=value`, a missing or malformed o=, s= or t=,
-    a media section that is not audio, video or application, a transport other than UDP/TLS/RTP/SAVPF (DTLS/SCTP
-    for data channels), payload types outside 0-127, extmap ids outside 1-255, ssrcs outside 32 bits, an
-    sctp-port outside 1-65535, a fingerprint with an unknown hash or the wrong length, ICE credentials outside
-    RFC 8839's characters and lengths, candidates and c= lines that do not parse (or name no IP address or host
-    name) and more than MAX_CANDIDATES of them, an rtpmap that is not 'pt encoding/clock[/channels]', duplicate mids, a BUNDLE group naming a mid that
-    no section has, media without ICE credentials or a fingerprint, and an offer with no media at all."""
+    Refused: control characters (NUL included), lines that are not `x=value`, a missing or malformed o=, s= or t=, a
+    media section that is not audio, video or application, a transport other than UDP/TLS/RTP/SAVPF (DTLS/SCTP for
+    data channels), payload types outside 0-127, extmap ids outside 1-255, ssrcs outside 32 bits, an sctp-port
+    outside 1-65535, a fingerprint with an unknown hash or the wrong length, ICE credentials outside RFC 8839's
+    characters and lengths, candidates and c= lines that do not parse (or name no IP address or host name) and more
+    than MAX_CANDIDATES of them, an rtpmap that is not 'pt encoding/clock[/channels]', duplicate mids, a BUNDLE
+    group naming a mid that no section has, media without ICE credentials or a fingerprint, and an offer with no
+    media at all."""
     if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", sdp):
         raise Refused("bad_sdp", "the SDP contains control characters")
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
