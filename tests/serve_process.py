@@ -28,10 +28,10 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def recast_serve_demo(*extra: str, wait_s: float = 60) -> Iterator[ServeProcess]:
-    """`recast serve --demo [extra options]` in its own process, as the README starts it, once it answers
-    /healthz; stopped with SIGINT on exit."""
-    port = _free_port()
+def recast_serve_demo(*extra: str, wait_s: float = 60, port: int = 0) -> Iterator[ServeProcess]:
+    """`recast serve --demo [extra options]` in its own process, as the README starts it, on `port` (0: a free
+    one), once it answers /healthz; stopped with SIGINT on exit (unless it has exited already)."""
+    port = port or _free_port()
     command = [sys.executable, "-m", "stream.cli", "serve", "--demo", "--port", str(port), "--ice-host", "127.0.0.1",
                *extra]
     # a file, not a pipe: nobody reads it while the server runs

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from stream.server.signing import new_secret, owner_of, sign
+from stream.server.signing import BadSignature, new_secret, owner_of, sign
 from tests.serve_process import ServeProcess, recast_serve_demo
 from tests.webrtc_client import Viewer, run_async
 
@@ -284,3 +284,68 @@ def test_a_control_flood_ends_its_session_and_spares_the_other_viewers() -> None
                 await other.close()
 
         run_async(scenario)
+
+
+def test_two_identical_requests_signed_at_once_are_both_accepted() -> None:
+    """Two viewers asking for the same title in the same millisecond make byte-identical requests: the nonce signs
+    them apart, so the worker's replay guard refuses only a true replay (this once refused the second viewer)."""
+    from stream.server.signing import verify
+    from stream.server.worker import ReplayGuard
+
+    secret, owner, body = new_secret(), owner_of("k" * 24), b'{"title": "demo"}'
+    first, second = (sign(secret, "POST", "/api/sessions", owner, body, now=1000.0) for _ in range(2))
+    guard = ReplayGuard()
+    for headers in (first, second):
+        assert verify(secret, "POST", "/api/sessions", headers, body, now=1000.5) == owner
+        assert guard.first_time(headers["X-Recast-Signature"])
+    assert not guard.first_time(first["X-Recast-Signature"])
+    tampered = {**first, "X-Recast-Signature": first["X-Recast-Signature"].replace(",", ",0", 2)}
+    with pytest.raises(BadSignature):
+        verify(secret, "POST", "/api/sessions", tampered, body, now=1000.5)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
+def test_a_gateway_restart_does_not_cut_running_sessions(how: str) -> None:
+    """A gateway that dies (SIGKILL) or hands over (SIGHUP) leaves its workers running: the viewer's media flows on
+    (it goes between viewer and worker), and the next gateway on the same port adopts the worker and its session,
+    which it can then end; it also places new sessions, and its SIGINT ends the adopted worker."""
+    with recast_serve_demo("--workers", "1") as first:
+        workers = _workers_of(first.pid)
+        assert len(workers) == 1
+        worker_pid = next(iter(workers))
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as http:
+                viewer = _viewer(first, http)
+                await viewer.connect({"title": "demo"})
+                await viewer.frames(10)
+                os.kill(first.pid, getattr(signal, how))
+                await _wait_for(lambda: _gone(first.pid), 15, "the first gateway exits")
+                await viewer.frames(25, timeout=5)  # a second of media with no gateway at all
+                with recast_serve_demo("--workers", "1", port=first.port) as second:
+                    assert os.path.exists(f"/proc/{worker_pid}")
+                    status, health = await _json(http, second.base + "/healthz")
+                    assert status == 200 and health["workers"] == 1 and health["sessions"] == 1, health
+                    status, state = await viewer.call("GET", f"/api/sessions/{viewer.session}")
+                    assert status == 200 and state["state"] == "running", state
+                    reply = await viewer.control({"type": "recast", "enabled": False})
+                    assert reply["type"] == "state" and reply["enabled"] is False
+                    await viewer.frames(10, timeout=5)
+                    status, _ = await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
+                    assert status == 204
+                    newcomer = _viewer(second, http)
+                    await newcomer.connect({"title": "demo"})
+                    await newcomer.frames(10)
+                    await newcomer.close()
+                await _wait_for(lambda: _gone(worker_pid), 15, "the adopted worker ends with the second gateway")
+                await viewer.close()
+
+        run_async(scenario, timeout=120)
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="place the session workers as Ray actors on this cluster (e.g. auto, or HOST:6379)")
     serve.add_argument("--drain-s", type=float, default=30.0, metavar="S",
                        help="on SIGTERM, how long running sessions may go on before they are ended")
+    serve.add_argument("--fleet-record", metavar="FILE",
+                       help="where the gateway keeps its workers' record for the next gateway to adopt them "
+                            "(default: the cache's fleet/gateway-PORT.json)")
     serve.add_argument("--sessions-per-minute", type=positive, default=20, help="per API key")
     serve.add_argument("--cast", action="append", default=[], metavar="IMAGE",
                        help="also play this cast portrait (consented; the operator answers for it)")

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
+from stream.cli.demo_title import cache_dir
 from stream.cli.options import UsageError
 from stream.cli.service_options import checked_api_keys, load_service, worker_options
 
@@ -36,7 +38,7 @@ def _install_uvloop() -> None:
 def _serve_with_workers(args: argparse.Namespace) -> int:
     """`recast serve` with workers: the gateway on --host:--port, the workers started by the launcher."""
     from stream.media.machine import usable_cores
-    from stream.server.fleet import Launcher, LocalLauncher, WorkerFailed
+    from stream.server.fleet import Launcher, LocalLauncher, WorkerFailed, load_fleet
     from stream.server.gateway import Gateway, run_gateway
     from stream.server.http import Access
     from stream.server.signing import new_secret
@@ -44,7 +46,9 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
     keys = checked_api_keys(args)
     cores = usable_cores()
     count = args.workers if args.workers else cores
-    secret = new_secret()
+    record = Path(args.fleet_record) if args.fleet_record else cache_dir() / "fleet" / f"gateway-{args.port}.json"
+    previous = load_fleet(record, "ray" if args.ray_address else "local")  # a gateway before this one: adopt its fleet
+    secret = previous["secret"] if previous is not None else new_secret()
     options = worker_options(args)
     launcher: Launcher
     if args.ray_address:
@@ -58,7 +62,7 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
         cores_per_worker = cores / count
     per_worker = max(1, -(-args.max_sessions // count))
     gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
-                      args.sessions_per_minute, args.drain_s, cores_per_worker)
+                      args.sessions_per_minute, args.drain_s, cores_per_worker, record, previous)
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
     print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",

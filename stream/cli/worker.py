@@ -24,7 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     from stream.cli.service_options import load_service
-    from stream.server.worker import OPTIONS_ENV, SECRET_ENV, VERBOSE_ENV, build_worker_app, serve_worker
+    from stream.server.worker import (
+        OPTIONS_ENV,
+        SECRET_ENV,
+        VERBOSE_ENV,
+        build_worker_app,
+        end_when_orphaned,
+        serve_worker,
+    )
 
     args_in = list(sys.argv[1:] if argv is None else argv)
     name = args_in[0] if args_in else "worker"
@@ -52,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal that started the gateway closed
+        orphan_watch = asyncio.ensure_future(end_when_orphaned(app, stop.set))
         await stop.wait()
+        orphan_watch.cancel()
         await runner.cleanup()
 
     try:
@@ -77,7 +87,7 @@ class RayWorkerActor:
         import ray
 
         from stream.cli.service_options import load_service
-        from stream.server.worker import build_worker_app, serve_worker
+        from stream.server.worker import build_worker_app, end_when_orphaned, serve_worker
 
         node = ray.util.get_node_ip_address()
         os.environ["RECAST_NODE"] = ray.get_runtime_context().get_node_id()
@@ -96,6 +106,8 @@ class RayWorkerActor:
             async def begin() -> None:
                 app = build_worker_app(config, titles, casts, self.secret, self.name)
                 started["runner"], started["port"] = await serve_worker(app, node, 0)
+                # a detached actor: once orphaned and idle, it ends its own process (Ray then drops the actor)
+                started["orphan_watch"] = asyncio.ensure_future(end_when_orphaned(app, lambda: os._exit(0)))
 
             try:
                 loop.run_until_complete(begin())

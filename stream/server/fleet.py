@@ -2,6 +2,10 @@
 cluster (`RayLauncher`). Either way a worker is the same program (stream/server/worker.py) on a port of its own,
 reached by the gateway over HTTP with signed requests; the launcher only starts, finds and ends it.
 
+The gateway keeps a record of its fleet (`save_fleet`: the fleet's secret and how to find each worker) so that a
+gateway that restarts, after a crash or a hand-over (SIGHUP), adopts the workers that still run, with their sessions:
+a gateway restart does not cut running sessions' media.
+
 Plain Ray actors, not Ray Serve: a session is a long-lived peer connection whose media (UDP) flows between the
 viewer and the worker that owns it, so what matters is placing each session on one worker and sending its
 signalling there; Serve's HTTP proxy routes requests, not sessions, and carries no UDP. The gateway's own
@@ -17,7 +21,10 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from stream.server.worker import OPTIONS_ENV, READY, SECRET_ENV, VERBOSE_ENV
@@ -59,6 +66,83 @@ class Launcher(Protocol):
 
     async def stop(self, worker: Worker, kill: bool = False) -> None: ...
 
+    def describe(self, worker: Worker) -> dict[str, Any]: ...
+
+    def adopt(self, record: dict[str, Any]) -> Worker | None: ...
+
+
+def save_fleet(path: Path, secret: str, kind: str, workers: list[dict[str, Any]]) -> None:
+    """The fleet's record, for the next gateway: written whole (a rename) and readable by its owner only, since it
+    holds the secret the workers trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"version": 1, "kind": kind, "secret": secret, "gateway_pid": os.getpid(), "workers": workers}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(record, file)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_fleet(path: Path, kind: str) -> dict[str, Any] | None:
+    """The record a previous gateway left (see save_fleet) for a fleet of this kind, or None: no record, one that
+    does not parse, or one of another launcher kind (a warning says why it was set aside)."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("%s: not a fleet record (%s); starting a new fleet", path, err)
+        return None
+    if not isinstance(record, dict) or record.get("version") != 1 or not isinstance(record.get("secret"), str) \
+            or not isinstance(record.get("workers"), list):
+        log.warning("%s: not a fleet record of this version; starting a new fleet", path)
+        return None
+    if record.get("kind") != kind:
+        log.warning("%s: a fleet of %s workers, not %s; starting a new fleet", path, record.get("kind"), kind)
+        return None
+    return record
+
+
+class AdoptedProcess:
+    """A worker process that an earlier gateway started: not this process's child, so it is watched and ended by
+    its pid (the part of asyncio's Process that the launcher uses)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    @property
+    def returncode(self) -> int | None:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return 0  # gone; its exit status went to its parent
+        return 0 if state in ("Z", "X") else None
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await asyncio.sleep(0.1)
+        return 0
+
+
+def _worker_process(pid: int, name: str) -> bool:
+    """Whether `pid` is a running session worker called `name` (and not another process that got its pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"stream.cli.worker" in argv and name.encode() in argv
+
 
 class LocalLauncher:
     """Workers as child processes of the gateway (`python -m stream.cli.worker NAME`, with `recast serve`'s options
@@ -91,6 +175,17 @@ class LocalLauncher:
 
     def exited(self, worker: Worker) -> bool:
         return bool(worker.handle.returncode is not None)
+
+    def describe(self, worker: Worker) -> dict[str, Any]:
+        return {"name": worker.name, "url": worker.url, "pid": worker.handle.pid}
+
+    def adopt(self, record: dict[str, Any]) -> Worker | None:
+        pid, name, url = record.get("pid"), record.get("name"), record.get("url")
+        if not isinstance(pid, int) or not isinstance(name, str) or not isinstance(url, str):
+            return None
+        if not _worker_process(pid, name):
+            return None
+        return Worker(name, url, AdoptedProcess(pid))
 
     async def stop(self, worker: Worker, kill: bool = False) -> None:
         process = worker.handle
@@ -128,11 +223,14 @@ class RayLauncher:
 
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=True)
-        self.options, self.secret, self.ice_hosts = options, secret, ice_hosts
+        self.options, self.secret, self.ice_hosts, self.namespace = options, secret, ice_hosts, namespace
+        self._names: dict[str, str] = {}  # worker name -> its actor's name
         self._actor_class: Any = ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(actor_body)
 
     async def start(self, name: str) -> Worker:
-        actor = self._actor_class.options(name=f"recast-worker-{name}-{os.getpid()}").remote(
+        # detached: the actor outlives this gateway, for the next one to adopt (it ends itself once orphaned and idle)
+        actor_name = f"recast-worker-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        actor = self._actor_class.options(name=actor_name, lifetime="detached").remote(
             name, self.options, self.secret, self.ice_hosts)
         try:
             url = await asyncio.wait_for(_await_ref(actor.start.remote()), START_TIMEOUT_S)
@@ -141,10 +239,27 @@ class RayLauncher:
 
             ray.kill(actor)
             raise WorkerFailed(f"worker {name} did not start on the cluster ({err})") from None
+        self._names[name] = actor_name
         return Worker(name, str(url), actor)
 
     def exited(self, worker: Worker) -> bool:
         return False  # a dead actor is found by its failed status requests
+
+    def describe(self, worker: Worker) -> dict[str, Any]:
+        return {"name": worker.name, "url": worker.url, "actor": self._names[worker.name]}
+
+    def adopt(self, record: dict[str, Any]) -> Worker | None:
+        import ray
+
+        actor_name, name, url = record.get("actor"), record.get("name"), record.get("url")
+        if not isinstance(actor_name, str) or not isinstance(name, str) or not isinstance(url, str):
+            return None
+        try:
+            actor = ray.get_actor(actor_name, namespace=self.namespace)
+        except ValueError:  # no such actor any more
+            return None
+        self._names[name] = actor_name
+        return Worker(name, url, actor)
 
     async def stop(self, worker: Worker, kill: bool = False) -> None:
         import ray

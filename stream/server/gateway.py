@@ -8,7 +8,9 @@ answer comes from that worker, so media flows between viewer and worker directly
 status once a second: a worker that exits, or answers no status for `HUNG_AFTER` polls, is ended, its sessions
 are marked lost (`GET /api/sessions/SID` says so to a page that lost its peer), and a replacement is started.
 SIGTERM drains: no new sessions (503 `draining`), running ones go on for `--drain-s` and are then ended, each
-viewer told with a `state` that says `"ended": true`.
+viewer told with a `state` that says `"ended": true`. SIGINT ends the workers at once. SIGHUP hands over: the gateway
+exits and leaves its workers and their sessions running; the next gateway started with the same fleet record (a
+restart after a crash does the same) adopts them, so a gateway restart does not cut running sessions' media.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import logging
 import signal
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from stream.server.app import RateLimiter
-from stream.server.fleet import Launcher, Worker, WorkerFailed
+from stream.server.fleet import Launcher, Worker, WorkerFailed, save_fleet
 from stream.server.http import (
     ACCESS,
     API_KEY,
@@ -105,8 +108,13 @@ class Gateway:
     """The fleet of workers, where each session lives, and the rules in front of them."""
 
     def __init__(self, launcher: Launcher, secret: str, workers: int, max_sessions: int, per_worker: int,
-                 access: Access, sessions_per_minute: int, drain_s: float, cores_per_worker: float) -> None:
+                 access: Access, sessions_per_minute: int, drain_s: float, cores_per_worker: float,
+                 record: Path | None = None, previous: dict[str, Any] | None = None) -> None:
+        """`record`: where the fleet's record is kept for the next gateway; `previous`: the record an earlier
+        gateway left (fleet.load_fleet), whose workers are adopted when they still run."""
         self.launcher, self.secret = launcher, secret
+        self.record, self.previous = record, previous
+        self.handing_over = False  # SIGHUP: leave the workers running for the next gateway
         self.wanted, self.max_sessions, self.per_worker = workers, max_sessions, per_worker
         self.access, self.drain_s, self.cores_per_worker = access, drain_s, cores_per_worker
         self.limiter = RateLimiter(sessions_per_minute)
@@ -125,11 +133,14 @@ class Gateway:
     async def start(self, _app: web.Application | None = None) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OFFER_TIMEOUT_S))
         began = time.perf_counter()
-        results = await asyncio.gather(*(self._start_one() for _ in range(self.wanted)), return_exceptions=True)
+        if self.previous is not None:
+            await self._adopt(self.previous.get("workers", []))
+        wanted = max(0, self.wanted - len(self.workers))
+        results = await asyncio.gather(*(self._start_one() for _ in range(wanted)), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         for err in failed:
             log.error("%s", err)
-        if len(failed) == len(results):
+        if not self.workers:
             if self._http is not None:
                 await self._http.close()
             usage = all(isinstance(err, WorkerFailed) and err.usage for err in failed)
@@ -147,15 +158,61 @@ class Gateway:
             self._starting -= 1
         self.workers[name] = worker
         self._count_workers()
+        self._save()
         log.info("worker %s up at %s", name, worker.url)
         return worker
+
+    async def _adopt(self, records: list[Any]) -> None:
+        """Take over the workers an earlier gateway left that still run and answer this fleet's secret, with their
+        sessions; one that does not answer is ended."""
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            worker = self.launcher.adopt(record)
+            if worker is None:
+                log.info("worker %s of the last gateway is gone", record.get("name"))
+                continue
+            try:
+                status = await self._call(worker, "GET", "/worker/status", timeout=STATUS_TIMEOUT_S)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+                log.warning("worker %s of the last gateway does not answer (%s); ending it", worker.name, err)
+                with contextlib.suppress(Exception):
+                    await self.launcher.stop(worker, kill=True)
+                continue
+            worker.status = {**status, "polled": time.monotonic()}
+            for session in status["sessions"]:
+                self.where[session["session"]] = (worker.name, session["owner"])
+                worker.sessions.add(session["session"])
+                if session.get("title"):
+                    worker.titles.add(session["title"])
+            self.workers[worker.name] = worker
+            digits = worker.name[1:]
+            self._serial = max(self._serial, int(digits) if digits.isdigit() else 0)
+            log.warning("adopted worker %s at %s with its %d sessions", worker.name, worker.url, len(worker.sessions))
+        self._count_workers()
+        self._save()
+
+    def _save(self) -> None:
+        if self.record is not None:
+            save_fleet(self.record, self.secret, self.launcher.kind,
+                       [self.launcher.describe(w) for w in self.workers.values() if w.state == "up"])
 
     async def stop(self, _app: web.Application | None = None) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        if self.handing_over:  # the workers and their sessions go on; the record tells the next gateway
+            self._save()
+            log.warning("handed over: %d workers and %d sessions left running for the next gateway",
+                        len(self.up()), len(self.where))
+            if self._http is not None:
+                await self._http.close()
+            return
         await asyncio.gather(*(self._tell(w, "/worker/drain", {"end": True}) for w in self.up()),
                              return_exceptions=True)
         await asyncio.gather(*(self.launcher.stop(w) for w in list(self.workers.values())), return_exceptions=True)
+        if self.record is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.record.unlink()
         if self._http is not None:
             await self._http.close()
 
@@ -224,6 +281,7 @@ class Gateway:
             await self.launcher.stop(worker, kill=True)
         self.workers.pop(worker.name, None)
         self._count_workers()
+        self._save()
         if not self.draining:
             try:
                 await self._start_one()
@@ -455,6 +513,12 @@ async def run_gateway(gateway: Gateway, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, drain.set)
+
+    def hand_over() -> None:
+        gateway.handing_over = True
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGHUP, hand_over)
     await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())],
                        return_when=asyncio.FIRST_COMPLETED)
     if drain.is_set() and not stop.is_set():

@@ -11,6 +11,9 @@ gateway needs to place sessions and watch the fleet:
 - `POST /worker/drain`: no new sessions; `{"end": true}` also ends the running ones, each viewer told with a
   `state` that says `"ended": true`.
 
+A worker outlives its gateway: its sessions play on, and a gateway started again adopts it (stream/server/fleet.py);
+one that hears from no gateway for ORPHANED_AFTER_S ends itself once its last session has ended.
+
 Run as its own process by `python -m stream.cli.worker` (the gateway's local workers) or inside a Ray actor
 (stream/cli/worker.py); either way it binds a free port and reports it.
 """
@@ -25,7 +28,7 @@ import resource
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -61,7 +64,17 @@ class ReplayGuard:
         return True
 
 
-def gateway_signed(secret: str) -> Any:
+class Heard:
+    """When the worker last heard from a gateway (a signed request: the gateway reads its status every second)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def silent_s(self) -> float:
+        return time.monotonic() - self.last
+
+
+def gateway_signed(secret: str, heard: Heard | None = None) -> Any:
     """The worker's authorisation: every request but /healthz carries the gateway's signature."""
     replays = ReplayGuard()
 
@@ -85,6 +98,8 @@ def gateway_signed(secret: str) -> Any:
             log.warning("refused %s %s: a replayed signature", request.method, request.path)
             return error(403, "not_signed", "a request is signed once")
         request[API_KEY] = owner
+        if heard is not None:
+            heard.last = time.monotonic()
         return await handler(request)
 
     return middleware
@@ -110,6 +125,20 @@ def node_name() -> str:
 
 LOAD = web.AppKey("load", Load)
 NAME = web.AppKey("worker_name", str)
+HEARD = web.AppKey("heard", Heard)
+ORPHANED_AFTER_S = 60.0  # no word from a gateway for this long, and no session left: the worker ends itself
+
+
+async def end_when_orphaned(app: web.Application, end: Callable[[], None], check_s: float = 5.0) -> None:
+    """Call `end` once no gateway has been heard from for ORPHANED_AFTER_S and the worker holds no session: a
+    gateway that died and was not restarted leaves no worker behind, and its running sessions play to their end."""
+    service: Service = app[SERVICE]
+    while True:
+        await asyncio.sleep(check_s)
+        if app[HEARD].silent_s() > ORPHANED_AFTER_S and not service.sessions:
+            log.warning("no gateway for %.0f s and no sessions: ending", app[HEARD].silent_s())
+            end()
+            return
 
 
 async def status(request: web.Request) -> web.StreamResponse:
@@ -146,7 +175,9 @@ async def drain(request: web.Request) -> web.StreamResponse:
 
 def build_worker_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Cast], secret: str,
                      name: str) -> web.Application:
-    app = build_app(config, titles, casts, authorise=gateway_signed(secret))
+    heard = Heard()
+    app = build_app(config, titles, casts, authorise=gateway_signed(secret, heard))
+    app[HEARD] = heard
     app[LOAD] = Load()
     app[NAME] = name
     app.router.add_get("/worker/status", status)
