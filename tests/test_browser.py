@@ -8,11 +8,15 @@ Playwright is missing, unless RECAST_REQUIRE_BROWSER=1 (set by `.ci/run`, which 
 from __future__ import annotations
 
 import base64
+import os
+import signal
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from stream.cli.demo_title import demo_title_path
 from tests.browser import chromium_page
 from tests.conftest import media
 from tests.demo_title import DemoTitle
@@ -99,3 +103,32 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     assert face_on < face_off - 6 and face_again < face_off - 6
     assert rest_on > 28 and abs(rest_on - rest_off) < 3 and abs(rest_again - rest_off) < 3
     assert stats["fps"] > 10 and stats["errors"] == []
+
+
+@pytest.mark.slow
+def test_the_page_says_when_a_title_ends_and_when_its_session_is_lost(tmp_path: Path) -> None:
+    """A title played once ends: the page says so and offers to play again. A looped title (the demo) plays on
+    until its worker is killed: the page notices the lost peer, asks the gateway, and says the session was lost."""
+    from tests.test_fleet import _workers_of
+    from tests.test_server import _first_seconds
+
+    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.5)
+    with recast_serve_demo("--workers", "1", "--titles", str(tmp_path)) as server, \
+            chromium_page() as (page, errors):
+        page.goto(server.base + "/")
+        page.wait_for_function("document.getElementById('source').options.length >= 3")
+        page.select_option("#source", "title:short")
+        page.click("#play")
+        page.wait_for_function("window.recastState.ended === 'title_ended'", timeout=30_000)
+        assert "The title has ended" in page.locator("#error").inner_text()
+        assert page.locator("#play").inner_text() == "Play again" and page.locator("#play").is_enabled()
+
+        page.select_option("#source", "title:demo")
+        page.click("#play")
+        page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",
+                               timeout=30_000)
+        page.evaluate(GRAB_FRAMES, [10, 1])  # the demo loops: frames past its 6 s come later; here, it plays
+        os.kill(next(iter(_workers_of(server.pid))), signal.SIGKILL)
+        page.wait_for_function("window.recastState.sessionState === 'lost'", timeout=40_000)
+        assert "lost" in page.locator("#error").inner_text()
+    assert not [e for e in errors if "404" not in e], errors

@@ -367,3 +367,43 @@ def test_a_looped_baked_title_finds_its_tracks_by_the_frame_of_the_pass() -> Non
     stage.cycle = 2
     assert stage.push(Frame(3, 3, Fraction(1, 25), image))[0][1] is second
     assert stage.push(Frame(4, 4, Fraction(1, 25), image))[0][1] is first
+
+
+def test_a_stuck_pipeline_is_told_on_the_control_channel_and_ended(demo: DemoTitle) -> None:
+    """A session whose media pipeline hangs (a native call that never returns: here the renderer, held on an
+    event) sends no frame; after STALL_S its viewer gets an `error` with code `stalled` on the control channel and
+    the session ends (`state` with "ended": true); the service counts it, and a gateway takes such a worker for
+    hung."""
+    from stream.server.sessions import STALL_S
+
+    release = threading.Event()
+
+    async def scenario() -> None:
+        async with serving(demo.titles) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "demo"})
+            await viewer.frames(10)
+            processor = app[SERVICE].sessions[viewer.session].tracks[0].processor
+            draw = processor.render
+
+            def stuck(*args: Any) -> Any:
+                release.wait()
+                return draw(*args)
+
+            processor.render = stuck
+            began = time.monotonic()
+            replies: list[dict[str, Any]] = []
+            while not any(r.get("ended") for r in replies) and time.monotonic() - began < STALL_S + 10:
+                replies.append(await asyncio.wait_for(viewer.replies.get(), STALL_S + 10))
+            errors = [r for r in replies if r.get("type") == "error"]
+            assert errors and errors[0]["error"] == "stalled", replies
+            assert replies[-1].get("ended") and replies[-1]["reason"] == "stalled"
+            assert time.monotonic() - began >= STALL_S - 0.5
+            await asyncio.sleep(1.0)
+            assert viewer.session not in app[SERVICE].sessions and app[SERVICE].stalled == 1
+            await viewer.close()
+
+    try:
+        run_async(scenario)
+    finally:
+        release.set()

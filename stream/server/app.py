@@ -36,7 +36,7 @@ from stream.server.http import (
 )
 from stream.server.ice import consent_checks
 from stream.server.metrics import Registry
-from stream.server.sessions import ENDED_FLUSH_S, Session, release_free_memory
+from stream.server.sessions import ENDED_FLUSH_S, STALL_S, Session, release_free_memory
 from stream.server.signalling import answer
 from stream.server.titles import Title
 from stream.server.validate import Offer, Refused, check_offer
@@ -93,6 +93,7 @@ class Service:
         self._cleanups: list[asyncio.TimerHandle] = []
         self.casting = Casting(casts, config.options.detector, config.device)
         self.draining = False  # no new sessions (SIGTERM at the gateway, or a worker told to drain)
+        self.stalled = 0  # sessions ended because their pipeline stuck (a worker with any is taken for hung)
 
     async def start(self, _app: web.Application) -> None:
         consent_checks(self.config.disconnect_timeout_s)
@@ -137,14 +138,19 @@ class Service:
             self.metrics.sessions.set(sum(s.kind == kind for s in self.sessions.values()), kind=kind)
 
     async def _reap(self) -> None:
-        """End sessions that never sent an offer or whose peer failed; a peer that goes silent fails ICE consent
-        within `disconnect_timeout_s` (see `consent_checks`) and its connection state says so."""
+        """End sessions that never sent an offer or whose peer failed (a peer that goes silent fails ICE consent
+        within `disconnect_timeout_s`, see `consent_checks`, and its connection state says so), and those whose
+        pipeline stuck (no frame for STALL_S), their viewers told on the control channel."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for sid in list(self.sessions):
                 reason = self._reap_reason(sid, now)  # no reference to the session stays in this frame
-                if reason:
+                if reason == "stalled":
+                    self.stalled += 1
+                    log.error("session %s: no frame for %.0f s; its pipeline is stuck", sid, STALL_S)
+                    self.sessions[sid].tell_stalled()  # it ends itself once the viewer is told
+                elif reason:
                     await self.close(sid, reason)
 
     def _reap_reason(self, sid: str, now: float) -> str:
@@ -156,6 +162,8 @@ class Service:
             return "no_offer"
         if pc is not None and pc.connectionState in ("failed", "closed"):
             return f"peer_{pc.connectionState}"
+        if session.stalled(now):
+            return "stalled"
         return ""
 
 

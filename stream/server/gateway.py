@@ -244,6 +244,9 @@ class Gateway:
                 await self._lose(worker, "hung")
             return
         worker.failures = 0
+        if status.get("stalled"):  # a session's pipeline stuck there (a hung inference or GPU call): hung
+            await self._lose(worker, "hung (a session's media pipeline stuck)")
+            return
         elapsed = POLL_S
         before = {s["session"]: s["frames_out"] for s in worker.status.get("sessions", [])}
         if worker.status.get("polled"):

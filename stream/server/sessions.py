@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LIVE_LOOKAHEAD = 2  # frames; 67 ms at 30 fps keeps nearly all of the smoothing (see README)
 DCEP_OPEN = 0x03  # RFC 8832 5.1: DATA_CHANNEL_OPEN
 ENDED_FLUSH_S = 0.3  # between telling a viewer that its session ends and closing its peer connection
+STALL_S = 5.0  # a title session that sent frames and then none for this long has a stuck pipeline: it is ended
 
 
 def guard_data_channel_text(pc: RTCPeerConnection, on_bad_text: Callable[[Any], None] | None = None) -> None:
@@ -124,6 +125,7 @@ class Session:
         self.tracks: list[MediaStreamTrack] = []
         self.clock = PlaybackClock()
         self.created = time.monotonic()
+        self.last_sent = 0.0  # when the last frame left (monotonic); 0 before the first
         self.answered = False
         self.closed = False
         self.ended_by = ""
@@ -136,6 +138,8 @@ class Session:
     def count(self, what: str, amount: int = 1) -> None:
         if self.closed:  # a frame the worker hands over after the end must not bring back the forgotten series
             return
+        if what == "out":
+            self.last_sent = time.monotonic()
         counter = {"in": self.metrics.frames_in, "out": self.metrics.frames_out,
                    "dropped": self.metrics.frames_dropped, "failed": self.metrics.faces_failed}[what]
         counter.inc(amount, session=self.id)
@@ -211,6 +215,22 @@ class Session:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(json.dumps({**self.state.as_message(), "ended": True, "reason": reason}))
+
+    def stalled(self, now: float) -> bool:
+        """Whether the title's pipeline is stuck: frames went out, then none for STALL_S while the session still
+        plays (a camera session's frames wait on the viewer's camera, so it never counts as stalled)."""
+        return (self.kind == "title" and not self.finishing and self.last_sent > 0
+                and now - self.last_sent > STALL_S)
+
+    def tell_stalled(self) -> None:
+        """The viewer learns on the control channel that its media stopped (an `error` with code `stalled`), and
+        the session ends."""
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(json.dumps({"type": "error", "error": "stalled", "message":
+                                     f"the server's media pipeline for this session stopped for {STALL_S:g} s; "
+                                     "the session ends"}))
+        self.finish("stalled")
 
     def finish(self, reason: str) -> None:
         """The session's media ended by itself (its title played to the end, or failed): the viewer is told on the

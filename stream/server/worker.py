@@ -155,6 +155,7 @@ async def status(request: web.Request) -> web.StreamResponse:
     return web.json_response({"worker": request.app[NAME], "pid": os.getpid(), "node": node_name(),
                               "sessions": sessions,
                               "capacity": service.config.max_sessions, "draining": service.draining,
+                              "stalled": service.stalled,
                               "cpu_cores": request.app[LOAD].cores(), "max_rss_mb": round(rss_mb, 1)})
 
 
