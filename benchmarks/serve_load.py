@@ -118,12 +118,14 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
             state = await viewer.control({"type": "recast", "enabled": True})
             latencies.append(float(state.get("latency_ms", 0)))
     elapsed = time.monotonic() - start
+    received = [s.bytesReceived for s in (await viewer.pc.getStats()).values()
+                if s.type == "inbound-rtp" and s.kind == "video"]
     _, metrics = await viewer.call("GET", "/metrics")
     dropped = sum(float(line.split()[-1]) for line in metrics.splitlines()
                   if line.startswith("recast_frames_dropped_total") and viewer.session in line)
     await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
     await viewer.close()
-    return {"fps": frames / elapsed, "frames": frames, "dropped": dropped,
+    return {"fps": frames / elapsed, "frames": frames, "dropped": dropped, "kbps": sum(received) * 8 / elapsed / 1e3,
             "latency_ms": statistics.median(latencies) if latencies else None}
 
 
@@ -140,6 +142,7 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
                    "share_of_rate": round(min(s["fps"] for s in sessions) / rate, 3),
                    "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
                    "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
+                   "video_kbps_per_session": round(statistics.mean(s["kbps"] for s in sessions)),
                    "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
                    "server_rss_mb": round(stats["rss_mb"], 1)}
             print(json.dumps(row), flush=True)
