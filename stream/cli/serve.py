@@ -8,31 +8,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from stream.cli.demo_title import cache_dir
 from stream.cli.options import UsageError
-from stream.cli.service_options import checked_api_keys, load_service, worker_options
+from stream.cli.service_options import checked_api_keys, event_loop_factory, load_service, worker_options
 
 log = logging.getLogger(__name__)
-
-
-def _uvloop_factory() -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        log.info("uvloop not installed; using the default asyncio loop")
-        return None
-    return uvloop.new_event_loop
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        log.info("uvloop not installed; using the default asyncio loop")
 
 
 def _serve_with_workers(args: argparse.Namespace) -> int:
@@ -68,7 +49,7 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
     print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
           file=sys.stderr)
     try:
-        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:  # no process-wide loop policy
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run_gateway(gateway, args.host, args.port))
     except WorkerFailed as err:
         if err.usage:
@@ -88,9 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config, titles, casts = load_service(args)
     if not config.api_keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
-    _install_uvloop()
+    new_loop = event_loop_factory()
     print(f"recast serve: {len(titles)} titles, {len(casts)} casts on http://{args.host}:{args.port}/",
           file=sys.stderr)
     web.run_app(build_app(config, titles, casts), host=args.host, port=args.port, print=None,
-                access_log=None, shutdown_timeout=10)
+                access_log=None, shutdown_timeout=10, loop=new_loop() if new_loop is not None else None)
     return 0

@@ -5,8 +5,10 @@ way; a worker gets the gateway's options as JSON (`worker_options`)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +114,18 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
                                                 occlusion=not args.no_occlusion), device=args.device)
     return config, titles, casts
 
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop every `recast serve` process runs on (the single process, the gateway, a local worker):
+    uvloop's where it is installed, else None (asyncio's own). A factory, never a process-wide policy, so a test
+    process that starts a server keeps its own loops afterwards."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop not installed; using the default asyncio loop")
+        return None
+    return uvloop.new_event_loop
 
 
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:

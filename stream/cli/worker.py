@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     come in the environment. Prints READY PORT once it serves, and stops on SIGTERM."""
     import signal
 
-    from stream.cli.service_options import load_service
+    from stream.cli.service_options import event_loop_factory, load_service
     from stream.server.worker import (
         OPTIONS_ENV,
         SECRET_ENV,
@@ -65,13 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         orphan_watch.cancel()
         await runner.cleanup()
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(run())
     return 0
 
 

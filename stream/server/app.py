@@ -239,15 +239,21 @@ def _session(request: web.Request) -> Session:
     return session
 
 
-def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
-    """The offer's SDP, checked (validate.check_offer) against what this session needs, before anything is built."""
+def checked_offer(body: dict[str, Any]) -> tuple[str, Offer]:
+    """An offer request's SDP and what it offers, checked (validate.check_offer) before anything is built; a
+    refusal is an ApiError. The gateway checks with this too, before it forwards the offer."""
     sdp, kind = body.get("sdp"), body.get("type")
     if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
         raise ApiError(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
     try:
-        offered = check_offer(sdp)
+        return sdp, check_offer(sdp)
     except Refused as err:
         raise ApiError(400, err.code, f"cannot use this offer: {err}") from None
+
+
+def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
+    """The offer's SDP, checked against what this session needs, before anything is built."""
+    sdp, offered = checked_offer(body)
     if session.title is not None and not offered.receives("video"):
         raise ApiError(400, "bad_sdp", "cannot use this offer: it must receive video (a recvonly or sendrecv "
                        "video section)")

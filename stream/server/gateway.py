@@ -28,12 +28,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from stream.server.app import RateLimiter
+from stream.server.app import RateLimiter, checked_offer, index
 from stream.server.fleet import Launcher, Worker, WorkerFailed, save_fleet
 from stream.server.http import (
     ACCESS,
     API_KEY,
-    MAX_SDP,
+    MAX_BODY,
     REQUESTS,
     STATIC,
     Access,
@@ -47,7 +47,6 @@ from stream.server.http import (
 )
 from stream.server.metrics import Counter, Gauge, Histogram
 from stream.server.signing import owner_of, sign
-from stream.server.validate import Refused, check_offer
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +363,6 @@ class Gateway:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
-
-
 async def healthz(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     up = len(gateway.up())
@@ -453,13 +448,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     gateway.session_of(request)  # an unknown session is refused before its body is read
     body = await json_object(request)
-    sdp, kind = body.get("sdp"), body.get("type")
-    if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
-        raise ApiError(400, "bad_sdp", f'expected {{"sdp": "v=0...", "type": "offer"}} of at most {MAX_SDP} bytes')
-    try:
-        await asyncio.to_thread(check_offer, sdp)  # 128 KB of SDP: ms of regexes, off the loop
-    except Refused as err:
-        raise ApiError(400, err.code, f"cannot use this offer: {err}") from None
+    await asyncio.to_thread(checked_offer, body)  # 128 KB of SDP: ms of regexes, off the loop
     worker = gateway.session_of(request)  # it may have gone while the body arrived
     try:
         status, data = await gateway._forward(worker, "POST", request.path, json.dumps(body).encode(),
@@ -487,7 +476,7 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
 
 def build_gateway_app(gateway: Gateway) -> web.Application:
     quiet_parser_rejections()
-    app = web.Application(middlewares=[json_errors, auth], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
     app[GATEWAY] = gateway
     app[ACCESS] = gateway.access
     app[REQUESTS] = gateway.metrics.requests

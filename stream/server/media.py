@@ -144,10 +144,9 @@ class TitleVideoTrack(MediaStreamTrack):
         while True:
             count, span = 0, 0.0
             with MediaSource(self.path, keep_audio=False) as source:
-                interval = 1 / max(source.info.fps, 1.0)
                 for frame in source.frames():
                     count += 1
-                    span = frame.time + interval
+                    span = frame.time + 1 / max(self.fps, 1.0)
                     if shift_index:
                         frame = Frame(frame.index + shift_index, frame.pts + round(shift_s / frame.time_base),
                                       frame.time_base, frame.image)

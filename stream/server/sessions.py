@@ -81,6 +81,12 @@ def guard_data_channel_text(pc: RTCPeerConnection, on_bad_text: Callable[[Any], 
     sctp._data_channel_receive = guarded  # type: ignore[method-assign]
 
 
+def _send(channel: Any, message: dict[str, Any]) -> None:
+    """A message on a control channel, as JSON text, if the channel is open (a closing one drops it)."""
+    if channel is not None and channel.readyState == "open":
+        channel.send(json.dumps(message))
+
+
 @functools.cache
 def _malloc_trim() -> Any:
     try:
@@ -170,9 +176,9 @@ class Session:
 
     def refuse_text(self, channel: Any) -> None:
         """A text message that is not UTF-8 (dropped before aiortc decodes it: see guard_data_channel_text)."""
-        if channel is self._channel and channel.readyState == "open":
+        if channel is self._channel:
             refused = self.control.refuse(ControlError("bad_message", "control messages are UTF-8 JSON text"))
-            channel.send(json.dumps(self._counted(*refused)))
+            _send(channel, self._counted(*refused))
 
     def attach_channel(self, channel: Any) -> None:
         if channel.label != "control":
@@ -194,8 +200,7 @@ class Session:
                 if verdict == "flood":
                     self.finish("control_flood")
                 return
-            if channel.readyState == "open":
-                channel.send(json.dumps(reply))
+            _send(channel, reply)
 
     def discard(self, track: MediaStreamTrack) -> None:
         """Read and drop a received track nobody uses: aiortc queues every decoded frame of a remote track until it
@@ -212,9 +217,7 @@ class Session:
 
     def tell_ended(self, reason: str) -> None:
         """Say on the control channel that the session ends (a `state` with `"ended": true` and why)."""
-        channel = self._channel
-        if channel is not None and channel.readyState == "open":
-            channel.send(json.dumps({**self.state.as_message(), "ended": True, "reason": reason}))
+        _send(self._channel, {**self.state.as_message(), "ended": True, "reason": reason})
 
     def stalled(self, now: float) -> bool:
         """Whether the title's pipeline is stuck: frames went out, then none for STALL_S while the session still
@@ -225,11 +228,9 @@ class Session:
     def tell_stalled(self) -> None:
         """The viewer learns on the control channel that its media stopped (an `error` with code `stalled`), and
         the session ends."""
-        channel = self._channel
-        if channel is not None and channel.readyState == "open":
-            channel.send(json.dumps({"type": "error", "error": "stalled", "message":
-                                     f"the server's media pipeline for this session stopped for {STALL_S:g} s; "
-                                     "the session ends"}))
+        _send(self._channel, {"type": "error", "error": "stalled", "message":
+                              f"the server's media pipeline for this session stopped for {STALL_S:g} s; the "
+                              "session ends"})
         self.finish("stalled")
 
     def finish(self, reason: str) -> None:
