@@ -250,9 +250,9 @@ def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
 
 
 def test_a_control_flood_ends_its_session_and_spares_the_other_viewers() -> None:
-    """The probe's burst of 10,000 control messages from one viewer cut another viewer of the same server to about
-    4 fps. Now messages over the session's rate are dropped unanswered (the first answered `rate_limited`) and a
-    flood ends the session, told with a `state` that says `"ended": true, "reason": "control_flood"`."""
+    """Without a limit, a burst of 10,000 control messages from one viewer cuts another viewer of the same server
+    to about 4 fps. Messages over the session's rate are dropped unanswered (the first answered `rate_limited`)
+    and a flood ends the session, told with a `state` that says `"ended": true, "reason": "control_flood"`."""
     with recast_serve_demo("--workers", "1", "--max-sessions", "4") as server:
 
         async def fps(viewer: Viewer, seconds: float) -> float:
@@ -289,7 +289,7 @@ def test_a_control_flood_ends_its_session_and_spares_the_other_viewers() -> None
 
 def test_two_identical_requests_signed_at_once_are_both_accepted() -> None:
     """Two viewers asking for the same title in the same millisecond make byte-identical requests: the nonce signs
-    them apart, so the worker's replay guard refuses only a true replay (this once refused the second viewer)."""
+    them apart, so the worker's replay guard refuses only a true replay (without the nonce, the second viewer was refused)."""
     from stream.server.signing import verify
     from stream.server.worker import ReplayGuard
 
