@@ -289,7 +289,8 @@ def test_a_control_flood_ends_its_session_and_spares_the_other_viewers() -> None
 
 def test_two_identical_requests_signed_at_once_are_both_accepted() -> None:
     """Two viewers asking for the same title in the same millisecond make byte-identical requests: the nonce signs
-    them apart, so the worker's replay guard refuses only a true replay (without the nonce, the second viewer was refused)."""
+    them apart, so the worker's replay guard refuses only a true replay (without it, the second viewer was
+    refused)."""
     from stream.server.signing import verify
     from stream.server.worker import ReplayGuard
 
