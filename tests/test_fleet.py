@@ -66,8 +66,8 @@ def test_sessions_spread_over_workers_and_a_killed_worker_ends_only_its_own() ->
                 status, health = await _json(http, server.base + "/healthz")
                 assert status == 200 and health["workers"] == 2
                 first, second = _viewer(server, http), _viewer(server, http)
-                await first.connect({"title": "demo"})
-                await second.connect({"title": "demo"})
+                # together: the first offer is still on its way when the second is placed
+                await asyncio.gather(first.connect({"title": "demo"}), second.connect({"title": "demo"}))
                 await first.frames(5)
                 await second.frames(5)
                 where = {}

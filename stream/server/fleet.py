@@ -51,6 +51,7 @@ class Worker:
     handle: Any  # the launcher's: a process or an actor
     state: str = "up"  # up, lost
     sessions: set[str] = field(default_factory=set)
+    placing: int = 0  # offers forwarded to it and not answered yet: they count as sessions when placing the next
     status: dict[str, Any] = field(default_factory=dict)  # its last /worker/status
     fps: float = 0.0  # frames sent a second over the last status interval, all its sessions
     failures: int = 0  # status requests in a row that failed

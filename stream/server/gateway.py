@@ -323,12 +323,16 @@ class Gateway:
         await self._forward(worker, "POST", path, json.dumps(body).encode(), "gateway", timeout=10.0)
 
     def place(self, title: str | None) -> list[Worker]:
-        """The workers with room for a new session, best first: fewest sessions for their capacity, then one that
-        has played the title already, then the least loaded."""
-        room = [w for w in self.up() if len(w.sessions) < self.per_worker
-                and w.status.get("cpu_cores", 0.0) < CPU_ROOM * self.cores_per_worker * max(1, len(w.sessions))
+        """The workers with room for a new session, best first: fewest sessions for their capacity (offers on their
+        way count: viewers who arrive together are spread), then one that has played the title already, then the
+        least loaded."""
+        def held(w: Worker) -> int:
+            return len(w.sessions) + w.placing
+
+        room = [w for w in self.up() if held(w) < self.per_worker
+                and w.status.get("cpu_cores", 0.0) < CPU_ROOM * self.cores_per_worker * max(1, held(w))
                 and not w.status.get("draining")]
-        return sorted(room, key=lambda w: (len(w.sessions) / self.per_worker, title not in w.titles,
+        return sorted(room, key=lambda w: (held(w) / self.per_worker, title not in w.titles,
                                            w.status.get("cpu_cores", 0.0)))
 
     async def any_worker(self, method: str, path: str) -> web.Response:
@@ -395,7 +399,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     if gateway.draining:
         return error(503, "draining", "the server is shutting down and takes no new sessions")
-    if len(gateway.where) >= gateway.max_sessions:
+    if len(gateway.where) + sum(w.placing for w in gateway.workers.values()) >= gateway.max_sessions:
         gateway.metrics.refused.inc(reason="busy")
         return error(503, "busy", f"the service holds its maximum of {gateway.max_sessions} sessions")
     title = body.get("title") if isinstance(body.get("title"), str) else None
@@ -408,11 +412,14 @@ async def create_session(request: web.Request) -> web.StreamResponse:
     raw = json.dumps(body).encode()
     owner = gateway.owner(request)
     for worker in candidates:
+        worker.placing += 1
         try:
             status, data = await gateway._forward(worker, "POST", "/api/sessions", raw, owner, timeout=10.0)
         except (aiohttp.ClientError, TimeoutError) as err:
             log.warning("worker %s refused a session (%s); trying the next", worker.name, type(err).__name__)
             continue
+        finally:
+            worker.placing -= 1
         if status == 503:  # full after all (its status was a second old)
             continue
         if status == 201:
