@@ -186,6 +186,8 @@ def test_sigterm_drains_and_ends_running_sessions_with_a_state() -> None:
 
 @pytest.mark.slow
 def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
+    """Sessions on actors of both nodes, a killed actor's viewer told while the other plays on, its replacement, and
+    a gateway killed and started again that adopts the running actors and their sessions."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -241,10 +243,25 @@ def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
                     third = _viewer(server, http)
                     await third.connect({"title": "demo"})
                     assert len(await third.frames(3)) == 3
+
+                    # the gateway dies; its detached actors play on, and the next gateway adopts them by name
+                    os.kill(server.pid, signal.SIGKILL)
+                    await _wait_for(lambda: _gone(server.pid), 15, "the first gateway exits")
+                    assert len(await third.frames(25, timeout=5)) == 25
+                    with recast_serve_demo("--workers", "2", "--ray-address", cluster.address, port=server.port,
+                                           wait_s=180) as successor:
+                        status, health = await _json(http, successor.base + "/healthz")
+                        assert status == 200 and health["workers"] == 2 and health["sessions"] == 2, health
+                        status, state = await third.call("GET", f"/api/sessions/{third.session}")
+                        assert status == 200 and state["state"] == "running", state
+                        reply = await third.control({"type": "recast", "enabled": False})
+                        assert reply["type"] == "state" and reply["enabled"] is False
+                        status, _ = await third.call("DELETE", f"/api/sessions/{third.session}")
+                        assert status == 204
                     for viewer in [*viewers, third]:
                         await viewer.close()
 
-            run_async(scenario, timeout=300)
+            run_async(scenario, timeout=420)
     finally:
         cluster.shutdown()
 
