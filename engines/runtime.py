@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,13 @@ class Engine(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs already checked (float32, C-contiguous); returns float32 outputs by name."""
 
+    def run_device(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inputs as tensors, outputs as tensors on the inputs' device. Runtimes that work on that device
+        (TorchEngine, TensorRTEngine) keep the data there; the others go through host arrays."""
+        device = next(iter(feeds.values())).device if feeds else torch.device("cpu")
+        out = self.run({k: _as_numpy(v).astype(np.float32, copy=False) for k, v in feeds.items()})
+        return {k: torch.from_numpy(v).to(device) for k, v in out.items()}
+
     def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
         return {
@@ -189,11 +197,14 @@ class TorchEngine(Engine):
         self._call = Graphed(module)  # replayed from CUDA graphs on a GPU (engines/graphs.py); a plain call on CPU
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.run_device({n: torch.from_numpy(a) for n, a in feeds.items()})
+        return {n: t.float().cpu().numpy() for n, t in out.items()}
+
+    def run_device(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            args = [torch.from_numpy(feeds[n]).to(self.device, self.dtype) for n in self.input_names]
-            out = self._call(*args)
+            out = self._call(*[feeds[n].to(self.device, self.dtype) for n in self.input_names])
         out = out if isinstance(out, tuple) else (out,)
-        return {n: t.float().cpu().numpy() for n, t in zip(self.output_names, out, strict=True)}
+        return dict(zip(self.output_names, out, strict=True))
 
 
 class OnnxRuntimeEngine(Engine):
@@ -274,15 +285,21 @@ def cuda_arch() -> str:
     return f"sm_{major}{minor}"
 
 
-@dataclass
-class _Binding:
-    spec: TensorSpec
-    is_input: bool
-    trt_dtype: Any = field(default=None)
+def dense_view(buffer: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The first elements of a buffer allocated once at the largest shape, as a dense tensor of `shape`: a
+    runtime that reads and writes dense tensors at a fixed address (TensorRT) sees every smaller shape there."""
+    count = math.prod(shape)
+    if count > buffer.numel():
+        raise EngineError(f"shape {list(shape)} is larger than the buffer's {list(buffer.shape)}")
+    return buffer.view(-1)[:count].view(*shape)
 
 
 class TensorRTEngine(Engine):
-    """A deserialized TensorRT engine (TensorRT 10 tensor API), run on PyTorch's current CUDA stream."""
+    """A deserialized TensorRT engine (TensorRT 10 tensor API). Its input and output buffers are allocated once, on
+    the GPU, at the largest shape of the plan's optimisation profile, and their addresses given to the execution
+    context once; a call copies the inputs in on PyTorch's current CUDA stream, runs there, and hands back views of
+    the outputs, valid until the next call (run_device: no synchronisation, no host copy; run: the same, then to
+    host arrays)."""
 
     runtime = "tensorrt"
     device = "cuda"
@@ -304,37 +321,47 @@ class TensorRTEngine(Engine):
         if self.engine is None:
             raise EngineError(f"{path}: TensorRT could not deserialize the plan")
         self.context = self.engine.create_execution_context()
-        bindings = []
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        dtypes = {n: _TRT_TORCH_DTYPES.get(str(self.engine.get_tensor_dtype(n)).rsplit(".", 1)[-1], torch.float32)
+                  for n in names}
+        # the largest shapes: the profile's maxima for the inputs; the outputs' shapes follow from those
+        for name in inputs:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            largest = tuple(self.engine.get_tensor_profile_shape(name, 0)[2]) if -1 in shape else shape
+            self.context.set_input_shape(name, largest)
+        self.buffers = {n: torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtypes[n], device="cuda")
+                        for n in names}
+        for name, buffer in self.buffers.items():
+            self.context.set_tensor_address(name, buffer.data_ptr())
+
+        def spec(name: str) -> TensorSpec:
             shape = tuple(d if d >= 0 else "batch" for d in self.engine.get_tensor_shape(name))
-            dtype = "float16" if self.engine.get_tensor_dtype(name) == trt.DataType.HALF else "float32"
-            bindings.append(_Binding(TensorSpec(name, shape, dtype), is_input))
-        super().__init__([b.spec for b in bindings if b.is_input], [b.spec for b in bindings if not b.is_input],
-                         path.name)
+            return TensorSpec(name, shape, "float16" if dtypes[name] == torch.float16 else "float32")
+
+        super().__init__([spec(n) for n in inputs], [spec(n) for n in outputs], path.name)
         self.metadata = {k: str(v) for k, v in header.items()}
         self.precision = str(header.get("precision", "fp16"))
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_device(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stream = torch.cuda.current_stream()
-        keep = []
         for spec in self.inputs:
-            dtype = torch.float16 if spec.dtype == "float16" else torch.float32
-            tensor = torch.from_numpy(feeds[spec.name]).to("cuda", dtype).contiguous()
-            keep.append(tensor)
-            self.context.set_input_shape(spec.name, tuple(tensor.shape))
-            self.context.set_tensor_address(spec.name, tensor.data_ptr())
-        outs = {}
-        for spec in self.outputs:
-            dtype = torch.float16 if spec.dtype == "float16" else torch.float32
-            out = torch.empty(tuple(self.context.get_tensor_shape(spec.name)), device="cuda", dtype=dtype)
-            self.context.set_tensor_address(spec.name, out.data_ptr())
-            outs[spec.name] = out
+            value = feeds[spec.name]
+            dense_view(self.buffers[spec.name], value.shape).copy_(value, non_blocking=True)
+            self.context.set_input_shape(spec.name, tuple(value.shape))
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise EngineError(f"{self.name}: TensorRT execution failed")
-        stream.synchronize()
-        return {k: v.float().cpu().numpy() for k, v in outs.items()}
+        return {s.name: dense_view(self.buffers[s.name], tuple(self.context.get_tensor_shape(s.name)))
+                for s in self.outputs}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.run_device({n: torch.from_numpy(a).to("cuda", non_blocking=True) for n, a in feeds.items()})
+        return {n: t.float().cpu().numpy() for n, t in out.items()}  # .cpu() waits for the stream
+
+
+_TRT_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64,
+                     "INT8": torch.int8, "BOOL": torch.bool, "UINT8": torch.uint8, "BF16": torch.bfloat16}
 
 
 def open_engine(

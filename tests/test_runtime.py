@@ -15,6 +15,7 @@ from engines.runtime import (
     EngineError,
     OnnxRuntimeEngine,
     TorchEngine,
+    dense_view,
     format_for,
     open_engine,
     plan_mismatch,
@@ -134,6 +135,33 @@ def test_tensorrt_plan_header_and_refusal(tmp_path: Path) -> None:
             open_engine(path, device="cuda")
 
 
+def test_buffers_at_the_largest_shape_hold_every_smaller_one_densely_at_one_address() -> None:
+    """What the TensorRT engine gives its context once (engines.runtime.dense_view): a smaller batch, or a smaller
+    inner size, is the buffer's first elements laid out densely, at the buffer's own address."""
+    buffer = torch.zeros(4, 18, 8)
+    for shape in [(1, 18, 8), (3, 18, 8), (2, 10, 8), (4, 18, 8)]:
+        view = dense_view(buffer, shape)
+        assert view.shape == shape and view.is_contiguous() and view.data_ptr() == buffer.data_ptr()
+        values = torch.arange(view.numel(), dtype=torch.float32).reshape(shape)
+        view.copy_(values)
+        assert torch.equal(buffer.view(-1)[:view.numel()], values.view(-1))
+    with pytest.raises(EngineError, match=r"larger than the buffer's \[4, 18, 8\]"):
+        dense_view(buffer, (5, 18, 8))
+
+
+def test_run_device_gives_what_run_gives_as_tensors(tmp_path: Path) -> None:
+    """run_device (tensors in and out, on the inputs' device) against run (host arrays), for the torch engine (its
+    own device path) and ONNX Runtime (through host arrays)."""
+    G, _ = small_stylegan()
+    ws = np.random.default_rng(4).standard_normal((2, 10, 64)).astype(np.float32)
+    for engine in (open_engine(stylegan2.SynthesisEngine(G)),
+                   open_engine(export_onnx(stylegan2.SynthesisEngine(G), tmp_path / "s.onnx"))):
+        want = engine(ws)["img"]
+        got = engine.run_device({"ws": torch.from_numpy(ws)})["img"]
+        assert isinstance(got, torch.Tensor) and got.device.type == "cpu"
+        assert np.abs(got.float().numpy() - want).max() < 1e-5, engine.runtime
+
+
 def test_onnx_engine_refuses_a_broken_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
@@ -159,6 +187,29 @@ def test_cuda_fp16_engines_track_fp32() -> None:
     kp32 = open_engine(fomm.KeypointEngine(detector, 64), device="cuda")(image)["kp_value"]
     kp16 = open_engine(fomm.KeypointEngine(small_fomm()[0], 64), device="cuda", precision="fp16")(image)["kp_value"]
     assert np.abs(kp16 - kp32).max() < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None,
+                    reason="needs an NVIDIA GPU and TensorRT")
+def test_a_tensorrt_plan_runs_in_its_buffers_on_the_torch_stream(tmp_path: Path) -> None:
+    """A plan over batches 1-4: its buffers are allocated once at batch 4, every call runs in them (the same
+    addresses), the outputs stay on the GPU, and they follow fp32 PyTorch within fp16's error."""
+    from export.tensorrt import build_plan
+
+    G, _ = small_stylegan()
+    onnx_path = export_onnx(stylegan2.SynthesisEngine(G), tmp_path / "s.onnx")
+    engine = open_engine(build_plan(onnx_path, tmp_path / "s.plan", batch=(1, 2, 4)), device="cuda")
+    addresses = {n: b.data_ptr() for n, b in engine.buffers.items()}  # type: ignore[attr-defined]
+    assert engine.buffers["ws"].shape[0] == 4  # type: ignore[attr-defined]
+    for batch in (1, 3, 4):
+        ws = torch.from_numpy(np.random.default_rng(batch).standard_normal((batch, 10, 64)).astype(np.float32))
+        got = engine.run_device({"ws": ws.cuda()})["img"]
+        assert got.is_cuda and got.shape[0] == batch and got.data_ptr() == addresses["img"]
+        with torch.no_grad():
+            want = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+        assert (got.float().cpu() - want).abs().max() / want.abs().max() < 2e-2
+    assert {n: b.data_ptr() for n, b in engine.buffers.items()} == addresses  # type: ignore[attr-defined]
 
 
 def test_the_command_line_takes_its_runtime_and_format_choices_from_the_table() -> None:

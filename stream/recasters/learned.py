@@ -131,7 +131,7 @@ class StyleGANRecaster(Recaster):
         if self.runtime == "torch":
             image = to_uint8(self._synthesise(face.track_id, w))[0]
         else:
-            image = to_uint8(torch.from_numpy(self._engine(face.track_id)(ws=w.cpu().numpy())["img"]))[0]
+            image = to_uint8(self._engine(face.track_id).run_device({"ws": w})["img"])[0]  # uint8 leaves the GPU
         return finished(self.finish, image, face)
 
     def _factors(self) -> dict[str, float]:
