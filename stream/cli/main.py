@@ -27,6 +27,7 @@ from stream.cli.serve import cmd_serve
 from stream.media.sources import MediaSource, is_live, is_url
 from stream.recasters.contract import Recaster
 from stream.recasters.factory import make_recaster
+from stream.server.encoding import ENCODINGS
 
 log = logging.getLogger("recast")
 ENGINES = ("identity", "warp", "stylegan", "fomm")
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="cpu", help="torch device of the baked titles' tuned generators")
     serve.add_argument("--runtime", choices=RUNTIMES, default="torch",
                        help="the baked titles' tuned generators: eager, or their exported ONNX files / plans")
+    serve.add_argument("--video-encoder", choices=ENCODINGS, default="auto",
+                       help="webrtc: aiortc encodes (VP8 or H.264, following the viewer's bandwidth); libx264, "
+                            "h264_nvenc: H.264 encoded by the session through PyAV and sent as it is; auto (the "
+                            "default): h264_nvenc where it opens (an NVIDIA GPU with NVENC), else webrtc")
     serve.add_argument("--demo", action="store_true", help="serve the sample title (played on repeat) and cast")
     serve.add_argument("--loop", action="store_true",
                        help="play every title on repeat (else a session ends with its title, the viewer told)")

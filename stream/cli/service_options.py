@@ -16,6 +16,7 @@ from stream.casts.cast import default_casts
 from stream.casts.registry import CastRegistry, default_registry
 from stream.cli.casts import casts_for
 from stream.cli.options import UsageError, demo_location
+from stream.server.encoding import resolve_encoding
 
 if TYPE_CHECKING:
     from stream.casts.cast import Cast
@@ -111,7 +112,8 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
                           options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
-                                                occlusion=not args.no_occlusion), device=args.device)
+                                                occlusion=not args.no_occlusion), device=args.device,
+                          video_encoder=resolve_encoding(getattr(args, "video_encoder", "auto")))
     return config, titles, casts
 
 

@@ -56,6 +56,7 @@ class ServerConfig:
     disconnect_timeout_s: float = 10.0
     options: RenderOptions = field(default_factory=RenderOptions)
     device: str = "cpu"  # torch device of the learned recasters (registered FOMM casts)
+    video_encoder: str = "webrtc"  # who encodes a title's video (stream/server/encoding.py; resolved, never auto)
 
     @property
     def open_access(self) -> bool:
@@ -277,7 +278,8 @@ async def offer(request: web.Request) -> web.StreamResponse:
     except ApiError:
         await service.close(session.id, "bad_sdp")
         raise
-    refused = await answer(session, sdp, offered, lambda reason: service.close(session.id, reason))
+    refused = await answer(session, sdp, offered, lambda reason: service.close(session.id, reason),
+                           service.config.video_encoder)
     if refused is not None:
         if session.closed:  # ended while negotiating; its close closed the peer connection
             raise ApiError(404, "unknown_session", "the session ended during negotiation")

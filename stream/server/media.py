@@ -28,11 +28,11 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from stream.media.sources import Frame, MediaSource, PacketDecoder
+from stream.server.encoding import VIDEO_CLOCK, PacketEncoder
 from stream.server.frames import FrameProcessor
 
 log = logging.getLogger(__name__)
 
-VIDEO_CLOCK = fractions.Fraction(1, 90000)
 AUDIO_RATE = 48000  # Opus's clock; aiortc's encoder takes s16 stereo at this rate
 AUDIO_PTIME = 0.020  # seconds of audio per frame sent
 AUDIO_AHEAD = 50  # decoded audio frames held ahead of sending (1 s)
@@ -120,20 +120,30 @@ class TitleVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, session: MediaSession, path: Path, fps: float, period: float | None = None) -> None:
+    def __init__(self, session: MediaSession, path: Path, fps: float, period: float | None = None,
+                 encoder: PacketEncoder | None = None) -> None:
         """`period`: play on repeat, a pass every `period` seconds (the title's duration); None: once, and the
-        session is told when it ends (`MediaSession.finish`)."""
+        session is told when it ends (`MediaSession.finish`). `encoder`: the track hands aiortc encoded packets
+        (stream/server/encoding.py) instead of frames."""
         super().__init__()
         self.session, self.path, self.fps, self.period = session, path, fps, period
+        self.encoder = encoder
         self.processor: FrameProcessor | None = None
         self.failed = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
+        self._broken = False  # a packet was dropped: the packets up to the next keyframe are not sent
+
+    def _dropped(self) -> None:
+        self.session.count("dropped")
+        if self.encoder is not None:  # what follows refers to the dropped packet: start again from a keyframe
+            self._broken = True
+            self.encoder.request_keyframe()
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._queue = _LatestQueue(loop, 2, lambda: self.session.count("dropped"))
+        self._queue = _LatestQueue(loop, 2, self._dropped)
         self._thread = threading.Thread(target=self._run, name=f"title-{self.session.id[:8]}", daemon=True)
         self._thread.start()
 
@@ -183,7 +193,11 @@ class TitleVideoTrack(MediaStreamTrack):
                         processor.state.frame = ready.index
                         processor.state.latency_ms = latency
                         self.session.observe("latency", latency)
-                        self._queue.put_threadsafe((to_video_frame(image, ready.time - t0), ready.time))
+                        frame_out = to_video_frame(image, ready.time - t0)
+                        if self.encoder is None:
+                            self._queue.put_threadsafe((frame_out, ready.time))
+                        for packet in self.encoder.encode(frame_out, ready.time - t0) if self.encoder else ():
+                            self._queue.put_threadsafe((packet, ready.time))
                     self.session.observe("process", (time.perf_counter() - began) * 1e3)
                     wait = due - time.monotonic()
                     if wait > 0:
@@ -194,22 +208,27 @@ class TitleVideoTrack(MediaStreamTrack):
         finally:
             self._queue.put_threadsafe(None)
 
-    async def recv(self) -> av.VideoFrame:
+    async def recv(self) -> av.VideoFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._thread is None:
             self._start()
         assert self._queue is not None
-        item = await self._queue.queue.get()
-        if item is None:
-            if not self._stop.is_set():  # the title ended by itself (or its decoding failed), not by a hangup
-                self.session.finish("title_failed" if self.failed else "title_ended")
-            self.stop()
-            raise MediaStreamError
-        frame, source_time = item
-        self.session.clock.sent("video", source_time)
-        self.session.count("out")
-        return frame
+        while True:
+            item = await self._queue.queue.get()
+            if item is None:
+                if not self._stop.is_set():  # the title ended by itself (or its decoding failed), not by a hangup
+                    self.session.finish("title_failed" if self.failed else "title_ended")
+                self.stop()
+                raise MediaStreamError
+            frame, source_time = item
+            if self._broken and isinstance(frame, av.Packet) and not frame.is_keyframe:
+                self.session.count("dropped")
+                continue
+            self._broken = False
+            self.session.clock.sent("video", source_time)
+            self.session.count("out")
+            return frame
 
     def stop(self) -> None:
         self._stop.set()

@@ -7,16 +7,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from stream.server.encoding import PacketEncoder, offers_h264
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.sessions import Session, guard_data_channel_text
 from stream.server.validate import Offer
 
 
-async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[str], Awaitable[None]]) -> str | None:
+async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[str], Awaitable[None]],
+                 video_encoder: str = "webrtc") -> str | None:
     """Give `session` a peer connection for the offer and make its answer (in `session.pc.localDescription`); why
-    the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes."""
+    the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes.
+    `video_encoder`: who encodes a title's video (stream/server/encoding.py)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session.pc = pc  # from here on, closing the session closes the peer connection
     session.on_end = on_end
@@ -44,9 +47,13 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
             period = session.title.duration if session.title.loop else None
-            video = TitleVideoTrack(session, session.title.path, session.title.fps, period)
+            packets = video_encoder != "webrtc" and offers_h264(sdp)
+            encoder = PacketEncoder(video_encoder, session.title.fps) if packets else None
+            video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
             session.tracks.append(video)
-            pc.addTrack(video)
+            sender = pc.addTrack(video)
+            if encoder is not None:
+                send_packets(pc, sender, encoder)
             if session.title.has_audio and offered.receives("audio"):
                 audio = TitleAudioTrack(session, session.title.path, period)
                 session.tracks.append(audio)
@@ -57,3 +64,13 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
     except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
         return str(exc)[:200]
     return None
+
+
+def send_packets(pc: RTCPeerConnection, sender: RTCRtpSender, encoder: PacketEncoder) -> None:
+    """A sender of H.264 packets encoded by the session: its transceiver negotiates H.264 only, and a keyframe the
+    viewer asks for (PLI, FIR) comes from the session's encoder (aiortc answers it only for frames it encodes)."""
+    transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+    transceiver.setCodecPreferences(h264)
+    sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # called on PLI and FIR

@@ -1,0 +1,113 @@
+"""How a title session's video is encoded for WebRTC.
+
+- ``webrtc``: aiortc encodes the frames it is handed, in the codec the viewer's offer prefers (VP8 or H.264), and
+  follows the viewer's bandwidth estimate.
+- ``libx264``, ``h264_nvenc``: the session's own thread encodes H.264 (constrained baseline, Annex-B, no B-frames,
+  headers on every keyframe) through PyAV, and aiortc only packs and sends the packets. ``h264_nvenc`` runs on the
+  NVENC unit of an NVIDIA GPU (L4, L40S, RTX cards; H100 and A100 have none), which frees the CPU of the encode;
+  ``libx264`` is the same path on the CPU (cheaper than aiortc's VP8 at the same bitrate). The bitrate is fixed
+  (PACKET_BITS_PER_PIXEL, within PACKET_KBPS); a viewer's keyframe request (PLI, FIR) is answered by the next frame.
+- ``auto``: ``h264_nvenc`` where it opens (a GPU with NVENC and its driver), otherwise ``webrtc``.
+
+A viewer whose offer has no H.264 gets ``webrtc`` whatever was chosen.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import re
+import threading
+from typing import Any
+
+import av
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = ("auto", "webrtc", "libx264", "h264_nvenc")
+PACKET_BITS_PER_PIXEL = 0.1  # bits a pixel a frame: 655 kbit/s at 512x512 and 25 fps, 2.8 Mbit/s at 720p30
+PACKET_KBPS = (300, 6000)
+KEYFRAME_EVERY_S = 2.0  # a keyframe at least this often, for viewers that lost one and did not ask
+VIDEO_CLOCK = fractions.Fraction(1, 90000)
+
+_OPTIONS = {  # PyAV codec options per encoder: low latency, one packet a frame
+    "libx264": {"preset": "superfast", "tune": "zerolatency", "profile": "baseline", "level": "31"},
+    "h264_nvenc": {"preset": "p4", "tune": "ll", "rc": "cbr", "zerolatency": "1", "profile": "baseline",
+                   "forced-idr": "1", "delay": "0"},
+}
+_H264_OFFERED = re.compile(r"^a=rtpmap:\d+ H264/90000", re.MULTILINE | re.IGNORECASE)
+
+
+def offers_h264(sdp: str) -> bool:
+    """Whether an offer can receive H.264 (an rtpmap line for it)."""
+    return bool(_H264_OFFERED.search(sdp))
+
+
+def encoder_opens(codec: str) -> bool:
+    """Whether PyAV's encoder `codec` opens here (h264_nvenc: a GPU with NVENC and the driver's libraries)."""
+    try:
+        context = av.CodecContext.create(codec, "w")
+        context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+        context.time_base = fractions.Fraction(1, 25)
+        context.options = dict(_OPTIONS.get(codec, {}))
+        context.open()
+    except (av.error.FFmpegError, ValueError, OSError) as err:
+        log.info("encoder %s does not open here (%s)", codec, err)
+        return False
+    return True
+
+
+def resolve_encoding(choice: str) -> str:
+    """The encoding a service runs with for `choice` (one of ENCODINGS): auto picks h264_nvenc where it opens."""
+    if choice not in ENCODINGS:
+        raise ValueError(f"video encoding {choice!r}: one of {', '.join(ENCODINGS)}")
+    if choice == "auto":
+        return "h264_nvenc" if encoder_opens("h264_nvenc") else "webrtc"
+    return choice
+
+
+def packet_kbps(width: int, height: int, fps: float) -> int:
+    low, high = PACKET_KBPS
+    return int(min(max(PACKET_BITS_PER_PIXEL * width * height * fps / 1e3, low), high))
+
+
+class PacketEncoder:
+    """Frames to H.264 packets (Annex-B, 90 kHz timestamps) that aiortc's H.264 sender packs as they are. Made on
+    the first frame (its size), and again if the size changes. `request_keyframe` may be called from any thread."""
+
+    def __init__(self, codec: str, fps: float) -> None:
+        self.codec, self.fps = codec, fps
+        self._context: Any = None
+        self._keyframe = threading.Event()
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
+    def _open(self, width: int, height: int) -> Any:
+        context = av.CodecContext.create(self.codec, "w")
+        context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+        context.time_base = VIDEO_CLOCK
+        context.framerate = fractions.Fraction(self.fps).limit_denominator(1001)
+        context.bit_rate = packet_kbps(width, height, self.fps) * 1000
+        context.gop_size = max(1, round(KEYFRAME_EVERY_S * self.fps))
+        context.max_b_frames = 0
+        context.options = dict(_OPTIONS.get(self.codec, {}))
+        context.open()
+        return context
+
+    def encode(self, frame: av.VideoFrame, time_s: float) -> list[av.Packet]:
+        """The packets of one frame shown at `time_s` seconds (from the session's start)."""
+        if self._context is None or (self._context.width, self._context.height) != (frame.width, frame.height):
+            self._context = self._open(frame.width, frame.height)
+            self._keyframe.clear()
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        frame.pts, frame.time_base = round(time_s / VIDEO_CLOCK), VIDEO_CLOCK
+        asked = self._keyframe.is_set()
+        if asked:
+            self._keyframe.clear()
+        frame.pict_type = av.video.frame.PictureType.I if asked else av.video.frame.PictureType.NONE
+        packets = list(self._context.encode(frame))
+        for packet in packets:
+            packet.time_base = VIDEO_CLOCK
+        return packets

@@ -1,0 +1,111 @@
+"""The session's own H.264 encoder (stream/server/encoding.py): packets aiortc can send as they are, keyframes on
+time and on request (a viewer's PLI reaches it through aiortc's sender), the choice of encoder and its fallbacks.
+h264_nvenc is the same code with another codec name: it runs where a GPU with NVENC is lent (`gpu` marker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+
+from stream.server.encoding import (
+    KEYFRAME_EVERY_S,
+    PacketEncoder,
+    encoder_opens,
+    offers_h264,
+    packet_kbps,
+    resolve_encoding,
+)
+from stream.server.media import TitleVideoTrack, to_video_frame
+from stream.server.signalling import send_packets
+
+
+def _frames(count: int, size: tuple[int, int] = (256, 192)) -> list[av.VideoFrame]:
+    """A moving gradient: something for the encoder to predict."""
+    h, w = size
+    out = []
+    for i in range(count):
+        x = np.linspace(0, 255, w)[None, :, None] + 4 * i
+        image = np.broadcast_to(np.mod(x + np.arange(h)[:, None, None], 256), (h, w, 3)).astype(np.uint8)
+        out.append(to_video_frame(image, i / 25))
+    return out
+
+
+def _encode_all(encoder: PacketEncoder, frames: list[av.VideoFrame], fps: float = 25) -> list[av.Packet]:
+    return [p for i, f in enumerate(frames) for p in encoder.encode(f, i / fps)]
+
+
+def test_packets_are_annex_b_h264_that_decodes_frame_for_frame() -> None:
+    encoder = PacketEncoder("libx264", 25)
+    frames = _frames(30)
+    packets = _encode_all(encoder, frames)
+    assert len(packets) == 30  # one packet a frame: no B-frames, no look-ahead
+    assert bytes(packets[0]).startswith(b"\x00\x00\x00\x01") and packets[0].is_keyframe
+    assert [round(float(p.pts * p.time_base) * 25) for p in packets] == list(range(30))
+    # what aiortc's H.264 sender does with a packet: split at the start codes and packetize (RTP payloads, 90 kHz)
+    payloads, timestamp = H264Encoder().pack(packets[3])
+    assert payloads and timestamp == 3 * 3600
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = [f for p in packets for f in decoder.decode(p)]
+    assert len(decoded) == 30
+    error = np.abs(decoded[-1].to_ndarray(format="rgb24").astype(int) - frames[-1].to_ndarray(format="rgb24")).mean()
+    assert error < 6, error  # grey levels on average: lossy, but the picture
+
+
+def test_keyframes_come_on_time_on_request_and_on_a_new_size() -> None:
+    encoder = PacketEncoder("libx264", 25)
+    packets = _encode_all(encoder, _frames(2 * round(KEYFRAME_EVERY_S * 25) + 1))
+    keys = [i for i, p in enumerate(packets) if p.is_keyframe]
+    assert keys == [0, round(KEYFRAME_EVERY_S * 25), 2 * round(KEYFRAME_EVERY_S * 25)]
+    frames = _frames(6)
+    encoder.encode(frames[1], 0.04)
+    encoder.request_keyframe()
+    assert encoder.encode(frames[2], 0.08)[0].is_keyframe
+    assert not encoder.encode(frames[3], 0.12)[0].is_keyframe
+    bigger = _frames(1, (320, 240))[0]
+    assert encoder.encode(bigger, 0.16)[0].is_keyframe  # a new size: a new stream, headers first
+
+
+def test_a_viewers_picture_loss_indication_reaches_the_session_encoder() -> None:
+    """Through aiortc's own RTCP handling: a PLI for the sender's stream asks the session's encoder for a keyframe;
+    the transceiver offers H.264 only."""
+    async def scenario() -> None:
+        pc = RTCPeerConnection()
+        encoder = PacketEncoder("libx264", 25)
+        track = TitleVideoTrack(session=None, path=None, fps=25, encoder=encoder)  # type: ignore[arg-type]
+        sender = pc.addTrack(track)
+        send_packets(pc, sender, encoder)
+        transceiver = pc.getTransceivers()[0]
+        assert {c.mimeType for c in transceiver._preferred_codecs} <= {"video/H264", "video/rtx"}
+        encoder.encode(_frames(1)[0], 0.0)
+        await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc))
+        assert encoder.encode(_frames(2)[1], 0.04)[0].is_keyframe
+        await pc.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_encoder_choice_and_its_fallbacks() -> None:
+    assert resolve_encoding("webrtc") == "webrtc" and resolve_encoding("libx264") == "libx264"
+    assert resolve_encoding("auto") == ("h264_nvenc" if encoder_opens("h264_nvenc") else "webrtc")
+    with pytest.raises(ValueError, match="one of auto, webrtc, libx264, h264_nvenc"):
+        resolve_encoding("vp9")
+    assert offers_h264("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\n"
+                       "a=rtpmap:102 H264/90000\r\n")
+    assert not offers_h264("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n")
+    assert [c.mimeType for c in RTCRtpSender.getCapabilities("video").codecs].count("video/H264") >= 1
+    assert packet_kbps(512, 512, 25) == 655 and packet_kbps(64, 64, 10) == 300 and packet_kbps(3840, 2160, 60) == 6000
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not encoder_opens("h264_nvenc"), reason="needs an NVIDIA GPU with NVENC")
+def test_nvenc_packets_decode() -> None:
+    packets = _encode_all(PacketEncoder("h264_nvenc", 25), _frames(30))
+    assert packets[0].is_keyframe and bytes(packets[0]).startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
+    decoder = av.CodecContext.create("h264", "r")
+    assert len([f for p in packets for f in decoder.decode(p)]) >= 29  # NVENC may hold one frame back at the end
