@@ -1,6 +1,7 @@
 """Load and soak benchmark of `recast serve`, with real aiortc clients on 127.0.0.1.
 
     python benchmarks/serve_load.py load [--sessions 1,2,3,4] [--seconds 8] [--workers N] [--title talking-head]
+                                          [--serve-args "--video-encoder libx264"]
     python benchmarks/serve_load.py compare [--sessions 1,2,3,4] [--title talking-head]
     python benchmarks/serve_load.py soak [--minutes 3] [--sessions 2]
 
@@ -64,14 +65,16 @@ def make_title(folder: Path, title: str = "s18-360p", seconds: float = 9.0) -> P
 
 
 @contextlib.asynccontextmanager
-async def serving(workers: int | None = None, title: str = "s18-360p") -> AsyncIterator[ServeProcess]:
+async def serving(workers: int | None = None, title: str = "s18-360p", serve_args: tuple[str, ...] = ()
+                  ) -> AsyncIterator[ServeProcess]:
     """A `recast serve --loop` process on the test title, ready, stopped on exit; `workers` as `--workers` (0: the
-    sessions in the server's own process; None: its default, one worker per core behind the gateway)."""
+    sessions in the server's own process; None: its default, one worker per core behind the gateway); `serve_args`:
+    more of its options."""
     with tempfile.TemporaryDirectory() as tmp:
         make_title(Path(tmp), title)
         extra = ("--workers", str(workers)) if workers is not None else ()
         with recast_serve_demo("--titles", tmp, "--loop", "--max-sessions", "16", "--sessions-per-minute", "1000",
-                               *extra) as server:
+                               *extra, *serve_args) as server:
             yield server
 
 
@@ -129,11 +132,11 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
             "latency_ms": statistics.median(latencies) if latencies else None}
 
 
-async def load(counts: list[int], seconds: float, workers: int | None = None, title: str = "s18-360p"
-               ) -> list[dict[str, Any]]:
+async def load(counts: list[int], seconds: float, workers: int | None = None, title: str = "s18-360p",
+               serve_args: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     results = []
     rate = TITLES[title][3]
-    async with serving(workers, title) as server, aiohttp.ClientSession() as http:
+    async with serving(workers, title, serve_args) as server, aiohttp.ClientSession() as http:
         for n in counts:
             sessions = await asyncio.gather(*(one_session(server.base, http, seconds, title) for _ in range(n)))
             stats = proc_stats(server.pid)
@@ -184,13 +187,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3)
     parser.add_argument("--workers", type=int, default=None,
                         help="recast serve --workers (0: one process, no gateway; default: one worker per core)")
+    parser.add_argument("--serve-args", default="", help="more `recast serve` options, e.g. '--video-encoder libx264'")
     args = parser.parse_args()
+    serve_args = tuple(args.serve_args.split())
     counts = [int(n) for n in args.sessions.split(",")]
     if args.mode == "load":
-        result: Any = asyncio.run(load(counts, args.seconds, args.workers, args.title))
+        result: Any = asyncio.run(load(counts, args.seconds, args.workers, args.title, serve_args))
     elif args.mode == "compare":
-        result = {"one_process": asyncio.run(load(counts, args.seconds, 0, args.title)),
-                  "workers": asyncio.run(load(counts, args.seconds, args.workers, args.title))}
+        result = {"one_process": asyncio.run(load(counts, args.seconds, 0, args.title, serve_args)),
+                  "workers": asyncio.run(load(counts, args.seconds, args.workers, args.title, serve_args))}
     else:
         result = asyncio.run(soak(args.minutes, int(args.sessions.split(",")[0]), args.workers))
     print(json.dumps(result, indent=1))

@@ -22,7 +22,7 @@ from stream.server.encoding import (
     resolve_encoding,
 )
 from stream.server.media import TitleVideoTrack, to_video_frame
-from stream.server.signalling import send_packets
+from stream.server.signalling import h264_sender
 
 
 def _frames(count: int, size: tuple[int, int] = (256, 192)) -> list[av.VideoFrame]:
@@ -77,9 +77,9 @@ def test_a_viewers_picture_loss_indication_reaches_the_session_encoder() -> None
     async def scenario() -> None:
         pc = RTCPeerConnection()
         encoder = PacketEncoder("libx264", 25)
+        sender = h264_sender(pc, encoder)
         track = TitleVideoTrack(session=None, path=None, fps=25, encoder=encoder)  # type: ignore[arg-type]
-        sender = pc.addTrack(track)
-        send_packets(pc, sender, encoder)
+        assert pc.addTrack(track) is sender
         transceiver = pc.getTransceivers()[0]
         assert {c.mimeType for c in transceiver._preferred_codecs} <= {"video/H264", "video/rtx"}
         encoder.encode(_frames(1)[0], 0.0)

@@ -41,19 +41,19 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
             else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
                 session.discard(track)
 
+    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp)
+    encoder = PacketEncoder(video_encoder, session.title.fps) if packets and session.title else None
+    if encoder is not None:  # before the offer is read: the codecs are chosen as it is
+        h264_sender(pc, encoder)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         guard_data_channel_text(pc, session.refuse_text)
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
             period = session.title.duration if session.title.loop else None
-            packets = video_encoder != "webrtc" and offers_h264(sdp)
-            encoder = PacketEncoder(video_encoder, session.title.fps) if packets else None
             video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
             session.tracks.append(video)
-            sender = pc.addTrack(video)
-            if encoder is not None:
-                send_packets(pc, sender, encoder)
+            pc.addTrack(video)  # on the transceiver h264_sender made, if it did
             if session.title.has_audio and offered.receives("audio"):
                 audio = TitleAudioTrack(session, session.title.path, period)
                 session.tracks.append(audio)
@@ -66,11 +66,12 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
     return None
 
 
-def send_packets(pc: RTCPeerConnection, sender: RTCRtpSender, encoder: PacketEncoder) -> None:
-    """A sender of H.264 packets encoded by the session: its transceiver negotiates H.264 only, and a keyframe the
-    viewer asks for (PLI, FIR) comes from the session's encoder (aiortc answers it only for frames it encodes)."""
-    transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
+    """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
+    negotiates H.264 only (the offer's video takes it), and a keyframe the viewer asks for (PLI, FIR) comes from the
+    session's encoder (aiortc answers one itself only for frames it encodes)."""
+    transceiver = pc.addTransceiver("video", direction="sendonly")
     codecs = RTCRtpSender.getCapabilities("video").codecs
-    h264 = [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
-    transceiver.setCodecPreferences(h264)
-    sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # called on PLI and FIR
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")])
+    transceiver.sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
+    return transceiver.sender
