@@ -88,6 +88,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the server has used: the process and its session workers, summed."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def proc_stats(pid: int) -> dict[str, float]:
     """Memory, threads and descriptors of the server: the process and its session workers, summed."""
     total = {"rss_mb": 0.0, "threads": 0.0, "fds": 0.0}
@@ -101,11 +111,14 @@ def proc_stats(pid: int) -> dict[str, float]:
     return total
 
 
-async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, title: str = "s18-360p"
-                      ) -> dict[str, Any]:
+async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, title: str = "s18-360p",
+                      cast: str | None = None) -> dict[str, Any]:
     viewer = Viewer(base, http)
     await viewer.connect({"title": title})
     assert viewer.video is not None
+    if cast is not None:
+        reply = await viewer.control({"type": "cast", "cast": cast})
+        assert reply.get("cast") == cast, reply
     latencies: list[float] = []
     frames = 0
     start = time.monotonic()

@@ -364,3 +364,14 @@ def test_a_gateway_restart_does_not_cut_running_sessions(how: str) -> None:
 
 async def _gone(pid: int) -> bool:
     return AdoptedProcess(pid).returncode is not None  # exited, or a zombie nobody has reaped
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_the_sessions_per_gpu_benchmark_plays_fomm_sessions_on_the_gpu() -> None:
+    """benchmarks/gpu_sessions.py on two viewers: FOMM on the GPU, NVENC where it opens; both sessions play."""
+    from benchmarks.gpu_sessions import measure
+
+    result = asyncio.run(measure([2], 6, "cuda", "auto", None))
+    row = result["rows"][0]
+    assert row["fps_per_session"] > 5 and row["gpu_memory_mb"] > 0, result
