@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
 
 from stream.server.encoding import (
     KEYFRAME_EVERY_S,
+    RATE_EVERY_S,
     PacketEncoder,
     encoder_opens,
     offers_h264,
@@ -71,9 +72,9 @@ def test_keyframes_come_on_time_on_request_and_on_a_new_size() -> None:
     assert encoder.encode(bigger, 0.16)[0].is_keyframe  # a new size: a new stream, headers first
 
 
-def test_a_viewers_picture_loss_indication_reaches_the_session_encoder() -> None:
-    """Through aiortc's own RTCP handling: a PLI for the sender's stream asks the session's encoder for a keyframe;
-    the transceiver offers H.264 only."""
+def test_a_viewers_keyframe_request_and_bandwidth_estimate_reach_the_session_encoder() -> None:
+    """Through aiortc's own RTCP handling: a PLI for the sender's stream asks the session's encoder for a keyframe,
+    a REMB sets its rate (within its bounds, a keyframe with the new rate); the transceiver offers H.264 only."""
     async def scenario() -> None:
         pc = RTCPeerConnection()
         encoder = PacketEncoder("libx264", 25)
@@ -84,7 +85,22 @@ def test_a_viewers_picture_loss_indication_reaches_the_session_encoder() -> None
         assert {c.mimeType for c in transceiver._preferred_codecs} <= {"video/H264", "video/rtx"}
         encoder.encode(_frames(1)[0], 0.0)
         await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc))
-        assert encoder.encode(_frames(2)[1], 0.04)[0].is_keyframe
+        frames = _frames(4)
+        assert encoder.encode(frames[1], 0.04)[0].is_keyframe
+        own = packet_kbps(256, 192, 25)
+        assert encoder._context.bit_rate == own * 1000
+        remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(400_000, [sender._ssrc]))
+        await sender._handle_rtcp_packet(remb)
+        assert encoder.target_kbps(256, 192) == 400
+        encoder._opened_at -= RATE_EVERY_S  # the rate changes at most once a second
+        assert encoder.encode(frames[2], 0.08)[0].is_keyframe and encoder._context.bit_rate == 400_000
+        other = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(9_000_000, [12345]))
+        await sender._handle_rtcp_packet(other)  # another stream's estimate
+        assert encoder.target_kbps(256, 192) == 400
+        encoder.follow(50_000_000)
+        assert encoder.target_kbps(256, 192) == 2 * own  # never past twice the size's own rate
+        encoder.follow(1_000)
+        assert encoder.target_kbps(256, 192) == 300  # nor under the floor
         await pc.close()
 
     asyncio.run(scenario())

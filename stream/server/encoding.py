@@ -5,8 +5,9 @@
 - ``libx264``, ``h264_nvenc``: the session's own thread encodes H.264 (constrained baseline, Annex-B, no B-frames,
   headers on every keyframe) through PyAV, and aiortc only packs and sends the packets. ``h264_nvenc`` runs on the
   NVENC unit of an NVIDIA GPU (L4, L40S, RTX cards; H100 and A100 have none), which frees the CPU of the encode;
-  ``libx264`` is the same path on the CPU (cheaper than aiortc's VP8 at the same bitrate). The bitrate is fixed
-  (PACKET_BITS_PER_PIXEL, within PACKET_KBPS); a viewer's keyframe request (PLI, FIR) is answered by the next frame.
+  ``libx264`` is the same path on the CPU (cheaper than aiortc's VP8 at the same bitrate). The bitrate starts at
+  PACKET_BITS_PER_PIXEL (within PACKET_KBPS) and follows the viewer's estimate of its bandwidth (REMB) up to twice
+  that; a viewer's keyframe request (PLI, FIR) is answered by the next frame.
 - ``auto``: ``h264_nvenc`` where it opens (a GPU with NVENC and its driver), otherwise ``webrtc``.
 
 A viewer whose offer has no H.264 gets ``webrtc`` whatever was chosen.
@@ -18,6 +19,7 @@ import fractions
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 import av
@@ -28,6 +30,7 @@ ENCODINGS = ("auto", "webrtc", "libx264", "h264_nvenc")
 PACKET_BITS_PER_PIXEL = 0.1  # bits a pixel a frame: 655 kbit/s at 512x512 and 25 fps, 2.8 Mbit/s at 720p30
 PACKET_KBPS = (300, 6000)
 KEYFRAME_EVERY_S = 2.0  # a keyframe at least this often, for viewers that lost one and did not ask
+RATE_CHANGE, RATE_EVERY_S = 0.1, 1.0  # the encoder is made again for a new rate past 10 %, at most once a second
 VIDEO_CLOCK = fractions.Fraction(1, 90000)
 
 _OPTIONS = {  # PyAV codec options per encoder: low latency, one packet a frame
@@ -79,16 +82,38 @@ class PacketEncoder:
         self.codec, self.fps = codec, fps
         self._context: Any = None
         self._keyframe = threading.Event()
+        self._estimate_kbps: float | None = None  # the viewer's bandwidth estimate, when it has sent one
+        self._opened_at = 0.0
 
     def request_keyframe(self) -> None:
         self._keyframe.set()
+
+    def follow(self, bits_per_s: float) -> None:
+        """The viewer's estimate of its bandwidth (REMB): the rate follows it from the next frame on."""
+        self._estimate_kbps = bits_per_s / 1e3
+
+    def target_kbps(self, width: int, height: int) -> int:
+        """The rate for this size: the size's own, or the viewer's estimate within its floor and twice that."""
+        own = packet_kbps(width, height, self.fps)
+        if self._estimate_kbps is None:
+            return own
+        return int(min(max(self._estimate_kbps, PACKET_KBPS[0]), 2 * own, PACKET_KBPS[1]))
+
+    def _stale(self, frame: av.VideoFrame) -> bool:
+        context = self._context
+        if context is None or (context.width, context.height) != (frame.width, frame.height):
+            return True
+        wanted = self.target_kbps(frame.width, frame.height) * 1000
+        moved = abs(wanted - context.bit_rate) > RATE_CHANGE * context.bit_rate
+        return moved and time.monotonic() - self._opened_at >= RATE_EVERY_S
 
     def _open(self, width: int, height: int) -> Any:
         context = av.CodecContext.create(self.codec, "w")
         context.width, context.height, context.pix_fmt = width, height, "yuv420p"
         context.time_base = VIDEO_CLOCK
         context.framerate = fractions.Fraction(self.fps).limit_denominator(1001)
-        context.bit_rate = packet_kbps(width, height, self.fps) * 1000
+        context.bit_rate = self.target_kbps(width, height) * 1000
+        self._opened_at = time.monotonic()
         context.gop_size = max(1, round(KEYFRAME_EVERY_S * self.fps))
         context.max_b_frames = 0
         context.options = dict(_OPTIONS.get(self.codec, {}))
@@ -97,7 +122,7 @@ class PacketEncoder:
 
     def encode(self, frame: av.VideoFrame, time_s: float) -> list[av.Packet]:
         """The packets of one frame shown at `time_s` seconds (from the session's start)."""
-        if self._context is None or (self._context.width, self._context.height) != (frame.width, frame.height):
+        if self._stale(frame):  # a new size or rate: a new stream, which starts with a keyframe
             self._context = self._open(frame.width, frame.height)
             self._keyframe.clear()
         if frame.format.name != "yuv420p":

@@ -4,10 +4,12 @@ request and the SDP (stream/server/validate.py) and hands them over."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from stream.server.encoding import PacketEncoder, offers_h264
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
@@ -68,10 +70,23 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
 
 def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
     """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
-    negotiates H.264 only (the offer's video takes it), and a keyframe the viewer asks for (PLI, FIR) comes from the
-    session's encoder (aiortc answers one itself only for frames it encodes)."""
+    negotiates H.264 only (the offer's video takes it); a keyframe the viewer asks for (PLI, FIR) comes from the
+    session's encoder, whose rate follows the viewer's bandwidth estimate (REMB). aiortc does both itself only
+    for frames it encodes: the sender's two hooks for them are pointed at the session's encoder."""
     transceiver = pc.addTransceiver("video", direction="sendonly")
     codecs = RTCRtpSender.getCapabilities("video").codecs
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")])
-    transceiver.sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
-    return transceiver.sender
+    sender = transceiver.sender
+    sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
+    handle_rtcp = sender._handle_rtcp_packet
+
+    async def follow_estimates(packet: Any) -> None:  # the viewer's bandwidth estimate (REMB) sets the rate
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):  # an application packet that is not REMB
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if sender._ssrc in ssrcs:
+                    encoder.follow(bitrate)
+        await handle_rtcp(packet)
+
+    sender._handle_rtcp_packet = follow_estimates  # type: ignore[method-assign]
+    return sender
