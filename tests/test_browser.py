@@ -53,9 +53,12 @@ def _score(images: list[np.ndarray], demo: DemoTitle) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_preview_page_in_chromium_toggles_the_face_only() -> None:
+@pytest.mark.parametrize("encoder", ["auto", "libx264"])
+def test_preview_page_in_chromium_toggles_the_face_only(encoder: str) -> None:
+    """The page in Chromium: the picker, the toggle and a cast change, with aiortc's encoding (auto on a machine
+    without NVENC: VP8, the browser's first choice) and with the session's own H.264 packets (libx264)."""
     demo = DemoTitle.load()
-    with recast_serve_demo("--cast", str(media("images/liveportrait_s42.jpg"))) as server, \
+    with recast_serve_demo("--cast", str(media("images/liveportrait_s42.jpg")), "--video-encoder", encoder) as server, \
             chromium_page() as (page, errors):
         page.goto(server.base + "/")
         page.wait_for_function("document.getElementById('source').options.length >= 2")
@@ -71,6 +74,9 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
         size = page.evaluate("[document.getElementById('video').videoWidth, "
                              "document.getElementById('video').videoHeight]")
         assert size == [640, 360]
+        answer = page.evaluate("pc.remoteDescription.sdp")
+        video_codec = answer.split("m=video")[1].split("a=rtpmap:")[1].split()[1]
+        assert video_codec == ("H264/90000" if encoder == "libx264" else "VP8/90000"), video_codec
         on = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 
         page.uncheck("#recast")
@@ -94,8 +100,8 @@ def test_preview_page_in_chromium_toggles_the_face_only() -> None:
     face_on, rest_on = _score(on, demo)
     face_off, rest_off = _score(off, demo)
     face_again, rest_again = _score(on_again, demo)
-    print(f"chromium: face on {face_on:.1f} off {face_off:.1f} again {face_again:.1f}; rest on {rest_on:.1f} "
-          f"off {rest_off:.1f} again {rest_again:.1f} dB; page fps {stats['fps']:.1f}, "
+    print(f"chromium ({video_codec}): face on {face_on:.1f} off {face_off:.1f} again {face_again:.1f}; "
+          f"rest on {rest_on:.1f} off {rest_off:.1f} again {rest_again:.1f} dB; page fps {stats['fps']:.1f}, "
           f"server latency {stats['state']['latency_ms']} ms")
     assert not errors, errors
     # off: the picture is the original (through VP8 and the browser's decoder); on: the face differs, the rest not
