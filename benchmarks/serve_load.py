@@ -8,9 +8,10 @@
 The server runs as its own process (`recast serve --loop`, titles on repeat) with the `warp` recaster, on one of two
 titles: `s18-360p`, a 640x360, 30 fps cut of `../shared/media/videos/liveportrait_s18.mp4`, or `talking-head`, the
 512x512, 25 fps `liveportrait_d0.mp4` (3 s, looped). `load` opens N sessions at once and reports, per N: frames
-delivered per second per session (and as a share of the title's rate), frames the server dropped, the server's frame
-latency (source due time to hand-off to WebRTC, from the control channel's state echoes) and the server's resident
-memory (gateway and workers summed). `compare` runs `load` on one process (`--workers 0`) and then on the gateway
+delivered per second per session (and as a share of the title's rate, the least session's: over the whole session,
+and from its third second on as `settled_share`, the start of ICE, DTLS and a track's first frames left out),
+frames the server dropped, the server's frame latency (source due time to hand-off to WebRTC, from the control
+channel's state echoes) and the server's resident memory (gateway and workers summed). `compare` runs `load` on one process (`--workers 0`) and then on the gateway
 with its default workers, in the same run. `soak` keeps opening and closing sessions for a few minutes and reports
 memory, threads and open file descriptors of the server over time, and the sessions left at the end.
 """
@@ -41,6 +42,7 @@ from tests.webrtc_client import Viewer
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 
 
+SETTLE_S = 2.0  # settled_share counts the frames from here on: the start (ICE, DTLS, a track's first frames) left out
 TITLES = {  # id: (source, width, height, fps)
     "s18-360p": ("liveportrait_s18.mp4", 640, 360, 30),
     "talking-head": ("liveportrait_d0.mp4", 512, 512, 25),
@@ -120,7 +122,7 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
         reply = await viewer.control({"type": "cast", "cast": cast})
         assert reply.get("cast") == cast, reply
     latencies: list[float] = []
-    frames = 0
+    frames = settled = 0
     start = time.monotonic()
     last_poll = start
     while time.monotonic() - start < seconds:
@@ -129,6 +131,7 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
         except Exception:
             break
         frames += 1
+        settled += time.monotonic() - start >= SETTLE_S
         if time.monotonic() - last_poll > 0.5:
             last_poll = time.monotonic()
             state = await viewer.control({"type": "recast", "enabled": True})
@@ -142,6 +145,7 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
     await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
     await viewer.close()
     return {"fps": frames / elapsed, "frames": frames, "dropped": dropped, "kbps": sum(received) * 8 / elapsed / 1e3,
+            "settled_fps": settled / max(elapsed - SETTLE_S, 1e-3),
             "latency_ms": statistics.median(latencies) if latencies else None}
 
 
@@ -157,6 +161,7 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
                    "fps_per_session": round(min(s["fps"] for s in sessions), 1),
                    "share_of_rate": round(min(s["fps"] for s in sessions) / rate, 3),
                    "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1),
+                   "settled_share": round(min(s["settled_fps"] for s in sessions) / rate, 3),
                    "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
                    "video_kbps_per_session": round(statistics.mean(s["kbps"] for s in sessions)),
                    "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
