@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--encoder", default="auto", help="recast serve --video-encoder")
-    parser.add_argument("--workers", type=int, default=None, help="recast serve --workers (default: one per core)")
+    parser.add_argument("--workers", type=int, default=None, help="recast serve --workers (default: 1.5 a core)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here (use --device cpu for a run without a GPU)")

@@ -9,12 +9,12 @@ The server runs as its own process (`recast serve --loop`, titles on repeat) wit
 titles: `s18-360p`, a 640x360, 30 fps cut of `../shared/media/videos/liveportrait_s18.mp4`, or `talking-head`, the
 512x512, 25 fps `liveportrait_d0.mp4` (3 s, looped). `load` opens N sessions at once and reports, per N: frames
 delivered per second per session (and as a share of the title's rate, the least session's: over the whole session,
-and from its third second on as `settled_share`, the start of ICE, DTLS and a track's first frames left out),
-frames the server dropped, the server's frame latency (source due time to hand-off to WebRTC, from the control
-channel's state echoes) and the server's resident memory (gateway and workers summed). `compare` runs `load` on one process (`--workers 0`) and then on the gateway
-with its default workers, in the same run. `soak` keeps opening and closing sessions for a few minutes and reports
-memory, threads and open file descriptors of the server over time, and the sessions left at the end.
-"""
+and from its third second on as `settled_share`, the start of ICE, DTLS and a track's first frames left out), frames
+the server dropped, the server's frame latency (source due time to hand-off to WebRTC, from the control channel's
+state echoes) and the server's resident memory (gateway and workers summed). `compare` runs `load` on one process
+(`--workers 0`) and then on the gateway with its default workers, in the same run. `soak` keeps opening and closing
+sessions for a few minutes and reports memory, threads and open file descriptors of the server over time, and the
+sessions left at the end."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def make_title(folder: Path, title: str = "s18-360p", seconds: float = 9.0) -> P
 async def serving(workers: int | None = None, title: str = "s18-360p", serve_args: tuple[str, ...] = ()
                   ) -> AsyncIterator[ServeProcess]:
     """A `recast serve --loop` process on the test title, ready, stopped on exit; `workers` as `--workers` (0: the
-    sessions in the server's own process; None: its default, one worker per core behind the gateway); `serve_args`:
+    sessions in the server's own process; None: its default, 1.5 workers a core, behind the gateway); `serve_args`:
     more of its options."""
     with tempfile.TemporaryDirectory() as tmp:
         make_title(Path(tmp), title)
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--title", choices=tuple(TITLES), default="s18-360p")
     parser.add_argument("--minutes", type=float, default=3)
     parser.add_argument("--workers", type=int, default=None,
-                        help="recast serve --workers (0: one process, no gateway; default: one worker per core)")
+                        help="recast serve --workers (0: one process, no gateway; default: 1.5 workers a core)")
     parser.add_argument("--serve-args", default="", help="more `recast serve` options, e.g. '--video-encoder libx264'")
     args = parser.parse_args()
     serve_args = tuple(args.serve_args.split())

@@ -375,3 +375,10 @@ def test_the_sessions_per_gpu_benchmark_plays_fomm_sessions_on_the_gpu() -> None
     result = asyncio.run(measure([2], 6, "cuda", "auto", None))
     row = result["rows"][0]
     assert row["fps_per_session"] > 5 and row["gpu_memory_mb"] > 0, result
+
+
+def test_the_default_fleet_has_about_a_worker_for_each_session_the_machine_holds() -> None:
+    from stream.cli.serve import default_workers
+
+    assert default_workers(2, 8) == 3 and default_workers(1, 8) == 2 and default_workers(32, 64) == 48
+    assert default_workers(32, 8) == 8 and default_workers(2, 1) == 1  # never more workers than sessions

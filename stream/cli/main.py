@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="API keys, one per line (also RECAST_API_KEYS, comma-separated)")
     serve.add_argument("--max-sessions", type=positive, default=8, help="sessions the whole service holds")
     serve.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="session worker processes behind the gateway (default: one per core; 0: sessions in "
+                       help="session worker processes behind the gateway (default: 1.5 a core, about the sessions a "
+                            "machine holds, at most --max-sessions; 0: sessions in "
                             "the server's own process, no gateway)")
     serve.add_argument("--ray-address", metavar="ADDR",
                        help="place the session workers as Ray actors on this cluster (e.g. auto, or HOST:6379)")
