@@ -15,14 +15,11 @@ from stream.cli.service_options import checked_api_keys, event_loop_factory, loa
 
 log = logging.getLogger(__name__)
 
-# Workers by default: about the sessions a machine holds, so each session has an interpreter of its own. A live
-# session of a 512x512 talking head costs about 0.6 cores, and two sessions in one worker share its GIL and event
-# loop: on 2 cores, 3 viewers got 97-99 % of 25 fps with 3 workers against 91-93 % with 2 (benchmarks/serve_load.py).
-WORKERS_PER_CORE = 1.5
-
-
 def default_workers(cores: int, max_sessions: int) -> int:
-    """`--workers` unless given: WORKERS_PER_CORE a core, never more than the sessions the service holds."""
+    """`--workers` unless given: WORKERS_PER_CORE a core (stream/server/fleet.py), never more than the sessions the
+    service holds."""
+    from stream.server.fleet import WORKERS_PER_CORE
+
     return max(1, min(max_sessions, round(cores * WORKERS_PER_CORE)))
 
 
@@ -47,13 +44,11 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
         from stream.server.fleet import RayLauncher
 
         launcher = RayLauncher(args.ray_address, options, secret, args.ice_host, RayWorkerActor)
-        cores_per_worker = 1.0
     else:
         launcher = LocalLauncher(options, secret, args.host)
-        cores_per_worker = cores / count
     per_worker = max(1, -(-args.max_sessions // count))
     gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
-                      args.sessions_per_minute, args.drain_s, cores_per_worker, record, previous)
+                      args.sessions_per_minute, args.drain_s, record, previous)
     if not keys:
         print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
     print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",

@@ -32,6 +32,11 @@ from stream.server.worker import OPTIONS_ENV, READY, SECRET_ENV, VERBOSE_ENV
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # a worker loads models and casts before it serves
+# Workers a core, by default: about the sessions a machine holds, so each session has an interpreter of its own. A
+# live session of a 512x512 talking head costs about 0.6 cores, and two sessions in one worker share its GIL and
+# event loop: on 2 cores, 3 viewers got 97-99 % of 25 fps with 3 workers against 91-93 % with 2
+# (benchmarks/serve_load.py). A Ray actor asks for 1/WORKERS_PER_CORE of a CPU.
+WORKERS_PER_CORE = 1.5
 
 
 class WorkerFailed(Exception):
@@ -211,10 +216,10 @@ async def _ready_port(stdout: asyncio.StreamReader) -> int:
 
 
 class RayLauncher:
-    """Workers as Ray actors (one CPU each, spread over the cluster's nodes); `actor_body` is the actor's class
-    (stream/cli/worker.RayWorkerActor: it loads the service from the command line's options). Each actor runs the
-    worker's app on its node's address and announces that address as its ICE host (unless the operator gave
-    --ice-host), so media flows between the viewer and that node."""
+    """Workers as Ray actors (1/WORKERS_PER_CORE of a CPU each, spread over the cluster's nodes); `actor_body` is
+    the actor's class (stream/cli/worker.RayWorkerActor: it loads the service from the command line's options).
+    Each actor runs the worker's app on its node's address and announces that address as its ICE host (unless the
+    operator gave --ice-host), so media flows between the viewer and that node."""
 
     kind = "ray"
 
@@ -226,7 +231,8 @@ class RayLauncher:
             ray.init(address=address, namespace=namespace, log_to_driver=True)
         self.options, self.secret, self.ice_hosts, self.namespace = options, secret, ice_hosts, namespace
         self._names: dict[str, str] = {}  # worker name -> its actor's name
-        self._actor_class: Any = ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(actor_body)
+        self._actor_class: Any = ray.remote(num_cpus=round(1 / WORKERS_PER_CORE, 2), max_restarts=0,
+                                            scheduling_strategy="SPREAD")(actor_body)
 
     async def start(self, name: str) -> Worker:
         # detached: the actor outlives this gateway, for the next one to adopt (it ends itself once orphaned and idle)

@@ -46,6 +46,7 @@ from stream.server.http import (
     quiet_parser_rejections,
 )
 from stream.server.metrics import Counter, Gauge, Histogram
+from stream.server.placement import SessionCost, rank
 from stream.server.signing import owner_of, sign
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ STATUS_TIMEOUT_S = 2.0
 HUNG_AFTER = 3  # status requests in a row that fail or time out before a worker is taken for hung and ended
 OFFER_TIMEOUT_S = 30.0
 LOST_KEPT = 10_000  # ended and lost sessions remembered for GET /api/sessions/SID
-CPU_ROOM = 0.9  # a worker whose measured CPU reaches this share of its cores takes no new session
 
 
 class GatewayMetrics:
@@ -107,7 +107,7 @@ class Gateway:
     """The fleet of workers, where each session lives, and the rules in front of them."""
 
     def __init__(self, launcher: Launcher, secret: str, workers: int, max_sessions: int, per_worker: int,
-                 access: Access, sessions_per_minute: int, drain_s: float, cores_per_worker: float,
+                 access: Access, sessions_per_minute: int, drain_s: float,
                  record: Path | None = None, previous: dict[str, Any] | None = None) -> None:
         """`record`: where the fleet's record is kept for the next gateway; `previous`: the record an earlier
         gateway left (fleet.load_fleet), whose workers are adopted when they still run."""
@@ -115,7 +115,9 @@ class Gateway:
         self.record, self.previous = record, previous
         self.handing_over = False  # SIGHUP: leave the workers running for the next gateway
         self.wanted, self.max_sessions, self.per_worker = workers, max_sessions, per_worker
-        self.access, self.drain_s, self.cores_per_worker = access, drain_s, cores_per_worker
+        self.access, self.drain_s = access, drain_s
+        self.session_cost = SessionCost()
+        self.placed_at: dict[str, float] = {}  # session -> when it was placed (for SessionCost)
         self.limiter = RateLimiter(sessions_per_minute)
         self.metrics = GatewayMetrics()
         self.workers: dict[str, Worker] = {}
@@ -258,6 +260,7 @@ class Gateway:
         for sid in worker.sessions - live:  # ended on the worker (hangup, peer gone, end of title)
             self._forget(sid, "ended")
         worker.sessions &= live
+        self.session_cost.observe(worker, self.placed_at)
         labels = {"worker": worker.name}
         self.metrics.worker_sessions.set(len(live), **labels)
         self.metrics.worker_fps.set(round(worker.fps, 1), **labels)
@@ -292,6 +295,7 @@ class Gateway:
 
     def _forget(self, sid: str, state: str) -> None:
         _, owner = self.where.pop(sid, ("", ""))
+        self.placed_at.pop(sid, None)
         self.gone[sid] = (state, owner)
         while len(self.gone) > LOST_KEPT:
             self.gone.popitem(last=False)
@@ -323,17 +327,8 @@ class Gateway:
         await self._forward(worker, "POST", path, json.dumps(body).encode(), "gateway", timeout=10.0)
 
     def place(self, title: str | None) -> list[Worker]:
-        """The workers with room for a new session, best first: fewest sessions for their capacity (offers on their
-        way count: viewers who arrive together are spread), then one that has played the title already, then the
-        least loaded."""
-        def held(w: Worker) -> int:
-            return len(w.sessions) + w.placing
-
-        room = [w for w in self.up() if held(w) < self.per_worker
-                and w.status.get("cpu_cores", 0.0) < CPU_ROOM * self.cores_per_worker * max(1, held(w))
-                and not w.status.get("draining")]
-        return sorted(room, key=lambda w: (held(w) / self.per_worker, title not in w.titles,
-                                           w.status.get("cpu_cores", 0.0)))
+        """The workers with room for a new session, best first (stream/server/placement.py)."""
+        return rank(self.up(), title, self.per_worker, self.session_cost.cores)
 
     async def any_worker(self, method: str, path: str) -> web.Response:
         for worker in self.up():
@@ -425,6 +420,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         if status == 201:
             sid = json.loads(data)["session"]
             gateway.where[sid] = (worker.name, owner)
+            gateway.placed_at[sid] = time.monotonic()
             worker.sessions.add(sid)
             if title:
                 worker.titles.add(title)

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from stream.casts.cast import Cast
+from stream.media.machine import usable_cores
 from stream.server.app import SERVICE, ServerConfig, Service, build_app
 from stream.server.http import API_KEY, Handler, error
 from stream.server.signing import MAX_SKEW_S, BadSignature, verify
@@ -156,7 +157,8 @@ async def status(request: web.Request) -> web.StreamResponse:
                               "sessions": sessions,
                               "capacity": service.config.max_sessions, "draining": service.draining,
                               "stalled": service.stalled,
-                              "cpu_cores": request.app[LOAD].cores(), "max_rss_mb": round(rss_mb, 1)})
+                              "cpu_cores": request.app[LOAD].cores(), "node_cores": usable_cores(),
+                              "max_rss_mb": round(rss_mb, 1)})
 
 
 async def worker_metrics(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,61 @@
+"""Where the gateway puts a new session: a worker with room, on a machine with room.
+
+A worker has room while it holds fewer sessions than its share of the service's (offers on their way count, so
+viewers who arrive together are spread). A machine has room while what its workers use, plus one more session,
+stays under CPU_ROOM of its cores: each worker counts for its measured CPU or for the sessions it holds at the
+cost a session has been seen to take, whichever is more (a session that has just started shows little CPU yet).
+That cost is learnt from the workers' status: a worker whose sessions have all run SETTLED_S seconds tells it (its
+CPU over its sessions), averaged. Before any is known, only the session counts bound a worker. Among the workers
+with room: the fewest sessions for their capacity first, then one that has played the title already, then the
+least loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from stream.server.fleet import Worker
+
+CPU_ROOM = 0.95  # the sessions' CPU may reach this share of a machine's cores, no more
+SETTLED_S = 3.0  # a worker's sessions all this old: its CPU tells what a session costs
+COST_FOLLOW = 0.2  # the share of a new reading taken into the learnt cost
+
+
+def held(worker: Worker) -> int:
+    """The sessions a worker holds, and those on their way to it."""
+    return len(worker.sessions) + worker.placing
+
+
+class SessionCost:
+    """The CPU (cores) a running session takes, learnt from the workers' status."""
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+
+    def observe(self, worker: Worker, placed_at: Mapping[str, float], now: float | None = None) -> None:
+        """Take in a worker's last status, if its sessions are old enough to tell (adopted ones are)."""
+        now = time.monotonic() if now is None else now
+        if not worker.sessions or any(now - placed_at.get(sid, 0.0) < SETTLED_S for sid in worker.sessions):
+            return
+        sample = float(worker.status.get("cpu_cores", 0.0)) / len(worker.sessions)
+        self.cores = sample if self.cores is None else self.cores + COST_FOLLOW * (sample - self.cores)
+
+
+def machine_has_room(worker: Worker, fleet: Iterable[Worker], cost: float | None) -> bool:
+    """Whether the machine `worker` runs on has the CPU for one more session (see the module's text)."""
+    cores = worker.status.get("node_cores")
+    if cost is None or not cores:
+        return True
+    node = worker.status.get("node")
+    load = sum(max(float(w.status.get("cpu_cores", 0.0)), held(w) * cost)
+               for w in fleet if w.status.get("node") == node)
+    return load + cost <= CPU_ROOM * float(cores)
+
+
+def rank(fleet: list[Worker], title: str | None, per_worker: int, cost: float | None) -> list[Worker]:
+    """The workers of `fleet` (those up) with room for a new session of `title`, best first."""
+    room = [w for w in fleet if held(w) < per_worker and not w.status.get("draining")
+            and machine_has_room(w, fleet, cost)]
+    return sorted(room, key=lambda w: (held(w) / per_worker, title not in w.titles,
+                                       float(w.status.get("cpu_cores", 0.0))))
