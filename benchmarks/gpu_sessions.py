@@ -95,7 +95,8 @@ async def measure(counts: list[int], seconds: float, device: str, encoder: str, 
                     sessions = [s for s in await runs if not s.get("refused")]
                     cores = (cpu_seconds(server.pid) - began_cpu) / (time.monotonic() - began)
                     least = min(s["fps"] for s in sessions) if len(sessions) == n else 0.0  # a refused one: not served
-                    row = {"sessions": n, "refused_busy": n - len(sessions), "fps_per_session": round(least, 1), "share_of_rate": round(least / rate, 3),
+                    row = {"sessions": n, "refused_busy": n - len(sessions), "fps_per_session": round(least, 1),
+                           "share_of_rate": round(least / rate, 3),
                            "fps_mean": round(statistics.mean(s["fps"] for s in sessions), 1) if sessions else 0.0,
                            "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1)
                            if sessions else 0.0,
