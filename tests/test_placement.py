@@ -4,7 +4,15 @@ what a session has been seen to cost, offers on their way, and the order among t
 from __future__ import annotations
 
 from stream.server.fleet import Worker
-from stream.server.placement import CPU_ROOM, SETTLED_S, SessionCost, machine_has_room, rank
+from stream.server.placement import (
+    COST_FOLLOW,
+    CPU_ROOM,
+    PRIOR_CORES,
+    SETTLED_S,
+    SessionCost,
+    machine_has_room,
+    rank,
+)
 
 
 def _worker(name: str, sessions: int = 0, cpu: float = 0.0, node: str = "a", cores: int = 2,
@@ -17,7 +25,11 @@ def _worker(name: str, sessions: int = 0, cpu: float = 0.0, node: str = "a", cor
 
 
 def test_the_cost_of_a_session_is_learnt_from_workers_whose_sessions_have_settled() -> None:
-    cost = SessionCost()
+    fresh = SessionCost()
+    assert fresh.cores == PRIOR_CORES  # a fresh service weighs its machines with the prior
+    fresh.observe(_worker("w0", sessions=1, cpu=1.0), {}, now=100.0)
+    assert fresh.cores is not None and abs(fresh.cores - (PRIOR_CORES + COST_FOLLOW * (1.0 - PRIOR_CORES))) < 1e-9
+    cost = SessionCost(prior=None)
     busy = _worker("w0", sessions=2, cpu=1.2)
     cost.observe(busy, {sid: 100.0 for sid in busy.sessions}, now=100.0 + SETTLED_S / 2)
     assert cost.cores is None  # too young to tell: a starting session shows little CPU

@@ -5,7 +5,8 @@ viewers who arrive together are spread). A machine has room while what its worke
 stays under CPU_ROOM of its cores: each worker counts for its measured CPU or for the sessions it holds at the
 cost a session has been seen to take, whichever is more (a session that has just started shows little CPU yet).
 That cost is learnt from the workers' status: a worker whose sessions have all run SETTLED_S seconds tells it (its
-CPU over its sessions), averaged. Before any is known, only the session counts bound a worker. Among the workers
+CPU over its sessions), averaged from PRIOR_CORES on, so that viewers who come to a fresh service all at once are
+bounded too. Among the workers
 with room: the fewest sessions for their capacity first, then one that has played the title already, then the
 least loaded.
 """
@@ -20,6 +21,7 @@ from stream.server.fleet import Worker
 CPU_ROOM = 0.95  # the sessions' CPU may reach this share of a machine's cores, no more
 SETTLED_S = 3.0  # a worker's sessions all this old: its CPU tells what a session costs
 COST_FOLLOW = 0.2  # the share of a new reading taken into the learnt cost
+PRIOR_CORES = 0.6  # what a session costs before any is measured: a 512x512 talking head at 25 fps on a 2-core EPYC
 
 
 def held(worker: Worker) -> int:
@@ -30,8 +32,8 @@ def held(worker: Worker) -> int:
 class SessionCost:
     """The CPU (cores) a running session takes, learnt from the workers' status."""
 
-    def __init__(self) -> None:
-        self.cores: float | None = None
+    def __init__(self, prior: float | None = PRIOR_CORES) -> None:
+        self.cores: float | None = prior  # None: unknown, the machines' CPU is not weighed
 
     def observe(self, worker: Worker, placed_at: Mapping[str, float], now: float | None = None) -> None:
         """Take in a worker's last status, if its sessions are old enough to tell (adopted ones are)."""
