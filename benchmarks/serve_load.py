@@ -163,6 +163,9 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
         for n in counts:
             results = await asyncio.gather(*(one_session(server.base, http, seconds, title) for _ in range(n)))
             sessions = [s for s in results if not s.get("refused")]
+            if not sessions:
+                print(json.dumps({"sessions": n, "refused_busy": n}), flush=True)
+                continue
             stats = proc_stats(server.pid)
             row = {"workers": "default" if workers is None else workers, "sessions": n,
                    "refused_busy": len(results) - len(sessions),

@@ -53,6 +53,8 @@ def test_a_machine_takes_sessions_while_their_cpu_stays_under_its_cores() -> Non
     assert not machine_has_room(fleet[0], [*fleet, _worker("other", 0, 0.0, node="b")], 0.6)
     assert machine_has_room(_worker("b0", node="b"), [*fleet, _worker("b0", node="b")], 0.6)  # another machine
     assert CPU_ROOM * 2 >= 3 * 0.6
+    starting = [_worker("s0", cpu=1.0), _worker("s1", cpu=1.0), _worker("s2", cpu=0.9)]  # loading their models
+    assert all(machine_has_room(w, starting, 0.6) for w in starting)
 
 
 def test_workers_with_room_are_ranked_by_sessions_then_title_then_load() -> None:

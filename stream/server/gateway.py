@@ -158,6 +158,7 @@ class Gateway:
         finally:
             self._starting -= 1
         self.workers[name] = worker
+        await self._poll(worker)  # its machine and cores are known before it takes a session (placement)
         self._count_workers()
         self._save()
         log.info("worker %s up at %s", name, worker.url)

@@ -3,7 +3,8 @@
 A worker has room while it holds fewer sessions than its share of the service's (offers on their way count, so
 viewers who arrive together are spread). A machine has room while what its workers use, plus one more session,
 stays under CPU_ROOM of its cores: each worker counts for its measured CPU or for the sessions it holds at the
-cost a session has been seen to take, whichever is more (a session that has just started shows little CPU yet).
+cost a session has been seen to take, whichever is more (a session that has just started shows little CPU yet; a
+worker without one counts for none: its CPU is its start-up).
 That cost is learnt from the workers' status: a worker whose sessions have all run SETTLED_S seconds tells it (its
 CPU over its sessions), averaged from PRIOR_CORES on, so that viewers who come to a fresh service all at once are
 bounded too. Among the workers
@@ -50,8 +51,8 @@ def machine_has_room(worker: Worker, fleet: Iterable[Worker], cost: float | None
     if cost is None or not cores:
         return True
     node = worker.status.get("node")
-    load = sum(max(float(w.status.get("cpu_cores", 0.0)), held(w) * cost)
-               for w in fleet if w.status.get("node") == node)
+    load = sum(max(float(w.status.get("cpu_cores", 0.0)) if w.sessions else 0.0, held(w) * cost)
+               for w in fleet if w.status.get("node") == node)  # an idle worker's CPU is its start-up, not load
     return load + cost <= CPU_ROOM * float(cores)
 
 
