@@ -42,7 +42,7 @@ def test_the_cost_of_a_session_is_learnt_from_workers_whose_sessions_have_settle
 
 
 def test_a_machine_takes_sessions_while_their_cpu_stays_under_its_cores() -> None:
-    """2 cores and sessions of 0.6: three fit (1.8 of 1.9), a fourth does not; a worker that has just been given a
+    """2 cores and sessions of 0.6: three fit (1.8 of 2), a fourth does not; a worker that has just been given a
     session counts for its cost before its CPU shows it."""
     fleet = [_worker("w0", 1, 0.6), _worker("w1", 1, 0.6), _worker("w2")]
     assert machine_has_room(fleet[2], fleet, 0.6)

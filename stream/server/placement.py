@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from stream.server.fleet import Worker
 
-CPU_ROOM = 0.95  # the sessions' CPU may reach this share of a machine's cores, no more
+CPU_ROOM = 1.0  # the sessions' CPU may fill a machine's cores, no more (a session's cost is its worker's whole CPU)
 SETTLED_S = 3.0  # a worker's sessions all this old: its CPU tells what a session costs
 COST_FOLLOW = 0.2  # the share of a new reading taken into the learnt cost
 PRIOR_CORES = 0.6  # what a session costs before any is measured: a 512x512 talking head at 25 fps on a 2-core EPYC
