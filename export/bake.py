@@ -41,6 +41,7 @@ from stream.perception.track_set import TrackSet
 if TYPE_CHECKING:
     from engines.official import Checkpoint
     from export.invert import Crops
+    from stream.casts.cast import Cast
 
 __all__ = ["BakeError", "BakeOptions", "BakeReport", "Models", "PTIOptions", "StitchOptions", "bake_title"]
 
@@ -472,7 +473,84 @@ class FOMMKeypoints(Stage):
         return files, {"size": size}
 
 
-STAGES: tuple[Stage, ...] = (Tracks(), Pivots(), PTI(), Stitch(), Export(), FOMMKeypoints())
+class Renditions(Stage):
+    """The original and a recast per cast, encoded once for the relay (export/renditions.py)."""
+
+    name = "renditions"
+
+    def wanted(self, bake: Bake) -> bool:
+        return bool(bake.options.renditions.casts)
+
+    def _casts(self, bake: Bake) -> list[Cast]:
+        from export.renditions import rendition_casts
+
+        options = bake.options.renditions
+        return rendition_casts(options.casts, options.registry, bake.options.render.detector)
+
+    def key(self, bake: Bake) -> str:
+        casts = {c.cast_id: c.describe()["pixels_sha256"] for c in self._casts(bake)}
+        return stage_key(stage="renditions", tracks=bake.keys["tracks"], source=bake.entry.input_sha256(bake.source),
+                         casts=casts, options=key_part(bake.options.renditions),
+                         look={"detector": bake.options.render.detector, "occlusion": bake.options.render.occlusion},
+                         versions=tool_versions())
+
+    def check(self, bake: Bake) -> None:
+        from export.renditions import check_source
+
+        check_source(bake.source)
+        self._casts(bake)
+
+    def run(self, bake: Bake) -> Files:
+        from export.renditions import (
+            AUDIO,
+            ORIGINAL,
+            baked_frames,
+            cast_recaster,
+            cast_rendition,
+            encode_audio,
+            encode_video,
+            gop_frames,
+            has_audio,
+            index_file,
+            stream_file,
+        )
+
+        options, tracks = bake.options.renditions, bake.tracks()
+        gop = gop_frames(tracks.fps, options.gop_s)
+        detector, occlusion = bake.options.render.detector, bake.options.render.occlusion
+        jobs = [(ORIGINAL, None)] + [(cast_rendition(c.cast_id), cast_recaster(c, detector))
+                                     for c in self._casts(bake)]
+        files: list[str] = []
+        sizes: dict[str, int] = {}
+        for done, (name, recaster) in enumerate(jobs):
+            made: dict[str, Any] = {}
+
+            def write(tmp: Path, recaster: Any = recaster, made: dict[str, Any] = made) -> None:
+                frames = baked_frames(bake.source, tracks, recaster, occlusion)
+                made["index"] = encode_video(frames, tracks.fps, tmp, gop=gop, crf=options.crf,
+                                             max_kbps=options.max_kbps)
+
+            bake.entry.write_with(stream_file(name), write)
+            bake.entry.write_with(index_file(name), made["index"].save)
+            files += [stream_file(name), index_file(name)]
+            sizes[name] = int(made["index"].sizes.sum())
+            bake.note("renditions", done + 1, len(jobs))
+        if has_audio(bake.source):
+            audio: dict[str, Any] = {}
+
+            def write_audio(tmp: Path) -> None:
+                seconds = tracks.frame_count / max(tracks.fps, 1e-9)
+                audio["index"] = encode_audio(bake.source, tmp, max_seconds=seconds)
+
+            bake.entry.write_with(stream_file(AUDIO), write_audio)
+            bake.entry.write_with(index_file(AUDIO), audio["index"].save)
+            files += [stream_file(AUDIO), index_file(AUDIO)]
+            sizes[AUDIO] = int(audio["index"].sizes.sum())
+        bake.report.figures["rendition_mb"] = round(sum(sizes.values()) / 1e6, 3)
+        return files, {"gop_frames": gop, "fps": tracks.fps, "frames": tracks.frame_count, "bytes": sizes}
+
+
+STAGES: tuple[Stage, ...] = (Tracks(), Pivots(), PTI(), Stitch(), Export(), FOMMKeypoints(), Renditions())
 
 
 def bake_title(cache: TitleCache, title_id: str, source: str | Path, models: Models, options: BakeOptions,

@@ -41,6 +41,17 @@ class StitchOptions:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class RenditionOptions:
+    """What `recast bake --renditions` encodes: the title's original and a recast per cast (export/renditions.py)."""
+
+    casts: tuple[str, ...] = ()  # cast ids (built-in or registered); none: no renditions
+    registry: str | None = None  # the cast registry's folder (None: the default one)
+    gop_s: float = 0.5  # a keyframe at least this often, on the same frames in every rendition
+    crf: int = 23  # x264's constant quality ...
+    max_kbps: int = 2500  # ... within this peak rate (VBV), so a relayed stream fits a viewer's link
+
+
 @dataclass
 class BakeOptions:
     render: RenderOptions = field(default_factory=RenderOptions)  # its tracking part decides the tracks
@@ -52,10 +63,11 @@ class BakeOptions:
     edits: tuple[tuple[Direction, float], ...] = ()  # bake-time edits, stitched per track segment
     stitch: StitchOptions = field(default_factory=StitchOptions)
     segment_executor: str = "local"  # where stitching segments run: local | ray
+    renditions: RenditionOptions = field(default_factory=RenditionOptions)
 
 
 # fields that change when or where a stage's work runs, not what it makes
-NOT_IN_KEY = {"PTIOptions": {"checkpoint_every"}}
+NOT_IN_KEY = {"PTIOptions": {"checkpoint_every"}, "RenditionOptions": {"registry"}}
 
 
 def key_part(options: Any) -> dict[str, Any]:

@@ -61,6 +61,11 @@ def add_bake_commands(sub: Any) -> None:
     bake.add_argument("--encoder-size", type=int, default=256, metavar="PX")
     bake.add_argument("--export", default="", metavar="onnx[,plan]", help="export the tuned generator")
     bake.add_argument("--max-frames", type=int, metavar="N", help="bake only the first N frames")
+    bake.add_argument("--renditions", default="", metavar="CAST[,CAST...]|all",
+                      help="also encode the title's original and a recast per cast for the relay (all: every "
+                           "built-in and registered cast)")
+    bake.add_argument("--casts", metavar="DIR", help="the cast registry --renditions reads (default: $RECAST_CASTS "
+                      "or ~/.local/share/recast/casts)")
     bake.add_argument("--cache-limit", type=_size, metavar="SIZE", help="bound on cached engines (LRU eviction)")
     bake.add_argument("--detect-interval", type=int, default=10, metavar="N")
     add_detector_option(bake)
@@ -85,7 +90,7 @@ def add_bake_commands(sub: Any) -> None:
 
 
 def bake_options(args: argparse.Namespace) -> Any:
-    from export.options import BakeOptions, PTIOptions, StitchOptions
+    from export.options import BakeOptions, PTIOptions, RenditionOptions, StitchOptions
     from stream.render.options import RenderOptions
 
     formats = tuple(f for f in args.export.split(",") if f)
@@ -107,11 +112,13 @@ def bake_options(args: argparse.Namespace) -> Any:
         raise BakeUsageError("--edit needs a StyleGAN bake (--generator and --encoder)")
     stitch = StitchOptions(steps=args.stitch_steps, segment=args.stitch_segment, lr=args.stitch_lr,
                            content_weight=args.stitch_content_weight)
+    renditions = RenditionOptions(casts=tuple(c for c in args.renditions.split(",") if c),
+                                  registry=str(Path(args.casts).resolve()) if args.casts else None)
     return BakeOptions(render=RenderOptions(detect_interval=args.detect_interval, detector=args.detector),
                        encoder_size=args.encoder_size,
                        every=args.every, pti=pti, export=formats, max_frames=args.max_frames,
                        edits=tuple(parse_edits(args.edit, args.directions)), stitch=stitch,
-                       segment_executor=args.executor)
+                       segment_executor=args.executor, renditions=renditions)
 
 
 def cmd_bake(args: argparse.Namespace) -> int:

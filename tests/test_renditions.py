@@ -1,0 +1,133 @@
+"""`recast bake --renditions` (export/renditions.py) on a real clip: the original and a recast per cast as H.264
+streams a relay can switch between at any keyframe (keyframes on the same frames in every rendition, at most
+0.5 s apart, parameter sets on every one, no B-frames), the recast picture the bake's tracks draw, the audio as
+Opus, the cache's checksums, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engines.cache import TitleCache
+from export.renditions import StreamIndex, baked_frames, cast_recaster, rendition_casts
+from stream.cli.main import main
+from stream.perception.baked_title import BakedTitle
+from tests.conftest import media, psnr
+
+CLIP = media("videos/liveportrait_d20.mp4")  # 480x480, 25 fps, with audio
+FRAMES = 40
+
+
+def _bake(cache: Path, registry: Path, *extra: str) -> int:
+    return main(["bake", str(CLIP), "--title", "d20", "--cache", str(cache), "--max-frames", str(FRAMES),
+                 "--casts", str(registry), *extra])
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    cache, registry = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("casts")
+    assert _bake(cache, registry, "--renditions", "collins") == 0
+    return cache, registry
+
+
+def _folder(cache: Path) -> Path:
+    return cache / "titles" / "d20"
+
+
+def _nal_types(packet: bytes) -> list[int]:
+    """The NAL unit types of an Annex-B packet."""
+    return [packet[i + 3] & 0x1F for i in range(len(packet) - 3) if packet[i:i + 3] == b"\x00\x00\x01"]
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    context = av.CodecContext.create("h264", "r")
+    frames = [f for p in context.parse(path.read_bytes()) for f in context.decode(p)]
+    frames += [f for p in context.parse(None) for f in context.decode(p)] if hasattr(context, "parse") else []
+    frames += context.decode(None)
+    return [f.to_ndarray(format="rgb24") for f in frames]
+
+
+def test_renditions_switch_at_the_same_keyframes_and_carry_their_headers(baked: tuple[Path, Path]) -> None:
+    cache, _ = baked
+    manifest = json.loads((_folder(cache) / "manifest.json").read_text())
+    stage = manifest["stages"]["renditions"]
+    names = ["original", "cast-collins"]
+    for name in names:
+        assert f"renditions/{name}.h264" in manifest["files"] and f"renditions/{name}.index.npz" in stage["files"]
+    assert stage["info"]["gop_frames"] == 12  # 0.5 s at 25 fps
+    indexes = {n: StreamIndex.load(_folder(cache) / f"renditions/{n}.index.npz") for n in names}
+    for name, index in indexes.items():
+        assert len(index) == FRAMES, name
+        assert list(np.flatnonzero(index.keyframes)) == [0, 12, 24, 36], name
+        assert np.all(np.diff(index.times) > 0)  # one packet a frame, in display order: no B-frames
+        data = (_folder(cache) / f"renditions/{name}.h264").read_bytes()
+        assert len(data) == int(index.sizes.sum())
+        for i in range(len(index)):
+            types = _nal_types(data[index.offsets[i]:index.offsets[i] + index.sizes[i]])
+            if index.keyframes[i]:
+                assert {7, 8, 5} <= set(types), (name, i, types)  # SPS, PPS, an IDR slice
+            else:
+                assert 5 not in types and 1 in types, (name, i, types)
+    assert np.array_equal(indexes["original"].times, indexes["cast-collins"].times)
+
+
+def test_a_cast_rendition_is_what_the_bake_draws_and_the_original_is_the_source(baked: tuple[Path, Path]) -> None:
+    """Frame for frame against the pictures the bake's tracks draw (the warp, the badge): only the encoder's loss."""
+    cache, registry = baked
+    title = BakedTitle(TitleCache(cache), "d20")
+    collins = rendition_casts(["collins"], str(registry), "mediapipe")[0]
+    drawn = [image for _, image in baked_frames(CLIP, title.tracks, cast_recaster(collins, "mediapipe"))]
+    source = [image for _, image in baked_frames(CLIP, title.tracks, None)]
+    recast = _decoded(_folder(cache) / "renditions/cast-collins.h264")
+    original = _decoded(_folder(cache) / "renditions/original.h264")
+    assert len(recast) == len(original) == len(drawn) == FRAMES
+    scores = [psnr(a, b) for a, b in zip(recast, drawn, strict=True)]
+    print(f"cast rendition against the drawn frames: {min(scores):.1f}-{max(scores):.1f} dB")
+    assert min(scores) > 33  # x264 at crf 23: the encoder's loss, no other difference
+    assert min(psnr(a, b) for a, b in zip(original, source, strict=True)) > 33
+    assert min(psnr(a, b) for a, b in zip(recast, source, strict=True)) < 30  # and it is a recast
+
+
+def test_the_audio_is_opus_once_for_every_rendition(baked: tuple[Path, Path]) -> None:
+    cache, _ = baked
+    index = StreamIndex.load(_folder(cache) / "renditions/audio.index.npz")
+    data = (_folder(cache) / "renditions/audio.opus").read_bytes()
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout = 48000, "stereo"
+    samples = 0
+    for offset, size in zip(index.offsets, index.sizes, strict=True):
+        for frame in decoder.decode(av.Packet(data[offset:offset + size])):
+            samples += frame.samples
+    seconds = samples / 48000
+    assert abs(seconds - FRAMES / 25) < 0.1, seconds  # the baked frames' span, in 20 ms packets
+
+
+def test_a_second_bake_is_a_cache_hit_and_an_edited_rendition_is_rebuilt(baked: tuple[Path, Path],
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    cache, registry = baked
+    entry = TitleCache(cache).entry("d20")
+    assert entry.stage("renditions") is not None
+    before = (_folder(cache) / "renditions/cast-collins.h264").read_bytes()
+    assert _bake(cache, registry, "--renditions", "collins") == 0
+    assert json.loads((_folder(cache) / "manifest.json").read_text())["stages"]["renditions"]["key"] == \
+        entry.stage("renditions").key  # type: ignore[union-attr]
+    edited = bytearray(before)
+    edited[len(edited) // 2] ^= 0xFF
+    (_folder(cache) / "renditions/cast-collins.h264").write_bytes(bytes(edited))
+    assert _bake(cache, registry, "--renditions", "collins") == 0
+    assert any("checksum mismatch" in r.message and "cast-collins.h264" in r.message for r in caplog.records)
+    assert (_folder(cache) / "renditions/cast-collins.h264").read_bytes() != bytes(edited)
+    assert TitleCache(cache).entry("d20").verified("renditions/cast-collins.h264")  # rebuilt, and recorded
+
+
+def test_an_unknown_cast_is_refused_before_any_work(baked: tuple[Path, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _, registry = baked
+    assert _bake(tmp_path / "cache", registry, "--renditions", "nobody") == 2
+    err = capsys.readouterr().err
+    assert "no cast 'nobody'" in err and "collins" in err
+    assert not (tmp_path / "cache" / "titles" / "d20" / "renditions").exists()
