@@ -36,11 +36,12 @@ class ControlState:
     edits: dict[str, float] = field(default_factory=dict)
     frame: int = 0
     latency_ms: float = 0.0
+    path: str = "live"  # what serves the viewer: live (the session renders), relay (baked renditions)
 
     def as_message(self) -> dict[str, Any]:
         return {"type": "state", "enabled": self.enabled, "cast": self.cast,
                 "tracks": {str(k): v for k, v in self.casts_by_track.items()}, "edits": dict(self.edits),
-                "frame": self.frame, "latency_ms": round(self.latency_ms, 1)}
+                "frame": self.frame, "latency_ms": round(self.latency_ms, 1), "path": self.path}
 
 
 class ControlBudget:
@@ -123,6 +124,9 @@ class Control:
                 self.state.casts_by_track = {}
                 self.state.cast = cast
             elif isinstance(track, int) and not isinstance(track, bool) and 0 <= track < 1_000_000:
+                if self.state.path == "relay":
+                    raise ControlError("not_relayed", "this session is relayed from the title's baked renditions, "
+                                       "one cast for every face; a cast per track needs the live path")
                 if len(self.state.casts_by_track) >= 64 and track not in self.state.casts_by_track:
                     raise ControlError("too_many", "at most 64 per-track casts")
                 self.state.casts_by_track = {**self.state.casts_by_track, track: cast}

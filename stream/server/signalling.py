@@ -8,11 +8,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from stream.server.encoding import PacketEncoder, offers_h264
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
+from stream.server.relay import RelayAudioTrack, RelayVideoTrack, TitleRenditions
 from stream.server.sessions import Session, guard_data_channel_text
 from stream.server.validate import Offer
 
@@ -43,9 +44,10 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
             else:  # the viewer's audio, a second video: read and dropped, or aiortc queues them without bound
                 session.discard(track)
 
-    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp)
+    relayed = relay_for(session, sdp)
+    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp) and relayed is None
     encoder = PacketEncoder(video_encoder, session.title.fps) if packets and session.title else None
-    if encoder is not None:  # before the offer is read: the codecs are chosen as it is
+    if encoder is not None or relayed is not None:  # before the offer is read: the codecs are chosen as it is
         h264_sender(pc, encoder)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -53,11 +55,18 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
             period = session.title.duration if session.title.loop else None
-            video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
+            if relayed is not None:
+                video: MediaStreamTrack = RelayVideoTrack(session, relayed, session.title.loop)
+            else:
+                video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
             session.tracks.append(video)
             pc.addTrack(video)  # on the transceiver h264_sender made, if it did
             if session.title.has_audio and offered.receives("audio"):
-                audio = TitleAudioTrack(session, session.title.path, period)
+                if relayed is not None and relayed.audio is not None:
+                    audio: MediaStreamTrack = RelayAudioTrack(session, relayed.audio,
+                                                              relayed.duration if session.title.loop else None)
+                else:
+                    audio = TitleAudioTrack(session, session.title.path, period)
                 session.tracks.append(audio)
                 pc.addTrack(audio)
         if session.title is None and not session.tracks:
@@ -68,7 +77,20 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
     return None
 
 
-def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
+def relay_for(session: Session, sdp: str) -> TitleRenditions | None:
+    """The renditions that serve this session (stream/server/relay.py), or None for the live path: a title whose
+    renditions cover every choice the session offers, and an offer that takes H.264."""
+    title = session.title
+    renditions = title.renditions if title is not None else None
+    if renditions is None or not offers_h264(sdp):
+        return None
+    if not renditions.covers(sorted(session.control.cast_ids), bool(session.control.edits)):
+        return None
+    session.state.path = "relay"
+    return renditions
+
+
+def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder | None) -> RTCRtpSender:
     """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
     negotiates H.264 only (the offer's video takes it); a keyframe the viewer asks for (PLI, FIR) comes from the
     session's encoder, whose rate follows the viewer's bandwidth estimate (REMB). aiortc does both itself only
@@ -77,6 +99,8 @@ def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
     codecs = RTCRtpSender.getCapabilities("video").codecs
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")])
     sender = transceiver.sender
+    if encoder is None:  # relayed renditions: a keyframe every 0.5 s answers a request, and their rate is baked
+        return sender
     sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
     handle_rtcp = sender._handle_rtcp_packet
 

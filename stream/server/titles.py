@@ -35,6 +35,7 @@ class Title:
     faces: dict[int, list[FaceState]] | None = None  # a baked title's faces by frame index
     actor: Any = None  # a baked title's StyleGAN recaster (stream.recasters.learned.StyleGANRecaster): the `actor` cast
     loop: bool = False  # played on repeat (the demo title, or every title with `recast serve --loop`)
+    renditions: Any = None  # a baked title's renditions (stream.server.relay.TitleRenditions), for the relay
 
     @property
     def edits(self) -> list[str]:
@@ -46,7 +47,7 @@ class Title:
     def describe(self, casts: list[Cast]) -> dict[str, Any]:
         return {"id": self.id, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
                 "prebaked": self.prebaked, "loop": self.loop, "casts": self.cast_ids(c.cast_id for c in casts),
-                "edits": self.edits}
+                "edits": self.edits, "renditions": sorted(self.renditions.video) if self.renditions else []}
 
 
 def scan_titles(folder: Path | None, demo_path: Path | None, cache: TitleCache | None = None,
@@ -105,7 +106,9 @@ def open_baked_title(cache: TitleCache, title_id: str, plain: Title | None, dire
     except (CacheError, MediaError, OSError, EngineError) as err:
         log.warning("baked title %s: %s; %s", title_id, err, "played live" if plain is not None else "skipped")
         return None
+    from stream.server.relay import TitleRenditions
+
     return Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio, prebaked=True,
-                 faces=baked.tracks.by_frame(), actor=actor)
+                 faces=baked.tracks.by_frame(), actor=actor, renditions=TitleRenditions.open(baked.entry))
 
 

@@ -1,0 +1,90 @@
+"""The relay (stream/server/relay.py) with real aiortc viewers on 127.0.0.1: a baked title whose renditions cover
+the session's casts is sent as its packets, the toggle switches renditions at the next keyframe, what no rendition
+covers is refused or played live, and the viewer receives exactly the baked stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.cache import TitleCache
+from stream.casts.cast import collins_cast, hopper_cast
+from stream.cli.main import main
+from stream.server.app import SERVICE, ServerConfig
+from stream.server.titles import scan_titles
+from tests.conftest import media, psnr
+from tests.test_renditions import _decoded
+from tests.webrtc_client import Viewer, run_async, serving
+
+CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps
+FRAMES = 50  # 2 s: keyframes on frames 0, 12, 24, 36, 48
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder, registry = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("casts")
+    assert main(["bake", str(CLIP), "--title", "d20", "--cache", str(folder), "--max-frames", str(FRAMES),
+                 "--casts", str(registry), "--renditions", "hopper"]) == 0
+    return folder
+
+
+def _index(frame: object) -> int:
+    return round(float(frame.pts * frame.time_base) * 25) % FRAMES  # type: ignore[attr-defined]
+
+
+def _matches(frames: list[object], rendition: list[np.ndarray]) -> list[float]:
+    return [psnr(f.to_ndarray(format="rgb24"), rendition[_index(f)]) for f in frames]  # type: ignore[attr-defined]
+
+
+def test_a_covered_title_is_relayed_and_the_toggle_switches_at_a_keyframe(cache: Path) -> None:
+    titles = scan_titles(None, None, TitleCache(cache), loop=True)
+    assert titles["d20"].renditions is not None
+    recast = _decoded(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
+    original = _decoded(cache / "titles" / "d20" / "renditions" / "original.h264")
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True)) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "d20"})
+            state = await viewer.control({"type": "state"})
+            assert state["path"] == "relay" and state["enabled"] is True and state["cast"] == "hopper"
+            on = await viewer.frames(30)
+            scores = _matches(on[5:], recast)
+            print(f"relayed frames against the cast rendition: {min(scores):.1f} dB at least")
+            assert min(scores) > 45  # the baked stream itself (decoded by the viewer: the same decoder)
+            assert viewer.audio is not None  # the baked Opus packets, decoded by the viewer
+            sound = [await asyncio.wait_for(viewer.audio.recv(), 5) for _ in range(10)]
+            assert all(s.sample_rate == 48000 and s.samples > 0 for s in sound)
+            session = app[SERVICE].sessions[viewer.session]
+            video = next(t for t in session.tracks if t.kind == "video")
+            await viewer.control({"type": "recast", "enabled": False})
+            off = await viewer.frames(40)
+            switched = next(n for n, s in enumerate(_matches(off, original)) if s > 45)
+            assert all(s > 45 for s in _matches(off[switched:], original))  # and stays there, unbroken
+            assert video.switches == 1 and video.switch_delays_ms[0] <= 520, video.switch_delays_ms
+            print(f"toggle: {switched} frames until the original; the switch waited "
+                  f"{video.switch_delays_ms[0]:.0f} ms for a keyframe")
+            reply = await viewer.control({"type": "cast", "track": 1, "cast": "hopper"})
+            assert reply["type"] == "error" and reply["error"] == "not_relayed"
+            status, _ = await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
+            assert status == 204
+            await viewer.close()
+
+    run_async(scenario)
+
+
+def test_a_title_whose_renditions_miss_a_cast_plays_live(cache: Path) -> None:
+    titles = scan_titles(None, None, TitleCache(cache), loop=True)
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True), casts=[hopper_cast(), collins_cast()]) as (base, _, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "d20"})
+            assert (await viewer.control({"type": "state"}))["path"] == "live"  # collins has no rendition
+            assert len(await viewer.frames(5)) == 5
+            await viewer.close()
+
+    run_async(scenario)
