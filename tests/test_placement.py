@@ -8,8 +8,10 @@ from stream.server.placement import (
     COST_FOLLOW,
     CPU_ROOM,
     PRIOR_CORES,
+    RELAY_CORES,
     SETTLED_S,
     SessionCost,
+    expected_cores,
     machine_has_room,
     rank,
 )
@@ -70,3 +72,21 @@ def test_workers_with_room_are_ranked_by_sessions_then_title_then_load() -> None
     assert full not in rank([full, b], "demo", per_worker=2, cost=None)
     b.status["draining"] = True
     assert rank([b], "demo", per_worker=2, cost=None) == []
+
+
+def test_relayed_sessions_are_counted_at_their_own_small_cost() -> None:
+    """A worker relaying ten viewers of a baked title beside one live session leaves room for more relayed ones
+    where a live one no longer fits; the cost learnt from it is that of its live session only."""
+    relaying = _worker("r", sessions=11, cpu=0.9)
+    relaying.relayed = {f"r-s{i}" for i in range(10)}  # ten relayed, one live
+    assert expected_cores(relaying, 0.6) == 0.6 + 10 * RELAY_CORES
+    fleet = [relaying, _worker("w1", 1, 0.6)]
+    assert machine_has_room(fleet[1], fleet, 0.6) is False  # 0.9 + 0.6 + 0.6 > 2
+    assert rank(fleet, "baked", per_worker=64, cost=0.6, relayed=True) != []  # a relayed viewer still fits
+    cost = SessionCost(prior=None)
+    cost.observe(relaying, {}, now=100.0)
+    assert cost.cores is not None and abs(cost.cores - (0.9 - 10 * RELAY_CORES)) < 1e-9
+    only_relayed = _worker("o", sessions=2, cpu=0.05)
+    only_relayed.relayed = set(only_relayed.sessions)
+    cost.observe(only_relayed, {}, now=100.0)
+    assert abs(cost.cores - (0.9 - 10 * RELAY_CORES)) < 1e-9  # nothing learnt from relayed sessions

@@ -57,6 +57,8 @@ class Worker:
     state: str = "up"  # up, lost
     sessions: set[str] = field(default_factory=set)
     placing: int = 0  # offers forwarded to it and not answered yet: they count as sessions when placing the next
+    relayed: set[str] = field(default_factory=set)  # its sessions served by the relay (stream/server/relay.py)
+    placing_relayed: int = 0  # of the offers on their way, those of a title that is relayed
     status: dict[str, Any] = field(default_factory=dict)  # its last /worker/status
     fps: float = 0.0  # frames sent a second over the last status interval, all its sessions
     failures: int = 0  # status requests in a row that failed

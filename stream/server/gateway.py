@@ -118,6 +118,7 @@ class Gateway:
         self.access, self.drain_s = access, drain_s
         self.session_cost = SessionCost()
         self.placed_at: dict[str, float] = {}  # session -> when it was placed (for SessionCost)
+        self.relayed_titles: set[str] = set()  # titles whose last session seen was relayed (placement)
         self.limiter = RateLimiter(sessions_per_minute)
         self.metrics = GatewayMetrics()
         self.workers: dict[str, Worker] = {}
@@ -261,6 +262,11 @@ class Gateway:
         for sid in worker.sessions - live:  # ended on the worker (hangup, peer gone, end of title)
             self._forget(sid, "ended")
         worker.sessions &= live
+        worker.relayed = {s["session"] for s in status["sessions"] if s.get("path") == "relay"}
+        for session in status["sessions"]:
+            if session.get("title") and session.get("answered"):
+                (self.relayed_titles.add if session.get("path") == "relay" else self.relayed_titles.discard)(
+                    session["title"])
         self.session_cost.observe(worker, self.placed_at)
         labels = {"worker": worker.name}
         self.metrics.worker_sessions.set(len(live), **labels)
@@ -329,7 +335,7 @@ class Gateway:
 
     def place(self, title: str | None) -> list[Worker]:
         """The workers with room for a new session, best first (stream/server/placement.py)."""
-        return rank(self.up(), title, self.per_worker, self.session_cost.cores)
+        return rank(self.up(), title, self.per_worker, self.session_cost.cores, title in self.relayed_titles)
 
     async def any_worker(self, method: str, path: str) -> web.Response:
         for worker in self.up():
@@ -407,8 +413,10 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
     raw = json.dumps(body).encode()
     owner = gateway.owner(request)
+    relayed = title in gateway.relayed_titles  # counted at the relay's cost (stream/server/placement.py)
     for worker in candidates:
         worker.placing += 1
+        worker.placing_relayed += relayed
         try:
             status, data = await gateway._forward(worker, "POST", "/api/sessions", raw, owner, timeout=10.0)
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -416,6 +424,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
             continue
         finally:
             worker.placing -= 1
+            worker.placing_relayed -= relayed
         if status == 503:  # full after all (its status was a second old)
             continue
         if status == 201:
@@ -423,6 +432,8 @@ async def create_session(request: web.Request) -> web.StreamResponse:
             gateway.where[sid] = (worker.name, owner)
             gateway.placed_at[sid] = time.monotonic()
             worker.sessions.add(sid)
+            if relayed:  # until the worker's status says how it is served
+                worker.relayed.add(sid)
             if title:
                 worker.titles.add(title)
             gateway.metrics.placed.inc(worker=worker.name)

@@ -151,7 +151,7 @@ async def status(request: web.Request) -> web.StreamResponse:
                          "answered": session.answered,
                          "frames_out": service.metrics.frames_out.value(session=sid),
                          "frames_dropped": service.metrics.frames_dropped.value(session=sid),
-                         "latency_ms": round(session.state.latency_ms, 1)})
+                         "latency_ms": round(session.state.latency_ms, 1), "path": session.state.path})
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return web.json_response({"worker": request.app[NAME], "pid": os.getpid(), "node": node_name(),
                               "sessions": sessions,
