@@ -143,13 +143,8 @@ class RelayVideoTrack(MediaStreamTrack):
         i = self._next
         self._next += 1
         self._follow_choice(i)
-        source_time = float(self.current.index.times[i]) + self._shift
-        wait = self.session.clock.due(source_time) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        packet = av.Packet(self.current.packet(i))
-        packet.pts, packet.time_base = round(source_time / VIDEO_CLOCK), VIDEO_CLOCK
-        self.session.clock.sent("video", source_time)
+        packet = await _paced(self.session, "video", self.current.packet(i),
+                              float(self.current.index.times[i]) + self._shift, VIDEO_CLOCK)
         self.session.count("out")
         self.session.state.frame = i
         return packet
@@ -191,11 +186,18 @@ class RelayAudioTrack(MediaStreamTrack):
             self._next, self._shift = 0, self._shift + self.period
         i = self._next
         self._next += 1
-        source_time = max(0.0, float(self.stream.index.times[i])) + self._shift
-        wait = self.session.clock.due(source_time) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        packet = av.Packet(self.stream.packet(i))
-        packet.pts, packet.time_base = round(source_time / OPUS_CLOCK), OPUS_CLOCK
-        self.session.clock.sent("audio", source_time)
-        return packet
+        # Opus's first packet starts a little before 0 (the encoder's pre-skip): sent at 0
+        return await _paced(self.session, "audio", self.stream.packet(i),
+                            max(0.0, float(self.stream.index.times[i])) + self._shift, OPUS_CLOCK)
+
+
+async def _paced(session: RelaySession, kind: str, data: bytes, source_time: float,
+                 clock: fractions.Fraction) -> av.Packet:
+    """A packet of the title's `source_time`, handed over when the session's clock says it is due."""
+    wait = session.clock.due(source_time) - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    packet = av.Packet(data)
+    packet.pts, packet.time_base = round(source_time / clock), clock
+    session.clock.sent(kind, source_time)
+    return packet
