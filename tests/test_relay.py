@@ -5,6 +5,8 @@ covers is refused or played live, and the viewer receives exactly the baked stre
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,53 @@ def test_a_title_whose_renditions_miss_a_cast_plays_live(cache: Path) -> None:
             await viewer.close()
 
     run_async(scenario)
+
+
+def test_a_hundred_toggles_switch_only_at_keyframes_and_never_break_the_picture(cache: Path) -> None:
+    """100 toggles 80 ms apart on one viewer: every frame it decodes is exactly a frame of one rendition or the
+    other (no corruption: a switch lands on a keyframe), frames keep coming (no freeze), and the audio keeps up."""
+    titles = scan_titles(None, None, TitleCache(cache), loop=True)
+    folder = cache / "titles" / "d20" / "renditions"
+    recast, original = _decoded(folder / "cast-hopper.h264"), _decoded(folder / "original.h264")
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True)) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "d20"})
+            assert viewer.video is not None and viewer.audio is not None
+            frames: list[tuple[float, object]] = []
+            sound: list[object] = []
+
+            async def watch(until: float) -> None:
+                while time.monotonic() < until:
+                    frames.append((time.monotonic(), await asyncio.wait_for(viewer.video.recv(), 5)))
+
+            async def listen(until: float) -> None:
+                while time.monotonic() < until:
+                    sound.append(await asyncio.wait_for(viewer.audio.recv(), 5))
+
+            began = time.monotonic()
+            end = began + 9.5
+            watching = asyncio.gather(watch(end), listen(end))
+            for n in range(100):
+                viewer.channel.send(json.dumps({"type": "recast", "enabled": n % 2 == 1}))
+                await asyncio.sleep(0.08)
+            await watching
+            session = app[SERVICE].sessions[viewer.session]
+            video = next(t for t in session.tracks if t.kind == "video")
+            await viewer.close()
+            pictures = [f for _, f in frames[3:]]
+            exact = [max(psnr(f.to_ndarray(format="rgb24"), r[_index(f)]) for r in (recast, original))
+                     for f in pictures]  # type: ignore[attr-defined]
+            gaps = np.diff([t for t, _ in frames[3:]])
+            heard = sum(s.samples for s in sound) / 48000  # type: ignore[attr-defined]
+            print(f"{len(pictures)} frames, {video.switches} switches, worst match {min(exact):.1f} dB, longest gap "
+                  f"{gaps.max() * 1e3:.0f} ms, {heard:.2f} s of audio in {end - began:.1f} s")
+            assert min(exact) > 45  # each frame is one of the two streams, whole
+            assert video.switches >= 2  # the choice at each keyframe (every 0.48 s) is what the last toggle left
+            last = [psnr(f.to_ndarray(format="rgb24"), recast[_index(f)]) for f in pictures[-5:]]  # type: ignore
+            assert min(last) > 45  # the last toggle (on) holds once its keyframe came
+            assert gaps.max() < 0.25 and len(pictures) > 0.9 * 25 * (end - began - 0.5)
+            assert heard > 0.9 * (end - began - 0.5)
+
+    run_async(scenario, timeout=60)
