@@ -52,6 +52,18 @@ async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _adopted(http: aiohttp.ClientSession, gateway: ServeProcess, viewer: Viewer, workers: int,
+                   sessions: int) -> None:
+    """What a gateway that adopted a fleet must show: its workers and sessions up, the viewer's session running
+    there, and the viewer's control channel (viewer to worker) still answering."""
+    status, health = await _json(http, gateway.base + "/healthz")
+    assert status == 200 and health["workers"] == workers and health["sessions"] == sessions, health
+    status, state = await viewer.call("GET", f"/api/sessions/{viewer.session}")
+    assert status == 200 and state["state"] == "running", state
+    reply = await viewer.control({"type": "recast", "enabled": False})
+    assert reply["type"] == "state" and reply["enabled"] is False
+
+
 def _viewer(server: ServeProcess, http: aiohttp.ClientSession) -> Viewer:
     return Viewer(server.base, http, pc=RTCPeerConnection())
 
@@ -250,12 +262,7 @@ def test_workers_as_ray_actors_on_a_two_node_cluster() -> None:
                     assert len(await third.frames(25, timeout=5)) == 25
                     with recast_serve_demo("--workers", "2", "--ray-address", cluster.address, port=server.port,
                                            wait_s=180) as successor:
-                        status, health = await _json(http, successor.base + "/healthz")
-                        assert status == 200 and health["workers"] == 2 and health["sessions"] == 2, health
-                        status, state = await third.call("GET", f"/api/sessions/{third.session}")
-                        assert status == 200 and state["state"] == "running", state
-                        reply = await third.control({"type": "recast", "enabled": False})
-                        assert reply["type"] == "state" and reply["enabled"] is False
+                        await _adopted(http, successor, third, workers=2, sessions=2)
                         status, _ = await third.call("DELETE", f"/api/sessions/{third.session}")
                         assert status == 204
                     for viewer in [*viewers, third]:
@@ -343,12 +350,7 @@ def test_a_gateway_restart_does_not_cut_running_sessions(how: str) -> None:
                 await viewer.frames(25, timeout=5)  # a second of media with no gateway at all
                 with recast_serve_demo("--workers", "1", port=first.port) as second:
                     assert os.path.exists(f"/proc/{worker_pid}")
-                    status, health = await _json(http, second.base + "/healthz")
-                    assert status == 200 and health["workers"] == 1 and health["sessions"] == 1, health
-                    status, state = await viewer.call("GET", f"/api/sessions/{viewer.session}")
-                    assert status == 200 and state["state"] == "running", state
-                    reply = await viewer.control({"type": "recast", "enabled": False})
-                    assert reply["type"] == "state" and reply["enabled"] is False
+                    await _adopted(http, second, viewer, workers=1, sessions=1)
                     await viewer.frames(10, timeout=5)
                     status, _ = await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
                     assert status == 204
