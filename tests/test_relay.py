@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -21,15 +22,30 @@ from tests.conftest import media, psnr
 from tests.test_renditions import _decoded
 from tests.webrtc_client import Viewer, run_async, serving
 
-CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps
-FRAMES = 50  # 2 s: keyframes on frames 0, 12, 24, 36, 48
+CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps, with audio
+FRAMES = 50  # its first 2 s: keyframes on frames 0, 12, 24, 36, 48
+
+
+def cut(source: Path, out: Path, seconds: float) -> Path:
+    """The first `seconds` of a file, its video and audio packets copied as they are."""
+    with av.open(str(source)) as reader, av.open(str(out), "w") as writer:
+        streams = {s.index: writer.add_stream_from_template(s) for s in (reader.streams.video[0],
+                                                                           reader.streams.audio[0])}
+        for packet in reader.demux(*(reader.streams[i] for i in streams)):
+            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
+                continue
+            packet.stream = streams[packet.stream.index]
+            writer.mux(packet)
+    return out
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """d20's first 2 s, baked whole with a rendition for hopper (a bake of part of a title is not relayed)."""
     folder, registry = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("casts")
-    assert main(["bake", str(CLIP), "--title", "d20", "--cache", str(folder), "--max-frames", str(FRAMES),
-                 "--casts", str(registry), "--renditions", "hopper"]) == 0
+    clip = cut(CLIP, folder / "d20.mp4", FRAMES / 25)
+    assert main(["bake", str(clip), "--title", "d20", "--cache", str(folder), "--casts", str(registry),
+                 "--renditions", "hopper"]) == 0
     return folder
 
 
@@ -76,6 +92,15 @@ def test_a_covered_title_is_relayed_and_the_toggle_switches_at_a_keyframe(cache:
             await viewer.close()
 
     run_async(scenario)
+
+
+def test_a_bake_of_part_of_a_title_plays_live(tmp_path: Path) -> None:
+    """Renditions of the first 20 frames of a 7 s title do not stand for the title (a bake with --max-frames)."""
+    registry = tmp_path / "casts"
+    assert main(["bake", str(CLIP), "--title", "d20", "--cache", str(tmp_path), "--casts", str(registry),
+                 "--renditions", "hopper", "--max-frames", "20"]) == 0
+    titles = scan_titles(None, None, TitleCache(tmp_path))
+    assert titles["d20"].prebaked and titles["d20"].renditions is None
 
 
 def test_a_title_whose_renditions_miss_a_cast_plays_live(cache: Path) -> None:

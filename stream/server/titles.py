@@ -108,7 +108,12 @@ def open_baked_title(cache: TitleCache, title_id: str, plain: Title | None, dire
         return None
     from stream.server.relay import TitleRenditions
 
+    renditions = TitleRenditions.open(baked.entry)
+    if renditions is not None and info.duration and renditions.duration < info.duration - 1.5 / max(info.fps, 1.0):
+        log.warning("baked title %s: its renditions cover %.2f s of %.2f s (a bake with --max-frames); it plays live",
+                    title_id, renditions.duration, info.duration)
+        renditions = None
     return Title(title_id, path.resolve(), info.duration, info.fps, info.has_audio, prebaked=True,
-                 faces=baked.tracks.by_frame(), actor=actor, renditions=TitleRenditions.open(baked.entry))
+                 faces=baked.tracks.by_frame(), actor=actor, renditions=renditions)
 
 
