@@ -509,6 +509,7 @@ class Renditions(Stage):
             cast_rendition,
             encode_audio,
             encode_video,
+            first_time,
             gop_frames,
             has_audio,
             index_file,
@@ -547,7 +548,8 @@ class Renditions(Stage):
             files += [stream_file(AUDIO), index_file(AUDIO)]
             sizes[AUDIO] = int(audio["index"].sizes.sum())
         bake.report.figures["rendition_mb"] = round(sum(sizes.values()) / 1e6, 3)
-        return files, {"gop_frames": gop, "fps": tracks.fps, "frames": tracks.frame_count, "bytes": sizes}
+        return files, {"gop_frames": gop, "fps": tracks.fps, "frames": tracks.frame_count, "bytes": sizes,
+                       "origin": first_time(bake.source)}
 
 
 STAGES: tuple[Stage, ...] = (Tracks(), Pivots(), PTI(), Stitch(), Export(), FOMMKeypoints(), Renditions())

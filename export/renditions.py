@@ -205,6 +205,12 @@ def baked_frames(source: Path, tracks: TrackSet, recaster: Recaster | None, occl
             yield frame.time - first, frame.image
 
 
+def first_time(source: Path) -> float:
+    """The time of the source's first frame: rendition times count from it."""
+    with MediaSource(source, keep_audio=False) as media:
+        return next(iter(media.frames())).time
+
+
 def check_source(source: Path) -> None:
     """What a rendition needs of the source, said before any work: a video stream with even dimensions."""
     with MediaSource(source, keep_audio=False) as media:

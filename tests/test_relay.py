@@ -1,6 +1,6 @@
-"""The relay (stream/server/relay.py) with real aiortc viewers on 127.0.0.1: a baked title whose renditions cover
-the session's casts is sent as its packets, the toggle switches renditions at the next keyframe, what no rendition
-covers is refused or played live, and the viewer receives exactly the baked stream."""
+"""The relay (stream/server/relay.py) with real aiortc viewers on 127.0.0.1: a baked title with renditions is sent
+as its packets, the toggle switches renditions at the next keyframe, a choice no rendition covers hands the
+session to the live path and back, and the viewer receives exactly the baked stream while relayed."""
 
 from __future__ import annotations
 
@@ -85,8 +85,6 @@ def test_a_covered_title_is_relayed_and_the_toggle_switches_at_a_keyframe(cache:
             assert video.switches == 1 and video.switch_delays_ms[0] <= 520, video.switch_delays_ms
             print(f"toggle: {switched} frames until the original; the switch waited "
                   f"{video.switch_delays_ms[0]:.0f} ms for a keyframe")
-            reply = await viewer.control({"type": "cast", "track": 1, "cast": "hopper"})
-            assert reply["type"] == "error" and reply["error"] == "not_relayed"
             status, _ = await viewer.call("DELETE", f"/api/sessions/{viewer.session}")
             assert status == 204
             await viewer.close()
@@ -103,18 +101,26 @@ def test_a_bake_of_part_of_a_title_plays_live(tmp_path: Path) -> None:
     assert titles["d20"].prebaked and titles["d20"].renditions is None
 
 
-def test_a_title_whose_renditions_miss_a_cast_plays_live(cache: Path) -> None:
+def test_a_cast_without_a_rendition_is_played_live(cache: Path) -> None:
+    """The service offers collins first, and the bake has no rendition of collins: the viewer starts on the live
+    path, goes to the relay when it picks hopper, and back to the live path when it picks collins again."""
     titles = scan_titles(None, None, TitleCache(cache), loop=True)
 
     async def scenario() -> None:
-        async with serving(titles, ServerConfig(demo=True), casts=[hopper_cast(), collins_cast()]) as (base, _, http):
+        async with serving(titles, ServerConfig(demo=True), casts=[collins_cast(), hopper_cast()]) as (base, _, http):
             viewer = Viewer(base, http)
-            await viewer.connect({"title": "d20"})
-            assert (await viewer.control({"type": "state"}))["path"] == "live"  # collins has no rendition
+            await viewer.connect({"title": "d20"})  # collins is this service's first cast
+            assert (await viewer.control({"type": "state"}))["path"] == "live"
             assert len(await viewer.frames(5)) == 5
+            await viewer.control({"type": "cast", "track": "all", "cast": "hopper"})
+            assert len(await viewer.frames(25)) == 25
+            assert (await viewer.control({"type": "state"}))["path"] == "relay"
+            await viewer.control({"type": "cast", "track": "all", "cast": "collins"})
+            assert len(await viewer.frames(40)) == 40
+            assert (await viewer.control({"type": "state"}))["path"] == "live"
             await viewer.close()
 
-    run_async(scenario)
+    run_async(scenario, timeout=60)
 
 
 def test_a_hundred_toggles_switch_only_at_keyframes_and_never_break_the_picture(cache: Path) -> None:
@@ -163,5 +169,52 @@ def test_a_hundred_toggles_switch_only_at_keyframes_and_never_break_the_picture(
             assert min(last) > 45  # the last toggle (on) holds once its keyframe came
             assert gaps.max() < 0.25 and len(pictures) > 0.9 * 25 * (end - began - 0.5)
             assert heard > 0.9 * (end - began - 0.5)
+
+    run_async(scenario, timeout=60)
+
+
+def test_a_choice_no_rendition_covers_goes_live_and_comes_back_at_a_keyframe(cache: Path) -> None:
+    """A cast per track (no rendition has it) hands the viewer to the live path at the same place in the title, and
+    the cast for every face brings it back to the renditions at a keyframe: frames keep coming, every one a whole
+    picture of the title at its place, the relayed ones exactly the rendition's."""
+    titles = scan_titles(None, None, TitleCache(cache), loop=True)
+    recast = _decoded(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True)) as (base, app, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "d20"})
+            assert viewer.video is not None
+            stamped: list[tuple[float, object]] = []
+
+            async def take(count: int) -> list[object]:
+                got = []
+                for _ in range(count):
+                    got.append(await asyncio.wait_for(viewer.video.recv(), 5))  # type: ignore[union-attr]
+                    stamped.append((time.monotonic(), got[-1]))
+                return got
+
+            await take(10)
+            reply = await viewer.control({"type": "cast", "track": 1, "cast": "hopper"})
+            assert reply["type"] == "state" and reply["tracks"] == {"1": "hopper"}
+            live = await take(45)
+            state = await viewer.control({"type": "state"})
+            assert state["path"] == "live", state
+            await viewer.control({"type": "cast", "track": "all", "cast": "hopper"})
+            back = await take(40)
+            assert (await viewer.control({"type": "state"}))["path"] == "relay"
+            video = next(t for t in app[SERVICE].sessions[viewer.session].tracks if t.kind == "video")
+            await viewer.close()
+            live_scores = _matches(live[-20:], recast)
+            back_scores = _matches(back, recast)
+            gaps = np.diff([t for t, _ in stamped[3:]])
+            print(f"live: {min(live_scores):.1f}-{max(live_scores):.1f} dB against the rendition; back: "
+                  f"{sum(s > 45 for s in back_scores)} of {len(back)} frames exactly the rendition's; longest gap "
+                  f"{gaps.max() * 1e3:.0f} ms; {video.handovers} handovers")
+            assert video.handovers == 2
+            # live: the session's own render of the same cast on the same face, at the same place in the title
+            assert max(live_scores) < 45 and min(live_scores) > 25
+            assert all(s > 45 for s in back_scores[-15:])  # relayed again, exactly, once its keyframe came
+            assert gaps.max() < 0.3  # no freeze at either handover
 
     run_async(scenario, timeout=60)

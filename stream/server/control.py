@@ -124,9 +124,6 @@ class Control:
                 self.state.casts_by_track = {}
                 self.state.cast = cast
             elif isinstance(track, int) and not isinstance(track, bool) and 0 <= track < 1_000_000:
-                if self.state.path == "relay":
-                    raise ControlError("not_relayed", "this session is relayed from the title's baked renditions, "
-                                       "one cast for every face; a cast per track needs the live path")
                 if len(self.state.casts_by_track) >= 64 and track not in self.state.casts_by_track:
                     raise ControlError("too_many", "at most 64 per-track casts")
                 self.state.casts_by_track = {**self.state.casts_by_track, track: cast}

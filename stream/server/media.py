@@ -134,12 +134,26 @@ class TitleVideoTrack(MediaStreamTrack):
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
         self._broken = False  # a packet was dropped: the packets up to the next keyframe are not sent
+        # where the title starts: the first frame's time (None: the first frame played), and where this track
+        # starts in it: (frame of the pass, seconds and frames of the passes before) (stream/server/relay.py)
+        self.origin: float | None = None
+        self.start: tuple[int, float, int] = (0, 0.0, 0)
+        self.pass_frames = 0  # frames of a pass, where `start` is in a later one
 
     def _dropped(self) -> None:
         self.session.count("dropped")
         if self.encoder is not None:  # what follows refers to the dropped packet: start again from a keyframe
             self._broken = True
             self.encoder.request_keyframe()
+
+    def ready(self) -> bool:
+        """Whether a frame (or packet) is waiting to be taken."""
+        return self._queue is not None and not self._queue.queue.empty()
+
+    def begin(self) -> None:
+        """Start decoding and drawing now, ahead of the first `recv` (the relay starts the live path early)."""
+        if self._thread is None:
+            self._start()
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,13 +164,15 @@ class TitleVideoTrack(MediaStreamTrack):
     def _passes(self) -> Generator[Frame, None, None]:
         """The title's frames, once or on repeat: each pass starts `period` seconds (at least its own length) after
         the last, its frame indices carry on from the last's, so tracking and pacing see one continuous video."""
-        shift_s, shift_index = 0.0, 0
+        skip, shift_s, shift_index = self.start
         while True:
             count, span = 0, 0.0
             with MediaSource(self.path, keep_audio=False) as source:
                 for frame in source.frames():
                     count += 1
                     span = frame.time + 1 / max(self.fps, 1.0)
+                    if frame.index < skip:  # a track that starts inside the title (decoded, not shown)
+                        continue
                     if shift_index:
                         frame = Frame(frame.index + shift_index, frame.pts + round(shift_s / frame.time_base),
                                       frame.time_base, frame.image)
@@ -167,14 +183,17 @@ class TitleVideoTrack(MediaStreamTrack):
                 self.processor.loop_every(count)
             shift_s += max(self.period, span)
             shift_index += count
+            skip = 0
 
     def _run(self) -> None:
         assert self._queue is not None
         sid, clock = self.session.id, self.session.clock
         try:
             processor = self.processor = self.session.processor()
+            if self.start[2] and self.pass_frames:  # started in a later pass: its indices carry on
+                processor.loop_every(self.pass_frames)
             interval = 1 / max(self.fps, 1.0)
-            t0: float | None = None
+            t0: float | None = self.origin
             with contextlib.closing(self._passes()) as frames:
                 for frame in frames:
                     if self._stop.is_set():

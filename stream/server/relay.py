@@ -19,10 +19,12 @@ import logging
 import mmap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -31,10 +33,12 @@ from engines.errors import InputError
 from export.renditions import AUDIO, ORIGINAL, StreamIndex, cast_rendition, index_file, stream_file
 from stream.server.control import ControlState
 from stream.server.encoding import VIDEO_CLOCK
+from stream.server.media import TitleVideoTrack
 
 log = logging.getLogger(__name__)
 
 OPUS_CLOCK = fractions.Fraction(1, 48000)
+LIVE_LEAD = 12  # frames the live path is started ahead of where it takes over (it builds its tracker meanwhile)
 
 
 class RelaySession(Protocol):
@@ -87,6 +91,7 @@ class TitleRenditions:
         if ORIGINAL not in self.video or len(lengths) != 1:
             raise InputError(f"{entry.folder}: renditions without the original, or of different lengths")
         self.frames = lengths.pop()
+        self.origin = float(stage.info.get("origin", 0.0))  # the source's first frame time: renditions count from it
         self.duration = float(self.video[ORIGINAL].index.times[-1]) + 1 / max(self.fps, 1.0) if self.frames else 0.0
 
     @classmethod
@@ -106,9 +111,11 @@ class TitleRenditions:
                     return None
             return cls._open[key]
 
-    def covers(self, cast_ids: list[str], edits: bool) -> bool:
-        """Whether every choice of a viewer with these casts (and edits or not) has a rendition."""
-        return not edits and all(cast_rendition(c) in self.video for c in cast_ids)
+    def covered(self, state: ControlState) -> bool:
+        """Whether the viewer's choice has a rendition: one cast for every face, no edit, its rendition baked."""
+        if state.casts_by_track or any(factor != 0 for factor in state.edits.values()):
+            return False
+        return self.choice(state) in self.video
 
     @staticmethod
     def choice(state: ControlState) -> str:
@@ -117,37 +124,120 @@ class TitleRenditions:
 
 
 class RelayVideoTrack(MediaStreamTrack):
-    """The video of a relayed session: packets of the chosen rendition, paced by the session's clock."""
+    """The video of a relayed session: packets of the chosen rendition, paced by the session's clock; for a choice
+    no rendition covers, the live path (`live`: a factory of TitleVideoTrack in packet mode starting at a frame),
+    and back to the renditions at a keyframe once the choice is covered again."""
 
     kind = "video"
 
-    def __init__(self, session: RelaySession, renditions: TitleRenditions, loop: bool) -> None:
+    def __init__(self, session: RelaySession, renditions: TitleRenditions, loop: bool,
+                 live: Callable[[int, float, int], TitleVideoTrack] | None = None) -> None:
         super().__init__()
-        self.session, self.renditions, self.loop = session, renditions, loop
-        self.current = renditions.video[renditions.choice(session.state)]
-        self._next = 0  # the next packet
-        self._shift = 0.0  # seconds added to the title's times: the passes played before
+        self.session, self.renditions, self.loop, self.make_live = session, renditions, loop, live
+        self.current = renditions.video.get(renditions.choice(session.state), renditions.video[ORIGINAL])
+        self._next = 0  # the next packet of the pass
+        self._pass = 0  # passes of a looped title played before this one
         self.switches = 0
         self.switch_delays_ms: list[float] = []
+        self.handovers = 0  # from the renditions to the live path and back, counted each way
         self._asked: tuple[str, float] | None = None  # a choice not yet in effect, since when (monotonic)
+        self._live: TitleVideoTrack | None = None
+        self._live_at = 0  # the frame (counted from the title's start, passes included) where the live path serves
+        self._serving_live = False
+        self._sent = -1.0  # the title time of the last packet sent
+
+    @property
+    def _shift(self) -> float:
+        return self._pass * self.renditions.duration
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        covered = self.renditions.covered(self.session.state)
+        if self._sent < 0 and self._live is None and not covered and self.make_live is not None:
+            self._begin_live(start=0)  # a first choice no rendition covers: the live path from the first frame
+            self._serving_live = True
+        reached = self._pass * self.renditions.frames + self._next >= self._live_at
+        if self._live is not None and (self._serving_live or (reached and self._live.ready())):
+            self._serving_live = True  # the renditions go on until the live path has its first picture
+            return await self._from_live(covered)
+        if self._live is not None and covered:  # the viewer came back before the live path took over
+            self._end_live()
+        elif self._live is None and not covered and self.make_live is not None:
+            self._begin_live()
         if self._next >= self.renditions.frames:
             if not self.loop or not self.renditions.frames:
                 self.session.finish("title_ended")
                 self.stop()
                 raise MediaStreamError
-            self._next, self._shift = 0, self._shift + self.renditions.duration
+            self._next, self._pass = 0, self._pass + 1
         i = self._next
         self._next += 1
-        self._follow_choice(i)
-        packet = await _paced(self.session, "video", self.current.packet(i),
-                              float(self.current.index.times[i]) + self._shift, VIDEO_CLOCK)
+        if covered:
+            self._follow_choice(i)
+        self.session.state.path = "relay"
+        packet = await _paced(self.session, "video", self.current.packet(i), self._time(i), VIDEO_CLOCK,
+                              self.renditions.origin)
+        self._sent = self._time(i)
         self.session.count("out")
         self.session.state.frame = i
         return packet
+
+    def _time(self, i: int) -> float:
+        """Frame i of this pass in the title's time from its start (the passes before included)."""
+        return float(self.current.index.times[i]) + self._shift
+
+    def _begin_live(self, start: int | None = None) -> None:
+        """The live path, started LIVE_LEAD frames ahead (or at `start`) so that it is drawing when the renditions
+        hand over."""
+        assert self.make_live is not None
+        start, passes = (self._next + LIVE_LEAD if start is None else start), self._pass
+        if start >= self.renditions.frames:
+            if not self.loop:  # the title ends before the live path would take over
+                return
+            start, passes = start - self.renditions.frames, passes + 1
+        self._live = self.make_live(start, passes * self.renditions.duration, passes * self.renditions.frames)
+        self._live.begin()
+        self._live_at = passes * self.renditions.frames + start
+        log.info("session %s: a choice no rendition covers; the live path takes over at frame %d",
+                 self.session.id, start)
+
+    async def _from_live(self, covered: bool) -> av.Packet:
+        assert self._live is not None
+        packet = await self._live.recv()
+        first = self.session.state.path != "live"
+        while float(packet.pts * packet.time_base) <= self._sent + 1e-6 or (first and not packet.is_keyframe):
+            # pictures the renditions already showed (the live path started late), and what depends on them:
+            # the live path begins with a keyframe after the last relayed picture
+            if self._live.encoder is not None and float(packet.pts * packet.time_base) <= self._sent + 1e-6:
+                self._live.encoder.request_keyframe()
+            self.session.count("dropped")
+            packet = await self._live.recv()
+        self._sent = float(packet.pts * packet.time_base)
+        if first:
+            self.session.state.path = "live"
+            self.handovers += 1
+        time_s = float(packet.pts * packet.time_base)
+        passes = int(time_s // self.renditions.duration) if self.renditions.duration else 0
+        i = int(np.searchsorted(self.current.index.times, time_s - passes * self.renditions.duration - 1e-6))
+        self._next, self._pass = i + 1, passes  # where the renditions take up again
+        if covered:  # back to the renditions at the next keyframe (the next frame's, or the next pass's first)
+            following = i + 1
+            if following >= self.renditions.frames or self.current.index.keyframes[following]:
+                self._end_live()
+                self.current = self.renditions.video[self.renditions.choice(self.session.state)]
+                self.handovers += 1
+        return packet
+
+    def _end_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            self._serving_live = False
+
+    def stop(self) -> None:
+        self._end_live()
+        super().stop()
 
     def _follow_choice(self, i: int) -> None:
         """Switch to the viewer's choice at a keyframe (every rendition has them on the same frames)."""
@@ -170,9 +260,10 @@ class RelayAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, session: RelaySession, stream: RenditionStream, period: float | None) -> None:
+    def __init__(self, session: RelaySession, stream: RenditionStream, period: float | None,
+                 origin: float = 0.0) -> None:
         super().__init__()
-        self.session, self.stream, self.period = session, stream, period
+        self.session, self.stream, self.period, self.origin = session, stream, period, origin
         self._next = 0
         self._shift = 0.0
 
@@ -188,16 +279,17 @@ class RelayAudioTrack(MediaStreamTrack):
         self._next += 1
         # Opus's first packet starts a little before 0 (the encoder's pre-skip): sent at 0
         return await _paced(self.session, "audio", self.stream.packet(i),
-                            max(0.0, float(self.stream.index.times[i])) + self._shift, OPUS_CLOCK)
+                            max(0.0, float(self.stream.index.times[i])) + self._shift, OPUS_CLOCK, self.origin)
 
 
-async def _paced(session: RelaySession, kind: str, data: bytes, source_time: float,
-                 clock: fractions.Fraction) -> av.Packet:
-    """A packet of the title's `source_time`, handed over when the session's clock says it is due."""
-    wait = session.clock.due(source_time) - time.monotonic()
+async def _paced(session: RelaySession, kind: str, data: bytes, title_time: float, clock: fractions.Fraction,
+                 origin: float) -> av.Packet:
+    """A packet at `title_time` from the title's start, handed over when the session's clock says it is due. The
+    clock runs on the source's own times (the live path's), which start at `origin`."""
+    wait = session.clock.due(title_time + origin) - time.monotonic()
     if wait > 0:
         await asyncio.sleep(wait)
     packet = av.Packet(data)
-    packet.pts, packet.time_base = round(source_time / clock), clock
-    session.clock.sent(kind, source_time)
+    packet.pts, packet.time_base = round(title_time / clock), clock
+    session.clock.sent(kind, title_time + origin)
     return packet

@@ -45,9 +45,11 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
                 session.discard(track)
 
     relayed = relay_for(session, sdp)
-    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp) and relayed is None
+    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp)
     encoder = PacketEncoder(video_encoder, session.title.fps) if packets and session.title else None
-    if encoder is not None or relayed is not None:  # before the offer is read: the codecs are chosen as it is
+    if relayed is not None and encoder is None and session.title is not None:  # the live path of a relayed session
+        encoder = PacketEncoder("libx264", session.title.fps)
+    if encoder is not None:  # before the offer is read: the codecs are chosen as it is
         h264_sender(pc, encoder)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -55,8 +57,9 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
             period = session.title.duration if session.title.loop else None
-            if relayed is not None:
-                video: MediaStreamTrack = RelayVideoTrack(session, relayed, session.title.loop)
+            if relayed is not None and encoder is not None:
+                video: MediaStreamTrack = RelayVideoTrack(session, relayed, session.title.loop,
+                                                          live_from(session, relayed, encoder))
             else:
                 video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
             session.tracks.append(video)
@@ -64,7 +67,8 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
             if session.title.has_audio and offered.receives("audio"):
                 if relayed is not None and relayed.audio is not None:
                     audio: MediaStreamTrack = RelayAudioTrack(session, relayed.audio,
-                                                              relayed.duration if session.title.loop else None)
+                                                              relayed.duration if session.title.loop else None,
+                                                              relayed.origin)
                 else:
                     audio = TitleAudioTrack(session, session.title.path, period)
                 session.tracks.append(audio)
@@ -78,16 +82,31 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
 
 
 def relay_for(session: Session, sdp: str) -> TitleRenditions | None:
-    """The renditions that serve this session (stream/server/relay.py), or None for the live path: a title whose
-    renditions cover every choice the session offers, and an offer that takes H.264."""
+    """The renditions that serve this session (stream/server/relay.py), or None for the live path alone: a title
+    with renditions and an offer that takes H.264. A choice they do not cover is played live by the relay's track."""
     title = session.title
     renditions = title.renditions if title is not None else None
     if renditions is None or not offers_h264(sdp):
         return None
-    if not renditions.covers(sorted(session.control.cast_ids), bool(session.control.edits)):
-        return None
-    session.state.path = "relay"
+    session.state.path = "relay" if renditions.covered(session.state) else "live"
     return renditions
+
+
+def live_from(session: Session, renditions: TitleRenditions, encoder: PacketEncoder
+              ) -> Callable[[int, float, int], TitleVideoTrack]:
+    """What a relayed session plays for a choice no rendition covers: the live path in H.264 packets, from a frame
+    of a pass (with the seconds and frames of the passes before), on the renditions' timeline."""
+    title = session.title
+    assert title is not None
+
+    def make(start: int, shift_s: float, shift_frames: int) -> TitleVideoTrack:
+        track = TitleVideoTrack(session, title.path, title.fps, renditions.duration if title.loop else None,
+                                encoder)
+        track.origin, track.start, track.pass_frames = renditions.origin, (start, shift_s, shift_frames), \
+            renditions.frames
+        return track
+
+    return make
 
 
 def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder | None) -> RTCRtpSender:
