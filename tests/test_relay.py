@@ -116,8 +116,10 @@ def test_a_cast_without_a_rendition_is_played_live(cache: Path) -> None:
             assert len(await viewer.frames(25)) == 25
             assert (await viewer.control({"type": "state"}))["path"] == "relay"
             await viewer.control({"type": "cast", "track": "all", "cast": "collins"})
-            assert len(await viewer.frames(40)) == 40
+            began = time.monotonic()
+            assert len(await viewer.frames(40)) == 40  # a second handover: the session's encoder again
             assert (await viewer.control({"type": "state"}))["path"] == "live"
+            assert time.monotonic() - began < 2.5  # 40 frames at 25 fps, no wait for a keyframe
             await viewer.close()
 
     run_async(scenario, timeout=60)

@@ -197,6 +197,8 @@ class RelayVideoTrack(MediaStreamTrack):
                 return
             start, passes = start - self.renditions.frames, passes + 1
         self._live = self.make_live(start, passes * self.renditions.duration, passes * self.renditions.frames)
+        if self._live.encoder is not None:  # the session's encoder may have served an earlier handover
+            self._live.encoder.request_keyframe()
         self._live.begin()
         self._live_at = passes * self.renditions.frames + start
         log.info("session %s: a choice no rendition covers; the live path takes over at frame %d",
@@ -209,7 +211,7 @@ class RelayVideoTrack(MediaStreamTrack):
         while float(packet.pts * packet.time_base) <= self._sent + 1e-6 or (first and not packet.is_keyframe):
             # pictures the renditions already showed (the live path started late), and what depends on them:
             # the live path begins with a keyframe after the last relayed picture
-            if self._live.encoder is not None and float(packet.pts * packet.time_base) <= self._sent + 1e-6:
+            if self._live.encoder is not None:
                 self._live.encoder.request_keyframe()
             self.session.count("dropped")
             packet = await self._live.recv()
