@@ -175,3 +175,15 @@ def s42_cast() -> Cast:
 def s42_warp(**options: Any) -> WarpRecaster:
     """A fresh warp recaster of the s42 cast (its own track state; the cast is read once)."""
     return WarpRecaster([s42_cast()], **options)
+
+
+def first_seconds(source: Path, out: Path, seconds: float) -> Path:
+    """The first `seconds` of a title, video and audio, its packets copied (no re-encode)."""
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], *src.streams.audio[:1])}
+        for packet in src.demux(*(src.streams[i] for i in streams)):
+            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
+                continue
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    return out

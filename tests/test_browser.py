@@ -115,10 +115,10 @@ def test_preview_page_in_chromium_toggles_the_face_only(encoder: str) -> None:
 def test_the_page_says_when_a_title_ends_and_when_its_session_is_lost(tmp_path: Path) -> None:
     """A title played once ends: the page says so and offers to play again. A looped title (the demo) plays on
     until its worker is killed: the page notices the lost peer, asks the gateway, and says the session was lost."""
+    from tests.conftest import first_seconds
     from tests.test_fleet import _workers_of
-    from tests.test_server import _first_seconds
 
-    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.5)
+    first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.5)
     with recast_serve_demo("--workers", "1", "--titles", str(tmp_path)) as server, \
             chromium_page() as (page, errors):
         page.goto(server.base + "/")

@@ -9,7 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -18,7 +17,7 @@ from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.main import main
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from tests.conftest import media, psnr
+from tests.conftest import first_seconds, media, psnr
 from tests.test_renditions import _decoded
 from tests.webrtc_client import Viewer, run_async, serving
 
@@ -26,24 +25,11 @@ CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps, with audio
 FRAMES = 50  # its first 2 s: keyframes on frames 0, 12, 24, 36, 48
 
 
-def cut(source: Path, out: Path, seconds: float) -> Path:
-    """The first `seconds` of a file, its video and audio packets copied as they are."""
-    with av.open(str(source)) as reader, av.open(str(out), "w") as writer:
-        streams = {s.index: writer.add_stream_from_template(s) for s in (reader.streams.video[0],
-                                                                           reader.streams.audio[0])}
-        for packet in reader.demux(*(reader.streams[i] for i in streams)):
-            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
-                continue
-            packet.stream = streams[packet.stream.index]
-            writer.mux(packet)
-    return out
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """d20's first 2 s, baked whole with a rendition for hopper (a bake of part of a title is not relayed)."""
     folder, registry = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("casts")
-    clip = cut(CLIP, folder / "d20.mp4", FRAMES / 25)
+    clip = first_seconds(CLIP, folder / "d20.mp4", FRAMES / 25)
     assert main(["bake", str(clip), "--title", "d20", "--cache", str(folder), "--casts", str(registry),
                  "--renditions", "hopper"]) == 0
     return folder

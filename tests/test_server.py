@@ -22,7 +22,7 @@ from stream.cli.demo_title import demo_title_path
 from stream.media.sources import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from tests.conftest import media, psnr
+from tests.conftest import first_seconds, media, psnr
 from tests.demo_title import DemoTitle
 from tests.webrtc_client import Viewer, run_async, serving
 
@@ -293,22 +293,10 @@ def test_an_ended_session_is_freed_by_the_server(demo: DemoTitle) -> None:
         gc.enable()
 
 
-def _first_seconds(source: Path, out: Path, seconds: float) -> Path:
-    """The first `seconds` of a title, video and audio, its packets copied (no re-encode)."""
-    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], *src.streams.audio[:1])}
-        for packet in src.demux(*(src.streams[i] for i in streams)):
-            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
-                continue
-            packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
-    return out
-
-
 def test_a_title_that_ends_says_so_and_ends_its_session(tmp_path: Path) -> None:
     """Played once, a title's end is told on the control channel (a `state` with "ended": true and the reason);
     the server then ends the session and counts how it ended."""
-    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
+    first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
     titles = scan_titles(tmp_path, None)
     assert not titles["short"].loop
 
@@ -337,7 +325,7 @@ def test_a_title_that_ends_says_so_and_ends_its_session(tmp_path: Path) -> None:
 def test_a_looped_title_plays_on_past_its_end(tmp_path: Path) -> None:
     """On repeat (the demo title, `--loop`), a 1 s title keeps sending: video and audio timestamps run on across
     passes and the session stays up."""
-    _first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
+    first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.0)
     titles = scan_titles(tmp_path, None, loop=True)
     assert titles["short"].loop
 
