@@ -495,9 +495,9 @@ class Renditions(Stage):
                          versions=tool_versions())
 
     def check(self, bake: Bake) -> None:
-        from export.renditions import check_source
+        from export.renditions import probe
 
-        check_source(bake.source)
+        probe(bake.source)
         self._casts(bake)
 
     def run(self, bake: Bake) -> Files:
@@ -509,14 +509,14 @@ class Renditions(Stage):
             cast_rendition,
             encode_audio,
             encode_video,
-            first_time,
             gop_frames,
-            has_audio,
             index_file,
+            probe,
             stream_file,
         )
 
         options, tracks = bake.options.renditions, bake.tracks()
+        source, origin = probe(bake.source)
         gop = gop_frames(tracks.fps, options.gop_s)
         detector, occlusion = bake.options.render.detector, bake.options.render.occlusion
         jobs = [(ORIGINAL, None)] + [(cast_rendition(c.cast_id), cast_recaster(c, detector))
@@ -536,7 +536,7 @@ class Renditions(Stage):
             files += [stream_file(name), index_file(name)]
             sizes[name] = int(made["index"].sizes.sum())
             bake.note("renditions", done + 1, len(jobs))
-        if has_audio(bake.source):
+        if source.has_audio:
             audio: dict[str, Any] = {}
 
             def write_audio(tmp: Path) -> None:
@@ -549,7 +549,7 @@ class Renditions(Stage):
             sizes[AUDIO] = int(audio["index"].sizes.sum())
         bake.report.figures["rendition_mb"] = round(sum(sizes.values()) / 1e6, 3)
         return files, {"gop_frames": gop, "fps": tracks.fps, "frames": tracks.frame_count, "bytes": sizes,
-                       "origin": first_time(bake.source)}
+                       "origin": origin}
 
 
 STAGES: tuple[Stage, ...] = (Tracks(), Pivots(), PTI(), Stitch(), Export(), FOMMKeypoints(), Renditions())

@@ -28,7 +28,7 @@ import numpy as np
 
 from engines.errors import InputError
 from stream.casts.cast import Cast
-from stream.media.sources import MediaSource
+from stream.media.sources import MediaSource, VideoInfo
 from stream.perception.track_set import TrackSet
 from stream.recasters.contract import Recaster
 from stream.render.renderer import FaceRenderer
@@ -154,13 +154,8 @@ def _h264(width: int, height: int, fps: float, gop: int, crf: int, max_kbps: int
     return context
 
 
-def has_audio(source: Path) -> bool:
-    with av.open(str(source)) as container:
-        return bool(container.streams.audio)
-
-
 def encode_audio(source: Path, out: Path, max_seconds: float | None = None) -> StreamIndex:
-    """The title's first audio stream as Opus packets (48 kHz stereo, 20 ms) at `out` (see has_audio)."""
+    """The title's first audio stream as Opus packets (48 kHz stereo, 20 ms) at `out` (where `probe` finds one)."""
     with av.open(str(source)) as container:
         stream = container.streams.audio[0]
         encoder = av.CodecContext.create("libopus", "w")
@@ -205,18 +200,15 @@ def baked_frames(source: Path, tracks: TrackSet, recaster: Recaster | None, occl
             yield frame.time - first, frame.image
 
 
-def first_time(source: Path) -> float:
-    """The time of the source's first frame: rendition times count from it."""
+def probe(source: Path) -> tuple[VideoInfo, float]:
+    """What the renditions need to know of the source, said before any work: its facts (size, audio) and the time
+    of its first frame, which rendition times count from. A side of odd length is refused (H.264 4:2:0)."""
     with MediaSource(source, keep_audio=False) as media:
-        return next(iter(media.frames())).time
-
-
-def check_source(source: Path) -> None:
-    """What a rendition needs of the source, said before any work: a video stream with even dimensions."""
-    with MediaSource(source, keep_audio=False) as media:
-        width, height = media.info.width, media.info.height
-    if width % 2 or height % 2:
-        raise InputError(f"{source}: {width}x{height} has an odd side; renditions (H.264 4:2:0) need even ones")
+        info, origin = media.info, next(iter(media.frames())).time
+    if info.width % 2 or info.height % 2:
+        raise InputError(f"{source}: {info.width}x{info.height} has an odd side; renditions (H.264 4:2:0) need even "
+                         "ones")
+    return info, origin
 
 
 def rendition_casts(ids: Iterable[str], registry: str | None, detector: str) -> list[Cast]:

@@ -121,10 +121,13 @@ class TitleVideoTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, session: MediaSession, path: Path, fps: float, period: float | None = None,
-                 encoder: PacketEncoder | None = None) -> None:
+                 encoder: PacketEncoder | None = None, *, origin: float | None = None,
+                 start: tuple[int, float, int] = (0, 0.0, 0), pass_frames: int = 0) -> None:
         """`period`: play on repeat, a pass every `period` seconds (the title's duration); None: once, and the
         session is told when it ends (`MediaSession.finish`). `encoder`: the track hands aiortc encoded packets
-        (stream/server/encoding.py) instead of frames."""
+        (stream/server/encoding.py) instead of frames. For a track that starts inside the title
+        (stream/server/relay.py): `origin`, the title's first frame time (None: the first frame played); `start`,
+        (frame of the pass, seconds and frames of the passes before); `pass_frames`, the frames of a pass."""
         super().__init__()
         self.session, self.path, self.fps, self.period = session, path, fps, period
         self.encoder = encoder
@@ -134,11 +137,7 @@ class TitleVideoTrack(MediaStreamTrack):
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
         self._broken = False  # a packet was dropped: the packets up to the next keyframe are not sent
-        # where the title starts: the first frame's time (None: the first frame played), and where this track
-        # starts in it: (frame of the pass, seconds and frames of the passes before) (stream/server/relay.py)
-        self.origin: float | None = None
-        self.start: tuple[int, float, int] = (0, 0.0, 0)
-        self.pass_frames = 0  # frames of a pass, where `start` is in a later one
+        self.origin, self.start, self.pass_frames = origin, start, pass_frames
 
     def _dropped(self) -> None:
         self.session.count("dropped")

@@ -1,14 +1,16 @@
 """The relay: a baked title's renditions (export/renditions.py) sent to a viewer as they are, with no decode, no
 recast and no encode per viewer.
 
-A session is relayed when its title's renditions cover every choice the viewer can make (the original, and a
-rendition for every cast the session offers; no edits) and the viewer's offer takes H.264. The video track sends
-the packets of the rendition the viewer's choice names (the original while the toggle is off, `cast-ID` while it
-is on) at the title's pace; a new choice takes effect at the next keyframe, which every rendition has on the same
-frames (at most 0.5 s apart), so a switch never breaks the picture. A viewer's keyframe request (PLI) is answered by
-that next keyframe as well. Timestamps keep increasing across switches and passes of a looped title. The audio
-track sends the title's Opus packets. Each stream file is mapped into memory once per process and shared by every
-viewer of the title (`TitleRenditions.open`); a viewer adds a track object and a packet in flight.
+A session on a title with renditions whose viewer's offer takes H.264 is served here. While the viewer's choice
+has a rendition (the original while the toggle is off, `cast-ID` while it is on; one cast for every face, no edit),
+the video track sends that rendition's packets at the title's pace; a new choice takes effect at the next keyframe,
+which every rendition has on the same frames (at most 0.5 s apart), so a switch never breaks the picture, and a
+viewer's keyframe request (PLI) is answered by that next keyframe as well. A choice no rendition covers hands the
+viewer to the live path (the session's render, encoded by the session) at the same place in the title, and back
+at a keyframe once the choice is covered again. Timestamps keep increasing across switches, handovers and passes
+of a looped title. The audio track sends the title's Opus packets. Each stream file is mapped into memory once per
+process and shared by every viewer of the title (`TitleRenditions.open`); a viewer adds a track object and a
+packet in flight.
 """
 
 from __future__ import annotations
@@ -176,9 +178,9 @@ class RelayVideoTrack(MediaStreamTrack):
         if covered:
             self._follow_choice(i)
         self.session.state.path = "relay"
-        packet = await _paced(self.session, "video", self.current.packet(i), self._time(i), VIDEO_CLOCK,
-                              self.renditions.origin)
         self._sent = self._time(i)
+        packet = await _paced(self.session, "video", self.current.packet(i), self._sent, VIDEO_CLOCK,
+                              self.renditions.origin)
         self.session.count("out")
         self.session.state.frame = i
         return packet
@@ -208,18 +210,17 @@ class RelayVideoTrack(MediaStreamTrack):
         assert self._live is not None
         packet = await self._live.recv()
         first = self.session.state.path != "live"
-        while float(packet.pts * packet.time_base) <= self._sent + 1e-6 or (first and not packet.is_keyframe):
+        while _seconds(packet) <= self._sent + 1e-6 or (first and not packet.is_keyframe):
             # pictures the renditions already showed (the live path started late), and what depends on them:
             # the live path begins with a keyframe after the last relayed picture
             if self._live.encoder is not None:
                 self._live.encoder.request_keyframe()
             self.session.count("dropped")
             packet = await self._live.recv()
-        self._sent = float(packet.pts * packet.time_base)
+        time_s = self._sent = _seconds(packet)
         if first:
             self.session.state.path = "live"
             self.handovers += 1
-        time_s = float(packet.pts * packet.time_base)
         passes = int(time_s // self.renditions.duration) if self.renditions.duration else 0
         i = int(np.searchsorted(self.current.index.times, time_s - passes * self.renditions.duration - 1e-6))
         self._next, self._pass = i + 1, passes  # where the renditions take up again
@@ -282,6 +283,10 @@ class RelayAudioTrack(MediaStreamTrack):
         # Opus's first packet starts a little before 0 (the encoder's pre-skip): sent at 0
         return await _paced(self.session, "audio", self.stream.packet(i),
                             max(0.0, float(self.stream.index.times[i])) + self._shift, OPUS_CLOCK, self.origin)
+
+
+def _seconds(packet: av.Packet) -> float:
+    return float(packet.pts * packet.time_base)
 
 
 async def _paced(session: RelaySession, kind: str, data: bytes, title_time: float, clock: fractions.Fraction,

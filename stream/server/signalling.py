@@ -45,19 +45,20 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
                 session.discard(track)
 
     relayed = relay_for(session, sdp)
-    packets = session.title is not None and video_encoder != "webrtc" and offers_h264(sdp)
-    encoder = PacketEncoder(video_encoder, session.title.fps) if packets and session.title else None
-    if relayed is not None and encoder is None and session.title is not None:  # the live path of a relayed session
-        encoder = PacketEncoder("libx264", session.title.fps)
-    if encoder is not None:  # before the offer is read: the codecs are chosen as it is
-        h264_sender(pc, encoder)
+    # the session encodes H.264 itself when asked to, and for a relayed session's live path (libx264 at least)
+    codec = video_encoder if video_encoder != "webrtc" else "libx264" if relayed is not None else None
+    encoder = None
+    if session.title is not None and codec is not None and offers_h264(sdp):
+        encoder = PacketEncoder(codec, session.title.fps)
+        h264_sender(pc, encoder)  # before the offer is read: the codecs are chosen as it is
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         guard_data_channel_text(pc, session.refuse_text)
         if session.title is not None and not session.closed:
             # tracks go to the transceivers the offer made, so a kind it does not receive (audio) is left out
             period = session.title.duration if session.title.loop else None
-            if relayed is not None and encoder is not None:
+            if relayed is not None:
+                assert encoder is not None  # a relayed offer takes H.264
                 video: MediaStreamTrack = RelayVideoTrack(session, relayed, session.title.loop,
                                                           live_from(session, relayed, encoder))
             else:
@@ -100,16 +101,14 @@ def live_from(session: Session, renditions: TitleRenditions, encoder: PacketEnco
     assert title is not None
 
     def make(start: int, shift_s: float, shift_frames: int) -> TitleVideoTrack:
-        track = TitleVideoTrack(session, title.path, title.fps, renditions.duration if title.loop else None,
-                                encoder)
-        track.origin, track.start, track.pass_frames = renditions.origin, (start, shift_s, shift_frames), \
-            renditions.frames
-        return track
+        return TitleVideoTrack(session, title.path, title.fps, renditions.duration if title.loop else None,
+                               encoder, origin=renditions.origin, start=(start, shift_s, shift_frames),
+                               pass_frames=renditions.frames)
 
     return make
 
 
-def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder | None) -> RTCRtpSender:
+def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
     """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
     negotiates H.264 only (the offer's video takes it); a keyframe the viewer asks for (PLI, FIR) comes from the
     session's encoder, whose rate follows the viewer's bandwidth estimate (REMB). aiortc does both itself only
@@ -118,8 +117,6 @@ def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder | None) -> RTCRtpS
     codecs = RTCRtpSender.getCapabilities("video").codecs
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")])
     sender = transceiver.sender
-    if encoder is None:  # relayed renditions: a keyframe every 0.5 s answers a request, and their rate is baked
-        return sender
     sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
     handle_rtcp = sender._handle_rtcp_packet
 
