@@ -15,6 +15,7 @@ from stream.cli.service_options import checked_api_keys, event_loop_factory, loa
 
 log = logging.getLogger(__name__)
 
+
 def default_workers(cores: int, max_sessions: int) -> int:
     """`--workers` unless given: WORKERS_PER_CORE a core (stream/server/fleet.py), never more than the sessions the
     service holds."""

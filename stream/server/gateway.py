@@ -263,10 +263,13 @@ class Gateway:
             self._forget(sid, "ended")
         worker.sessions &= live
         worker.relayed = {s["session"] for s in status["sessions"] if s.get("path") == "relay"}
-        for session in status["sessions"]:
-            if session.get("title") and session.get("answered"):
-                (self.relayed_titles.add if session.get("path") == "relay" else self.relayed_titles.discard)(
-                    session["title"])
+        for session in status["sessions"]:  # a title is placed at the relay's cost while its sessions are relayed
+            if not session.get("title") or not session.get("answered"):
+                continue
+            if session.get("path") == "relay":
+                self.relayed_titles.add(session["title"])
+            else:
+                self.relayed_titles.discard(session["title"])
         self.session_cost.observe(worker, self.placed_at)
         labels = {"worker": worker.name}
         self.metrics.worker_sessions.set(len(live), **labels)
