@@ -187,3 +187,12 @@ def first_seconds(source: Path, out: Path, seconds: float) -> Path:
             packet.stream = streams[packet.stream.index]
             dst.mux(packet)
     return out
+
+
+def decoded_h264(path: Path) -> list[np.ndarray]:
+    """Every picture of an H.264 elementary stream (Annex-B), in order, as RGB."""
+    context = av.CodecContext.create("h264", "r")
+    frames = [f for p in context.parse(path.read_bytes()) for f in context.decode(p)]
+    frames += [f for p in context.parse(None) for f in context.decode(p)]
+    frames += context.decode(None)
+    return [f.to_ndarray(format="rgb24") for f in frames]

@@ -17,8 +17,7 @@ from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.main import main
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from tests.conftest import first_seconds, media, psnr
-from tests.test_renditions import _decoded
+from tests.conftest import decoded_h264, first_seconds, media, psnr
 from tests.webrtc_client import Viewer, run_async, serving
 
 CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps, with audio
@@ -46,8 +45,8 @@ def _matches(frames: list[object], rendition: list[np.ndarray]) -> list[float]:
 def test_a_covered_title_is_relayed_and_the_toggle_switches_at_a_keyframe(cache: Path) -> None:
     titles = scan_titles(None, None, TitleCache(cache), loop=True)
     assert titles["d20"].renditions is not None
-    recast = _decoded(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
-    original = _decoded(cache / "titles" / "d20" / "renditions" / "original.h264")
+    recast = decoded_h264(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
+    original = decoded_h264(cache / "titles" / "d20" / "renditions" / "original.h264")
 
     async def scenario() -> None:
         async with serving(titles, ServerConfig(demo=True)) as (base, app, http):
@@ -116,7 +115,7 @@ def test_a_hundred_toggles_switch_only_at_keyframes_and_never_break_the_picture(
     other (no corruption: a switch lands on a keyframe), frames keep coming (no freeze), and the audio keeps up."""
     titles = scan_titles(None, None, TitleCache(cache), loop=True)
     folder = cache / "titles" / "d20" / "renditions"
-    recast, original = _decoded(folder / "cast-hopper.h264"), _decoded(folder / "original.h264")
+    recast, original = decoded_h264(folder / "cast-hopper.h264"), decoded_h264(folder / "original.h264")
 
     async def scenario() -> None:
         async with serving(titles, ServerConfig(demo=True)) as (base, app, http):
@@ -166,7 +165,7 @@ def test_a_choice_no_rendition_covers_goes_live_and_comes_back_at_a_keyframe(cac
     the cast for every face brings it back to the renditions at a keyframe: frames keep coming, every one a whole
     picture of the title at its place, the relayed ones exactly the rendition's."""
     titles = scan_titles(None, None, TitleCache(cache), loop=True)
-    recast = _decoded(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
+    recast = decoded_h264(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
 
     async def scenario() -> None:
         async with serving(titles, ServerConfig(demo=True)) as (base, app, http):

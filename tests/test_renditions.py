@@ -16,7 +16,7 @@ from engines.cache import TitleCache
 from export.renditions import StreamIndex, baked_frames, cast_recaster, rendition_casts
 from stream.cli.main import main
 from stream.perception.baked_title import BakedTitle
-from tests.conftest import media, psnr
+from tests.conftest import decoded_h264, media, psnr
 
 CLIP = media("videos/liveportrait_d20.mp4")  # 480x480, 25 fps, with audio
 FRAMES = 40
@@ -41,14 +41,6 @@ def _folder(cache: Path) -> Path:
 def _nal_types(packet: bytes) -> list[int]:
     """The NAL unit types of an Annex-B packet."""
     return [packet[i + 3] & 0x1F for i in range(len(packet) - 3) if packet[i:i + 3] == b"\x00\x00\x01"]
-
-
-def _decoded(path: Path) -> list[np.ndarray]:
-    context = av.CodecContext.create("h264", "r")
-    frames = [f for p in context.parse(path.read_bytes()) for f in context.decode(p)]
-    frames += [f for p in context.parse(None) for f in context.decode(p)] if hasattr(context, "parse") else []
-    frames += context.decode(None)
-    return [f.to_ndarray(format="rgb24") for f in frames]
 
 
 def test_renditions_switch_at_the_same_keyframes_and_carry_their_headers(baked: tuple[Path, Path]) -> None:
@@ -82,8 +74,8 @@ def test_a_cast_rendition_is_what_the_bake_draws_and_the_original_is_the_source(
     collins = rendition_casts(["collins"], str(registry), "mediapipe")[0]
     drawn = [image for _, image in baked_frames(CLIP, title.tracks, cast_recaster(collins, "mediapipe"))]
     source = [image for _, image in baked_frames(CLIP, title.tracks, None)]
-    recast = _decoded(_folder(cache) / "renditions/cast-collins.h264")
-    original = _decoded(_folder(cache) / "renditions/original.h264")
+    recast = decoded_h264(_folder(cache) / "renditions/cast-collins.h264")
+    original = decoded_h264(_folder(cache) / "renditions/original.h264")
     assert len(recast) == len(original) == len(drawn) == FRAMES
     scores = [psnr(a, b) for a, b in zip(recast, drawn, strict=True)]
     print(f"cast rendition against the drawn frames: {min(scores):.1f}-{max(scores):.1f} dB")
