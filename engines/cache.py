@@ -11,7 +11,8 @@
 A bake is a chain of stages; each stage has a key (a sha256 over everything that changes its result: the source,
 the models, the options, the versions, and the keys of the stages it reads). A stage whose key matches and whose
 files all verify is a cache hit. Every file is written to a temporary name, hashed and renamed; the manifest is
-rewritten the same way after each stage, so a killed bake leaves either the old state or the new one. A file whose
+rewritten the same way after each stage, so a killed bake leaves either the old state or the new one (and
+temporary files, removed by the next holder of the title's lock). A file whose
 sha256 does not match the manifest is reported (a warning naming it) and its stage is rebuilt; it is never used.
 Engines (``generator/``, ``fomm/``) are the big, rebuildable part: over the size limit, the least recently used
 title's engines are evicted first and their stages marked as not baked.
@@ -296,10 +297,19 @@ class TitleEntry:
             self._held = True
             try:
                 self.manifest = self._read_manifest()
+                self._remove_leftovers()
                 yield True
             finally:
                 self._held = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+    def _remove_leftovers(self) -> None:
+        """The temporary files of a writer that was killed (every writer holds the lock, so none is writing)."""
+        for leftover in self.folder.rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                log.info("%s: removed what a killed bake left", leftover)
 
 
 class TitleCache:

@@ -28,6 +28,7 @@ import numpy as np
 
 from engines.errors import InputError
 from stream.casts.cast import Cast
+from stream.media.sinks import even_size, padded_to_even
 from stream.media.sources import MediaSource, VideoInfo
 from stream.perception.track_set import TrackSet
 from stream.recasters.contract import Recaster
@@ -122,9 +123,9 @@ def encode_video(frames: Iterable[tuple[float, np.ndarray]], fps: float, out: Pa
     try:
         for number, (time_s, image) in enumerate(frames):
             if context is None:
-                context = _h264(image.shape[1], image.shape[0], fps, gop, crf, max_kbps)
+                context = _h264(*even_size(image.shape[1], image.shape[0]), fps, gop, crf, max_kbps)
             times.append(time_s)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(padded_to_even(image), format="rgb24").reformat(format="yuv420p")
             frame.pts, frame.time_base = number, context.time_base
             frame.pict_type = av.video.frame.PictureType.I if number % gop == 0 else av.video.frame.PictureType.NONE
             for packet in context.encode(frame):
@@ -138,8 +139,6 @@ def encode_video(frames: Iterable[tuple[float, np.ndarray]], fps: float, out: Pa
 
 
 def _h264(width: int, height: int, fps: float, gop: int, crf: int, max_kbps: int) -> av.VideoCodecContext:
-    if width % 2 or height % 2:
-        raise InputError(f"a rendition needs even dimensions (got {width}x{height})")
     context = av.CodecContext.create("libx264", "w")
     context.width, context.height, context.pix_fmt = width, height, "yuv420p"
     context.time_base = fractions.Fraction(1, 1) / fractions.Fraction(fps).limit_denominator(1001)
@@ -202,12 +201,9 @@ def baked_frames(source: Path, tracks: TrackSet, recaster: Recaster | None, occl
 
 def probe(source: Path) -> tuple[VideoInfo, float]:
     """What the renditions need to know of the source, said before any work: its facts (size, audio) and the time
-    of its first frame, which rendition times count from. A side of odd length is refused (H.264 4:2:0)."""
+    of its first frame, which rendition times count from."""
     with MediaSource(source, keep_audio=False) as media:
         info, origin = media.info, next(iter(media.frames())).time
-    if info.width % 2 or info.height % 2:
-        raise InputError(f"{source}: {info.width}x{info.height} has an odd side; renditions (H.264 4:2:0) need even "
-                         "ones")
     return info, origin
 
 

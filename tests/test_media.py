@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 from collections.abc import Callable
 from fractions import Fraction
@@ -183,3 +184,19 @@ def test_http_url_source(tmp_path: Path) -> None:
             MediaSource(f"http://127.0.0.1:{server.server_address[1]}/absent.mp4")
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("name", ["liveportrait_s18.mp4", "face_recognition_short_hamilton_clip.mp4"])
+def test_frames_from_a_start_seek_and_match_a_decode_from_the_beginning(name: str) -> None:
+    """s18 (B-frames, one keyframe) and hamilton (a keyframe every 60 frames or less, so the seek lands between
+    them): a start anywhere yields that frame, numbered as a decode from the first frame numbers it, the same
+    picture, and the frame after it."""
+    clip = media(f"videos/{name}")
+    with MediaSource(clip, keep_audio=False) as source:
+        every = [(f.index, f.time, f.image[::16, ::16].copy()) for f in source.frames()]
+    for start in (1, 37, 61, 200, len(every) - 2):
+        with MediaSource(clip, keep_audio=False) as source:
+            got = list(itertools.islice(source.frames(start=(start, every[start][1])), 2))
+        for frame, (index, time_s, image) in zip(got, every[start:start + 2], strict=True):
+            assert frame.index == index and abs(frame.time - time_s) < 1e-6, (start, frame.index, frame.time)
+            assert np.array_equal(frame.image[::16, ::16], image), start

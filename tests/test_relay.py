@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -205,3 +206,32 @@ def test_a_choice_no_rendition_covers_goes_live_and_comes_back_at_a_keyframe(cac
             assert gaps.max() < 0.3  # no freeze at either handover
 
     run_async(scenario, timeout=60)
+
+
+def test_a_rendition_truncated_while_relayed_hands_the_viewer_to_the_live_path(cache: Path, tmp_path: Path) -> None:
+    """The cast's rendition cut in half on disk under a relayed viewer (an edit in place, not the cache's rename):
+    it is never read again, the viewer's picture goes on from the live path, and the refusal is logged and
+    counted in /metrics; a title whose rendition fails its checksum at start plays live and is counted too."""
+    shutil.copytree(cache, tmp_path / "cache")
+    folder = tmp_path / "cache" / "titles" / "d20" / "renditions"
+    titles = scan_titles(None, None, TitleCache(tmp_path / "cache"), loop=True)
+    assert titles["d20"].renditions is not None
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True)) as (base, _, http):
+            viewer = Viewer(base, http)
+            await viewer.connect({"title": "d20"})
+            assert len(await viewer.frames(10)) == 10
+            assert (await viewer.control({"type": "state"}))["path"] == "relay"
+            with (folder / "cast-hopper.h264").open("r+b") as rendition:
+                rendition.truncate(rendition.seek(0, 2) // 2)
+            after = await viewer.frames(40)
+            assert len(after) == 40 and all(f.width == 480 for f in after)  # type: ignore[attr-defined]
+            assert (await viewer.control({"type": "state"}))["path"] == "live"
+            _, metrics = await viewer.call("GET", "/metrics")
+            assert 'recast_renditions_refused_total{reason="changed",title="d20"} 1' in metrics
+            await viewer.close()
+
+    run_async(scenario, timeout=60)
+    rescanned = scan_titles(None, None, TitleCache(tmp_path / "cache"), loop=True)
+    assert rescanned["d20"].prebaked and rescanned["d20"].renditions is None  # fails its checksum: plays live

@@ -5,7 +5,11 @@ Opus, the cache's checksums, and the refusals."""
 
 from __future__ import annotations
 
+import fractions
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -123,3 +127,71 @@ def test_an_unknown_cast_is_refused_before_any_work(baked: tuple[Path, Path], tm
     err = capsys.readouterr().err
     assert "no cast 'nobody'" in err and "collins" in err
     assert not (tmp_path / "cache" / "titles" / "d20" / "renditions").exists()
+
+
+def _scaled(source: Path, out: Path, width: int, height: int, frames: int) -> Path:
+    """The first `frames` of a clip at another size, without audio."""
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"  # 4:4:4 takes odd sides
+        for index, frame in enumerate(src.decode(video=0)):
+            if index >= frames:
+                break
+            small = frame.reformat(width=width, height=height, format="yuv444p")
+            small.pts, small.time_base = index, fractions.Fraction(1, 25)
+            dst.mux(stream.encode(small))
+        dst.mux(stream.encode(None))
+    return out
+
+
+def test_an_odd_sized_source_without_audio_is_padded_as_a_render_is(tmp_path: Path) -> None:
+    """241x239 without audio: renditions 242x240 (the last row and column repeated, as `recast render` pads), no
+    audio stream, and a relay that opens them."""
+    from stream.server.relay import TitleRenditions
+
+    clip = _scaled(CLIP, tmp_path / "odd.mp4", 241, 239, 20)
+    assert main(["bake", str(clip), "--title", "odd", "--cache", str(tmp_path / "cache"),
+                 "--casts", str(tmp_path / "casts"), "--renditions", "hopper"]) == 0
+    folder = tmp_path / "cache" / "titles" / "odd"
+    files = json.loads((folder / "manifest.json").read_text())["stages"]["renditions"]["files"]
+    assert not any("audio" in rel for rel in files)
+    with av.open(str(clip)) as container:
+        source = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    original = decoded_h264(folder / "renditions/original.h264")
+    assert len(original) == len(source) == 20 and original[0].shape == (240, 242, 3)
+    assert min(psnr(a[:239, :241], b) for a, b in zip(original, source, strict=True)) > 33
+    assert np.abs(original[5][:, 241].astype(int) - original[5][:, 240]).mean() < 3  # padding repeats the edge
+    renditions = TitleRenditions.open(TitleCache(tmp_path / "cache").entry("odd"))
+    assert renditions is not None and renditions.audio is None and renditions.frames == 20
+
+
+def test_a_bake_killed_while_writing_renditions_leaves_none_and_the_next_bake_makes_them(tmp_path: Path) -> None:
+    """SIGKILL while the cast's rendition is written (the original's is on disk): no renditions stage, so no
+    relay; what the killed bake left is removed and the next bake makes every rendition."""
+    from stream.server.relay import TitleRenditions
+
+    cache, registry = tmp_path / "cache", tmp_path / "casts"
+    folder = cache / "titles" / "d20"
+    command = [sys.executable, "-m", "stream.cli", "bake", str(CLIP), "--title", "d20", "--cache", str(cache),
+               "--casts", str(registry), "--max-frames", "150", "--renditions", "hopper"]
+    bake = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((folder / "renditions").glob(".cast-hopper.h264.*.tmp")):
+            assert bake.poll() is None, "the bake ended before it was killed"
+            assert time.monotonic() < deadline, "the bake never wrote the cast's rendition"
+            time.sleep(0.02)
+        bake.kill()
+    finally:
+        bake.wait()
+    assert (folder / "renditions/original.h264").exists()
+    entry = TitleCache(cache).entry("d20")
+    assert entry.stage("tracks") is not None and entry.stage("renditions") is None
+    assert TitleRenditions.open(entry) is None
+    assert main(command[3:]) == 0
+    entry = TitleCache(cache).entry("d20")
+    assert entry.stage("renditions") is not None
+    assert not list(folder.rglob(".*.tmp"))
+    renditions = TitleRenditions.open(entry)
+    assert renditions is not None and set(renditions.video) == {"original", "cast-hopper"}
+    assert renditions.frames == 150

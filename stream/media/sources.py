@@ -192,12 +192,16 @@ class MediaSource:
     def audio_stream(self) -> Any:
         return self._audio
 
-    def frames(self) -> Iterator[Frame]:
-        """Decode every video frame in order; audio packets go to ``audio_packets``."""
+    def frames(self, start: tuple[int, float] | None = None) -> Iterator[Frame]:
+        """Decode every video frame in order; audio packets go to ``audio_packets``. ``start``: (index, time in
+        seconds) of a frame to begin at: the file is sought to the keyframe before it and the frames before it are
+        decoded, not yielded (on a file that cannot seek, every frame before it is); indices count on from it."""
         streams = [self._video] + ([self._audio] if self._audio is not None else [])
         index = 0
         last_pts: int | None = None
         step = _pts_step(self.info)
+        sought = start is not None and start[0] > 0 and self._seek(start[1])
+        half_frame = 0.5 / float(self.info.rate)
         try:
             for packet in self._container.demux(streams):
                 if packet.stream.type == "audio":
@@ -209,6 +213,15 @@ class MediaSource:
                     if last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
                     last_pts = pts
+                    if start is not None:  # before the frame to begin at: decoded, not yielded
+                        late = float(pts * self.info.time_base) - start[1]
+                        if sought and late < -half_frame:
+                            continue
+                        if not sought and index < start[0]:
+                            index += 1
+                            continue
+                        # a seek that lands past the frame (a damaged index) counts the frames it missed
+                        index, start = start[0] + (max(0, round(late * float(self.info.rate))) if sought else 0), None
                     image = upright(vf.to_ndarray(format="rgb24"), vf.rotation)
                     yield Frame(index, pts, self.info.time_base, image)
                     index += 1
@@ -222,6 +235,15 @@ class MediaSource:
             raise MediaError(self.location, f"no video frame could be decoded (corrupt or truncated file{skipped})")
         if self.decode_errors:
             log.warning("%s: skipped %d corrupt video packets", self.location, self.decode_errors)
+
+    def _seek(self, time_s: float) -> bool:
+        """Put the demuxer on the keyframe at or before `time_s`; False where the file cannot seek."""
+        try:
+            self._container.seek(int(time_s / self.info.time_base), stream=self._video, backward=True)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            log.info("%s: cannot seek to %.3f s (%s); decoding from the start", self.location, time_s, exc)
+            return False
+        return True
 
     def close(self) -> None:
         self._container.close()

@@ -27,6 +27,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from stream.media.sinks import padded_to_even
 from stream.media.sources import Frame, MediaSource, PacketDecoder
 from stream.server.encoding import VIDEO_CLOCK, PacketEncoder
 from stream.server.frames import FrameProcessor
@@ -57,7 +58,8 @@ class MediaSession(Protocol):
 
 
 def to_video_frame(image: np.ndarray, time_s: float) -> av.VideoFrame:
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    """A picture as a WebRTC frame at `time_s`; odd sides padded to even ones, as in renders and renditions."""
+    frame = av.VideoFrame.from_ndarray(padded_to_even(image), format="rgb24")
     frame.pts = round(time_s / VIDEO_CLOCK)
     frame.time_base = VIDEO_CLOCK
     return frame
@@ -122,12 +124,14 @@ class TitleVideoTrack(MediaStreamTrack):
 
     def __init__(self, session: MediaSession, path: Path, fps: float, period: float | None = None,
                  encoder: PacketEncoder | None = None, *, origin: float | None = None,
-                 start: tuple[int, float, int] = (0, 0.0, 0), pass_frames: int = 0) -> None:
+                 start: tuple[int, float, int] = (0, 0.0, 0), start_time: float | None = None,
+                 pass_frames: int = 0) -> None:
         """`period`: play on repeat, a pass every `period` seconds (the title's duration); None: once, and the
         session is told when it ends (`MediaSession.finish`). `encoder`: the track hands aiortc encoded packets
         (stream/server/encoding.py) instead of frames. For a track that starts inside the title
         (stream/server/relay.py): `origin`, the title's first frame time (None: the first frame played); `start`,
-        (frame of the pass, seconds and frames of the passes before); `pass_frames`, the frames of a pass."""
+        (frame of the pass, seconds and frames of the passes before); `start_time`, that frame's time in the file
+        (the track seeks to it; None: decodes up to it); `pass_frames`, the frames of a pass."""
         super().__init__()
         self.session, self.path, self.fps, self.period = session, path, fps, period
         self.encoder = encoder
@@ -137,7 +141,7 @@ class TitleVideoTrack(MediaStreamTrack):
         self._stop = threading.Event()
         self._queue: _LatestQueue | None = None
         self._broken = False  # a packet was dropped: the packets up to the next keyframe are not sent
-        self.origin, self.start, self.pass_frames = origin, start, pass_frames
+        self.origin, self.start, self.start_time, self.pass_frames = origin, start, start_time, pass_frames
 
     def _dropped(self) -> None:
         self.session.count("dropped")
@@ -167,10 +171,12 @@ class TitleVideoTrack(MediaStreamTrack):
         while True:
             count, span = 0, 0.0
             with MediaSource(self.path, keep_audio=False) as source:
-                for frame in source.frames():
-                    count += 1
+                # a track that starts inside the title seeks to its first frame (the keyframe before it decoded)
+                begin = (skip, self.start_time) if skip and self.start_time is not None else None
+                for frame in source.frames(start=begin):
+                    count = frame.index + 1
                     span = frame.time + 1 / max(self.fps, 1.0)
-                    if frame.index < skip:  # a track that starts inside the title (decoded, not shown)
+                    if frame.index < skip:  # (a start without its time: decoded, not shown)
                         continue
                     if shift_index:
                         frame = Frame(frame.index + shift_index, frame.pts + round(shift_s / frame.time_base),

@@ -105,6 +105,11 @@ class Histogram(Metric):
         return lines
 
 
+# process-wide: rendition streams are opened once per process, when titles are scanned (stream/server/relay.py)
+RENDITIONS_REFUSED = Counter("recast_renditions_refused_total",
+                             "Rendition streams not relayed, by title and reason (failed checks, changed on disk)")
+
+
 class Registry:
     def __init__(self) -> None:
         self.sessions = Gauge("recast_sessions", "Open sessions by kind")
@@ -121,7 +126,7 @@ class Registry:
     def render(self) -> str:
         metrics: list[Metric] = [self.sessions, self.sessions_total, self.frames_in, self.frames_out,
                                  self.frames_dropped, self.faces_failed, self.stage_ms, self.latency_ms,
-                                 self.requests, self.control]
+                                 self.requests, self.control, RENDITIONS_REFUSED]
         return "\n".join(line for m in metrics for line in m.render()) + "\n"
 
     def forget_session(self, session: str) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import fractions
 import logging
 import mmap
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from export.renditions import AUDIO, ORIGINAL, StreamIndex, cast_rendition, inde
 from stream.server.control import ControlState
 from stream.server.encoding import VIDEO_CLOCK
 from stream.server.media import TitleVideoTrack
+from stream.server.metrics import RENDITIONS_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +58,36 @@ class RelaySession(Protocol):
 
 
 class RenditionStream:
-    """One stream of packets: its file mapped read-only (after its checksum is verified) and its index."""
+    """One stream of packets: its file mapped read-only (after its checksum is verified) and its index. The cache
+    replaces a file by renaming a new one over it, which leaves the mapped one whole; a file edited or truncated in
+    place is caught by `intact` (its size and modification time, read before each packet) and never read again."""
 
     def __init__(self, entry: TitleEntry, name: str) -> None:
-        self.name = name
-        path = entry.verified(stream_file(name))
+        self.name, self.title = name, entry.id
+        self.path = entry.verified(stream_file(name))
         self.index = StreamIndex.load(entry.verified(index_file(name)))
-        with path.open("rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
-        if int(self.index.sizes.sum()) != (len(self._map) if self._map is not None else 0):
-            raise InputError(f"{path}: its size does not match its index")
+        self._file = self.path.open("rb")
+        self._identity = self._stat()
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self._identity[0] else None
+        if int(self.index.sizes.sum()) != self._identity[0]:
+            self._file.close()
+            raise InputError(f"{self.path}: its size does not match its index")
+        self.changed = False
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def _stat(self) -> tuple[int, int]:
+        stat = os.fstat(self._file.fileno())
+        return stat.st_size, stat.st_mtime_ns
+
+    def intact(self) -> bool:
+        """Whether the file is still the one verified (logged and counted once when it is not)."""
+        if not self.changed and self._stat() != self._identity:
+            self.changed = True
+            log.warning("title %s: %s changed on disk while relayed; it is not relayed again", self.title, self.path)
+            RENDITIONS_REFUSED.inc(title=self.title, reason="changed")
+        return not self.changed
 
     def packet(self, i: int) -> bytes:
         assert self._map is not None
@@ -105,19 +124,31 @@ class TitleRenditions:
             return None
         key = (str(entry.folder), stage.key)
         with cls._lock:
+            if key in cls._open and not cls._open[key].intact():  # changed on disk since: checked again
+                del cls._open[key]
             if key not in cls._open:
                 try:
                     cls._open[key] = cls(entry)
                 except (CacheError, InputError, OSError, ValueError) as err:
                     log.warning("title %s: its renditions are not relayed (%s); it plays live", entry.id, err)
+                    RENDITIONS_REFUSED.inc(title=entry.id, reason="checks")
                     return None
             return cls._open[key]
+
+    def intact(self) -> bool:
+        streams = [*self.video.values(), *([self.audio] if self.audio is not None else [])]
+        return all([stream.intact() for stream in streams])
+
+    def time(self, frame: int) -> float:
+        """A frame's time from the title's first frame (the source's time less `origin`)."""
+        return float(self.video[ORIGINAL].index.times[frame])
 
     def covered(self, state: ControlState) -> bool:
         """Whether the viewer's choice has a rendition: one cast for every face, no edit, its rendition baked."""
         if state.casts_by_track or any(factor != 0 for factor in state.edits.values()):
             return False
-        return self.choice(state) in self.video
+        stream = self.video.get(self.choice(state))
+        return stream is not None and stream.intact()
 
     @staticmethod
     def choice(state: ControlState) -> str:
@@ -167,6 +198,8 @@ class RelayVideoTrack(MediaStreamTrack):
             self._end_live()
         elif self._live is None and not covered and self.make_live is not None:
             self._begin_live()
+        if not self.current.intact():  # changed on disk under the relay: the live path, from here on
+            return await self._instead_of_broken(covered)
         if self._next >= self.renditions.frames:
             if not self.loop or not self.renditions.frames:
                 self.session.finish("title_ended")
@@ -184,6 +217,17 @@ class RelayVideoTrack(MediaStreamTrack):
         self.session.count("out")
         self.session.state.frame = i
         return packet
+
+    async def _instead_of_broken(self, covered: bool) -> av.Packet:
+        """The live path at once, where the stream being relayed can no longer be read."""
+        if self._live is None and self.make_live is not None:
+            self._begin_live(start=self._next)
+        if self._live is None:  # no live path to hand over to, or the title ends here
+            self.session.finish("rendition_changed")
+            self.stop()
+            raise MediaStreamError
+        self._serving_live = True
+        return await self._from_live(covered)
 
     def _time(self, i: int) -> float:
         """Frame i of this pass in the title's time from its start (the passes before included)."""
@@ -271,7 +315,8 @@ class RelayAudioTrack(MediaStreamTrack):
         self._shift = 0.0
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
+        if self.readyState != "live" or not self.stream.intact():  # changed on disk: the sound ends, not the picture
+            self.stop()
             raise MediaStreamError
         if self._next >= len(self.stream):
             if self.period is None or not len(self.stream):

@@ -103,7 +103,7 @@ def live_from(session: Session, renditions: TitleRenditions, encoder: PacketEnco
     def make(start: int, shift_s: float, shift_frames: int) -> TitleVideoTrack:
         return TitleVideoTrack(session, title.path, title.fps, renditions.duration if title.loop else None,
                                encoder, origin=renditions.origin, start=(start, shift_s, shift_frames),
-                               pass_frames=renditions.frames)
+                               start_time=renditions.origin + renditions.time(start), pass_frames=renditions.frames)
 
     return make
 
