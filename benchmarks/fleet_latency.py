@@ -29,8 +29,8 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.serve_process import recast_serve_demo
-from tests.webrtc_client import Viewer
+from stream.cli.serve_process import recast_serve_demo
+from stream.server.viewer import Viewer
 
 
 def _ms(samples: list[float]) -> dict[str, float]:

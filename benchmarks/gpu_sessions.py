@@ -38,8 +38,8 @@ from benchmarks.serve_load import TITLES, cpu_seconds, make_title, one_session, 
 from engines.checkpoints import build_modules, save_safetensors
 from engines.official import VOX256_CONFIG, Checkpoint
 from stream.cli.main import main as recast
+from stream.cli.serve_process import recast_serve_demo
 from stream.server.encoding import resolve_encoding
-from tests.serve_process import recast_serve_demo
 
 PORTRAIT = Path(__file__).resolve().parents[2] / "shared" / "media" / "images" / "liveportrait_s42.jpg"
 TITLE = "talking-head"

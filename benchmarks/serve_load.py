@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import fractions
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,8 @@ import aiohttp
 import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.serve_process import ServeProcess, recast_serve_demo
-from tests.webrtc_client import Viewer
+from stream.cli.serve_process import ServeProcess, proc_stats, recast_serve_demo
+from stream.server.viewer import Viewer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 
@@ -78,39 +77,6 @@ async def serving(workers: int | None = None, title: str = "s18-360p", serve_arg
         with recast_serve_demo("--titles", tmp, "--loop", "--max-sessions", "16", "--sessions-per-minute", "1000",
                                *extra, *serve_args) as server:
             yield server
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) the server has used: the process and its session workers, summed."""
-    total = 0.0
-    for each in [pid, *_children(pid)]:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def proc_stats(pid: int) -> dict[str, float]:
-    """Memory, threads and descriptors of the server: the process and its session workers, summed."""
-    total = {"rss_mb": 0.0, "threads": 0.0, "fds": 0.0}
-    for each in [pid, *_children(pid)]:
-        with contextlib.suppress(OSError):
-            status = Path(f"/proc/{each}/status").read_text()
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            total["rss_mb"] += int(fields["VmRSS"].split()[0]) / 1024
-            total["threads"] += int(fields["Threads"])
-            total["fds"] += len(os.listdir(f"/proc/{each}/fd"))
-    return total
 
 
 async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, title: str = "s18-360p",

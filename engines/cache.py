@@ -7,6 +7,7 @@
     CACHE/titles/ID/generator/...   tuned generator: .safetensors, .onnx, .plan
     CACHE/titles/ID/fomm/*.npz      per track, the actor's keypoints (a FOMM bake)
     CACHE/titles/ID/stitched/*.npz  per track, the stitched crops of the bake-time edits
+    CACHE/titles/ID/renditions/     the title encoded for the relay: NAME.h264 / audio.opus with NAME.index.npz
 
 A bake is a chain of stages; each stage has a key (a sha256 over everything that changes its result: the source,
 the models, the options, the versions, and the keys of the stages it reads). A stage whose key matches and whose

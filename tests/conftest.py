@@ -177,18 +177,6 @@ def s42_warp(**options: Any) -> WarpRecaster:
     return WarpRecaster([s42_cast()], **options)
 
 
-def first_seconds(source: Path, out: Path, seconds: float) -> Path:
-    """The first `seconds` of a title, video and audio, its packets copied (no re-encode)."""
-    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], *src.streams.audio[:1])}
-        for packet in src.demux(*(src.streams[i] for i in streams)):
-            if packet.dts is None or packet.pts is None or float(packet.pts * packet.time_base) >= seconds:
-                continue
-            packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
-    return out
-
-
 def decoded_h264(path: Path) -> list[np.ndarray]:
     """Every picture of an H.264 elementary stream (Annex-B), in order, as RGB."""
     context = av.CodecContext.create("h264", "r")

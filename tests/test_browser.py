@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from stream.cli.demo_title import demo_title_path
+from stream.cli.serve_process import recast_serve_demo
 from tests.browser import chromium_page
 from tests.conftest import media
 from tests.demo_title import DemoTitle
-from tests.serve_process import recast_serve_demo
 
 # Draw the next `count` distinct video frames (every `every`-th) onto a canvas; PNG data URLs.
 GRAB_FRAMES = """async ([count, every]) => {
@@ -115,7 +115,7 @@ def test_preview_page_in_chromium_toggles_the_face_only(encoder: str) -> None:
 def test_the_page_says_when_a_title_ends_and_when_its_session_is_lost(tmp_path: Path) -> None:
     """A title played once ends: the page says so and offers to play again. A looped title (the demo) plays on
     until its worker is killed: the page notices the lost peer, asks the gateway, and says the session was lost."""
-    from tests.conftest import first_seconds
+    from stream.media.sinks import first_seconds
     from tests.test_fleet import _workers_of
 
     first_seconds(demo_title_path(), tmp_path / "short.mp4", 1.5)

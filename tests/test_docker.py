@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from stream.cli.main import build_parser
-from tests.serve_process import recast_serve_demo
+from stream.cli.serve_process import recast_serve_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile.*"))

@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
+from stream.cli.serve_process import ServeProcess, recast_serve_demo
 from stream.server.fleet import AdoptedProcess
 from stream.server.signing import BadSignature, new_secret, owner_of, sign
-from tests.serve_process import ServeProcess, recast_serve_demo
-from tests.webrtc_client import Viewer, run_async
+from stream.server.viewer import Viewer
+from tests.webrtc_client import run_async
 
 
 def _workers_of(pid: int) -> dict[int, str]:

@@ -16,10 +16,12 @@ import pytest
 from engines.cache import TitleCache
 from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.main import main
+from stream.media.sinks import first_seconds
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from tests.conftest import decoded_h264, first_seconds, media, psnr
-from tests.webrtc_client import Viewer, run_async, serving
+from stream.server.viewer import Viewer
+from tests.conftest import decoded_h264, media, psnr
+from tests.webrtc_client import run_async, serving
 
 CLIP = media("videos/liveportrait_d20.mp4")  # 25 fps, with audio
 FRAMES = 50  # its first 2 s: keyframes on frames 0, 12, 24, 36, 48
@@ -235,3 +237,20 @@ def test_a_rendition_truncated_while_relayed_hands_the_viewer_to_the_live_path(c
     run_async(scenario, timeout=60)
     rescanned = scan_titles(None, None, TitleCache(tmp_path / "cache"), loop=True)
     assert rescanned["d20"].prebaked and rescanned["d20"].renditions is None  # fails its checksum: plays live
+
+
+def test_recast_bench_relay_measures_relayed_viewers_against_a_live_one(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`recast bench --only relay`: the viewers were relayed and the live one was not, a relayed viewer costs a
+    small part of a live one (about 1/100 on a 2-core EPYC; asserted at 1/5), and each toggle took effect within
+    a GOP and the trip (0.5 s; asserted under 1.5 s)."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--only", "relay", str(CLIP), "--viewers", "2", "--seconds", "5",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["relay"]
+    assert result["relayed"]["path"] == ["relay"] and result["live"]["path"] == ["live"]
+    assert result["renditions"] == ["cast-collins", "cast-hopper", "original"]
+    assert result["live_over_relayed"] > 5, result
+    assert result["relayed"]["fps_least"] > 20, result  # 25 fps, relayed at the title's pace
+    assert result["toggle"]["toggles"] == 10 and result["toggle"]["delay_ms_max"] < 1500, result
+    assert "viewers a core" in capsys.readouterr().out

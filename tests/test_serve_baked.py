@@ -17,13 +17,14 @@ import pytest
 from engines.cache import TitleCache
 from engines.directions import list_directions
 from stream.cli.main import main
+from stream.cli.serve_process import recast_serve_demo
 from stream.perception.face_stage import BakedFaceStage
 from stream.server.app import SERVICE
 from stream.server.titles import scan_titles
+from stream.server.viewer import Viewer
 from tests.browser import chromium_page
 from tests.conftest import REFERENCE, decode_all, media, psnr
-from tests.serve_process import recast_serve_demo
-from tests.webrtc_client import Viewer, serving
+from tests.webrtc_client import serving
 
 CLIP = media("videos/liveportrait_d20.mp4")
 BAKED = 75  # frames baked; the title goes on past them

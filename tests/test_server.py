@@ -19,12 +19,14 @@ import pytest
 from aiortc import MediaStreamTrack
 
 from stream.cli.demo_title import demo_title_path
+from stream.media.sinks import first_seconds
 from stream.media.sources import MediaSource
 from stream.server.app import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from tests.conftest import first_seconds, media, psnr
+from stream.server.viewer import Viewer
+from tests.conftest import media, psnr
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, run_async, serving
+from tests.webrtc_client import run_async, serving
 
 KEY = "k" * 24
 OTHER_KEY = "o" * 24

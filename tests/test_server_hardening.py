@@ -24,8 +24,9 @@ from stream.casts.cast import hopper_cast
 from stream.render.options import RenderOptions
 from stream.server.app import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
+from stream.server.viewer import Viewer
 from tests.demo_title import DemoTitle
-from tests.webrtc_client import Viewer, run_async, running_server, serving
+from tests.webrtc_client import run_async, running_server, serving
 
 KEY = "k" * 24
 

@@ -23,7 +23,7 @@ from stream.server.fleet import Worker
 CPU_ROOM = 1.0  # the sessions' CPU may fill a machine's cores, no more (a session's cost is its worker's whole CPU)
 SETTLED_S = 3.0  # a worker's sessions all this old: its CPU tells what a session costs
 COST_FOLLOW = 0.2  # the share of a new reading taken into the learnt cost
-RELAY_CORES = 0.02  # what a relayed session is counted for (benchmarks/relay_load.py measures it)
+RELAY_CORES = 0.02  # what a relayed session is counted for (`recast bench --only relay` measures it)
 PRIOR_CORES = 0.6  # what a session costs before any is measured: a 512x512 talking head at 25 fps on a 2-core EPYC
 
 

@@ -127,6 +127,8 @@ class TitleRenditions:
             if key in cls._open and not cls._open[key].intact():  # changed on disk since: checked again
                 del cls._open[key]
             if key not in cls._open:
+                for older in [k for k in cls._open if k[0] == key[0]]:  # an earlier bake's: its viewers keep theirs
+                    del cls._open[older]
                 try:
                     cls._open[key] = cls(entry)
                 except (CacheError, InputError, OSError, ValueError) as err:

@@ -1,8 +1,10 @@
-"""`recast serve` in its own process, started the way the README starts it."""
+"""`recast serve` in its own process, started the way the README starts it, and what it costs the machine (CPU time,
+memory: the process and its session workers)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def _free_port() -> int:
@@ -57,3 +60,36 @@ def recast_serve_demo(*extra: str, wait_s: float = 60, port: int = 0) -> Iterato
             except subprocess.TimeoutExpired:
                 server.kill()
                 raise AssertionError("recast serve did not stop within 15 s of SIGINT") from None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the server has used: the process and its session workers, summed."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """Memory, threads and descriptors of the server: the process and its session workers, summed."""
+    total = {"rss_mb": 0.0, "threads": 0.0, "fds": 0.0}
+    for each in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{each}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            total["rss_mb"] += int(fields["VmRSS"].split()[0]) / 1024
+            total["threads"] += int(fields["Threads"])
+            total["fds"] += len(os.listdir(f"/proc/{each}/fd"))
+    return total

@@ -1,0 +1,93 @@
+"""A viewer of the service over its session API: an aiortc peer on this machine that creates a session, negotiates,
+receives the picture and the sound, and talks on the control channel. `recast bench --only relay` measures with
+it, and the tests watch with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+
+
+class ViewerError(RuntimeError):
+    """The service refused a step of the session (its HTTP status and answer in the message)."""
+
+
+@dataclass
+class Viewer:
+    """One viewer of the service at `base` (with an API key, where the service asks for one)."""
+
+    base: str
+    http: aiohttp.ClientSession
+    key: str = ""
+    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
+    session: str = ""
+    video: MediaStreamTrack | None = None
+    audio: MediaStreamTrack | None = None
+    replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    channel: Any = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, json=body, headers=self.headers()) as r:
+            data = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, data
+
+    async def connect(self, request: dict[str, Any], send: MediaStreamTrack | None = None,
+                      codec: str | None = None) -> None:
+        status, data = await self.call("POST", "/api/sessions", request)
+        if status != 201:
+            raise ViewerError(f"POST /api/sessions: {status} {data}")
+        self.session = data["session"]
+        self.channel = self.pc.createDataChannel("control")
+        opened = asyncio.Event()
+        self.channel.on("open", opened.set)
+        self.channel.on("message", lambda m: self.replies.put_nowait(json.loads(m)))
+        got_video = asyncio.Event()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self.video = track
+                got_video.set()
+            else:
+                self.audio = track
+
+        if send is not None:
+            self.pc.addTrack(send)
+        else:
+            self.pc.addTransceiver("video", direction="recvonly")
+            self.pc.addTransceiver("audio", direction="recvonly")
+        if codec is not None:
+            from aiortc.rtcrtpsender import RTCRtpSender
+
+            caps = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == codec.lower()]
+            for t in self.pc.getTransceivers():
+                if t.kind == "video":
+                    t.setCodecPreferences(caps)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        status, answer = await self.call("POST", f"/api/sessions/{self.session}/offer",
+                                         {"sdp": self.pc.localDescription.sdp, "type": "offer"})
+        if status != 200:
+            raise ViewerError(f"POST /api/sessions/{self.session}/offer: {status} {answer}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(**answer))
+        await asyncio.wait_for(asyncio.gather(opened.wait(), got_video.wait()), 20)
+
+    async def frames(self, count: int, timeout: float = 20) -> list[av.VideoFrame]:
+        if self.video is None:
+            raise ViewerError("no video: connect first")
+        return [await asyncio.wait_for(self.video.recv(), timeout) for _ in range(count)]
+
+    async def control(self, message: Any, raw: bool = False) -> dict[str, Any]:
+        self.channel.send(message if raw else json.dumps(message))
+        return await asyncio.wait_for(self.replies.get(), 10)
+
+    async def close(self) -> None:
+        await self.pc.close()
