@@ -22,7 +22,7 @@ from stream.cli.main import main
 from stream.perception.stills import DEFAULT_DETECTOR, still_faces
 from stream.recasters.contract import FaceCrop
 from stream.recasters.warp import WarpRecaster
-from stream.server.app import ServerConfig
+from stream.server.service import ServerConfig
 from tests.conftest import media, s42_warp
 from tests.demo_title import DemoTitle
 from tests.session_harness import SessionHarness

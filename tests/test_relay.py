@@ -17,7 +17,7 @@ from engines.cache import TitleCache
 from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.main import main
 from stream.media.sinks import first_seconds
-from stream.server.app import SERVICE, ServerConfig
+from stream.server.service import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
 from stream.server.viewer import Viewer
 from tests.conftest import decoded_h264, media, psnr

@@ -11,8 +11,9 @@ import aiohttp
 from aiohttp import web
 
 from stream.casts.cast import Cast, hopper_cast
-from stream.server.app import ServerConfig, build_app
+from stream.server.app import build_app
 from stream.server.ice import restrict_host_candidates
+from stream.server.service import ServerConfig
 from stream.server.titles import Title
 
 

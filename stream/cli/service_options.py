@@ -20,7 +20,7 @@ from stream.server.encoding import resolve_encoding
 
 if TYPE_CHECKING:
     from stream.casts.cast import Cast
-    from stream.server.app import ServerConfig
+    from stream.server.service import ServerConfig
     from stream.server.titles import Title
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
     """What `recast serve` serves, checked: its configuration, titles and casts. A session worker loads the same from
     the same options, `behind_gateway`: the gateway checks the keys, the worker its signature."""
     from stream.render.options import RenderOptions
-    from stream.server.app import ServerConfig
     from stream.server.ice import restrict_host_candidates
+    from stream.server.service import ServerConfig
     from stream.server.titles import scan_titles
 
     keys = _api_keys(args) if behind_gateway else checked_api_keys(args)

@@ -22,13 +22,15 @@ import logging
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from stream.server.app import RateLimiter, checked_offer, index
+from stream.server import whep
+from stream.server.app import index
 from stream.server.fleet import Launcher, Worker, WorkerFailed, save_fleet
 from stream.server.http import (
     ACCESS,
@@ -44,10 +46,14 @@ from stream.server.http import (
     json_errors,
     json_object,
     quiet_parser_rejections,
+    read_body,
 )
 from stream.server.metrics import Counter, Gauge, Histogram
 from stream.server.placement import SessionCost, rank
+from stream.server.service import RateLimiter, checked_offer
 from stream.server.signing import owner_of, sign
+from stream.server.webrtc_http import MAX_FRAGMENT, SDP_TYPE, cors_for_players, read_sdp
+from stream.server.whep import choice_from_query
 
 log = logging.getLogger(__name__)
 
@@ -322,19 +328,74 @@ class Gateway:
     async def _forward(self, worker: Worker, method: str, path: str, body: bytes, owner: str,
                        timeout: float = OFFER_TIMEOUT_S, content_type: str = "application/json"
                        ) -> tuple[int, bytes]:
+        status, data, _ = await self._exchange(worker, method, path, body, owner, timeout, content_type)
+        return status, data
+
+    async def _exchange(self, worker: Worker, method: str, path: str, body: bytes, owner: str,
+                        timeout: float = OFFER_TIMEOUT_S, content_type: str = "application/json",
+                        passed: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """A signed request to a worker (with the caller's `passed` headers): its status, body and headers."""
         assert self._http is not None
-        headers = sign(self.secret, method, path, owner, body)
+        headers = {**(passed or {}), **sign(self.secret, method, path, owner, body)}
         if body:
             headers["Content-Type"] = content_type
         began = time.perf_counter()
         async with self._http.request(method, worker.url + path, data=body or None, headers=headers,
                                       timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             data = await response.read()
-            self.metrics.forward_ms.observe((time.perf_counter() - began) * 1e3, route=path.split("/")[2])
-            return response.status, data
+            route = path.split("/")[2] if path.startswith("/api/") else path.split("/")[1]
+            self.metrics.forward_ms.observe((time.perf_counter() - began) * 1e3, route=route)
+            return response.status, data, dict(response.headers)
 
     async def _tell(self, worker: Worker, path: str, body: dict[str, Any]) -> None:
         await self._forward(worker, "POST", path, json.dumps(body).encode(), "gateway", timeout=10.0)
+
+    async def open_session(self, request: web.Request, title: str | None, path: str, body: bytes, content_type: str,
+                           session_id: Callable[[bytes, dict[str, str]], str]) -> tuple[int, bytes, dict[str, str]]:
+        """Start a session on the best worker with room: `body` sent to `path` there (the session API's create,
+        or a WHEP offer); `session_id` reads the new session's id from a 201. The worker's answer, or an ApiError
+        (busy, draining, rate limited)."""
+        if self.draining:
+            raise ApiError(503, "draining", "the server is shutting down and takes no new sessions")
+        if len(self.where) + sum(w.placing for w in self.workers.values()) >= self.max_sessions:
+            self.metrics.refused.inc(reason="busy")
+            raise ApiError(503, "busy", f"the service holds its maximum of {self.max_sessions} sessions")
+        candidates = self.place(title)
+        if not candidates:
+            self.metrics.refused.inc(reason="busy")
+            raise ApiError(503, "busy", "every session worker is full")
+        if not self.limiter.allow(request[API_KEY]):
+            raise ApiError(429, "rate_limited", "too many sessions for this key; try again in a minute")
+        owner = self.owner(request)
+        relayed = title in self.relayed_titles  # counted at the relay's cost (stream/server/placement.py)
+        for worker in candidates:
+            worker.placing += 1
+            worker.placing_relayed += relayed
+            try:
+                status, data, headers = await self._exchange(worker, "POST", path, body, owner,
+                                                             content_type=content_type)
+            except (aiohttp.ClientError, TimeoutError) as err:
+                log.warning("worker %s refused a session (%s); trying the next", worker.name, type(err).__name__)
+                continue
+            finally:
+                worker.placing -= 1
+                worker.placing_relayed -= relayed
+            if status == 503:  # full after all (its status was a second old)
+                continue
+            if status == 201:
+                sid = session_id(data, headers)
+                self.where[sid] = (worker.name, owner)
+                self.placed_at[sid] = time.monotonic()
+                worker.sessions.add(sid)
+                if relayed:  # until the worker's status says how it is served
+                    worker.relayed.add(sid)
+                if title:
+                    worker.titles.add(title)
+                self.metrics.placed.inc(worker=worker.name)
+                log.info("session %s placed on worker %s (%s)", sid, worker.name, title or "camera")
+            return status, data, headers
+        self.metrics.refused.inc(reason="busy")
+        raise ApiError(503, "busy", "every session worker is full")
 
     def place(self, title: str | None) -> list[Worker]:
         """The workers with room for a new session, best first (stream/server/placement.py)."""
@@ -400,50 +461,16 @@ async def catalogue(request: web.Request) -> web.StreamResponse:
 
 
 async def create_session(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
     body = await json_object(request)
-    if gateway.draining:
-        return error(503, "draining", "the server is shutting down and takes no new sessions")
-    if len(gateway.where) + sum(w.placing for w in gateway.workers.values()) >= gateway.max_sessions:
-        gateway.metrics.refused.inc(reason="busy")
-        return error(503, "busy", f"the service holds its maximum of {gateway.max_sessions} sessions")
     title = body.get("title") if isinstance(body.get("title"), str) else None
-    candidates = gateway.place(title)
-    if not candidates:
-        gateway.metrics.refused.inc(reason="busy")
-        return error(503, "busy", "every session worker is full")
-    if not gateway.limiter.allow(request[API_KEY]):
-        return error(429, "rate_limited", "too many sessions for this key; try again in a minute")
-    raw = json.dumps(body).encode()
-    owner = gateway.owner(request)
-    relayed = title in gateway.relayed_titles  # counted at the relay's cost (stream/server/placement.py)
-    for worker in candidates:
-        worker.placing += 1
-        worker.placing_relayed += relayed
-        try:
-            status, data = await gateway._forward(worker, "POST", "/api/sessions", raw, owner, timeout=10.0)
-        except (aiohttp.ClientError, TimeoutError) as err:
-            log.warning("worker %s refused a session (%s); trying the next", worker.name, type(err).__name__)
-            continue
-        finally:
-            worker.placing -= 1
-            worker.placing_relayed -= relayed
-        if status == 503:  # full after all (its status was a second old)
-            continue
-        if status == 201:
-            sid = json.loads(data)["session"]
-            gateway.where[sid] = (worker.name, owner)
-            gateway.placed_at[sid] = time.monotonic()
-            worker.sessions.add(sid)
-            if relayed:  # until the worker's status says how it is served
-                worker.relayed.add(sid)
-            if title:
-                worker.titles.add(title)
-            gateway.metrics.placed.inc(worker=worker.name)
-            log.info("session %s placed on worker %s (%s)", sid, worker.name, title or "camera")
-        return web.Response(status=status, body=data, content_type="application/json")
-    gateway.metrics.refused.inc(reason="busy")
-    return error(503, "busy", "every session worker is full")
+    gateway = request.app[GATEWAY]
+    status, data, _ = await gateway.open_session(request, title, "/api/sessions", json.dumps(body).encode(),
+                                                 "application/json", _session_id)
+    return web.Response(status=status, body=data, content_type="application/json")
+
+
+def _session_id(data: bytes, _headers: dict[str, str]) -> str:
+    return str(json.loads(data)["session"])
 
 
 async def session_state(request: web.Request) -> web.StreamResponse:
@@ -492,9 +519,52 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     return web.Response(status=status, body=data, content_type="application/json")
 
 
+async def whep_offer(request: web.Request) -> web.StreamResponse:
+    """WHEP's POST (stream/server/whep.py), checked here as the worker checks it, then placed like any session."""
+    choice_from_query(request)
+    sdp = await read_sdp(request)
+    await asyncio.to_thread(checked_offer, {"sdp": sdp, "type": "offer"})
+    gateway = request.app[GATEWAY]
+    status, data, headers = await gateway.open_session(request, request.match_info["title"], request.path_qs,
+                                                       sdp.encode(), SDP_TYPE, _resource_id)
+    return _passed_on(status, data, headers)
+
+
+def _resource_id(_data: bytes, headers: dict[str, str]) -> str:
+    return headers["Location"].rsplit("/", 1)[1]
+
+
+def _passed_on(status: int, data: bytes, headers: dict[str, str]) -> web.Response:
+    """A worker's answer to a WHEP request, with the headers WHEP gives meaning to."""
+    kept: dict[str, str] = {name: headers[name] for name in ("Content-Type", "Location", "ETag", "Accept-Patch")
+                            if name in headers}
+    return web.Response(status=status, body=data, headers=kept)
+
+
+async def whep_resource(request: web.Request) -> web.StreamResponse:
+    """WHEP's PATCH (trickled candidates) and DELETE, forwarded to the session's worker."""
+    gateway = request.app[GATEWAY]
+    gateway.session_of(request)  # an unknown session is refused before its body is read
+    body = await read_body(request) if request.method == "PATCH" else b""
+    if len(body) > MAX_FRAGMENT:
+        raise ApiError(413, "request_entity_too_large", f"a fragment is at most {MAX_FRAGMENT} bytes")
+    worker = gateway.session_of(request)
+    passed = {"If-Match": request.headers["If-Match"]} if "If-Match" in request.headers else {}
+    try:
+        status, data, headers = await gateway._exchange(worker, request.method, request.path, body,
+                                                        gateway.owner(request), timeout=10.0,
+                                                        content_type=request.content_type, passed=passed)
+    except (aiohttp.ClientError, TimeoutError):
+        raise ApiError(502, "worker_unreachable", "the session's worker did not answer") from None
+    if request.method == "DELETE" and status == 200:
+        worker.sessions.discard(request.match_info["sid"])
+        gateway._forget(request.match_info["sid"], "ended")
+    return _passed_on(status, data, headers)
+
+
 def build_gateway_app(gateway: Gateway) -> web.Application:
     quiet_parser_rejections()
-    app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[cors_for_players, json_errors, auth], client_max_size=MAX_BODY)
     app[GATEWAY] = gateway
     app[ACCESS] = gateway.access
     app[REQUESTS] = gateway.metrics.requests
@@ -511,6 +581,11 @@ def build_gateway_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/api/sessions/{sid}", session_state)
     app.router.add_post("/api/sessions/{sid}/offer", offer, expect_handler=expect_within_limit)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
+    app.router.add_route("OPTIONS", "/whep/{title}", whep.options_endpoint)
+    app.router.add_post("/whep/{title}", whep_offer)
+    app.router.add_route("OPTIONS", "/whep/{title}/{sid}", whep.options_resource)
+    app.router.add_patch("/whep/{title}/{sid}", whep_resource)
+    app.router.add_delete("/whep/{title}/{sid}", whep_resource)
     return app
 
 

@@ -110,7 +110,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     access = request.app[ACCESS]
-    if request.path in PUBLIC_PATHS or request.path.startswith("/static/") or access.open:
+    # a CORS preflight carries no credentials by design (and its answer grants nothing)
+    preflight = request.method == "OPTIONS"
+    if request.path in PUBLIC_PATHS or request.path.startswith("/static/") or access.open or preflight:
         request[API_KEY] = "open"
         return await handler(request)
     header = request.headers.get("Authorization", "")

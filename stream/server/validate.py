@@ -134,7 +134,7 @@ def _check_address(address: str, what: str) -> None:
         raise Refused("bad_sdp", f"{what} {address[:64]!r} is neither an IP address nor a host name")
 
 
-def _check_candidate(value: str) -> None:
+def check_candidate(value: str) -> None:
     """RFC 8839 5.1: foundation component-id transport priority address port typ type [extensions]."""
     parts = value.split()
     if len(parts) < 8 or parts[6] != "typ":
@@ -170,7 +170,7 @@ def _check_attribute(name: str, value: str, section: MediaSection | None) -> Non
     if name == "fingerprint":
         _check_fingerprint(value)
     elif name == "candidate":
-        _check_candidate(value)
+        check_candidate(value)
     elif name == "ice-ufrag":
         if not 4 <= len(value) <= 256 or not ICE_CHARS.match(value):
             raise Refused("bad_sdp", "ice-ufrag must be 4-256 characters of [A-Za-z0-9+/]")

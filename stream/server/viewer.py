@@ -91,3 +91,97 @@ class Viewer:
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+@dataclass
+class WhepViewer:
+    """A WHEP player (draft-ietf-wish-whep) of the service at `base`: it posts its offer to /whep/TITLE and, with
+    `trickle`, sends its candidates afterwards in a PATCH (as browsers' WHEP clients do) instead of in the offer.
+    With `control`, it opens the `control` data channel, on which `control()` talks as Viewer's does."""
+
+    base: str
+    http: aiohttp.ClientSession
+    key: str = ""
+    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
+    resource: str = ""  # the session's URL (the Location of the 201)
+    etag: str = ""
+    video: MediaStreamTrack | None = None
+    audio: MediaStreamTrack | None = None
+    replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    channel: Any = None
+
+    def headers(self, content_type: str) -> dict[str, str]:
+        return {"Content-Type": content_type, **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
+
+    async def connect(self, title: str, query: str = "", trickle: bool = False, control: bool = True) -> None:
+        got_video = asyncio.Event()
+        opened = asyncio.Event()
+        if control:
+            self.channel = self.pc.createDataChannel("control")
+            self.channel.on("open", opened.set)
+            self.channel.on("message", lambda m: self.replies.put_nowait(json.loads(m)))
+        else:
+            opened.set()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self.video = track
+                got_video.set()
+            else:
+                self.audio = track
+
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
+        if trickle:
+            sdp = "".join(f"{line}\r\n" for line in sdp.splitlines()
+                          if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+        url = f"{self.base}/whep/{title}" + (f"?{query}" if query else "")
+        async with self.http.post(url, data=sdp, headers=self.headers("application/sdp")) as r:
+            text = await r.text()
+            if r.status != 201:
+                raise ViewerError(f"POST /whep/{title}: {r.status} {text}")
+            self.resource = self.base + r.headers["Location"]
+            self.etag = r.headers.get("ETag", "")
+        if trickle:
+            status = await self.patch(_fragment(sdp, candidates))
+            if status != 204:
+                raise ViewerError(f"PATCH {self.resource}: {status}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
+        await asyncio.wait_for(asyncio.gather(opened.wait(), got_video.wait()), 20)
+
+    async def patch(self, fragment: str, if_match: str | None = None,
+                    content_type: str = "application/trickle-ice-sdpfrag") -> int:
+        headers = self.headers(content_type)
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        async with self.http.patch(self.resource, data=fragment, headers=headers) as r:
+            return r.status
+
+    async def frames(self, count: int, timeout: float = 20) -> list[av.VideoFrame]:
+        if self.video is None:
+            raise ViewerError("no video: connect first")
+        return [await asyncio.wait_for(self.video.recv(), timeout) for _ in range(count)]
+
+    async def control(self, message: Any) -> dict[str, Any]:
+        self.channel.send(json.dumps(message))
+        return await asyncio.wait_for(self.replies.get(), 10)
+
+    async def delete(self) -> int:
+        async with self.http.delete(self.resource, headers=self.headers("application/sdp")) as r:
+            return r.status
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+def _fragment(offer: str, candidates: list[str]) -> str:
+    """The trickle-ice-sdpfrag (RFC 8840) of an offer's candidates: its ICE credentials, its first m-line and mid."""
+    lines = offer.splitlines()
+    keep = [line for line in lines if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
+    media = next(line for line in lines if line.startswith("m="))
+    mid = next((line for line in lines if line.startswith("a=mid:")), "a=mid:0")
+    return "\r\n".join([*keep, media, mid, *candidates, "a=end-of-candidates"]) + "\r\n"

@@ -35,8 +35,9 @@ from aiohttp import web
 
 from stream.casts.cast import Cast
 from stream.media.machine import usable_cores
-from stream.server.app import SERVICE, ServerConfig, Service, build_app
+from stream.server.app import build_app
 from stream.server.http import API_KEY, Handler, error
+from stream.server.service import SERVICE, ServerConfig, Service
 from stream.server.signing import MAX_SKEW_S, BadSignature, verify
 from stream.server.titles import Title
 
