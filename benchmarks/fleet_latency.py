@@ -30,7 +30,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stream.cli.serve_process import recast_serve_demo
-from stream.server.viewer import Viewer
+from stream.server.clients import Viewer
 
 
 def _ms(samples: list[float]) -> dict[str, float]:

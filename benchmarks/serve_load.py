@@ -36,7 +36,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stream.cli.serve_process import ServeProcess, proc_stats, recast_serve_demo
-from stream.server.viewer import Viewer
+from stream.server.clients import Viewer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 

@@ -18,9 +18,9 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from stream.cli.serve_process import ServeProcess, recast_serve_demo
+from stream.server.clients import Viewer
 from stream.server.fleet import AdoptedProcess
 from stream.server.signing import BadSignature, new_secret, owner_of, sign
-from stream.server.viewer import Viewer
 from tests.webrtc_client import run_async
 
 

@@ -17,9 +17,9 @@ from engines.cache import TitleCache
 from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.main import main
 from stream.media.sinks import first_seconds
+from stream.server.clients import Viewer
 from stream.server.service import SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from stream.server.viewer import Viewer
 from tests.conftest import decoded_h264, media, psnr
 from tests.webrtc_client import run_async, serving
 

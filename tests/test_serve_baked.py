@@ -19,9 +19,9 @@ from engines.directions import list_directions
 from stream.cli.main import main
 from stream.cli.serve_process import recast_serve_demo
 from stream.perception.face_stage import BakedFaceStage
+from stream.server.clients import Viewer
 from stream.server.service import SERVICE
 from stream.server.titles import scan_titles
-from stream.server.viewer import Viewer
 from tests.browser import chromium_page
 from tests.conftest import REFERENCE, decode_all, media, psnr
 from tests.webrtc_client import serving

@@ -21,9 +21,9 @@ from aiortc import MediaStreamTrack
 from stream.cli.demo_title import demo_title_path
 from stream.media.sinks import first_seconds
 from stream.media.sources import MediaSource
+from stream.server.clients import Viewer
 from stream.server.service import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
-from stream.server.viewer import Viewer
 from tests.conftest import media, psnr
 from tests.demo_title import DemoTitle
 from tests.webrtc_client import run_async, serving

@@ -22,9 +22,9 @@ import stream.server.http as server_http
 import stream.server.signalling as server_signalling
 from stream.casts.cast import hopper_cast
 from stream.render.options import RenderOptions
+from stream.server.clients import Viewer
 from stream.server.service import SERVICE, ServerConfig
 from stream.server.validate import Refused, check_offer, parse_json
-from stream.server.viewer import Viewer
 from tests.demo_title import DemoTitle
 from tests.webrtc_client import run_async, running_server, serving
 

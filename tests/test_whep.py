@@ -12,8 +12,8 @@ import pytest
 
 from stream.casts.cast import collins_cast, hopper_cast
 from stream.cli.serve_process import recast_serve_demo
+from stream.server.clients import ViewerError, WhepViewer
 from stream.server.service import SERVICE, ServerConfig
-from stream.server.viewer import ViewerError, WhepViewer
 from tests.demo_title import DemoTitle
 from tests.webrtc_client import run_async, serving
 

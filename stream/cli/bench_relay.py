@@ -30,7 +30,7 @@ import numpy as np
 from export.renditions import AUDIO, ORIGINAL, cast_rendition
 from stream.cli.serve_process import ServeProcess, cpu_seconds, proc_stats, recast_serve_demo
 from stream.media.sinks import first_seconds
-from stream.server.viewer import Viewer
+from stream.server.clients import Viewer
 
 TITLE_S = 8.0  # the input's first seconds make the title (played on repeat)
 WARMUP_S = 2.0  # the start of the sessions (ICE, DTLS) is left out of the CPU figure

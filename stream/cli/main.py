@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather ICE host candidates on this address only (repeatable; tests use 127.0.0.1)")
     serve.add_argument("--api-keys-file", metavar="FILE",
                        help="API keys, one per line (also RECAST_API_KEYS, comma-separated)")
+    serve.add_argument("--publish-keys-file", metavar="FILE",
+                       help="keys that may publish live channels over WHIP, one per line (also RECAST_PUBLISH_KEYS, "
+                            "comma-separated); viewing keys cannot publish, publish keys cannot view")
     serve.add_argument("--max-sessions", type=positive, default=8, help="sessions the whole service holds")
     serve.add_argument("--workers", type=int, default=None, metavar="N",
                        help="session worker processes behind the gateway (default: 1.5 a core, about the sessions a "

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from stream.cli.demo_title import cache_dir
 from stream.cli.options import UsageError
-from stream.cli.service_options import checked_api_keys, event_loop_factory, load_service, worker_options
+from stream.cli.service_options import (
+    checked_api_keys,
+    event_loop_factory,
+    load_service,
+    publish_keys,
+    worker_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +54,11 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
     else:
         launcher = LocalLauncher(options, secret, args.host)
     per_worker = max(1, -(-args.max_sessions // count))
-    gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys),
+    gateway = Gateway(launcher, secret, count, args.max_sessions, per_worker, Access(keys, publish_keys(args)),
                       args.sessions_per_minute, args.drain_s, record, previous)
     if not keys:
-        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+        print(f"recast serve: demo mode, open access without API keys on {args.host} (viewing and publishing "
+              "live channels over WHIP)", file=sys.stderr)
     print(f"recast serve: gateway on http://{args.host}:{args.port}/ with {count} {launcher.kind} session workers",
           file=sys.stderr)
     try:
@@ -74,7 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config, titles, casts = load_service(args)
     if not config.api_keys:
-        print(f"recast serve: demo mode, open access without API keys on {args.host}", file=sys.stderr)
+        print(f"recast serve: demo mode, open access without API keys on {args.host} (viewing and publishing "
+              "live channels over WHIP)", file=sys.stderr)
     new_loop = event_loop_factory()
     print(f"recast serve: {len(titles)} titles, {len(casts)} casts on http://{args.host}:{args.port}/",
           file=sys.stderr)

@@ -57,6 +57,18 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def publish_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """The keys that may publish live channels (WHIP): RECAST_PUBLISH_KEYS and --publish-keys-file."""
+    import os
+
+    keys = [k.strip() for k in os.environ.get("RECAST_PUBLISH_KEYS", "").split(",") if k.strip()]
+    if getattr(args, "publish_keys_file", None):
+        keys += _keys_from_file(Path(args.publish_keys_file))
+    if any(len(k) < 16 for k in keys):
+        raise UsageError("publish keys must be at least 16 characters")
+    return tuple(keys)
+
+
 def checked_api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     """The API keys, and the rule that only `--demo` on a loopback address runs without any."""
     keys = _api_keys(args)
@@ -110,6 +122,7 @@ def load_service(args: argparse.Namespace, behind_gateway: bool = False
                          "and --cast must not share ids)")
     restrict_host_candidates(args.ice_host)
     config = ServerConfig(host=args.host, port=args.port, titles_dir=titles_dir, demo=args.demo, api_keys=keys,
+                          publish_keys=publish_keys(args),
                           max_sessions=args.max_sessions, sessions_per_minute=args.sessions_per_minute,
                           options=RenderOptions(detect_interval=args.detect_interval, detector=args.detector,
                                                 occlusion=not args.no_occlusion), device=args.device,

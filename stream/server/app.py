@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from stream.casts.cast import Cast
-from stream.server import whep
+from stream.server import whep, whip
 from stream.server.http import (
     ACCESS,
     API_KEY,
@@ -45,7 +45,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 async def list_titles(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     casts = list(service.casts.values())
-    return web.json_response([t.describe(casts) for t in service.titles.values()])
+    cast_ids = [c.cast_id for c in casts]
+    return web.json_response([t.describe(casts) for t in service.titles.values()]
+                             + [c.describe(cast_ids) for c in service.channels.values()])
 
 
 async def list_casts(request: web.Request) -> web.StreamResponse:
@@ -98,7 +100,7 @@ def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Ca
     app = web.Application(middlewares=[cors_for_players, json_errors, authorise], client_max_size=MAX_BODY)
     service = Service(config, titles, casts)
     app[SERVICE] = service
-    app[ACCESS] = Access(config.api_keys)
+    app[ACCESS] = Access(config.api_keys, config.publish_keys)
     app[REQUESTS] = service.metrics.requests
     app.on_startup.append(service.start)
     app.on_shutdown.append(service.stop)
@@ -113,4 +115,5 @@ def build_app(config: ServerConfig, titles: dict[str, Title], casts: Sequence[Ca
     app.router.add_post("/api/sessions/{sid}/offer", offer, expect_handler=expect_within_limit)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
     whep.add_routes(app)
+    whip.add_routes(app)
     return app

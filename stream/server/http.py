@@ -73,6 +73,7 @@ class Access:
     """Who may call: the API keys (none: open access, only for `--demo` on a loopback address)."""
 
     api_keys: tuple[str, ...] = ()
+    publish_keys: tuple[str, ...] = ()  # keys with the right to publish a live channel (WHIP), and nothing else
 
     @property
     def open(self) -> bool:
@@ -118,11 +119,15 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     # aiohttp keeps bytes that are not UTF-8 as surrogates; they can never match a key, but must not raise
     given = header[7:].encode("utf-8", "surrogateescape") if header.startswith("Bearer ") else b""
+    publishing = request.path.startswith("/whip/")
     matched = ""
-    for key in access.api_keys:  # compare against every key, in constant time each
+    for key in access.publish_keys if publishing else access.api_keys:  # every key, in constant time each
         if hmac.compare_digest(given, key.encode()):
             matched = key
     if not matched:
+        if publishing:
+            return error(401, "unauthorized", "missing or wrong publish key (Authorization: Bearer KEY); "
+                         "viewing keys cannot publish")
         return error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
     request[API_KEY] = matched
     return await handler(request)

@@ -5,6 +5,7 @@ negotiate its peer connection."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -19,10 +20,11 @@ from engines.cache import TITLE_ID
 from stream.casts.cast import Cast
 from stream.render.options import RenderOptions
 from stream.server.casting import Casting
+from stream.server.channels import LiveChannel
 from stream.server.http import API_KEY, MAX_SDP, ApiError
 from stream.server.ice import consent_checks
 from stream.server.metrics import Registry
-from stream.server.sessions import ENDED_FLUSH_S, STALL_S, Session, release_free_memory
+from stream.server.sessions import ENDED_FLUSH_S, LIVE_LOOKAHEAD, STALL_S, Session, release_free_memory
 from stream.server.signalling import answer
 from stream.server.titles import Title
 from stream.server.validate import Offer, Refused, check_offer
@@ -37,6 +39,7 @@ class ServerConfig:
     titles_dir: Path | None = None
     demo: bool = False
     api_keys: tuple[str, ...] = ()
+    publish_keys: tuple[str, ...] = ()  # who may publish live channels (WHIP); with no API keys (--demo), anyone
     max_sessions: int = 8
     sessions_per_minute: int = 20  # per key
     offer_timeout_s: float = 30.0
@@ -80,6 +83,9 @@ class Service:
         self._reaper: asyncio.Task[None] | None = None
         self._cleanups: list[asyncio.TimerHandle] = []
         self.casting = Casting(casts, config.options.detector, config.device)
+        self.channels: dict[str, LiveChannel] = {}  # live channels by name (stream/server/channels.py)
+        self.publishers: dict[str, Any] = {}  # their publishers by id (stream/server/whip.Publisher)
+        self._closing: set[asyncio.Future[None]] = set()
         self.draining = False  # no new sessions (SIGTERM at the gateway, or a worker told to drain)
         self.stalled = 0  # sessions ended because their pipeline stuck (a worker with any is taken for hung)
 
@@ -98,8 +104,24 @@ class Service:
         gc.unfreeze()
         consent_checks(None)
 
+    def session_options(self) -> RenderOptions:
+        """A live picture's options (a session's, or a live channel's)."""
+        return dataclasses.replace(self.config.options, mode="live", lookahead=LIVE_LOOKAHEAD, threads=1)
+
+    def channel_ended(self, channel: LiveChannel, reason: str) -> None:
+        if self.channels.get(channel.name) is channel:
+            del self.channels[channel.name]
+        for pid, publisher in list(self.publishers.items()):
+            if publisher.channel is channel:
+                del self.publishers[pid]
+                closing = asyncio.ensure_future(publisher.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+
     async def end_all(self, reason: str) -> None:
         """End every session, each viewer told on its control channel first (a `state` with `"ended": true`)."""
+        for channel in list(self.channels.values()):
+            channel.end(reason)
         for session in list(self.sessions.values()):
             session.tell_ended(reason)
         await asyncio.sleep(ENDED_FLUSH_S)  # the message leaves before the peer connection closes
@@ -122,7 +144,7 @@ class Service:
         log.info("freed %d objects of ended sessions in %.0f ms", collected, (time.perf_counter() - began) * 1e3)
 
     def count_sessions(self) -> None:
-        for kind in ("title", "camera"):
+        for kind in ("title", "camera", "channel"):
             self.metrics.sessions.set(sum(s.kind == kind for s in self.sessions.values()), kind=kind)
 
     async def _reap(self) -> None:
@@ -132,6 +154,10 @@ class Service:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            for channel in list(self.channels.values()):
+                reason = channel.check(now)
+                if reason:
+                    channel.end(reason)
             for sid in list(self.sessions):
                 reason = self._reap_reason(sid, now)  # no reference to the session stays in this frame
                 if reason == "stalled":
@@ -162,7 +188,8 @@ CLEANUP_DELAY_S = 1.0  # after a session ends, its garbage is collected this muc
 def admit(service: Service, key: str, title_id: str | None) -> Session:
     """A new session on a title (None: the viewer's camera) for `key`, or the ApiError that refuses it."""
     title: Title | None = None
-    if title_id is not None:
+    channel = service.channels.get(title_id) if title_id is not None else None
+    if title_id is not None and channel is None:
         if not TITLE_ID.match(title_id) or title_id not in service.titles:
             raise ApiError(404, "unknown_title", f"no title {title_id[:64]!r}; see /api/titles")
         title = service.titles[title_id]
@@ -173,10 +200,10 @@ def admit(service: Service, key: str, title_id: str | None) -> Session:
     if not service.limiter.allow(key):
         raise ApiError(429, "rate_limited", "too many sessions for this key; try again in a minute")
     session = Session(key, service.metrics, service.casting.new_recaster(title), service.casts, title,
-                      service.config.options, service.casting.predictor)
+                      service.config.options, service.casting.predictor, channel=channel)
     service.sessions[session.id] = session
     service.count_sessions()
-    log.info("session %s created (%s)", session.id, title.id if title else "camera")
+    log.info("session %s created (%s)", session.id, session.watching or "camera")
     return session
 
 
@@ -206,7 +233,10 @@ def _offered(session: Session, body: dict[str, Any]) -> tuple[str, Offer]:
     if session.title is not None and not offered.receives("video"):
         raise ApiError(400, "bad_sdp", "cannot use this offer: it must receive video (a recvonly or sendrecv "
                        "video section)")
-    if session.title is None and not (offered.sends("video") and offered.receives("video")):
+    if session.channel is not None and not offered.receives("video"):
+        raise ApiError(400, "bad_sdp", "cannot use this offer: it must receive video (a recvonly or sendrecv "
+                       "video section)")
+    if session.kind == "camera" and not (offered.sends("video") and offered.receives("video")):
         raise ApiError(400, "bad_sdp", "cannot use this offer: a camera session sends and receives video "
                        "(a sendrecv video section)")
     return sdp, offered

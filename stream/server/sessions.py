@@ -116,10 +116,13 @@ class Session:
     """One viewer: a peer connection, its tracks, the control channel and the per-session pipeline."""
 
     def __init__(self, key: str, metrics: Registry, recaster: Recaster, casts: dict[str, Cast],
-                 title: Title | None, options: RenderOptions, predictor: LandmarkPredictor | None = None) -> None:
+                 title: Title | None, options: RenderOptions, predictor: LandmarkPredictor | None = None,
+                 channel: Any = None) -> None:
+        """A session on a title, on a live channel (`channel`: stream/server/channels.LiveChannel), or on the
+        viewer's camera (neither)."""
         self.id = uuid.uuid4().hex
-        self.key, self.metrics, self.title = key, metrics, title
-        self.kind = "camera" if title is None else "title"
+        self.key, self.metrics, self.title, self.channel = key, metrics, title, channel
+        self.kind = "title" if title is not None else "channel" if channel is not None else "camera"
         self.casts = casts
         self.state = ControlState(cast=next((c for c in casts if c in recaster.cast_ids()), ""))
         baked = title is not None and title.actor is not None
@@ -214,6 +217,11 @@ class Session:
         task = asyncio.ensure_future(drain())
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
+
+    @property
+    def watching(self) -> str:
+        """The id of the title or channel the session plays ("" for a camera session)."""
+        return self.title.id if self.title is not None else self.channel.name if self.channel is not None else ""
 
     def tell_ended(self, reason: str) -> None:
         """Say on the control channel that the session ends (a `state` with `"ended": true` and why)."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from stream.server.channels import ChannelAudioTrack, ChannelVideoTrack
 from stream.server.encoding import PacketEncoder, offers_h264
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.relay import RelayAudioTrack, RelayVideoTrack, TitleRenditions
@@ -33,6 +34,8 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
         if pc.connectionState in ("failed", "closed"):
             await on_end(f"peer_{pc.connectionState}")
 
+    if session.channel is not None:
+        return await _answer_channel(session, pc, sdp, offered)
     if session.title is None:
 
         @pc.on("track")
@@ -108,7 +111,38 @@ def live_from(session: Session, renditions: TitleRenditions, encoder: PacketEnco
     return make
 
 
-def h264_sender(pc: RTCPeerConnection, encoder: PacketEncoder) -> RTCRtpSender:
+async def _answer_channel(session: Session, pc: RTCPeerConnection, sdp: str, offered: Offer) -> str | None:
+    """A viewer of a live channel: the H.264 packets of its choice's stream and the channel's Opus packets."""
+    if not offers_h264(sdp):
+        return "a live channel is sent in H.264, which this offer does not take"
+    video = ChannelVideoTrack(session, session.channel)
+    session.state.path = "channel"
+    h264_sender(pc, video)  # a keyframe the viewer asks for comes from its choice's stream
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        guard_data_channel_text(pc, session.refuse_text)
+        session.tracks.append(video)
+        pc.addTrack(video)
+        if offered.receives("audio"):
+            audio = ChannelAudioTrack(session, session.channel)
+            session.tracks.append(audio)
+            pc.addTrack(audio)
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        return str(exc) or type(exc).__name__
+    return None
+
+
+class KeyframeSource(Protocol):
+    """Who answers a viewer's keyframe requests and bandwidth estimates: the session's encoder, or a live
+    channel's stream of the viewer's choice."""
+
+    def request_keyframe(self) -> None: ...
+
+    def follow(self, bits_per_s: float) -> None: ...
+
+
+def h264_sender(pc: RTCPeerConnection, encoder: KeyframeSource) -> RTCRtpSender:
     """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
     negotiates H.264 only (the offer's video takes it); a keyframe the viewer asks for (PLI, FIR) comes from the
     session's encoder, whose rate follows the viewer's bandwidth estimate (REMB). aiortc does both itself only

@@ -45,7 +45,7 @@ class Title:
         return ([ACTOR_CAST] if self.actor is not None else []) + [c for c in casts if c != ACTOR_CAST]
 
     def describe(self, casts: list[Cast]) -> dict[str, Any]:
-        return {"id": self.id, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
+        return {"id": self.id, "live": False, "duration": round(self.duration, 3), "fps": round(self.fps, 3),
                 "prebaked": self.prebaked, "loop": self.loop, "casts": self.cast_ids(c.cast_id for c in casts),
                 "edits": self.edits, "renditions": sorted(self.renditions.video) if self.renditions else []}
 

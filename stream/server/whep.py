@@ -68,7 +68,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
 
 def _resource(request: web.Request) -> Session:
     session = session_of(request)
-    if session.title is None or session.title.id != request.match_info["title"]:
+    if session.watching != request.match_info["title"]:
         raise ApiError(404, "unknown_session", "no such session for this key")
     return session
 

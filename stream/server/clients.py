@@ -1,16 +1,21 @@
-"""A viewer of the service over its session API: an aiortc peer on this machine that creates a session, negotiates,
-receives the picture and the sound, and talks on the control channel. `recast bench --only relay` measures with
-it, and the tests watch with it."""
+"""The service's clients as aiortc peers: a viewer of its session API (`Viewer`: create a session, negotiate,
+receive the picture and the sound, talk on the control channel), a WHEP player (`WhepViewer`) and a WHIP
+publisher (`WhipPublisher`, with `ClipTrack`: a clip's frames at their rate, each stamped with its number, which
+`read_stamp` reads back from a received picture to time the trip from publisher to viewer). The benchmarks
+measure with them and the tests watch and publish with them."""
 
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import av
+import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 
@@ -185,3 +190,98 @@ def _fragment(offer: str, candidates: list[str]) -> str:
     media = next(line for line in lines if line.startswith("m="))
     mid = next((line for line in lines if line.startswith("a=mid:")), "a=mid:0")
     return "\r\n".join([*keep, media, mid, *candidates, "a=end-of-candidates"]) + "\r\n"
+
+
+STAMP_BITS, STAMP_BLOCK = 16, 16  # a frame's number as 16 black or white blocks of 16 px along its top edge
+
+
+def stamp(image: np.ndarray, number: int) -> np.ndarray:
+    """The picture with `number` (mod 2^16) written in blocks along its top-left edge."""
+    out = image.copy()
+    for bit in range(STAMP_BITS):
+        out[:STAMP_BLOCK, bit * STAMP_BLOCK:(bit + 1) * STAMP_BLOCK] = 255 if number >> bit & 1 else 0
+    return out
+
+
+def read_stamp(image: np.ndarray) -> int:
+    """The number `stamp` wrote (the blocks' centres read through a lossy codec)."""
+    half = STAMP_BLOCK // 2
+    return sum(1 << bit for bit in range(STAMP_BITS)
+               if image[half - 2:half + 2, bit * STAMP_BLOCK + half - 2:bit * STAMP_BLOCK + half + 2].mean() > 127)
+
+
+class ClipTrack(MediaStreamTrack):
+    """A clip's frames (decoded beforehand, at most `seconds`), on repeat at its frame rate, each stamped with its
+    number; `sent[number]` is when it was handed over (monotonic)."""
+
+    kind = "video"
+
+    def __init__(self, path: str, seconds: float = 4.0) -> None:
+        super().__init__()
+        from stream.media.sources import MediaSource
+
+        with MediaSource(path, keep_audio=False) as source:
+            self.fps = float(source.info.rate)
+            self.images = [f.image for f in source.frames() if f.index < seconds * self.fps]
+        self.number = 0
+        self.sent: dict[int, float] = {}
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self.number / self.fps
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        image = stamp(self.images[self.number % len(self.images)], self.number)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = round(self.number * 90000 / self.fps), fractions.Fraction(1, 90000)
+        self.sent[self.number % 2**STAMP_BITS] = time.monotonic()
+        self.number += 1
+        return frame
+
+
+@dataclass
+class WhipPublisher:
+    """A WHIP publisher (RFC 9725) to /whip/CHANNEL at `base`: it sends `video` (and `audio`, if given)."""
+
+    base: str
+    http: aiohttp.ClientSession
+    key: str = ""
+    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
+    resource: str = ""
+    etag: str = ""
+
+    def headers(self, content_type: str) -> dict[str, str]:
+        return {"Content-Type": content_type, **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
+
+    async def publish(self, channel: str, video: MediaStreamTrack, audio: MediaStreamTrack | None = None,
+                      trickle: bool = False) -> None:
+        self.pc.addTransceiver(video, direction="sendonly")
+        if audio is not None:
+            self.pc.addTransceiver(audio, direction="sendonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
+        if trickle:
+            sdp = "".join(f"{line}\r\n" for line in sdp.splitlines()
+                          if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+        async with self.http.post(f"{self.base}/whip/{channel}", data=sdp,
+                                  headers=self.headers("application/sdp")) as r:
+            text = await r.text()
+            if r.status != 201:
+                raise ViewerError(f"POST /whip/{channel}: {r.status} {text}")
+            self.resource = self.base + r.headers["Location"]
+            self.etag = r.headers.get("ETag", "")
+        if trickle:
+            async with self.http.patch(self.resource, data=_fragment(sdp, candidates),
+                                       headers=self.headers("application/trickle-ice-sdpfrag")) as r:
+                if r.status != 204:
+                    raise ViewerError(f"PATCH {self.resource}: {r.status}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
+
+    async def delete(self) -> int:
+        async with self.http.delete(self.resource, headers=self.headers("application/sdp")) as r:
+            return r.status
+
+    async def close(self) -> None:
+        await self.pc.close()
