@@ -168,3 +168,44 @@ def test_whip_refuses_what_it_cannot_use(demo: DemoTitle) -> None:
             await publisher.close()
 
     run_async(scenario)
+
+
+def test_a_channel_through_the_gateway_and_its_workers() -> None:
+    """`recast serve --demo` with its workers: the publisher is placed on a worker, the channel is listed by the
+    gateway once that worker reports it, its viewers (WHEP and the session API) go to that worker, and the
+    publisher's DELETE ends them."""
+    import aiohttp
+
+    from stream.cli.serve_process import recast_serve_demo
+
+    async def scenario() -> None:
+        with recast_serve_demo() as server:
+            async with aiohttp.ClientSession() as http:
+                clip = ClipTrack(str(CLIP))
+                publisher = WhipPublisher(server.base, http)
+                await publisher.publish("live4", clip, trickle=True)
+                listed: list[dict[str, object]] = []
+                for _ in range(40):
+                    async with http.get(f"{server.base}/api/titles") as r:
+                        listed = [t for t in await r.json() if t["id"] == "live4"]
+                    if listed:
+                        break
+                    await asyncio.sleep(0.1)
+                assert listed and listed[0]["live"] is True
+                player, viewer = WhepViewer(server.base, http), Viewer(server.base, http)
+                await player.connect("live4")
+                await viewer.connect({"title": "live4"})
+                trips, _ = await _received(player, clip, 20)
+                await _received(viewer, clip, 10)
+                print(f"through the gateway: trip {statistics.median(trips):.0f} ms")
+                async with http.get(f"{server.base}/healthz") as r:
+                    assert (await r.json())["sessions"] == 2
+                assert await publisher.delete() == 200
+                ended = await player.replies.get()
+                while not ended.get("ended"):
+                    ended = await player.replies.get()
+                assert ended["reason"] == "channel_ended"
+                for peer in (player, viewer, publisher):
+                    await peer.close()
+
+    run_async(scenario, timeout=120)

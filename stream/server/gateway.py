@@ -29,9 +29,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from stream.server import whep
 from stream.server.app import index
 from stream.server.fleet import Launcher, Worker, WorkerFailed, save_fleet
+from stream.server.gateway_edge import add_edge_routes
 from stream.server.http import (
     ACCESS,
     API_KEY,
@@ -46,14 +46,12 @@ from stream.server.http import (
     json_errors,
     json_object,
     quiet_parser_rejections,
-    read_body,
 )
 from stream.server.metrics import Counter, Gauge, Histogram
 from stream.server.placement import SessionCost, rank
 from stream.server.service import RateLimiter, checked_offer
 from stream.server.signing import owner_of, sign
-from stream.server.webrtc_http import MAX_FRAGMENT, SDP_TYPE, cors_for_players, read_sdp
-from stream.server.whep import choice_from_query
+from stream.server.webrtc_http import cors_for_players
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +127,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.workers: dict[str, Worker] = {}
         self.where: dict[str, tuple[str, str]] = {}  # session -> (worker name, owner)
+        self.channels: dict[str, str] = {}  # live channel -> the worker it is published to
+        self.publishers: dict[str, tuple[str, str]] = {}  # publisher -> (worker name, owner)
         self.gone: OrderedDict[str, tuple[str, str]] = OrderedDict()  # session -> (state: ended|lost, owner)
         self.draining = False
         self._serial = 0
@@ -277,6 +277,13 @@ class Gateway:
             else:
                 self.relayed_titles.discard(session["title"])
         self.session_cost.observe(worker, self.placed_at)
+        published = {c["id"] for c in status.get("channels", [])}
+        for name in [n for n, w in self.channels.items() if w == worker.name and n not in published]:
+            del self.channels[name]  # ended there
+        self.channels.update({name: worker.name for name in published})
+        publishers = {p for c in status.get("channels", []) for p in c.get("publisher_ids", [])}
+        for pid in [p for p, (w, _) in self.publishers.items() if w == worker.name and p not in publishers]:
+            del self.publishers[pid]
         labels = {"worker": worker.name}
         self.metrics.worker_sessions.set(len(live), **labels)
         self.metrics.worker_fps.set(round(worker.fps, 1), **labels)
@@ -295,6 +302,10 @@ class Gateway:
             self._forget(sid, "lost")
             self.metrics.lost.inc()
         worker.sessions.clear()
+        for name in [n for n, w in self.channels.items() if w == worker.name]:
+            del self.channels[name]  # its publishers publish again (to another worker)
+        for pid in [p for p, (w, _) in self.publishers.items() if w == worker.name]:
+            del self.publishers[pid]
         for gauge in (self.metrics.worker_sessions, self.metrics.worker_fps, self.metrics.worker_cpu,
                       self.metrics.worker_rss, self.metrics.worker_node):
             gauge.drop(("worker", worker.name))
@@ -397,8 +408,17 @@ class Gateway:
         self.metrics.refused.inc(reason="busy")
         raise ApiError(503, "busy", "every session worker is full")
 
+    def channel_list(self) -> list[dict[str, Any]]:
+        """Every worker's live channels, as its last status described them."""
+        return [{k: v for k, v in c.items() if k != "publisher_ids"}
+                for w in self.up() for c in w.status.get("channels", [])]
+
     def place(self, title: str | None) -> list[Worker]:
-        """The workers with room for a new session, best first (stream/server/placement.py)."""
+        """The workers with room for a new session, best first (stream/server/placement.py); a viewer of a live
+        channel goes to the worker the channel is published to."""
+        if title in self.channels:
+            worker = self.workers.get(self.channels[title])
+            return [worker] if worker is not None and worker.state == "up" else []
         return rank(self.up(), title, self.per_worker, self.session_cost.cores, title in self.relayed_titles)
 
     async def any_worker(self, method: str, path: str) -> web.Response:
@@ -460,6 +480,16 @@ async def catalogue(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].any_worker("GET", request.path)
 
 
+async def titles(request: web.Request) -> web.StreamResponse:
+    """A worker's titles, and every worker's live channels (each worker lists only its own)."""
+    gateway = request.app[GATEWAY]
+    response = await gateway.any_worker("GET", request.path)
+    if response.status != 200 or response.body is None:
+        return response
+    listed = [t for t in json.loads(bytes(response.body)) if not t.get("live")]  # type: ignore[arg-type]
+    return web.json_response(listed + gateway.channel_list())
+
+
 async def create_session(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     title = body.get("title") if isinstance(body.get("title"), str) else None
@@ -519,49 +549,6 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     return web.Response(status=status, body=data, content_type="application/json")
 
 
-async def whep_offer(request: web.Request) -> web.StreamResponse:
-    """WHEP's POST (stream/server/whep.py), checked here as the worker checks it, then placed like any session."""
-    choice_from_query(request)
-    sdp = await read_sdp(request)
-    await asyncio.to_thread(checked_offer, {"sdp": sdp, "type": "offer"})
-    gateway = request.app[GATEWAY]
-    status, data, headers = await gateway.open_session(request, request.match_info["title"], request.path_qs,
-                                                       sdp.encode(), SDP_TYPE, _resource_id)
-    return _passed_on(status, data, headers)
-
-
-def _resource_id(_data: bytes, headers: dict[str, str]) -> str:
-    return headers["Location"].rsplit("/", 1)[1]
-
-
-def _passed_on(status: int, data: bytes, headers: dict[str, str]) -> web.Response:
-    """A worker's answer to a WHEP request, with the headers WHEP gives meaning to."""
-    kept: dict[str, str] = {name: headers[name] for name in ("Content-Type", "Location", "ETag", "Accept-Patch")
-                            if name in headers}
-    return web.Response(status=status, body=data, headers=kept)
-
-
-async def whep_resource(request: web.Request) -> web.StreamResponse:
-    """WHEP's PATCH (trickled candidates) and DELETE, forwarded to the session's worker."""
-    gateway = request.app[GATEWAY]
-    gateway.session_of(request)  # an unknown session is refused before its body is read
-    body = await read_body(request) if request.method == "PATCH" else b""
-    if len(body) > MAX_FRAGMENT:
-        raise ApiError(413, "request_entity_too_large", f"a fragment is at most {MAX_FRAGMENT} bytes")
-    worker = gateway.session_of(request)
-    passed = {"If-Match": request.headers["If-Match"]} if "If-Match" in request.headers else {}
-    try:
-        status, data, headers = await gateway._exchange(worker, request.method, request.path, body,
-                                                        gateway.owner(request), timeout=10.0,
-                                                        content_type=request.content_type, passed=passed)
-    except (aiohttp.ClientError, TimeoutError):
-        raise ApiError(502, "worker_unreachable", "the session's worker did not answer") from None
-    if request.method == "DELETE" and status == 200:
-        worker.sessions.discard(request.match_info["sid"])
-        gateway._forget(request.match_info["sid"], "ended")
-    return _passed_on(status, data, headers)
-
-
 def build_gateway_app(gateway: Gateway) -> web.Application:
     quiet_parser_rejections()
     app = web.Application(middlewares=[cors_for_players, json_errors, auth], client_max_size=MAX_BODY)
@@ -574,18 +561,14 @@ def build_gateway_app(gateway: Gateway) -> web.Application:
     app.router.add_static("/static/", STATIC)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/titles", catalogue)
+    app.router.add_get("/api/titles", titles)
     app.router.add_get("/api/casts", catalogue)
     app.router.add_get("/api/casts/{cast}/thumbnail.jpg", catalogue)
     app.router.add_post("/api/sessions", create_session, expect_handler=expect_within_limit)
     app.router.add_get("/api/sessions/{sid}", session_state)
     app.router.add_post("/api/sessions/{sid}/offer", offer, expect_handler=expect_within_limit)
     app.router.add_delete("/api/sessions/{sid}", delete_session)
-    app.router.add_route("OPTIONS", "/whep/{title}", whep.options_endpoint)
-    app.router.add_post("/whep/{title}", whep_offer)
-    app.router.add_route("OPTIONS", "/whep/{title}/{sid}", whep.options_resource)
-    app.router.add_patch("/whep/{title}/{sid}", whep_resource)
-    app.router.add_delete("/whep/{title}/{sid}", whep_resource)
+    add_edge_routes(app, GATEWAY)
     return app
 
 

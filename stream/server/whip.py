@@ -56,7 +56,8 @@ class Publisher:
                     log.info("publisher %s: its peer connection did not close cleanly", self.id)
 
 
-def _checked(sdp: str) -> None:
+def checked_publish_offer(sdp: str) -> None:
+    """A WHIP offer that sends video in a codec this server decodes, or the ApiError that refuses it."""
     try:
         offered = check_offer(sdp)
     except Refused as err:
@@ -100,7 +101,7 @@ async def publish(request: web.Request) -> web.StreamResponse:
     service: Service = request.app[SERVICE]
     name = request.match_info["channel"]
     sdp = await read_sdp(request)
-    await asyncio.to_thread(_checked, sdp)  # 128 KB of SDP: ms of regexes, off the loop
+    await asyncio.to_thread(checked_publish_offer, sdp)  # 128 KB of SDP: ms of regexes, off the loop
     channel = channel_for(service, name)
     publisher = Publisher(request[API_KEY], channel)
     pc = publisher.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

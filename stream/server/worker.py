@@ -153,9 +153,13 @@ async def status(request: web.Request) -> web.StreamResponse:
                          "frames_out": service.metrics.frames_out.value(session=sid),
                          "frames_dropped": service.metrics.frames_dropped.value(session=sid),
                          "latency_ms": round(session.state.latency_ms, 1), "path": session.state.path})
+    cast_ids = list(service.casts)
+    channels = [{**c.describe(cast_ids), "publisher_ids": [p for p, pub in service.publishers.items()
+                                                          if pub.channel is c]}
+                for c in service.channels.values()]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return web.json_response({"worker": request.app[NAME], "pid": os.getpid(), "node": node_name(),
-                              "sessions": sessions,
+                              "sessions": sessions, "channels": channels,
                               "capacity": service.config.max_sessions, "draining": service.draining,
                               "stalled": service.stalled,
                               "cpu_cores": request.app[LOAD].cores(), "node_cores": usable_cores(),
