@@ -114,15 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_option(bench)
     bench.add_argument("--frames", type=_span, metavar="A-B",
                        help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
-    bench.add_argument("--only", choices=("live", "engines", "bake", "quality", "relay"),
+    bench.add_argument("--only", choices=("live", "engines", "bake", "quality", "relay", "channel"),
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
                             "live tracking (default: these three); quality: render clips (--clip, or the input) "
                             "and score the recast's look against the first cast (stream/cli/quality.py); relay: "
                             "the input's first 8 s baked with renditions and served, viewers relayed against one "
-                            "live viewer (CPU and memory per viewer, viewers a core, the toggle's delay)")
-    bench.add_argument("--viewers", type=positive, default=10, help="relay: relayed viewers at once")
-    bench.add_argument("--seconds", type=float, default=10.0, help="relay: seconds each round of viewers watches")
+                            "live viewer (CPU and memory per viewer, viewers a core, the toggle's delay); "
+                            "channel: the input published over WHIP to a live channel, 1 and then --viewers WHEP "
+                            "players of one cast (the server's CPU for each, the trip from publisher to player)")
+    bench.add_argument("--viewers", type=positive, default=10, help="relay, channel: viewers at once")
+    bench.add_argument("--seconds", type=float, default=10.0,
+                       help="relay, channel: seconds each round of viewers watches")
     bench.add_argument("--clip", action="append", default=[], metavar="VIDEO",
                        help="quality: a clip to render and score (repeatable)")
     bench.add_argument("--floor", action="store_true",
@@ -342,6 +345,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result["quality"] = run_quality(args.clip or [location], recaster, cast.image, options, Path(tmp),
                                             floor=args.floor)
         print(format_quality(result["quality"]))
+    if args.only == "channel":
+        from stream.cli.bench_channel import format_channel_bench, run_channel_bench
+
+        result["channel"] = run_channel_bench(location, viewers=args.viewers, seconds=args.seconds)
+        print(format_channel_bench(result["channel"]))
     if args.only == "relay":
         from stream.cli.bench_relay import format_relay_bench, run_relay_bench
 
