@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo render-demo test test-quick lint bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed tests/webrtc_clients/node_modules/.package-lock.json
+
+# the npm WHIP and WHEP clients the browser tests drive in Chromium (whip-whep, MIT), pinned by the lock file
+tests/webrtc_clients/node_modules/.package-lock.json: tests/webrtc_clients/package-lock.json
+	npm ci --prefix tests/webrtc_clients --no-audit --no-fund --loglevel=error
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,4 +42,4 @@ bench: install
 	$(BIN)/recast bench ../shared/media/videos/liveportrait_s18.mp4 --json bench.json
 
 clean:
-	rm -rf $(VENV) demo.mp4 bench.json
+	rm -rf $(VENV) demo.mp4 bench.json tests/webrtc_clients/node_modules

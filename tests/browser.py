@@ -37,12 +37,13 @@ def browser_or_skip() -> Any:
 
 
 @contextlib.contextmanager
-def chromium_page() -> Iterator[tuple[Any, list[str]]]:
-    """A page in a fresh headless Chromium, and the list its uncaught errors go to."""
+def chromium_page(*flags: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page in a fresh headless Chromium (with more `flags`: a fake camera's), and the list its uncaught errors
+    go to."""
     sync_playwright = browser_or_skip()
     with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="recast-chromium-") as profile:
         browser = playwright.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM),
-                                                                 args=CHROMIUM_FLAGS, headless=True)
+                                                                 args=[*CHROMIUM_FLAGS, *flags], headless=True)
         try:
             page = browser.new_page()
             errors: list[str] = []

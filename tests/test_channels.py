@@ -209,3 +209,41 @@ def test_a_channel_through_the_gateway_and_its_workers() -> None:
                     await peer.close()
 
     run_async(scenario, timeout=120)
+
+
+def test_ten_whep_players_of_one_channel_share_its_picture_and_toggle_alone() -> None:
+    """Ten aiortc WHEP players of a channel published to `recast serve --demo` (gateway and workers): each sees the
+    recast face; one turns the recast off and sees the publisher's face while the nine others stay recast; the
+    channel draws two choices for the ten."""
+    import aiohttp
+
+    from stream.cli.serve_process import recast_serve_demo
+
+    async def scenario() -> None:
+        with recast_serve_demo("--max-sessions", "16") as server:
+            async with aiohttp.ClientSession() as http:
+                clip = ClipTrack(str(CLIP))
+                publisher = WhipPublisher(server.base, http)
+                await publisher.publish("live5", clip)
+                await asyncio.sleep(0.5)
+                players = [WhepViewer(server.base, http) for _ in range(10)]
+                await asyncio.gather(*(p.connect("live5") for p in players))
+                await asyncio.sleep(1.0)
+                recast = await asyncio.gather(*(_received(p, clip, 10) for p in players))
+                await players[0].control({"type": "recast", "enabled": False})
+                await asyncio.sleep(0.5)
+                after = await asyncio.gather(*(_received(p, clip, 10) for p in players[:3]))
+                faces = [float(np.median(f)) for _, f in recast]
+                print(f"10 players: face {min(faces):.1f}-{max(faces):.1f} dB recast; the one with the recast off "
+                      f"{np.median(after[0][1]):.1f} dB, two others {np.median(after[1][1]):.1f}, "
+                      f"{np.median(after[2][1]):.1f} dB")
+                assert max(faces) < 28 < np.median(after[0][1])
+                assert np.median(after[1][1]) < 28 and np.median(after[2][1]) < 28
+                async with http.get(f"{server.base}/api/titles") as r:
+                    channel = next(t for t in await r.json() if t["id"] == "live5")
+                assert channel["viewers"] == 10 and channel["choices"] == 2
+                assert await publisher.delete() == 200
+                for peer in [*players, publisher]:
+                    await peer.close()
+
+    run_async(scenario, timeout=150)
