@@ -5,14 +5,18 @@ coming back, and what WHIP refuses."""
 from __future__ import annotations
 
 import asyncio
+import fractions
 import statistics
 import time
 from collections.abc import Callable
 
+import av
 import numpy as np
 import pytest
+from aiortc import MediaStreamTrack
 
 from stream.casts.cast import collins_cast, hopper_cast
+from stream.server import channels
 from stream.server.clients import ClipTrack, Viewer, ViewerError, WhepViewer, WhipPublisher, read_stamp
 from stream.server.service import SERVICE, ServerConfig
 from tests.conftest import media, psnr
@@ -247,3 +251,76 @@ def test_ten_whep_players_of_one_channel_share_its_picture_and_toggle_alone() ->
                     await peer.close()
 
     run_async(scenario, timeout=150)
+
+
+class _Garbage(MediaStreamTrack):
+    """A publisher's video that is noise: random bytes sent as H.264 packets (aiortc packs them as they are)."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    async def recv(self) -> av.Packet:
+        await asyncio.sleep(0.04)
+        packet = av.Packet(b"\x00\x00\x00\x01" + np.random.default_rng(self.count).bytes(1500))
+        packet.pts, packet.time_base = self.count * 3600, fractions.Fraction(1, 90000)
+        self.count += 1
+        return packet
+
+
+class _Silent(MediaStreamTrack):
+    """A publisher's video that stops: frames for a moment, then none, its connection left open."""
+
+    kind = "video"
+
+    def __init__(self, clip: ClipTrack, frames: int) -> None:
+        super().__init__()
+        self.clip, self.frames = clip, frames
+
+    async def recv(self) -> av.VideoFrame:
+        if self.clip.number >= self.frames:
+            await asyncio.Event().wait()  # never again
+        return await self.clip.recv()
+
+
+def test_a_publisher_of_noise_or_silence_ends_its_channel_and_nothing_else(demo: DemoTitle,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """One publisher sends random bytes as H.264, another stops sending with its connection open: each channel is
+    taken for gone after the stall time and ended after the wait (shortened here to 1 s and 1.5 s), its viewer
+    told; a third channel's viewer and a title's viewer play on throughout."""
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    monkeypatch.setattr(channels, "STALL_S", 1.0)
+    monkeypatch.setattr(channels, "RECONNECT_S", 1.5)
+
+    async def scenario() -> None:
+        async with serving(demo.titles, ServerConfig(demo=True)) as (base, app, http):
+            noise = WhipPublisher(base, http)
+            h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+            noise.pc.addTransceiver(_Garbage(), direction="sendonly").setCodecPreferences(h264)
+            await noise.publish_prepared("noise")
+            silent = WhipPublisher(base, http)
+            await silent.publish("silent", _Silent(ClipTrack(str(CLIP), 1.0), 30))
+            good_clip = ClipTrack(str(CLIP))
+            good = WhipPublisher(base, http)
+            await good.publish("good", good_clip)
+            watcher = WhepViewer(base, http)
+            await watcher.connect("silent")
+            title_viewer = Viewer(base, http)
+            await title_viewer.connect({"title": "demo"})
+            good_viewer = WhepViewer(base, http)
+            await good_viewer.connect("good")
+            assert await _until(lambda: not {"noise", "silent"} & set(app[SERVICE].channels), 10.0)
+            ended = await watcher.replies.get()
+            while not ended.get("ended"):
+                ended = await watcher.replies.get()
+            assert ended["reason"] == "channel_ended"
+            assert len(await title_viewer.frames(10)) == 10
+            await _received(good_viewer, good_clip, 10)
+            assert "good" in app[SERVICE].channels
+            for peer in (noise, silent, good, watcher, title_viewer, good_viewer):
+                await peer.close()
+
+    run_async(scenario)

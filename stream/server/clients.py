@@ -259,6 +259,10 @@ class WhipPublisher:
         self.pc.addTransceiver(video, direction="sendonly")
         if audio is not None:
             self.pc.addTransceiver(audio, direction="sendonly")
+        await self.publish_prepared(channel, trickle)
+
+    async def publish_prepared(self, channel: str, trickle: bool = False) -> None:
+        """Publish what the peer connection's transceivers already send."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
         candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
