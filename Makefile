@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo render-demo test test-quick lint bench clean
+.PHONY: install demo render-demo test test-quick lint bench image image-check clean
 
 install: $(VENV)/.installed tests/webrtc_clients/node_modules/.package-lock.json
 
@@ -37,6 +37,14 @@ test: lint
 
 test-quick: lint
 	$(BIN)/python -m pytest -m "not slow"
+
+# the CPU image built here (a local Debian base, this machine's pip settings; docker/build_local.sh), and the
+# release check that runs it and plays a title, a WHEP player and a live channel from it (needs `dockerd &`)
+image:
+	docker/build_local.sh recast:cpu
+
+image-check: install
+	RECAST_IMAGE=recast:cpu $(BIN)/python -m pytest -m image -s tests/test_image.py
 
 bench: install
 	$(BIN)/recast bench ../shared/media/videos/liveportrait_s18.mp4 --json bench.json
