@@ -2,7 +2,8 @@
 `make install`) in Debian's Chromium, against `recast serve --demo` as the README starts it (a gateway and its
 workers), the pages served from another origin (so CORS is exercised): Chromium's fake camera, fed a stamped
 clip with a face, publishes a live channel over WHIP; a second page plays it over WHEP, recast, turns the recast
-off on the control channel, and is told when the publisher stops."""
+off on the control channel, and is told when the publisher stops; the service's own page lists the channel as live,
+plays it and says when it ends."""
 
 from __future__ import annotations
 
@@ -123,7 +124,19 @@ def test_npm_whip_publishes_from_chromium_and_npm_whep_plays_it_recast(tmp_path:
         print(f"chromium WHEP player of a channel chromium publishes over WHIP: face {recast:.1f} dB recast, "
               f"{original:.1f} dB with the recast off")
         assert original > 26 and recast < original - 6
+        page = publisher.context.new_page()  # the service's own page lists the channel and plays it
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base + "/")
+        page.wait_for_function("[...document.getElementById('source').options].some(o => o.text === 'studio (live)')")
+        page.select_option("#source", "title:studio")
+        page.click("#play")
+        page.wait_for_function("window.recastState.connected && document.getElementById('video').videoWidth > 0",
+                               timeout=30_000)
+        page.wait_for_function("document.getElementById('stats').textContent.includes('live channel')",
+                               timeout=10_000)
         publisher.evaluate("window.stopPublishing()")
         player.wait_for_function("window.replies.some(r => r.ended && r.reason === 'channel_ended')",
                                  timeout=15_000)
+        page.wait_for_function("window.recastState.ended === 'channel_ended'", timeout=15_000)
+        assert "live channel has ended" in page.locator("#error").inner_text()
     assert not errors, errors
