@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from stream.casts.cast import collins_cast, hopper_cast
 from stream.server import channels
@@ -324,3 +325,23 @@ def test_a_publisher_of_noise_or_silence_ends_its_channel_and_nothing_else(demo:
                 await peer.close()
 
     run_async(scenario)
+
+
+def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_asks_for_one() -> None:
+    """A viewer's packet queue (channels.PacketQueue) past VIEWER_QUEUE packets: emptied, the overflow told once
+    (the choice's stream is asked for a keyframe), and the next packets kept; the producer never waits."""
+    async def scenario() -> None:
+        overflowed: list[int] = []
+        queue = channels.PacketQueue(lambda: overflowed.append(1))
+        queue.need_keyframe = False
+        for n in range(channels.VIEWER_QUEUE):
+            queue.put([av.Packet(bytes([n]))])
+        assert not overflowed and len(queue.packets) == channels.VIEWER_QUEUE
+        queue.put([av.Packet(b"late")])
+        assert overflowed == [1] and queue.need_keyframe and [bytes(p) for p in queue.packets] == [b"late"]
+        assert bytes(await queue.get()) == b"late"
+        queue.close()
+        with pytest.raises(MediaStreamError):
+            await queue.get()
+
+    run_async(scenario, timeout=10)

@@ -254,3 +254,28 @@ def test_recast_bench_relay_measures_relayed_viewers_against_a_live_one(tmp_path
     assert result["relayed"]["fps_least"] > 20, result  # 25 fps, relayed at the title's pace
     assert result["toggle"]["toggles"] == 10 and result["toggle"]["delay_ms_max"] < 1500, result
     assert "viewers a core" in capsys.readouterr().out
+
+
+def test_a_whep_player_of_a_baked_title_is_relayed(cache: Path) -> None:
+    """WHEP (stream/server/whep.py) on a title with renditions: the player's session is relayed, its picture the
+    cast rendition's own, and `?recast=0` starts it on the original."""
+    from stream.server.clients import WhepViewer
+
+    titles = scan_titles(None, None, TitleCache(cache), loop=True)
+    recast = decoded_h264(cache / "titles" / "d20" / "renditions" / "cast-hopper.h264")
+    original = decoded_h264(cache / "titles" / "d20" / "renditions" / "original.h264")
+
+    async def scenario() -> None:
+        async with serving(titles, ServerConfig(demo=True)) as (base, _, http):
+            player = WhepViewer(base, http)
+            await player.connect("d20", trickle=True)
+            assert (await player.control({"type": "state"}))["path"] == "relay"
+            assert min(_matches((await player.frames(20))[5:], recast)) > 45
+            off = WhepViewer(base, http)
+            await off.connect("d20", "recast=0")
+            assert min(_matches((await off.frames(20))[5:], original)) > 45
+            for each in (player, off):
+                await each.delete()
+                await each.close()
+
+    run_async(scenario, timeout=60)
