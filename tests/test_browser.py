@@ -78,14 +78,17 @@ def test_preview_page_in_chromium_toggles_the_face_only(encoder: str) -> None:
         video_codec = answer.split("m=video")[1].split("a=rtpmap:")[1].split()[1]
         assert video_codec == ("H264/90000" if encoder == "libx264" else "VP8/90000"), video_codec
         on = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
+        assert page.locator("#synthetic").is_visible()  # the page says the picture is synthetic, badge or not
 
         page.uncheck("#recast")
         page.wait_for_function("window.recastState.state && window.recastState.state.enabled === false")
+        assert not page.locator("#synthetic").is_visible()
         page.evaluate(GRAB_FRAMES, [1, 8])  # frames already past the recaster when the toggle flipped
         off = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 
         page.check("#recast")
         page.wait_for_function("window.recastState.state && window.recastState.state.enabled === true")
+        assert page.locator("#synthetic").is_visible()
         page.evaluate(GRAB_FRAMES, [1, 8])
         on_again = _decode(page.evaluate(GRAB_FRAMES, [8, 3]))
 

@@ -24,6 +24,7 @@ from stream.cli.casts import CASTS_COMMANDS, add_casts_commands, casts_for
 from stream.cli.engines import ENGINE_COMMANDS, add_engine_commands
 from stream.cli.options import UsageError, add_detector_option, demo_location, positive, progress_bar
 from stream.cli.serve import cmd_serve
+from stream.cli.verify import add_verify_command, cmd_verify
 from stream.media.sources import MediaSource, is_live, is_url
 from stream.recasters.contract import Recaster
 from stream.recasters.factory import make_recaster
@@ -98,10 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--runtime", choices=RUNTIMES, default="torch",
                       help="stylegan: run the baked generator eagerly, or its exported ONNX file or TensorRT plan")
     rend.add_argument("--no-badge", action="store_true", help="leave out the visible provenance badge")
+    rend.add_argument("--sign-cert", metavar="CHAIN.pem",
+                      help="sign the output's Content Credentials (C2PA) with this certificate chain (the signer's "
+                           "first; also RECAST_SIGN_CERT); with --sign-key")
+    rend.add_argument("--sign-key", metavar="KEY.pem", help="the chain's private key (PEM; also RECAST_SIGN_KEY)")
     _add_occlusion_option(rend)
     rend.add_argument("--no-color-match", action="store_true",
                       help="warp: paste the cast's own colours instead of matching the actor's skin")
     _add_tracking_options(rend)
+
+    add_verify_command(sub)
 
     bench = sub.add_parser("bench", help="measure per-stage cost and the real-time factor")
     bench.add_argument("input", nargs="?", help="video file (default: the sample title)")
@@ -276,13 +283,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         casts = _casts(args)
         classical = (make_recaster(args.engine, casts, detector=args.detector)
                      if args.engine in ("identity", "warp") else None)
-        return render_baked(args, casts, _options(args), classical, _progress)
+        key = signing_key(args)
+        code = render_baked(args, casts, _options(args), classical, _progress)
+        if key is not None:
+            sign_render(Path(args.output), key)
+        return code
     if args.demo == bool(args.input):
         raise UsageError("give exactly one of INPUT or --demo")
     location = args.input or demo_location()
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise UsageError(f"{output}: output must be an .mp4 file")
+    key = signing_key(args)  # checked before any work
     recaster = _recaster(args.engine, args, color=not args.no_color_match)
     options = _options(args)
     if is_live(location) and options.mode == "offline" and not args.tracks:
@@ -306,7 +318,25 @@ def cmd_render(args: argparse.Namespace) -> int:
           f"({report.faces_held} held on repeated frames, {report.faces_failed} failed), {report.tracks} tracks, "
           f"cuts at {report.cuts}, "
           f"{report.frames / max(report.seconds, 1e-9):.1f} fps")
+    if key is not None:
+        sign_render(output, key)
     return 0
+
+
+def signing_key(args: argparse.Namespace) -> Any:
+    """The operator's signing key of --sign-cert/--sign-key (or the environment), or None: signing is optional."""
+    from stream.media.credentials import SigningKey
+
+    return SigningKey.from_environment(args.sign_cert, args.sign_key)
+
+
+def sign_render(output: Path, key: Any) -> None:
+    """Sign a rendered file's Content Credentials, stating what its tags say."""
+    from stream.media.credentials import manifest_for, sign_mp4
+    from stream.media.sources import probe
+
+    sign_mp4(output, key, manifest_for(probe(output)["metadata"], output.name))
+    print(f"{output}: Content Credentials signed (C2PA)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -365,6 +395,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "render": cmd_render,
     "bench": cmd_bench,
     "serve": cmd_serve,
+    "verify": cmd_verify,
     **ENGINE_COMMANDS,
     **BAKE_COMMANDS,
     **CASTS_COMMANDS,
