@@ -24,21 +24,63 @@ class ViewerError(RuntimeError):
 
 
 @dataclass
-class Viewer:
-    """One viewer of the service at `base` (with an API key, where the service asks for one)."""
+class _Peer:
+    """An aiortc peer of the service at `base` (with a key, where the service asks for one): what it receives, and
+    the `control` data channel when it opens one."""
 
     base: str
     http: aiohttp.ClientSession
     key: str = ""
     pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
-    session: str = ""
     video: MediaStreamTrack | None = None
     audio: MediaStreamTrack | None = None
     replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     channel: Any = None
 
-    def headers(self) -> dict[str, str]:
+    def authorization(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def _receive(self, control: bool = True) -> tuple[asyncio.Event, asyncio.Event]:
+        """Take the tracks the service sends, and open the control channel: (its opening, the video's arrival)."""
+        opened, got_video = asyncio.Event(), asyncio.Event()
+        if control:
+            self.channel = self.pc.createDataChannel("control")
+            self.channel.on("open", opened.set)
+            self.channel.on("message", lambda m: self.replies.put_nowait(json.loads(m)))
+        else:
+            opened.set()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self.video = track
+                got_video.set()
+            else:
+                self.audio = track
+
+        return opened, got_video
+
+    async def frames(self, count: int, timeout: float = 20) -> list[av.VideoFrame]:
+        if self.video is None:
+            raise ViewerError("no video: connect first")
+        return [await asyncio.wait_for(self.video.recv(), timeout) for _ in range(count)]
+
+    async def control(self, message: Any, raw: bool = False) -> dict[str, Any]:
+        self.channel.send(message if raw else json.dumps(message))
+        return await asyncio.wait_for(self.replies.get(), 10)
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+@dataclass
+class Viewer(_Peer):
+    """A viewer of the service's session API."""
+
+    session: str = ""
+
+    def headers(self) -> dict[str, str]:
+        return self.authorization()
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with self.http.request(method, self.base + path, json=body, headers=self.headers()) as r:
@@ -51,20 +93,7 @@ class Viewer:
         if status != 201:
             raise ViewerError(f"POST /api/sessions: {status} {data}")
         self.session = data["session"]
-        self.channel = self.pc.createDataChannel("control")
-        opened = asyncio.Event()
-        self.channel.on("open", opened.set)
-        self.channel.on("message", lambda m: self.replies.put_nowait(json.loads(m)))
-        got_video = asyncio.Event()
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video":
-                self.video = track
-                got_video.set()
-            else:
-                self.audio = track
-
+        opened, got_video = self._receive()
         if send is not None:
             self.pc.addTrack(send)
         else:
@@ -85,78 +114,38 @@ class Viewer:
         await self.pc.setRemoteDescription(RTCSessionDescription(**answer))
         await asyncio.wait_for(asyncio.gather(opened.wait(), got_video.wait()), 20)
 
-    async def frames(self, count: int, timeout: float = 20) -> list[av.VideoFrame]:
-        if self.video is None:
-            raise ViewerError("no video: connect first")
-        return [await asyncio.wait_for(self.video.recv(), timeout) for _ in range(count)]
-
-    async def control(self, message: Any, raw: bool = False) -> dict[str, Any]:
-        self.channel.send(message if raw else json.dumps(message))
-        return await asyncio.wait_for(self.replies.get(), 10)
-
-    async def close(self) -> None:
-        await self.pc.close()
-
 
 @dataclass
-class WhepViewer:
-    """A WHEP player (draft-ietf-wish-whep) of the service at `base`: it posts its offer to /whep/TITLE and, with
-    `trickle`, sends its candidates afterwards in a PATCH (as browsers' WHEP clients do) instead of in the offer.
-    With `control`, it opens the `control` data channel, on which `control()` talks as Viewer's does."""
+class _Resource(_Peer):
+    """A WebRTC-HTTP client (WHEP or WHIP): its offer posted to an endpoint, the session's resource (the Location
+    of the 201) and entity-tag kept for PATCH and DELETE."""
 
-    base: str
-    http: aiohttp.ClientSession
-    key: str = ""
-    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
-    resource: str = ""  # the session's URL (the Location of the 201)
+    resource: str = ""
     etag: str = ""
-    video: MediaStreamTrack | None = None
-    audio: MediaStreamTrack | None = None
-    replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    channel: Any = None
 
     def headers(self, content_type: str) -> dict[str, str]:
-        return {"Content-Type": content_type, **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
+        return {"Content-Type": content_type, **self.authorization()}
 
-    async def connect(self, title: str, query: str = "", trickle: bool = False, control: bool = True) -> None:
-        got_video = asyncio.Event()
-        opened = asyncio.Event()
-        if control:
-            self.channel = self.pc.createDataChannel("control")
-            self.channel.on("open", opened.set)
-            self.channel.on("message", lambda m: self.replies.put_nowait(json.loads(m)))
-        else:
-            opened.set()
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video":
-                self.video = track
-                got_video.set()
-            else:
-                self.audio = track
-
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTransceiver("audio", direction="recvonly")
+    async def _negotiate(self, path: str, trickle: bool) -> None:
+        """Post the offer to `path` and take the answer; with `trickle`, the offer goes without its candidates and
+        they follow in a PATCH (as browsers' clients do)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
         candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
         if trickle:
             sdp = "".join(f"{line}\r\n" for line in sdp.splitlines()
                           if not line.startswith(("a=candidate:", "a=end-of-candidates")))
-        url = f"{self.base}/whep/{title}" + (f"?{query}" if query else "")
-        async with self.http.post(url, data=sdp, headers=self.headers("application/sdp")) as r:
-            text = await r.text()
+        async with self.http.post(self.base + path, data=sdp, headers=self.headers("application/sdp")) as r:
+            answer = await r.text()
             if r.status != 201:
-                raise ViewerError(f"POST /whep/{title}: {r.status} {text}")
+                raise ViewerError(f"POST {path.split('?')[0]}: {r.status} {answer}")
             self.resource = self.base + r.headers["Location"]
             self.etag = r.headers.get("ETag", "")
         if trickle:
             status = await self.patch(_fragment(sdp, candidates))
             if status != 204:
                 raise ViewerError(f"PATCH {self.resource}: {status}")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
-        await asyncio.wait_for(asyncio.gather(opened.wait(), got_video.wait()), 20)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     async def patch(self, fragment: str, if_match: str | None = None,
                     content_type: str = "application/trickle-ice-sdpfrag") -> int:
@@ -166,21 +155,22 @@ class WhepViewer:
         async with self.http.patch(self.resource, data=fragment, headers=headers) as r:
             return r.status
 
-    async def frames(self, count: int, timeout: float = 20) -> list[av.VideoFrame]:
-        if self.video is None:
-            raise ViewerError("no video: connect first")
-        return [await asyncio.wait_for(self.video.recv(), timeout) for _ in range(count)]
-
-    async def control(self, message: Any) -> dict[str, Any]:
-        self.channel.send(json.dumps(message))
-        return await asyncio.wait_for(self.replies.get(), 10)
-
     async def delete(self) -> int:
-        async with self.http.delete(self.resource, headers=self.headers("application/sdp")) as r:
+        async with self.http.delete(self.resource, headers=self.authorization()) as r:
             return r.status
 
-    async def close(self) -> None:
-        await self.pc.close()
+
+@dataclass
+class WhepViewer(_Resource):
+    """A WHEP player (draft-ietf-wish-whep): its offer posted to /whep/TITLE; with `control`, the `control` data
+    channel opened, on which `control()` talks as Viewer's does."""
+
+    async def connect(self, title: str, query: str = "", trickle: bool = False, control: bool = True) -> None:
+        opened, got_video = self._receive(control)
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        await self._negotiate(f"/whep/{title}" + (f"?{query}" if query else ""), trickle)
+        await asyncio.wait_for(asyncio.gather(opened.wait(), got_video.wait()), 20)
 
 
 def _fragment(offer: str, candidates: list[str]) -> str:
@@ -241,18 +231,8 @@ class ClipTrack(MediaStreamTrack):
 
 
 @dataclass
-class WhipPublisher:
-    """A WHIP publisher (RFC 9725) to /whip/CHANNEL at `base`: it sends `video` (and `audio`, if given)."""
-
-    base: str
-    http: aiohttp.ClientSession
-    key: str = ""
-    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
-    resource: str = ""
-    etag: str = ""
-
-    def headers(self, content_type: str) -> dict[str, str]:
-        return {"Content-Type": content_type, **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
+class WhipPublisher(_Resource):
+    """A WHIP publisher (RFC 9725) to /whip/CHANNEL: it sends `video` (and `audio`, if given)."""
 
     async def publish(self, channel: str, video: MediaStreamTrack, audio: MediaStreamTrack | None = None,
                       trickle: bool = False) -> None:
@@ -263,29 +243,4 @@ class WhipPublisher:
 
     async def publish_prepared(self, channel: str, trickle: bool = False) -> None:
         """Publish what the peer connection's transceivers already send."""
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        sdp = self.pc.localDescription.sdp
-        candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
-        if trickle:
-            sdp = "".join(f"{line}\r\n" for line in sdp.splitlines()
-                          if not line.startswith(("a=candidate:", "a=end-of-candidates")))
-        async with self.http.post(f"{self.base}/whip/{channel}", data=sdp,
-                                  headers=self.headers("application/sdp")) as r:
-            text = await r.text()
-            if r.status != 201:
-                raise ViewerError(f"POST /whip/{channel}: {r.status} {text}")
-            self.resource = self.base + r.headers["Location"]
-            self.etag = r.headers.get("ETag", "")
-        if trickle:
-            async with self.http.patch(self.resource, data=_fragment(sdp, candidates),
-                                       headers=self.headers("application/trickle-ice-sdpfrag")) as r:
-                if r.status != 204:
-                    raise ViewerError(f"PATCH {self.resource}: {r.status}")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
-
-    async def delete(self) -> int:
-        async with self.http.delete(self.resource, headers=self.headers("application/sdp")) as r:
-            return r.status
-
-    async def close(self) -> None:
-        await self.pc.close()
+        await self._negotiate(f"/whip/{channel}", trickle)

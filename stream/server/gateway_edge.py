@@ -14,8 +14,8 @@ from aiohttp import web
 
 from stream.server.http import ApiError, read_body
 from stream.server.service import checked_offer
-from stream.server.webrtc_http import MAX_FRAGMENT, SDP_TYPE, preflight, read_sdp
-from stream.server.whep import ENDPOINT_METHODS, RESOURCE_METHODS, choice_from_query
+from stream.server.webrtc_http import MAX_FRAGMENT, SDP_TYPE, WHEP_PATHS, WHIP_PATHS, add_protocol_routes, read_sdp
+from stream.server.whep import choice_from_query
 from stream.server.whip import checked_publish_offer
 
 PASSED_BACK = ("Content-Type", "Location", "ETag", "Accept-Patch")
@@ -98,17 +98,5 @@ def add_edge_routes(app: web.Application, key: web.AppKey[Any]) -> None:
             gateway.channels.pop(request.match_info["channel"], None)
         return _passed_on(status, data, headers)
 
-    async def options_endpoint(request: web.Request) -> web.StreamResponse:
-        return preflight(ENDPOINT_METHODS, accept_post=True)
-
-    async def options_resource(request: web.Request) -> web.StreamResponse:
-        return preflight(RESOURCE_METHODS, accept_post=False)
-
-    for kind, post, resource in (("whep", whep_offer, whep_resource), ("whip", whip_publish, whip_resource)):
-        name = "title" if kind == "whep" else "channel"
-        resource_id = "sid" if kind == "whep" else "pid"
-        app.router.add_route("OPTIONS", f"/{kind}/{{{name}}}", options_endpoint)
-        app.router.add_post(f"/{kind}/{{{name}}}", post)
-        app.router.add_route("OPTIONS", f"/{kind}/{{{name}}}/{{{resource_id}}}", options_resource)
-        app.router.add_patch(f"/{kind}/{{{name}}}/{{{resource_id}}}", resource)
-        app.router.add_delete(f"/{kind}/{{{name}}}/{{{resource_id}}}", resource)
+    add_protocol_routes(app, WHEP_PATHS, whep_offer, whep_resource, whep_resource)
+    add_protocol_routes(app, WHIP_PATHS, whip_publish, whip_resource, whip_resource)

@@ -44,6 +44,34 @@ async def cors_for_players(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+ENDPOINT_METHODS, RESOURCE_METHODS = "POST, OPTIONS", "PATCH, DELETE, OPTIONS"
+
+
+async def options_endpoint(request: web.Request) -> web.StreamResponse:
+    """OPTIONS on a WHEP or WHIP endpoint."""
+    return preflight(ENDPOINT_METHODS, accept_post=True)
+
+
+async def options_resource(request: web.Request) -> web.StreamResponse:
+    """OPTIONS on a session's resource."""
+    return preflight(RESOURCE_METHODS, accept_post=False)
+
+
+WHEP_PATHS = ("/whep/{title}", "/whep/{title}/{sid}")  # an endpoint, and a session's resource under it
+WHIP_PATHS = ("/whip/{channel}", "/whip/{channel}/{pid}")
+
+
+def add_protocol_routes(app: web.Application, paths: tuple[str, str], post: Handler, patch: Handler,
+                        delete: Handler) -> None:
+    """An endpoint's POST and a resource's PATCH and DELETE, with OPTIONS on both."""
+    endpoint, resource = paths
+    app.router.add_route("OPTIONS", endpoint, options_endpoint)
+    app.router.add_post(endpoint, post)
+    app.router.add_route("OPTIONS", resource, options_resource)
+    app.router.add_patch(resource, patch)
+    app.router.add_delete(resource, delete)
+
+
 def preflight(methods: str, accept_post: bool) -> web.StreamResponse:
     """The answer to `OPTIONS` on an endpoint (`accept_post`) or on a session's resource."""
     response = web.Response(status=204, headers={
@@ -57,19 +85,24 @@ def preflight(methods: str, accept_post: bool) -> web.StreamResponse:
     return response
 
 
+async def _read_text(request: web.Request, content_type: str, limit: int, what: str) -> str:
+    """A body of `content_type` (415 otherwise), at most `limit` bytes (413), UTF-8 (400)."""
+    if request.content_type != content_type:
+        raise ApiError(415, "unsupported_media_type", f"{what} is sent as Content-Type: {content_type}")
+    raw = b""
+    if request.content_length is None or request.content_length <= limit:
+        raw = await read_body(request)
+    if (request.content_length is not None and request.content_length > limit) or len(raw) > limit:
+        raise ApiError(413, "request_entity_too_large", f"{what} is at most {limit} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_sdp", f"{what} is UTF-8 text") from None
+
+
 async def read_sdp(request: web.Request) -> str:
     """The posted offer: `application/sdp` (415 otherwise), at most MAX_SDP bytes (413), UTF-8 SDP (400)."""
-    if request.content_type != SDP_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"an offer is sent as Content-Type: {SDP_TYPE}")
-    if request.content_length is not None and request.content_length > MAX_SDP:
-        raise ApiError(413, "request_entity_too_large", f"an offer is at most {MAX_SDP} bytes")
-    raw = await read_body(request)
-    if len(raw) > MAX_SDP:
-        raise ApiError(413, "request_entity_too_large", f"an offer is at most {MAX_SDP} bytes")
-    try:
-        sdp = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "bad_sdp", "an offer is UTF-8 text") from None
+    sdp = await _read_text(request, SDP_TYPE, MAX_SDP, "an offer")
     if not sdp.startswith("v=0"):
         raise ApiError(400, "bad_sdp", "an offer is SDP, starting with v=0")
     return sdp
@@ -126,17 +159,8 @@ async def read_fragment(request: web.Request, etag: str) -> Fragment:
     wanted = request.headers.get("If-Match")
     if wanted is not None and wanted.strip() not in ("*", etag):
         raise ApiError(412, "precondition_failed", "If-Match names another entity-tag than this session's")
-    if request.content_type != FRAGMENT_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"candidates are sent as Content-Type: {FRAGMENT_TYPE}")
-    if request.content_length is not None and request.content_length > MAX_FRAGMENT:
-        raise ApiError(413, "request_entity_too_large", f"a fragment is at most {MAX_FRAGMENT} bytes")
-    raw = await read_body(request)
-    if len(raw) > MAX_FRAGMENT:
-        raise ApiError(413, "request_entity_too_large", f"a fragment is at most {MAX_FRAGMENT} bytes")
     try:
-        return parse_fragment(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "bad_sdp", "a fragment is UTF-8 text") from None
+        return parse_fragment(await _read_text(request, FRAGMENT_TYPE, MAX_FRAGMENT, "a fragment"))
     except Refused as err:
         raise ApiError(400, err.code, f"cannot use this fragment: {err}") from None
 

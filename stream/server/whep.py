@@ -19,9 +19,16 @@ from aiohttp import web
 from stream.server.http import API_KEY, ApiError
 from stream.server.service import SERVICE, Service, admit, negotiate, session_of
 from stream.server.sessions import Session
-from stream.server.webrtc_http import created, entity_tag, preflight, read_fragment, read_sdp, trickle
+from stream.server.webrtc_http import (
+    WHEP_PATHS,
+    add_protocol_routes,
+    created,
+    entity_tag,
+    read_fragment,
+    read_sdp,
+    trickle,
+)
 
-ENDPOINT_METHODS, RESOURCE_METHODS = "POST, OPTIONS", "PATCH, DELETE, OPTIONS"
 TRUE, FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
@@ -45,14 +52,6 @@ async def _choose(service: Service, session: Session, messages: list[dict[str, o
         if reply.get("type") == "error":
             await service.close(session.id, "bad_request")
             raise ApiError(400, str(reply["error"]), f"cannot start with {message}: {reply['message']}")
-
-
-async def options_endpoint(request: web.Request) -> web.StreamResponse:
-    return preflight(ENDPOINT_METHODS, accept_post=True)
-
-
-async def options_resource(request: web.Request) -> web.StreamResponse:
-    return preflight(RESOURCE_METHODS, accept_post=False)
 
 
 async def offer(request: web.Request) -> web.StreamResponse:
@@ -91,8 +90,4 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("OPTIONS", "/whep/{title}", options_endpoint)
-    app.router.add_post("/whep/{title}", offer)
-    app.router.add_route("OPTIONS", "/whep/{title}/{sid}", options_resource)
-    app.router.add_patch("/whep/{title}/{sid}", patch)
-    app.router.add_delete("/whep/{title}/{sid}", delete)
+    add_protocol_routes(app, WHEP_PATHS, offer, patch, delete)

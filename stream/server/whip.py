@@ -29,11 +29,18 @@ from stream.server.channels import LiveChannel
 from stream.server.http import API_KEY, ApiError
 from stream.server.service import SERVICE, Service
 from stream.server.validate import Refused, check_offer
-from stream.server.webrtc_http import created, entity_tag, preflight, read_fragment, read_sdp, trickle
+from stream.server.webrtc_http import (
+    WHIP_PATHS,
+    add_protocol_routes,
+    created,
+    entity_tag,
+    read_fragment,
+    read_sdp,
+    trickle,
+)
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_METHODS, RESOURCE_METHODS = "POST, OPTIONS", "PATCH, DELETE, OPTIONS"
 DECODED_VIDEO = re.compile(r"^a=rtpmap:\d+ (VP8|H264)/90000", re.MULTILINE | re.IGNORECASE)
 
 
@@ -87,14 +94,6 @@ def channel_for(service: Service, name: str) -> LiveChannel:
         channel.on_end = service.channel_ended
         service.channels[name] = channel
     return channel
-
-
-async def options_endpoint(request: web.Request) -> web.StreamResponse:
-    return preflight(ENDPOINT_METHODS, accept_post=True)
-
-
-async def options_resource(request: web.Request) -> web.StreamResponse:
-    return preflight(RESOURCE_METHODS, accept_post=False)
 
 
 async def publish(request: web.Request) -> web.StreamResponse:
@@ -162,9 +161,4 @@ async def stop(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("OPTIONS", "/whip/{channel}", options_endpoint)
-    app.router.add_post("/whip/{channel}", publish)
-    app.router.add_route("OPTIONS", "/whip/{channel}/{pid}", options_resource)
-    app.router.add_patch("/whip/{channel}/{pid}", patch)
-    app.router.add_delete("/whip/{channel}/{pid}", stop)
-
+    add_protocol_routes(app, WHIP_PATHS, publish, patch, stop)
