@@ -247,7 +247,7 @@ def test_a_viewers_new_cast_is_drawn_on_a_repeated_frame(d20_opening: list[tuple
     if switch:
         state.cast = other.cast_id
     worker.render(*d20_opening[7])  # frame 7 repeats frame 6
-    assert worker.renderer.faces_held == (0 if switch else 1)
+    assert worker.painter.renderer.faces_held == (0 if switch else 1)
 
 
 def test_the_faces_of_a_frame_are_drawn_side_by_side_as_they_would_be_one_by_one(
