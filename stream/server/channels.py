@@ -240,8 +240,9 @@ class LiveChannel:
                 loop.call_soon_threadsafe(lambda: loop.run_in_executor(self._executor, self._drain, loop))
 
     def _process(self, frame: av.VideoFrame, arrived: float, loop: asyncio.AbstractEventLoop) -> None:
-        if self._stage is None:
-            self._stage = LiveFaceStage(make_tracker(self.options, self.predictor), LOOKAHEAD)
+        stage = self._stage  # a publisher coming back sets it to None from the event loop: this frame keeps its own
+        if stage is None:
+            stage = self._stage = LiveFaceStage(make_tracker(self.options, self.predictor), LOOKAHEAD)
         image = frame.to_ndarray(format="rgb24")
         self._index += 1
         time_s = arrived - self._t0
@@ -249,7 +250,7 @@ class LiveChannel:
         self._arrivals[self._index] = arrived
         while len(self._arrivals) > 64:  # the stage gives every frame back; a bound all the same
             self._arrivals.pop(next(iter(self._arrivals)))
-        for ready, faces, _ in self._stage.push(pushed):
+        for ready, faces, _ in stage.push(pushed):
             for stream in list(self.streams.values()):
                 packets = stream.draw(ready, faces, ready.time)
                 if packets:
