@@ -89,9 +89,10 @@ def test_baked_title_plays_from_the_cache_with_the_actor_and_edits(cache: Path, 
     async def scenario() -> None:
         async with serving(titles) as (base, app, http):
             status, listed = await Viewer(base, http).call("GET", "/api/titles")
-            assert status == 200 and listed == [{"id": "d20", "live": False, "duration": listed[0]["duration"], "fps": 25.0,
-                                                 "prebaked": True, "loop": False, "casts": ["actor", "hopper"],
-                                                 "edits": ["age", "smile"], "renditions": []}]
+            assert status == 200 and listed == [{"id": "d20", "live": False, "duration": listed[0]["duration"],
+                                                 "fps": 25.0, "prebaked": True, "loop": False,
+                                                 "casts": ["actor", "hopper"], "edits": ["age", "smile"],
+                                                 "renditions": []}]
             runs: dict[str, dict[int, np.ndarray]] = {}
             for name, messages, until in [
                 ("actor", [{"type": "cast", "track": "all", "cast": "actor"}], BAKED + 12),
