@@ -28,6 +28,8 @@ import numpy as np
 
 from engines.errors import InputError
 from stream.casts.cast import Cast
+from stream.media import opus
+from stream.media.opus import OpusEncoder
 from stream.media.sinks import even_size, padded_to_even
 from stream.media.sources import MediaSource, VideoInfo
 from stream.perception.track_set import TrackSet
@@ -37,7 +39,6 @@ from stream.render.threads import StageTimer
 
 ORIGINAL = "original"
 AUDIO = "audio"
-AUDIO_RATE, AUDIO_FRAME = 48000, 960  # Opus at 48 kHz, 20 ms a packet (what aiortc sends)
 CLOCK = fractions.Fraction(1, 90000)
 
 
@@ -108,6 +109,13 @@ class _PacketFile:
                            np.asarray(self.times, np.float64), np.asarray(self.keyframes, bool))
 
 
+def decoded_pictures(path: Path) -> list[av.VideoFrame]:
+    """Every picture of a rendition (an H.264 elementary stream in Annex-B), in order."""
+    context = av.CodecContext.create("h264", "r")
+    packets = [*context.parse(path.read_bytes()), *context.parse(None)]
+    return [f for p in packets for f in context.decode(p)] + list(context.decode(None))
+
+
 def gop_frames(fps: float, gop_s: float) -> int:
     """Frames between keyframes: at most `gop_s` seconds."""
     return max(1, math.floor(gop_s * fps + 1e-6))
@@ -157,25 +165,17 @@ def encode_audio(source: Path, out: Path, max_seconds: float | None = None) -> S
     """The title's first audio stream as Opus packets (48 kHz stereo, 20 ms) at `out` (where `probe` finds one)."""
     with av.open(str(source)) as container:
         stream = container.streams.audio[0]
-        encoder = av.CodecContext.create("libopus", "w")
-        encoder.sample_rate, encoder.layout, encoder.format = AUDIO_RATE, "stereo", "s16"
-        encoder.time_base = fractions.Fraction(1, AUDIO_RATE)
-        encoder.bit_rate = 64000
-        encoder.open()
-        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=AUDIO_FRAME)
+        encoder = OpusEncoder()
         writer = _PacketFile(out)
-        samples = 0
         try:
             for decoded in container.decode(stream):
-                for frame in resampler.resample(decoded):
-                    if max_seconds is not None and samples / AUDIO_RATE >= max_seconds:
+                for frame in encoder.frames(decoded):
+                    if max_seconds is not None and encoder.samples / opus.RATE >= max_seconds:
                         break
-                    frame.pts, frame.time_base = samples, encoder.time_base
-                    samples += frame.samples
                     for packet in encoder.encode(frame):
-                        writer.add(bytes(packet), float(packet.pts) / AUDIO_RATE, True)
+                        writer.add(bytes(packet), float(packet.pts) / opus.RATE, True)
             for packet in encoder.encode(None):
-                writer.add(bytes(packet), float(packet.pts) / AUDIO_RATE, True)
+                writer.add(bytes(packet), float(packet.pts) / opus.RATE, True)
         finally:
             index = writer.close()
     return index

@@ -179,8 +179,6 @@ def s42_warp(**options: Any) -> WarpRecaster:
 
 def decoded_h264(path: Path) -> list[np.ndarray]:
     """Every picture of an H.264 elementary stream (Annex-B), in order, as RGB."""
-    context = av.CodecContext.create("h264", "r")
-    frames = [f for p in context.parse(path.read_bytes()) for f in context.decode(p)]
-    frames += [f for p in context.parse(None) for f in context.decode(p)]
-    frames += context.decode(None)
-    return [f.to_ndarray(format="rgb24") for f in frames]
+    from export.renditions import decoded_pictures
+
+    return [f.to_ndarray(format="rgb24") for f in decoded_pictures(path)]

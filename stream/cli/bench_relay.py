@@ -27,7 +27,7 @@ import aiohttp
 import av
 import numpy as np
 
-from export.renditions import AUDIO, ORIGINAL, cast_rendition
+from export.renditions import AUDIO, ORIGINAL, cast_rendition, decoded_pictures
 from stream.cli.serve_process import ServeProcess, cpu_seconds, proc_stats, recast_serve_demo
 from stream.media.sinks import first_seconds
 from stream.server.clients import Viewer
@@ -38,10 +38,7 @@ WARMUP_S = 2.0  # the start of the sessions (ICE, DTLS) is left out of the CPU f
 
 def _decoded(path: Path) -> list[np.ndarray]:
     """Every picture of an H.264 rendition, in order, small (for telling renditions apart)."""
-    context = av.CodecContext.create("h264", "r")
-    packets = [*context.parse(path.read_bytes()), *context.parse(None)]
-    frames = [f for p in packets for f in context.decode(p)] + list(context.decode(None))
-    return [f.to_ndarray(format="gray")[::4, ::4].astype(np.float32) for f in frames]
+    return [f.to_ndarray(format="gray")[::4, ::4].astype(np.float32) for f in decoded_pictures(path)]
 
 
 async def _watch(base: str, http: aiohttp.ClientSession, title: str, seconds: float) -> dict[str, Any]:

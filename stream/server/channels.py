@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import fractions
 import logging
 import statistics
 import time
@@ -33,6 +32,8 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from stream.media import opus
+from stream.media.opus import OpusEncoder
 from stream.media.sources import Frame
 from stream.perception.face_stage import LiveFaceStage
 from stream.perception.hog import LandmarkPredictor
@@ -52,7 +53,6 @@ STALL_S = 5.0  # a publisher that sends no frame for this long is taken for gone
 VIEWER_QUEUE = 15  # packets a viewer may be behind before it skips to the next keyframe
 KEYFRAME_GAP_S = 0.25  # keyframes on demand, at most one this often per choice
 LOOKAHEAD = 2  # frames of look-ahead of the channel's face stage (67 ms at 30 fps)
-OPUS_CLOCK = fractions.Fraction(1, 48000)
 
 
 class ChannelViewer(Protocol):
@@ -136,8 +136,8 @@ class LiveChannel:
         self.publisher: Any = None  # the publishing session (stream/server/whip.Publisher) while one is connected
         self.ended = False
         self.interrupted_at: float | None = None  # when the publisher went, while the channel waits for it
-        self.fps = 30.0
-        self.frames_in = self.frames_dropped = self.frames_out = 0
+        self.frames_in = self.frames_dropped = 0
+        self._arrived: collections.deque[float] = collections.deque(maxlen=50)  # the last frames' arrivals
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=300)  # arrival to packets queued
         self.last_frame_at = 0.0
         self._arrivals: dict[int, float] = {}  # frame index -> arrival (monotonic), until the frame is sent
@@ -148,8 +148,7 @@ class LiveChannel:
         self._busy = False
         self._index = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._opus: Any = None
-        self._audio_samples = 0
+        self._opus: OpusEncoder | None = None
         self.on_end: Callable[[LiveChannel, str], None] | None = None
 
     # --- the publisher's side ---------------------------------------------------------------------------------
@@ -206,9 +205,6 @@ class LiveChannel:
         if self.on_end is not None:
             self.on_end(self, reason)
 
-    def _now(self) -> float:
-        return time.monotonic() - self._t0
-
     async def _read_video(self, track: MediaStreamTrack) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -216,6 +212,7 @@ class LiveChannel:
                 frame = await track.recv()
                 self.frames_in += 1
                 self.last_frame_at = time.monotonic()
+                self._arrived.append(self.last_frame_at)
                 if self._waiting is not None:
                     self.frames_dropped += 1  # newest first: the one waiting is replaced
                 self._waiting = (frame, time.monotonic())
@@ -255,7 +252,6 @@ class LiveChannel:
                 packets = stream.draw(ready, faces, ready.time)
                 if packets:
                     loop.call_soon_threadsafe(stream.deliver, packets)
-            self.frames_out += 1
             began = self._arrivals.pop(ready.index, arrived)
             self.latency_ms.append((time.monotonic() - began) * 1e3)
 
@@ -272,21 +268,8 @@ class LiveChannel:
     def _encode_audio(self, frame: av.AudioFrame) -> list[av.Packet]:
         """The publisher's sound as Opus packets once for every viewer, timed from the channel's start."""
         if self._opus is None:
-            self._opus = av.CodecContext.create("libopus", "w")
-            self._opus.sample_rate, self._opus.layout, self._opus.format = 48000, "stereo", "s16"
-            self._opus.time_base = OPUS_CLOCK
-            self._opus.bit_rate = 64000
-            self._opus.open()
-            self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000, frame_size=960)
-            self._audio_samples = round(self._now() * 48000)
-        packets = []
-        for out in self._resampler.resample(frame):
-            out.pts, out.time_base = self._audio_samples, OPUS_CLOCK
-            self._audio_samples += out.samples
-            for packet in self._opus.encode(out):
-                packet.time_base = OPUS_CLOCK
-                packets.append(packet)
-        return packets
+            self._opus = OpusEncoder(first_sample=round((time.monotonic() - self._t0) * opus.RATE))
+        return [packet for out in self._opus.frames(frame) for packet in self._opus.encode(out)]
 
     # --- the viewers' side -----------------------------------------------------------------------------------
 
@@ -304,6 +287,13 @@ class LiveChannel:
         stream.viewers.discard(viewer)
         if not stream.viewers and self.streams.get(stream.choice) is stream:
             del self.streams[stream.choice]  # nobody sees it: no longer drawn
+
+    @property
+    def fps(self) -> float:
+        """The publisher's frame rate over its last frames (30 before there are two)."""
+        if len(self._arrived) < 2 or self._arrived[-1] <= self._arrived[0]:
+            return 30.0
+        return (len(self._arrived) - 1) / (self._arrived[-1] - self._arrived[0])
 
     def describe(self, cast_ids: list[str]) -> dict[str, Any]:
         """The channel as /api/titles lists it."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fractions
 import itertools
 import logging
 import threading
@@ -27,6 +26,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from stream.media import opus
 from stream.media.sinks import padded_to_even
 from stream.media.sources import Frame, MediaSource, PacketDecoder
 from stream.server.encoding import VIDEO_CLOCK, PacketEncoder
@@ -34,8 +34,6 @@ from stream.server.frames import FrameProcessor
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE = 48000  # Opus's clock; aiortc's encoder takes s16 stereo at this rate
-AUDIO_PTIME = 0.020  # seconds of audio per frame sent
 AUDIO_AHEAD = 50  # decoded audio frames held ahead of sending (1 s)
 AUDIO_CORRUPT_LIMIT = 50  # corrupt audio packets in a row that end the audio track
 AUDIO_DELAY_S = 0.1  # audio's hold-back before the first video frame tells the pipeline's latency
@@ -305,16 +303,15 @@ class TitleAudioTrack(MediaStreamTrack):
 
     def _play_once(self, shift: float) -> bool:
         """One pass over the audio, its source times `shift` seconds on; False once the session has gone."""
-        resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE,
-                                      frame_size=round(AUDIO_RATE * AUDIO_PTIME))
+        resampler = opus.resampler()
         samples, start = 0, 0.0
         with av.open(str(self.path), metadata_errors="ignore") as container:
             for raw in itertools.chain(self._decoded(container), [None]):  # None: flush the resampler's tail
                 if samples == 0 and raw is not None:
                     start = float(raw.time or 0.0)
                 for out in resampler.resample(raw):
-                    out.pts, out.time_base = self._sent, fractions.Fraction(1, AUDIO_RATE)
-                    if not self._put((out, shift + start + samples / AUDIO_RATE)):
+                    out.pts, out.time_base = self._sent, opus.CLOCK
+                    if not self._put((out, shift + start + samples / opus.RATE)):
                         return False
                     samples += out.samples
                     self._sent += out.samples

@@ -34,6 +34,7 @@ from aiortc.mediastreams import MediaStreamError
 from engines.cache import CacheError, TitleEntry
 from engines.errors import InputError
 from export.renditions import AUDIO, ORIGINAL, StreamIndex, cast_rendition, index_file, stream_file
+from stream.media import opus
 from stream.server.control import ControlState
 from stream.server.encoding import VIDEO_CLOCK
 from stream.server.media import TitleVideoTrack
@@ -41,7 +42,6 @@ from stream.server.metrics import RENDITIONS_REFUSED
 
 log = logging.getLogger(__name__)
 
-OPUS_CLOCK = fractions.Fraction(1, 48000)
 LIVE_LEAD = 12  # frames the live path is started ahead of where it takes over (it builds its tracker meanwhile)
 
 
@@ -329,7 +329,7 @@ class RelayAudioTrack(MediaStreamTrack):
         self._next += 1
         # Opus's first packet starts a little before 0 (the encoder's pre-skip): sent at 0
         return await _paced(self.session, "audio", self.stream.packet(i),
-                            max(0.0, float(self.stream.index.times[i])) + self._shift, OPUS_CLOCK, self.origin)
+                            max(0.0, float(self.stream.index.times[i])) + self._shift, opus.CLOCK, self.origin)
 
 
 def _seconds(packet: av.Packet) -> float:
