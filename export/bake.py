@@ -527,7 +527,7 @@ class Renditions(Stage):
             made: dict[str, Any] = {}
 
             def write(tmp: Path, recaster: Any = recaster, made: dict[str, Any] = made) -> None:
-                frames = baked_frames(bake.source, tracks, recaster, occlusion)
+                frames = baked_frames(bake.source, tracks, recaster, occlusion, mark_id=f"title:{bake.entry.id}")
                 made["index"] = encode_video(frames, tracks.fps, tmp, gop=gop, crf=options.crf,
                                              max_kbps=options.max_kbps)
 

@@ -1,7 +1,8 @@
 """The generate/animate tools the product grew from: sample faces, walk the latent space, animate a portrait.
 
 Everything these tools write is synthetic and says so: PNGs carry `recast`/`synthetic` text chunks, videos carry
-the visible badge and the container tags of `stream.media.provenance`.
+the visible badge, the invisible mark of `stream.media.watermark` and the container tags of
+`stream.media.provenance`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engines.official import Checkpoint
 from stream.media.provenance import draw_badge
 from stream.media.sinks import MediaSink
 from stream.media.sources import Frame, MediaError, MediaSource, VideoInfo
+from stream.media.watermark import Payload, Watermark
 from stream.perception.hog import FaceDetector
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ def interpolate_video(ckpt: Checkpoint, seeds: list[int], output: Path, steps: i
     casts = [{"id": f"seed{s}", "kind": "synthetic", "source": f"StyleGAN2 {ckpt.path.name} sha256 {ckpt.sha256}"}
              for s in seeds]
     index = 0
+    mark = Watermark(Payload.for_id(True, output.name))
     with MediaSink(output, info, metadata=_metadata("stylegan2-interpolate", str(ckpt.path), casts)) as sink:
         for leg in range(len(seeds) - 1):
             for step in range(steps + (1 if leg == len(seeds) - 2 else 0)):
@@ -120,6 +123,7 @@ def interpolate_video(ckpt: Checkpoint, seeds: list[int], output: Path, steps: i
                 w = torch.lerp(ws[leg], ws[leg + 1], t)
                 with torch.no_grad():
                     image = to_uint8(G.synthesis(w, noise_mode="const"), nvlabs=True)[0]
+                mark.embed(image, index)
                 if badge:
                     draw_badge(image)
                 sink.write(Frame(index, index, info.time_base, image))
@@ -163,6 +167,7 @@ def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Pa
         box: tuple[int, int, int] | None = None
         casts = [{"id": "source", "kind": "consented", "source": source_note or "operator-supplied portrait"}]
         face_detector = FaceDetector() if crop == "face" else None
+        mark = Watermark(Payload.for_id(False, output.name))  # a consented person's portrait, moved
         with MediaSink(output, info, audio_stream=media.audio_stream,
                        metadata=_metadata("fomm-animate", driving, casts)) as sink:
             for frame in media.frames():
@@ -172,6 +177,7 @@ def animate(ckpt: Checkpoint, source_image: np.ndarray, driving: str, output: Pa
                 current = driver.keypoints(frame.image[y0 : y0 + side, x0 : x0 + side])
                 initial = current if initial is None else initial
                 image = driver.animate(source, current, initial)
+                mark.embed(image, frames)
                 if badge:
                     draw_badge(image)
                 sink.write(Frame(frame.index, frame.pts, frame.time_base, image))

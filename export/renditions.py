@@ -181,11 +181,12 @@ def encode_audio(source: Path, out: Path, max_seconds: float | None = None) -> S
     return index
 
 
-def baked_frames(source: Path, tracks: TrackSet, recaster: Recaster | None, occlusion: bool = True
-                 ) -> Iterator[tuple[float, np.ndarray]]:
-    """The title's frames as the bake's tracks draw them (None: the original), with the badge on every recast
-    face: (time from the first frame, picture). As `recast render --title` draws them."""
-    renderer = FaceRenderer(recaster, badge=True, occlusion=occlusion) if recaster is not None else None
+def baked_frames(source: Path, tracks: TrackSet, recaster: Recaster | None, occlusion: bool = True,
+                 mark_id: str = "") -> Iterator[tuple[float, np.ndarray]]:
+    """The title's frames as the bake's tracks draw them (None: the original), with the badge and the invisible
+    mark on every recast frame: (time from the first frame, picture). As `recast render --title` draws them."""
+    renderer = (FaceRenderer(recaster, badge=True, occlusion=occlusion, mark_id=mark_id)
+                if recaster is not None else None)
     faces = tracks.by_frame()
     timer = StageTimer()
     first: float | None = None

@@ -222,7 +222,7 @@ def test_pti_and_stylegan_playback_use_the_tuned_generator(models: dict[str, Pat
 
 @pytest.mark.slow
 def test_killed_bake_resumes_and_matches_an_uninterrupted_one(models: dict[str, Path], tmp_path: Path) -> None:
-    args = ["--pti-steps", "160", "--checkpoint-every", "10"]
+    args = ["--pti-steps", "60", "--checkpoint-every", "10"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *bake_args(killed, models, *args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

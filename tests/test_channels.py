@@ -17,6 +17,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from stream.casts.cast import collins_cast, hopper_cast
+from stream.media.watermark import read_frames
 from stream.server import channels
 from stream.server.clients import ClipTrack, Viewer, ViewerError, WhepViewer, WhipPublisher, read_stamp
 from stream.server.service import SERVICE, ServerConfig
@@ -32,9 +33,10 @@ def _face(image: np.ndarray) -> np.ndarray:
     return image[140:340, 140:340]  # d20's face, well inside the frame
 
 
-async def _received(player: WhepViewer | Viewer, clip: ClipTrack, count: int) -> tuple[list[float], list[float]]:
+async def _received(player: WhepViewer | Viewer, clip: ClipTrack, count: int,
+                    pictures: list[np.ndarray] | None = None) -> tuple[list[float], list[float]]:
     """`count` pictures: the trip of each from the publisher's send (ms), and the face's PSNR against the frame
-    sent."""
+    sent; the pictures themselves into `pictures` when given."""
     trips, faces = [], []
     for _ in range(200):  # what waited in the player's queue while the test read another: not a trip's measure
         began = time.monotonic()
@@ -44,6 +46,8 @@ async def _received(player: WhepViewer | Viewer, clip: ClipTrack, count: int) ->
     for _ in range(count):
         frame = (await player.frames(1))[0]  # timed as it arrives
         image = frame.to_ndarray(format="rgb24")
+        if pictures is not None:
+            pictures.append(image)
         number = read_stamp(image)
         if number in clip.sent and number < clip.number:
             trips.append((time.monotonic() - clip.sent[number]) * 1e3)
@@ -82,13 +86,18 @@ def test_a_published_channel_is_recast_once_per_choice_for_its_viewers(demo: Dem
             await session_viewer.connect({"title": "live1"})
             channel = app[SERVICE].channels["live1"]
             await asyncio.sleep(1.0)  # the tracker finds the face
+            pictures: list[list[np.ndarray]] = [[] for _ in range(4)]
             (on_trips, on_faces), _, (off_trips, off_faces), (_, api_faces) = await asyncio.gather(
-                *(_received(p, clip, 30) for p in [*players, session_viewer]))
+                *(_received(p, clip, 30, seen) for p, seen in zip([*players, session_viewer], pictures, strict=True)))
             print(f"trip publisher to viewer: median {statistics.median(on_trips):.0f} ms (recast), "
                   f"{statistics.median(off_trips):.0f} ms (original); face {np.median(on_faces):.1f} dB recast, "
                   f"{np.median(off_faces):.1f} dB original")
             assert np.median(off_faces) > 28 and np.median(on_faces) < np.median(off_faces) - 6
             assert np.median(api_faces) < np.median(off_faces) - 6
+            # the invisible mark on every recast picture (around the face), on none of the original's
+            recast_marks, _ = read_frames(pictures[0])
+            original_marks, _ = read_frames(pictures[2])
+            assert all(v.marked for v in recast_marks) and not any(v.marked for v in original_marks)
             assert len(channel.streams) == 2 and channel.viewer_count() == 4  # the original and hopper, once each
             assert statistics.median(on_trips) < 500  # loopback, 4 viewers and the publisher in one process: 190 ms
             await players[1].control({"type": "cast", "track": "all", "cast": "collins"})

@@ -16,6 +16,7 @@ from stream.look.masks import face_mask
 from stream.look.paste import paste_back
 from stream.media.provenance import draw_badge
 from stream.media.sources import MediaSource, probe
+from stream.media.watermark import Watermark
 from stream.perception.face_stage import LiveFaceStage
 from stream.perception.geometry import to_gray
 from stream.perception.hog import FaceDetector, LandmarkPredictor
@@ -24,7 +25,7 @@ from stream.recasters.contract import FaceCrop, IdentityRecaster, Recaster
 from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
-from stream.render.renderer import FaceRenderer
+from stream.render.renderer import FaceRenderer, mark_payload
 from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video
 
 D20 = "videos/liveportrait_d20.mp4"
@@ -65,18 +66,23 @@ def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
 def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"warp-{mode}.mp4"
     touched, on_rendered = capture_rendered()
-    report = render(media(D20), out, WarpRecaster([hopper_cast()]), RenderOptions(mode=mode),
-                    on_rendered=on_rendered)
+    recaster = WarpRecaster([hopper_cast()])
+    report = render(media(D20), out, recaster, RenderOptions(mode=mode), on_rendered=on_rendered)
     assert report.frames == 175 and report.faces_recast >= 170 and report.faces_failed == 0
     src, got = decode_all(media(D20)), decode_all(out)
-    outside, inside = [], []
+    mark = Watermark(mark_payload(recaster, out.name))
+    outside, inside, unmarked = [], [], []
     for index in range(0, 175, 5):
         weight = touched[index]
         # a margin of a few pixels for the encoder's block edges around the mask
         near = cv2.dilate((weight > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        outside.append(psnr(src[index], got[index], ~near))
+        expected = src[index].copy()
+        mark.embed(expected, index)  # the invisible mark is on every recast frame, the whole frame
+        outside.append(psnr(expected, got[index], ~near))
+        unmarked.append(psnr(src[index], got[index], ~near))
         inside.append(psnr(src[index], got[index], weight > 0.9))
-    assert np.mean(outside) > 40, "recast changes faces, nothing else"
+    assert np.mean(outside) > 40, "recast changes faces (and adds the mark), nothing else"
+    assert np.mean(outside) > np.mean(unmarked) + 1.0, "the mark is the change outside the face"
     assert np.mean(inside) < 22, "the face is visibly different"
     meta = probe(out)["metadata"]
     assert meta["recast"] == "1" and meta["recast_engine"] == "warp" and "hopper" in meta["recast_casts"]

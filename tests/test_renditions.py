@@ -19,6 +19,7 @@ import pytest
 from engines.cache import TitleCache
 from export.renditions import StreamIndex, baked_frames, cast_recaster, rendition_casts
 from stream.cli.main import main
+from stream.media.watermark import read_frames
 from stream.perception.baked_title import BakedTitle
 from tests.conftest import decoded_h264, media, psnr
 
@@ -72,11 +73,13 @@ def test_renditions_switch_at_the_same_keyframes_and_carry_their_headers(baked: 
 
 
 def test_a_cast_rendition_is_what_the_bake_draws_and_the_original_is_the_source(baked: tuple[Path, Path]) -> None:
-    """Frame for frame against the pictures the bake's tracks draw (the warp, the badge): only the encoder's loss."""
+    """Frame for frame against the pictures the bake's tracks draw (the warp, the badge, the invisible mark): only
+    the encoder's loss. The mark is in every frame of the cast rendition and in none of the original."""
     cache, registry = baked
     title = BakedTitle(TitleCache(cache), "d20")
     collins = rendition_casts(["collins"], str(registry), "mediapipe")[0]
-    drawn = [image for _, image in baked_frames(CLIP, title.tracks, cast_recaster(collins, "mediapipe"))]
+    drawn = [image for _, image in baked_frames(CLIP, title.tracks, cast_recaster(collins, "mediapipe"),
+                                                mark_id="title:d20")]
     source = [image for _, image in baked_frames(CLIP, title.tracks, None)]
     recast = decoded_h264(_folder(cache) / "renditions/cast-collins.h264")
     original = decoded_h264(_folder(cache) / "renditions/original.h264")
@@ -86,6 +89,7 @@ def test_a_cast_rendition_is_what_the_bake_draws_and_the_original_is_the_source(
     assert min(scores) > 33  # x264 at crf 23: the encoder's loss, no other difference
     assert min(psnr(a, b) for a, b in zip(original, source, strict=True)) > 33
     assert min(psnr(a, b) for a, b in zip(recast, source, strict=True)) < 30  # and it is a recast
+    assert all(v.marked for v in read_frames(recast)[0]) and not any(v.marked for v in read_frames(original)[0])
 
 
 def test_the_audio_is_opus_once_for_every_rendition(baked: tuple[Path, Path]) -> None:

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_option(bench)
     bench.add_argument("--frames", type=_span, metavar="A-B",
                        help="live: time tracking on frames A to B only (e.g. the hamilton audience shot, 211-274)")
-    bench.add_argument("--only", choices=("live", "engines", "bake", "quality", "relay", "channel"),
+    bench.add_argument("--only", choices=("live", "engines", "bake", "quality", "relay", "channel", "provenance"),
                        help="live: the live path and tracking; engines: StyleGAN2, FOMM and e4e, eager against "
                             "ONNX Runtime, and ONNX round trips; bake: a bake's stages and baked playback against "
                             "live tracking (default: these three); quality: render clips (--clip, or the input) "
@@ -129,12 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "the input's first 8 s baked with renditions and served, viewers relayed against one "
                             "live viewer (CPU and memory per viewer, viewers a core, the toggle's delay); "
                             "channel: the input published over WHIP to a live channel, 1 and then --viewers WHEP "
-                            "players of one cast (the server's CPU for each, the trip from publisher to player)")
+                            "players of one cast (the server's CPU for each, the trip from publisher to player); "
+                            "provenance: the input (or --clip) recast, the invisible mark read back after each "
+                            "attack (H.264 and VP8 at 500 kbit/s, half size, a crop, a capture), its cost, and "
+                            "false positives on unrecast clips (--unmarked, default: the videos beside the input)")
     bench.add_argument("--viewers", type=positive, default=10, help="relay, channel: viewers at once")
     bench.add_argument("--seconds", type=float, default=10.0,
                        help="relay, channel: seconds each round of viewers watches")
     bench.add_argument("--clip", action="append", default=[], metavar="VIDEO",
                        help="quality: a clip to render and score (repeatable)")
+    bench.add_argument("--unmarked", action="append", default=[], metavar="VIDEO",
+                       help="provenance: an unrecast clip to read for false positives (repeatable)")
     bench.add_argument("--floor", action="store_true",
                        help="quality: also score each clip passed through unchanged (the identity recaster): what "
                             "the pipeline alone costs, the floor of nme and flicker")
@@ -385,6 +390,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result["relay"] = run_relay_bench(location, viewers=args.viewers, seconds=args.seconds)
         print(format_relay_bench(result["relay"]))
+    if args.only == "provenance":
+        from stream.cli.bench_provenance import format_provenance_bench, run_provenance_bench
+
+        clips = args.clip or [location]
+        unmarked = args.unmarked or sorted(str(p) for p in Path(clips[0]).parent.iterdir()
+                                           if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"))
+        result["provenance"] = run_provenance_bench(clips, _recaster(args.engine, args), options, unmarked)
+        print(format_provenance_bench(result["provenance"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

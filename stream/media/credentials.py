@@ -106,7 +106,8 @@ def manifest_for(tags: dict[str, str], title: str) -> dict[str, Any]:
             ]}},
             {"label": RECAST_ASSERTION, "data": {"recast": True, "engine": engine, "casts": casts,
                                                  "mode": tags.get("recast_mode", ""),
-                                                 "source": tags.get("recast_source", "")}},
+                                                 "source": tags.get("recast_source", ""),
+                                                 "mark_id": tags.get("recast_mark_id", "")}},
         ],
     }
 

@@ -31,6 +31,7 @@ class RenderOptions(TrackingOptions):
     threads: int = 2
     lookahead: int = 4  # live mode only: frames the smoother looks ahead
     badge: bool = True
+    mark_id: str = ""  # what the invisible mark's id is made from (a render's output name, a session's id)
     occlusion: bool = True  # keep what passes in front of a face (a hand, a microphone) in front of the recast
     crf: int = 18
     preset: str | None = None  # x264's preset; by default veryfast offline, ultrafast live (sinks.LIVE_PRESET)

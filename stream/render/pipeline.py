@@ -64,7 +64,8 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     if options.mode == "offline" and tracks is None:
         tracks = run_tracking(location, options)
     faces_by_frame = tracks.by_frame() if tracks is not None else {}
-    renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
+    renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion,
+                            mark_id=options.mark_id or Path(output).name)
     stage = make_tracker(options) if options.mode == "live" else None
     live = LiveFaceStage(stage, options.lookahead) if stage is not None else None
     count = 0
@@ -74,6 +75,8 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     with contextlib.ExitStack() as opened:
         source = opened.enter_context(MediaSource(location))
         metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
+        if renderer.watermark is not None:
+            metadata["recast_mark_id"] = str(renderer.watermark.payload.mark_id)
         sink = opened.enter_context(MediaSink(output, source.info, audio_stream=source.audio_stream,
                                               metadata=metadata, crf=options.crf, preset=options.preset,
                                               live=options.mode == "live"))

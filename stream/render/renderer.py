@@ -19,6 +19,7 @@ from stream.look.occlusion import OcclusionMasker
 from stream.look.paste import PastedRegion, blend, crispness_kept, paste_back
 from stream.media.machine import usable_cores
 from stream.media.provenance import BadgeBox, draw_badge
+from stream.media.watermark import Payload, Watermark
 from stream.perception.smoothing import quad_side
 from stream.perception.track_set import FaceState
 from stream.recasters.contract import FaceCrop, Recaster
@@ -139,14 +140,34 @@ class PreparedFace:
 KEPT_EVERY, KEPT_STEADY = 4, 0.5  # what a track's crop keeps of its crispness: measured every 4th frame, averaged
 
 
+def spared_weight(alpha: np.ndarray) -> np.ndarray:
+    """Where a pasted face keeps the invisible mark off: all of the face's blend (its feathered rim too: a scorer's
+    face outline reaches into it), fading out towards the pasted rectangle's edge."""
+    support = (alpha > 0.02).astype(np.float32)
+    sigma = max(1.0, 0.03 * max(alpha.shape))
+    return np.minimum(np.float32(1.0), cv2.GaussianBlur(support, (0, 0), sigma) * np.float32(2.0))
+
+
+def mark_payload(recaster: Recaster, mark_id: str) -> Payload:
+    """What the invisible mark of a recaster's frames says: synthetic unless every cast it draws is a consented
+    person's, and the id of the render or session (`mark_id`, hashed to 11 bits)."""
+    casts = recaster.describe().get("casts")
+    listed = casts if isinstance(casts, list) else []
+    consented = bool(listed) and all(isinstance(c, dict) and c.get("kind") == "consented" for c in listed)
+    return Payload.for_id(not consented, mark_id)
+
+
 class FaceRenderer:
     """Align, recast, paste back and badge the faces of one frame. A face turned past the recaster's usable angle
     fades out (its steadied yaw, FaceState.steady_yaw, sets the blend weight) and passes through once gone; so does
     a face whose mesh doubts it is one (its presence, averaged per track)."""
 
     def __init__(self, recaster: Recaster, *, badge: bool = True, max_crop: int = 512,
-                 occlusion: bool = True, hold: bool = True) -> None:
+                 occlusion: bool = True, hold: bool = True, mark_id: str = "") -> None:
         self.recaster = recaster
+        # the invisible mark goes on every frame a recast shows, whatever the badge, around the recast faces (their
+        # picture is the recast's alone: a mark that changes from frame to frame would add to their flicker)
+        self.watermark = Watermark(mark_payload(recaster, mark_id)) if recaster.synthetic else None
         self.hold = hold
         self._held: dict[int, HeldFace] = {}
         self._kept: dict[int, tuple[float, int]] = {}  # per track: the crop's share of crispness kept, its age
@@ -290,6 +311,8 @@ class FaceRenderer:
                 kept = HeldFace.of(region, last) if self.hold else None
                 if kept is not None:
                     self._held[face.track_id] = kept
+        if self.watermark is not None and out.regions:  # around the faces: on them it would add to their flicker
+            self.watermark.embed(image, faces[0].index, [(r.x0, r.y0, spared_weight(r.alpha)) for r in out.regions])
         if self.badge and self.recaster.synthetic and out.regions:
             out.badge = draw_badge(image)
         return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import statistics
 import time
@@ -130,7 +131,8 @@ class LiveChannel:
     def __init__(self, name: str, new_recaster: Callable[[], Recaster], options: RenderOptions,
                  predictor: LandmarkPredictor | None = None) -> None:
         self.name = name
-        self.new_recaster, self.options, self.predictor = new_recaster, options, predictor
+        self.new_recaster, self.predictor = new_recaster, predictor
+        self.options = dataclasses.replace(options, mark_id=f"channel:{name}")
         self.streams: dict[Choice, ChoiceStream] = {}
         self.audio_viewers: set[ChannelAudioTrack] = set()
         self.publisher: Any = None  # the publishing session (stream/server/whip.Publisher) while one is connected

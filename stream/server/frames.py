@@ -46,7 +46,8 @@ class Painter:
 
     def __init__(self, recaster: Recaster, options: RenderOptions,
                  on_failed: Callable[[int], None] | None = None) -> None:
-        self.renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion)
+        self.renderer = FaceRenderer(recaster, badge=options.badge, occlusion=options.occlusion,
+                                     mark_id=options.mark_id)
         self.recaster, self.on_failed = recaster, on_failed
         self._chosen: Choice | None = None
 

@@ -127,7 +127,8 @@ class Session:
         self.state = ControlState(cast=next((c for c in casts if c in recaster.cast_ids()), ""))
         baked = title is not None and title.actor is not None
         self.control = Control(self.state, recaster.cast_ids(), recaster.edit_names() if baked else None)
-        self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD, threads=1)
+        self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD, threads=1,
+                                           mark_id=f"session:{self.id}")
         self.recaster = recaster
         self.predictor = predictor
         self.pc: RTCPeerConnection | None = None

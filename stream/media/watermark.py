@@ -1,0 +1,439 @@
+"""The invisible mark of a recast frame: keyed spread-spectrum patterns, added to the whole picture, that survive
+what happens to a stream (WebRTC's VP8 and H.264 at low rates, scaling, a crop that keeps the face, a screen
+capture re-encoded) and carry a 16-bit payload.
+
+A pattern is a tile of CELLS x CELLS cells repeated over the frame from its top-left corner, a tile's side a sixth
+of the frame's shorter side (a scaled copy keeps it a sixth); each cell is a smooth bump of +-AMPLITUDE levels added
+to the three channels alike (a change of luma only). There are PATTERNS patterns, shown one after another,
+FRAMES_PER_PATTERN frames each, each fading into the next (cosine and sine weights: the mark's strength stays the
+same while it moves, slowly). That the pattern changes matters more than anything else here: a still picture
+correlates with one pattern by chance, the same way in every frame, so summing frames cannot remove it; against a
+different pattern each time, chance averages out. The payload is the patterns' signs: bit j is pattern j's sign,
+so a reader that knows which pattern it sees knows which bit it reads. The payload: 1 bit for the cast's kind
+(synthetic or consented), 11 bits of an id (a render's or a session's), and a 4-bit check.
+
+A reader does not need the original. It resizes a frame's luma so that a candidate tile is TILE_READ pixels,
+removes what is smooth (the picture's own low frequencies), divides by the local contrast (where the picture is
+busy the mark is drowned, where it is flat it shows) and folds it: the sum of all its tiles, where the pattern adds
+up and the picture, which does not repeat with the tile, averages out. Each fold is correlated (circularly: a crop
+moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
+WINDOW frames sums these maps, and the peak's height over the spread of the rest of the map is the window's score
+(`z`), which a window without the mark keeps at 6 or below (measured on every shared clip: docs/provenance.md). The
+tile's side is taken to be a sixth of the frame's shorter side first, then searched (a crop makes the frame
+smaller than the one marked).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CELLS = 8  # a tile is CELLS x CELLS cells
+PATTERNS = 16  # patterns shown in turn; pattern j carries payload bit j in its sign
+FRAMES_PER_PATTERN = 6  # frames from one pattern to the next (a quarter of a second at 25 fps)
+AMPLITUDE = 2.0  # levels (of 255) a cell's bump adds or takes away at its centre
+TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter side
+TILE_READ = 64  # a tile's side when read
+PAYLOAD_BITS = PATTERNS
+WINDOW = 64  # frames judged together (about two and a half seconds at 25 fps)
+Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 6.0 at most, measured)
+Z_SIDE = 5.5  # a searched tile side is kept from this score (the windows at it then decide)
+SEARCH_EVERY = 4  # a tile side is searched over every 4th frame of a window (more patterns than in a row)
+READ_SHORT_SIDE = 360  # frames are read at most this size on their shorter side (WebRTC's 640x360)
+COARSE_STEPS, FINE_STEPS = 32, 3  # sides searched: 3 % apart from a sixth of the shorter side, then 0.5 % around
+SIDES_SEARCHED = COARSE_STEPS + 2 * FINE_STEPS + 1
+SEARCH_AGAIN = 96  # frames judged unmarked in a row before the side is searched for again
+KEY = b"recast-watermark-v1"
+MIN_SIDE = 2 * CELLS  # below this a tile's cells are too small to be kept by any encoder: no mark is made or read
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256(KEY + repr(parts).encode()).digest()[:8], "little")
+
+
+@functools.cache
+def _cells() -> np.ndarray:
+    """The key's cells: [PATTERNS, CELLS, CELLS] of +-1."""
+    rng = np.random.default_rng(_seed("cells"))
+    return rng.choice([-1.0, 1.0], size=(PATTERNS, CELLS, CELLS)).astype(np.float32)
+
+
+def _check(value: int) -> int:
+    """The 4-bit check of a 12-bit value."""
+    return zlib.crc32(KEY + value.to_bytes(2, "little")) & 0xF
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a mark says besides "recast": whether the cast is synthetic (generated) or a consented person's face, and
+    11 bits of the id of the render or session that made it."""
+
+    synthetic: bool
+    mark_id: int
+
+    @property
+    def bits(self) -> int:
+        value = (int(self.synthetic) << 11) | (self.mark_id & 0x7FF)
+        return (value << 4) | _check(value)
+
+    @classmethod
+    def of_bits(cls, bits: int) -> Payload | None:
+        """The payload of 16 read bits, or None when their check fails."""
+        value = bits >> 4
+        if _check(value) != bits & 0xF:
+            return None
+        return cls(bool(value >> 11), value & 0x7FF)
+
+    @classmethod
+    def for_id(cls, synthetic: bool, name: str) -> Payload:
+        """The payload for a render's or session's id of any form (11 bits of its hash)."""
+        return cls(synthetic, zlib.crc32(name.encode()) & 0x7FF)
+
+
+def tile_side(width: int, height: int) -> int:
+    return round(min(width, height) * TILE_FRACTION)
+
+
+def _tile(cells: np.ndarray, side: int) -> np.ndarray:
+    """A tile of `side` pixels: each cell a smooth bump, continuing across the tile's edges (tiles repeat)."""
+    around = np.tile(cells, (3, 3)).astype(np.float32)
+    big = cv2.resize(around, (3 * side, 3 * side), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(big[side:2 * side, side:2 * side])
+
+
+@functools.lru_cache(maxsize=8)
+def _tiles(side: int) -> np.ndarray:
+    """Every pattern's tile at `side` pixels, times AMPLITUDE: [PATTERNS, side, side]."""
+    return np.stack([_tile(cells, side) for cells in _cells()]) * np.float32(AMPLITUDE)
+
+
+def schedule(index: int) -> tuple[tuple[int, float], tuple[int, float]]:
+    """The two patterns a frame shows and their weights (cosine and sine: the same strength throughout a fade)."""
+    group, step = divmod(index, FRAMES_PER_PATTERN)
+    angle = step / FRAMES_PER_PATTERN * math.pi / 2
+    return (group % PATTERNS, math.cos(angle)), ((group + 1) % PATTERNS, math.sin(angle))
+
+
+class Watermark:
+    """Marks frames with one payload (a render's, a session's)."""
+
+    def __init__(self, payload: Payload) -> None:
+        self.payload = payload
+        bits = payload.bits
+        self._signs = np.array([1.0 if bits >> j & 1 else -1.0 for j in range(PATTERNS)], np.float32)
+
+    def embed(self, image: np.ndarray, index: int, spared: Sequence[tuple[int, int, np.ndarray]] = ()) -> None:
+        """Add the mark of frame `index` (its place in the stream picks the patterns) to an RGB picture, in place.
+        `spared`: regions (x0, y0, weight [h, w] in 0..1) left unmarked as far as their weight goes (a recast
+        face: a mark that changes from frame to frame would add to its flicker)."""
+        height, width = image.shape[:2]
+        side = tile_side(width, height)
+        if side < MIN_SIDE:
+            return
+        kept = [(x0, y0, weight, image[y0:y0 + weight.shape[0], x0:x0 + weight.shape[1]].copy())
+                for x0, y0, weight in spared]
+        tiles = _tiles(side)
+        (first, a), (second, b) = schedule(index)
+        tile = tiles[first] * np.float32(a * self._signs[first]) + tiles[second] * np.float32(b * self._signs[second])
+        rounded = np.rint(tile).astype(np.int16)
+        reps_y, reps_x = -(-height // side), -(-width // side)
+        for layer, apply in ((rounded, cv2.add), (-rounded, cv2.subtract)):
+            one = cv2.repeat(np.clip(layer, 0, 255).astype(np.uint8), reps_y, reps_x)[:height, :width]
+            apply(image, cv2.merge([one, one, one]), dst=image)
+        for x0, y0, weight, before in kept:
+            h, w = before.shape[:2]
+            region = image[y0:y0 + h, x0:x0 + w]
+            marked = region.astype(np.float32)
+            blended = marked + weight[:h, :w, None] * (before.astype(np.float32) - marked)
+            region[:] = np.clip(blended + np.float32(0.5), 0, 255).astype(np.uint8)
+
+
+# reading
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+@functools.cache
+def _read_spectra() -> tuple[np.ndarray, float]:
+    """Each pattern's tile at TILE_READ pixels, its spectrum's conjugate (for circular correlation), and their norm."""
+    tiles = np.stack([_tile(cells, TILE_READ) for cells in _cells()]).astype(np.float64)
+    tiles -= tiles.mean(axis=(1, 2), keepdims=True)
+    return np.conj(np.fft.fft2(tiles)), float(np.linalg.norm(tiles[0]))
+
+
+def fold(gray: np.ndarray, side: float) -> np.ndarray:
+    """The picture resized so that a tile of `side` pixels is TILE_READ, its smooth part removed, divided by its
+    local contrast, and its tiles (partial ones too) summed into one."""
+    scale = TILE_READ / side
+    height, width = gray.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    sigma = TILE_READ / CELLS * 0.75
+    detail = small - cv2.GaussianBlur(small, (0, 0), sigma)
+    detail /= np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), sigma)) + np.float32(2.0)
+    rows, cols = -(-detail.shape[0] // TILE_READ), -(-detail.shape[1] // TILE_READ)
+    padded = np.zeros((rows * TILE_READ, cols * TILE_READ), np.float32)
+    padded[:detail.shape[0], :detail.shape[1]] = detail
+    return padded.reshape(rows, TILE_READ, cols, TILE_READ).sum(axis=(0, 2))
+
+
+def correlations(folded: np.ndarray) -> np.ndarray:
+    """A fold's normalised circular correlation with every pattern: [PATTERNS, TILE_READ, TILE_READ]."""
+    spectra, norm = _read_spectra()
+    centred = folded.astype(np.float64) - folded.mean()
+    scale = float(np.linalg.norm(centred)) * norm
+    if scale == 0.0:
+        return np.zeros((PATTERNS, TILE_READ, TILE_READ), np.float32)
+    return (np.real(np.fft.ifft2(np.fft.fft2(centred)[None] * spectra)) / scale).astype(np.float32)
+
+
+def peak_score(summed: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """A window's score: its map's peak over the spread of the rest of it (a cell's width around the peak left
+    out), and where the peak is."""
+    peak = np.unravel_index(int(np.argmax(summed)), summed.shape)
+    reach = TILE_READ // CELLS
+    rolled = np.roll(summed, (reach - int(peak[0]), reach - int(peak[1])), axis=(0, 1))
+    rest = np.ones(summed.shape, bool)
+    rest[:2 * reach + 1, :2 * reach + 1] = False
+    others = rolled[rest]
+    spread = float(others.std())
+    if spread == 0.0:
+        return 0.0, (int(peak[0]), int(peak[1]))
+    return float((summed[peak] - others.mean()) / spread), (int(peak[0]), int(peak[1]))
+
+
+def strongest(maps: np.ndarray) -> np.ndarray:
+    """Per offset, the pattern that correlates most, in size (which pattern a frame shows, and its sign, is not
+    known to a reader)."""
+    return np.abs(maps).max(axis=0)
+
+
+@dataclass(frozen=True)
+class FrameVerdict:
+    """A frame's reading: its window's score, and whether that clears Z_MARKED."""
+
+    index: int
+    z: float
+
+    @property
+    def marked(self) -> bool:
+        return self.z >= Z_MARKED
+
+
+@dataclass
+class _Read:
+    index: int
+    gray: np.ndarray  # the luma, at most READ_SHORT_SIDE on its shorter side (kept while in the window: a search)
+    maps: np.ndarray  # its correlation with every pattern at the reader's side
+    strong: np.ndarray
+
+
+def reading_size(gray: np.ndarray) -> np.ndarray:
+    """A frame's luma at most READ_SHORT_SIDE on its shorter side (cheaper to read, and all a WebRTC copy has)."""
+    height, width = gray.shape
+    scale = READ_SHORT_SIDE / min(height, width)
+    if scale >= 1.0:
+        return gray
+    return cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+class VideoReader:
+    """Reads the mark frame after frame, each frame judged by the window of WINDOW frames around it (held back
+    until that window is full; the first and last frames of a stretch by its first and last full window, a stretch
+    shorter than a window by all of it; `finish` judges what is held). A frame is read at a tile side of a sixth of
+    its shorter side (the mark's own, scaled or not); when the first full window, or SEARCH_AGAIN frames in a row,
+    find no mark there, the side is searched over the window (a crop changes it) and kept where the mark shows.
+    Memory is bounded by the window: a reader can read a file of any length."""
+
+    def __init__(self) -> None:
+        self.side: float | None = None
+        self._window: deque[_Read] = deque()
+        self._sum: np.ndarray | None = None
+        self._judged = 0  # frames of the window judged already
+        self._shape: tuple[int, int] | None = None
+        self._count = 0
+        self._unmarked_run = 0
+        self._searched = False  # in this stretch, at its first full window
+        self._seen: list[list[np.ndarray]] = [[]]  # per stretch, each marked frame's correlations at the peak
+
+    def push(self, image: np.ndarray) -> list[FrameVerdict]:
+        """Read one frame; returns the verdicts of the frames whose windows are now complete."""
+        full = luma(image)
+        out: list[FrameVerdict] = []
+        if (full.shape[0], full.shape[1]) != self._shape:
+            out += self.finish()
+            self._shape = (full.shape[0], full.shape[1])
+        gray = reading_size(full)
+        if self.side is None:
+            self.side = float(max(1, tile_side(gray.shape[1], gray.shape[0])))
+        maps = correlations(fold(gray, self.side))
+        read = _Read(self._count, gray, maps, strongest(maps))
+        self._count += 1
+        self._window.append(read)
+        self._sum = read.strong.copy() if self._sum is None else self._sum + read.strong
+        if len(self._window) > WINDOW:
+            oldest = self._window.popleft()
+            self._sum -= oldest.strong
+            self._judged -= 1
+        if len(self._window) < WINDOW:
+            return out
+        if not self._searched or self._unmarked_run >= SEARCH_AGAIN:
+            self._searched, self._unmarked_run = True, 0
+            if peak_score(self._sum)[0] < Z_MARKED:
+                self._search()
+        centre = WINDOW // 2
+        out += [self._judge(one) for one in list(self._window)[self._judged:centre + 1]]
+        self._judged = centre + 1
+        return out
+
+    def finish(self) -> list[FrameVerdict]:
+        """The verdicts of every frame still held back (the end of the video, or of a frame size)."""
+        if self._window and not self._searched and self._sum is not None and peak_score(self._sum)[0] < Z_MARKED:
+            self._search()
+        out = [self._judge(read) for read in list(self._window)[self._judged:]]
+        self._window.clear()
+        self._sum, self._judged, self._searched, self._unmarked_run = None, 0, False, 0
+        self.side = None
+        if self._seen[-1]:
+            self._seen.append([])
+        return out
+
+    def _judge(self, read: _Read) -> FrameVerdict:
+        assert self._sum is not None
+        z, peak = peak_score(self._sum)
+        if z >= Z_MARKED:
+            self._seen[-1].append(read.maps[:, peak[0], peak[1]].astype(np.float64))
+            self._unmarked_run = 0
+        else:
+            self._unmarked_run += 1
+        return FrameVerdict(read.index, z)
+
+    def _search(self) -> None:
+        """The tile's side, over every SEARCH_EVERY-th frame of the window: coarse steps of 3 % from a sixth of the
+        shorter side to 2.5 times that, then steps of 0.5 % around the best (a side off by 1 % drifts a cell across
+        a few tiles). Where the best scores Z_SIDE, the window is read again at it."""
+        grays = [read.gray for read in list(self._window)[::SEARCH_EVERY]]
+        height, width = grays[-1].shape
+        sixth = float(tile_side(width, height))
+        if sixth < MIN_SIDE:
+            return
+
+        def score(side: float) -> float:
+            return peak_score(np.sum([strongest(correlations(fold(gray, side))) for gray in grays], axis=0))[0]
+
+        coarse = max((sixth * 1.03 ** k for k in range(COARSE_STEPS)), key=score)
+        fine = (coarse * (1 + 0.005 * k) for k in range(-FINE_STEPS, FINE_STEPS + 1))
+        best, side = max((score(side), side) for side in fine)
+        if best < Z_SIDE or (self.side is not None and abs(side / self.side - 1) < 0.005):
+            return
+        self.side = side
+        for read in self._window:
+            read.maps = correlations(fold(read.gray, side))
+            read.strong = strongest(read.maps)
+        self._sum = np.sum([read.strong for read in self._window], axis=0)
+
+    def payload(self) -> tuple[Payload | None, int]:
+        """The payload read from every marked frame (None when none was, when some pattern was never seen: a stretch
+        shorter than PATTERNS x FRAMES_PER_PATTERN frames, or when its check fails), and the number of frames it
+        was read from. A frame's correlations at the peak, less their mean over its stretch (what the
+        still picture adds to each pattern, the same in every frame), name the pattern it shows (the strongest)
+        and that pattern's sign, which is its bit."""
+        votes, shown_in = np.zeros(PATTERNS), np.zeros(PATTERNS, int)
+        frames = 0
+        for stretch in self._seen:
+            if not stretch:
+                continue
+            seen = np.stack(stretch)
+            seen -= seen.mean(axis=0)
+            shown = np.abs(seen).argmax(axis=1)
+            np.add.at(votes, shown, seen[np.arange(len(seen)), shown])
+            np.add.at(shown_in, shown, 1)
+            frames += len(seen)
+        if not frames or not shown_in.all():  # a pattern never seen: a bit not read (PATTERNS x FRAMES_PER_PATTERN)
+            return None, frames
+        return Payload.of_bits(sum(1 << j for j in range(PATTERNS) if votes[j] > 0)), frames
+
+
+def read_frames(images: Iterable[np.ndarray]) -> tuple[list[FrameVerdict], Payload | None]:
+    """Every frame's verdict and the payload, for pictures at hand (tests, benchmarks)."""
+    reader = VideoReader()
+    verdicts: list[FrameVerdict] = []
+    for image in images:
+        verdicts += reader.push(image)
+    verdicts += reader.finish()
+    return verdicts, reader.payload()[0]
+
+
+@dataclass(frozen=True)
+class MarkReport:
+    """What a video's pictures say: how many frames were read and how many carry the mark, the strongest window's
+    score, the payload (None when nothing was marked or its check fails) and the frames it was read from."""
+
+    frames: int
+    marked: int
+    z_max: float
+    z_median_marked: float
+    payload: Payload | None
+    payload_frames: int
+
+    @property
+    def fraction(self) -> float:
+        return self.marked / self.frames if self.frames else 0.0
+
+    @property
+    def confidence(self) -> float:
+        """1 less the chance that a window without the mark scores z_max somewhere, were an unmarked window's map
+        Gaussian noise (its TILE_READ^2 offsets and the searched sides taken as independent): a model, so the
+        measured unmarked maxima are in docs/provenance.md."""
+        tests = TILE_READ * TILE_READ * SIDES_SEARCHED
+        chance = min(1.0, tests * 0.5 * math.erfc(self.z_max / math.sqrt(2)))
+        return 1.0 - chance
+
+    @property
+    def marked_any(self) -> bool:
+        return self.marked > 0
+
+    def describe(self) -> dict[str, object]:
+        return {"frames": self.frames, "marked": self.marked, "fraction": round(self.fraction, 4),
+                "z_max": round(self.z_max, 2), "z_median_marked": round(self.z_median_marked, 2),
+                "confidence": round(self.confidence, 6),
+                "payload": None if self.payload is None else {"synthetic": self.payload.synthetic,
+                                                              "id": self.payload.mark_id},
+                "payload_frames": self.payload_frames}
+
+
+def summarise(verdicts: list[FrameVerdict], payload: tuple[Payload | None, int]) -> MarkReport:
+    marked = [v.z for v in verdicts if v.marked]
+    return MarkReport(len(verdicts), len(marked), max((v.z for v in verdicts), default=0.0),
+                      float(np.median(marked)) if marked else 0.0, payload[0], payload[1])
+
+
+def read_video(location: str, max_frames: int | None = None) -> MarkReport:
+    """Read the mark of every frame of a video file or URL (decoded one frame at a time: memory is bounded by the
+    reader's window, whatever the file's length). Raises av's errors for what cannot be opened or decoded."""
+    import av
+
+    reader = VideoReader()
+    verdicts: list[FrameVerdict] = []
+    with av.open(location, metadata_errors="ignore") as container:
+        if not container.streams.video:
+            raise ValueError("has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for count, frame in enumerate(container.decode(stream)):
+            if max_frames is not None and count >= max_frames:
+                break
+            verdicts += reader.push(frame.to_ndarray(format="gray"))
+    verdicts += reader.finish()
+    return summarise(verdicts, reader.payload())

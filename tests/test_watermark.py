@@ -1,0 +1,168 @@
+"""The invisible mark (stream/media/watermark.py) and `recast bench --only provenance`: real recast frames survive
+H.264 and VP8 at 500 kbit/s, half size, a crop that keeps the face and a capture, with the payload read back; the
+mark costs little on the face and is cheap to add; unrecast video is not taken for marked; a reader copes with
+tiny frames, a size that changes, a mark that starts late, and a URL."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.cli.bench_provenance import run_provenance_bench
+from stream.cli.main import main
+from stream.media import watermark
+from stream.media.sources import MediaSource
+from stream.media.watermark import WINDOW, Payload, Watermark, read_frames
+from stream.recasters.warp import WarpRecaster
+from stream.render.renderer import mark_payload
+from tests.conftest import media, psnr, s42_cast
+
+D20 = media("videos/liveportrait_d20.mp4")
+D0 = media("videos/liveportrait_d0.mp4")
+S18 = media("videos/liveportrait_s18.mp4")
+
+
+@functools.cache
+def _d20(frames: int = 140) -> list[np.ndarray]:
+    with MediaSource(D20, keep_audio=False) as source:
+        return [f.image for f in source.frames() if f.index < frames]
+
+
+def test_the_payload_round_trips_and_its_check_refuses_noise() -> None:
+    for synthetic, mark_id in [(True, 0), (False, 1), (True, 1234), (False, 2047)]:
+        assert Payload.of_bits(Payload(synthetic, mark_id).bits) == Payload(synthetic, mark_id)
+    passing = sum(Payload.of_bits(bits) is not None for bits in range(1 << 16))
+    assert passing == 1 << 12  # exactly one 16-bit word in 16 passes the 4-bit check
+    assert Payload.for_id(True, "session:abc").mark_id == Payload.for_id(True, "session:abc").mark_id < 2048
+
+
+def test_the_mark_is_faint_and_leaves_tiny_frames_alone() -> None:
+    image = _d20()[0]
+    marked = image.copy()
+    Watermark(Payload(True, 7)).embed(marked, 0)
+    assert 42.0 <= psnr(image, marked) <= 46.0  # +-2 levels at a cell's centre
+    assert abs(float(marked.mean()) - float(image.mean())) < 0.2
+    for shape in [(1, 1, 3), (2, 2, 3), (12, 12, 3)]:  # cells of a pixel or two: nothing an encoder would keep
+        tiny = np.full(shape, 128, np.uint8)
+        Watermark(Payload(True, 7)).embed(tiny, 3)
+        assert (tiny == 128).all()
+
+
+def _marked(images: list[np.ndarray], payload: Payload, start: int = 0) -> list[np.ndarray]:
+    mark, out = Watermark(payload), []
+    for index, image in enumerate(images):
+        copy = image.copy()
+        if index >= start:
+            mark.embed(copy, index)
+        out.append(copy)
+    return out
+
+
+def test_a_reader_finds_where_the_mark_starts_and_reads_across_a_change_of_size() -> None:
+    import cv2
+
+    frames = _d20()
+    payload = Payload(True, 99)
+    late = _marked(frames, payload, start=WINDOW)  # the recast turned on after a window's worth of frames
+    verdicts, _ = read_frames(late)
+    assert len(verdicts) == len(frames)
+    assert not any(v.marked for v in verdicts if v.index < WINDOW // 2)
+    assert all(v.marked for v in verdicts if v.index >= WINDOW + WINDOW // 2)
+    # the same video, its second half scaled to 3/4 (a player that changes rendition): both halves read
+    marked = _marked(frames, payload)
+    half = len(marked) // 2
+    resized = marked[:half] + [cv2.resize(m, (360, 360), interpolation=cv2.INTER_AREA) for m in marked[half:]]
+    verdicts, _ = read_frames(resized)
+    assert len(verdicts) == len(frames) and all(v.marked for v in verdicts)
+    short, read = read_frames(marked[:30])  # shorter than a window: judged whole; too short for the payload
+    assert all(v.marked for v in short) and read is None
+
+
+def test_the_mark_survives_the_attacks_and_unrecast_clips_are_not_flagged() -> None:
+    """`recast bench --only provenance` on s18's first 100 frames recast on the live path (a full payload cycle is
+    96 frames): every recast frame read as marked after each attack (the goal is 99 %), the payload back; the mark
+    costs the face at most 0.5 dB against the source (it spares the face); d0, unrecast, has no frame taken for
+    marked. (A close-up's crop, nearly all face, is a known miss: docs/provenance.md.)"""
+    from stream.casts.cast import default_casts
+    from stream.recasters.factory import make_recaster
+    from stream.render.options import RenderOptions
+
+    recaster = make_recaster("warp", default_casts(False)[:1], detector="mediapipe")
+    result = run_provenance_bench([str(S18)], recaster, RenderOptions(), [str(D0)], frames=100)
+    assert result["embed_ms_720p"] < 10.0  # 0.3-0.4 ms here; generous for a slow, busy machine
+    clip = result["clips"][0]
+    assert clip["frames"] == 100
+    for row in clip["attacks"]:
+        assert row["recast_frames"] >= 95, row
+        assert row["share"] >= 0.99 and row["payload_ok"], row
+        assert row["z_min"] >= watermark.Z_MARKED + 1.0, row  # a margin, not an edge
+    assert 40.0 <= clip["mark_psnr_db"] <= 47.0 and clip["mark_psnr_face_db"] > clip["mark_psnr_db"]
+    assert clip["face_psnr_db"] - clip["face_psnr_marked_db"] <= 0.5
+    [unmarked] = result["false_positives"]
+    assert unmarked["frames"] == 78 and unmarked["marked"] == 0 and unmarked["z_max"] < watermark.Z_MARKED - 1.0
+
+
+def test_the_payload_says_whether_every_cast_is_consented() -> None:
+    cast = s42_cast()
+    payload = mark_payload(WarpRecaster([cast]), "render")
+    assert payload.synthetic == (cast.kind != "consented")
+    assert payload == Payload.for_id(payload.synthetic, "render")
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that answers byte ranges, as the web servers and CDNs a player reads from do (an mp4
+    whose index is at its end is read by seeking)."""
+
+    def do_GET(self) -> None:
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if asked is None or not path.is_file():
+            super().do_GET()
+            return
+        data = path.read_bytes()
+        first = int(asked[1])
+        last = min(int(asked[2]) if asked[2] else len(data) - 1, len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.end_headers()
+        self.wfile.write(data[first:last + 1])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    handler = functools.partial(_RangeHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_verify_reads_a_render_over_http(served: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.media.sinks import first_seconds
+
+    clip = first_seconds(D20, tmp_path / "d20.mp4", 4.2)
+    assert main(["render", str(clip), "-o", str(tmp_path / "recast.mp4")]) == 0
+    capsys.readouterr()
+    assert main(["verify", f"{served}/recast.mp4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"invisible mark: in (\d+) of \1 frames \(100%\)", out), out
+    assert "Content Credentials: none" in out  # read from files only
+    assert main(["verify", f"{served}/d20.mp4"]) == 3
+    assert main(["verify", f"{served}/missing.mp4"]) == 2
+    assert "not a readable video" in capsys.readouterr().err
