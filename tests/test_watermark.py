@@ -166,3 +166,49 @@ def test_verify_reads_a_render_over_http(served: str, tmp_path: Path, capsys: py
     assert main(["verify", f"{served}/d20.mp4"]) == 3
     assert main(["verify", f"{served}/missing.mp4"]) == 2
     assert "not a readable video" in capsys.readouterr().err
+
+
+def _write(path: Path, frames: int, size: tuple[int, int], codec: str = "libx264") -> Path:
+    """A video of `frames` frames of d20 scaled to `size` (it loops), encoded fast."""
+    import av
+    import cv2
+
+    source = _d20()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p" if codec == "libx264" else "bgr0"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast"}
+        for index in range(frames):
+            image = cv2.resize(source[index % len(source)], size, interpolation=cv2.INTER_AREA)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _verify_rss(path: Path) -> tuple[dict[str, object], int]:
+    """`recast verify --json` in a process of its own: its findings and its peak resident memory (kB)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; from stream.cli.main import main; code = main(['verify', sys.argv[1], '--json']); "
+            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode in (0, 3), run.stderr
+    found, _, rss = run.stdout.rpartition("RSS ")
+    return json.loads(found), int(rss)
+
+
+def test_verify_reads_a_long_file_in_bounded_memory_and_a_1x1_video(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A video five times longer costs the reader no more memory (it holds one window of frames, at most 360 px
+    on the shorter side); a 1x1 video is read and found unmarked."""
+    short, short_rss = _verify_rss(_write(tmp_path / "short.mp4", 50, (640, 360)))
+    long, long_rss = _verify_rss(_write(tmp_path / "long.mp4", 250, (640, 360)))
+    assert short["mark"]["frames"] == 50 and long["mark"]["frames"] == 250  # type: ignore[index]
+    assert long["verdict"] == "not marked" and long["mark"]["marked"] == 0  # type: ignore[index]
+    assert long_rss < short_rss + 40_000, (short_rss, long_rss)  # kB: no growth with the length
+    assert main(["verify", str(_write(tmp_path / "one.mkv", 5, (1, 1), codec="ffv1"))]) == 3
+    assert "none in 5 frames" in capsys.readouterr().out

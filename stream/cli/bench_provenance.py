@@ -145,14 +145,17 @@ def _recast(location: str, recaster: Recaster, options: RenderOptions, frames: i
 
 
 def _embed_ms() -> float:
-    """The time to mark a 1280x720 frame (the median of 300, after a first that builds the tiles)."""
+    """The time to mark a 1280x720 frame with one face of 320x380 spared, its spared weight made too, as the
+    renderer does (the median of 300, after a first that builds the tiles)."""
     image = np.full((720, 1280, 3), 128, np.uint8)
+    alpha = np.zeros((380, 320), np.float32)
+    alpha[40:340, 30:290] = 1.0
     mark = Watermark(Payload(True, 1))
     mark.embed(image, 0)
     times = []
     for index in range(1, 301):
         start = time.perf_counter()
-        mark.embed(image, index)
+        mark.embed(image, index, [(480, 170, spared_weight(alpha))])
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
@@ -216,7 +219,8 @@ def run_provenance_bench(clips: Sequence[str], recaster: Recaster, options: Rend
 
 
 def format_provenance_bench(result: dict[str, Any]) -> str:
-    lines = [f"the invisible mark: {result['embed_ms_720p']:.2f} ms to mark a 1280x720 frame (goal <= 2 ms)"]
+    lines = [f"the invisible mark: {result['embed_ms_720p']:.2f} ms to mark a 1280x720 frame with one face spared "
+             "(goal <= 2 ms)"]
     for clip in result["clips"]:
         lines.append(f"{clip['clip']} ({clip['size']}, {clip['frames']} frames recast on the live path): the mark "
                      f"is {clip['mark_psnr_db']} dB PSNR over the frame, {clip['mark_psnr_face_db']} over the face's "

@@ -160,6 +160,8 @@ def read_credentials(path: Path, trust: bytes | None = None) -> Credentials:
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
             return Credentials("absent")
+        if "NotSupported" in type(exc).__name__:  # a container C2PA does not define (mkv): no manifest to read
+            return Credentials("absent")
         return Credentials("invalid", failures=[str(exc).splitlines()[0][:200]])
     active = report.get("manifests", {}).get(report.get("active_manifest", ""), {})
     recast = next((a.get("data") for a in active.get("assertions", []) if a.get("label") == RECAST_ASSERTION), None)

@@ -138,8 +138,8 @@ class Watermark:
         side = tile_side(width, height)
         if side < MIN_SIDE:
             return
-        kept = [(x0, y0, weight, image[y0:y0 + weight.shape[0], x0:x0 + weight.shape[1]].copy())
-                for x0, y0, weight in spared]
+        # what is kept of the mark where a face is spared, 0..255 (in place, in 8 bits: no large array is made)
+        kept = [(x0, y0, cv2.convertScaleAbs(weight, alpha=-255.0, beta=255.0)) for x0, y0, weight in spared]
         tiles = _tiles(side)
         (first, a), (second, b) = schedule(index)
         tile = tiles[first] * np.float32(a * self._signs[first]) + tiles[second] * np.float32(b * self._signs[second])
@@ -147,13 +147,10 @@ class Watermark:
         reps_y, reps_x = -(-height // side), -(-width // side)
         for layer, apply in ((rounded, cv2.add), (-rounded, cv2.subtract)):
             one = cv2.repeat(np.clip(layer, 0, 255).astype(np.uint8), reps_y, reps_x)[:height, :width]
+            for x0, y0, keep in kept:  # the mark thinned where a face is spared
+                region = one[y0:y0 + keep.shape[0], x0:x0 + keep.shape[1]]
+                cv2.multiply(region, keep[:region.shape[0], :region.shape[1]], dst=region, scale=1 / 255)
             apply(image, cv2.merge([one, one, one]), dst=image)
-        for x0, y0, weight, before in kept:
-            h, w = before.shape[:2]
-            region = image[y0:y0 + h, x0:x0 + w]
-            marked = region.astype(np.float32)
-            blended = marked + weight[:h, :w, None] * (before.astype(np.float32) - marked)
-            region[:] = np.clip(blended + np.float32(0.5), 0, 255).astype(np.uint8)
 
 
 # reading

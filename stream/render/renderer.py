@@ -143,9 +143,11 @@ KEPT_EVERY, KEPT_STEADY = 4, 0.5  # what a track's crop keeps of its crispness: 
 def spared_weight(alpha: np.ndarray) -> np.ndarray:
     """Where a pasted face keeps the invisible mark off: all of the face's blend (its feathered rim too: a scorer's
     face outline reaches into it), fading out towards the pasted rectangle's edge."""
-    support = (alpha > 0.02).astype(np.float32)
-    sigma = max(1.0, 0.03 * max(alpha.shape))
-    return np.minimum(np.float32(1.0), cv2.GaussianBlur(support, (0, 0), sigma) * np.float32(2.0))
+    height, width = alpha.shape
+    small = cv2.resize((alpha > 0.02).astype(np.float32), (max(1, width // 4), max(1, height // 4)),
+                       interpolation=cv2.INTER_AREA)  # blurred at a quarter of the size: the same, a tenth the time
+    soft = cv2.GaussianBlur(small, (0, 0), max(0.5, 0.03 * max(alpha.shape) / 4))
+    return np.minimum(np.float32(1.0), cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR) * 2)
 
 
 def mark_payload(recaster: Recaster, mark_id: str) -> Payload:
