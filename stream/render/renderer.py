@@ -314,7 +314,10 @@ class FaceRenderer:
                 if kept is not None:
                     self._held[face.track_id] = kept
         if self.watermark is not None and out.regions:  # around the faces: on them it would add to their flicker
+            start = time.perf_counter()
             self.watermark.embed(image, faces[0].index, [(r.x0, r.y0, spared_weight(r.alpha)) for r in out.regions])
+            if timer is not None:
+                timer.add("mark", time.perf_counter() - start)
         if self.badge and self.recaster.synthetic and out.regions:
             out.badge = draw_badge(image)
         return out
