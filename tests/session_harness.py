@@ -6,6 +6,7 @@ tests/test_server*.py and tests/test_browser.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
@@ -30,6 +31,8 @@ class SessionHarness:
         self.metrics = Registry()
         self.session = Session("test-key", self.metrics, self.casting.new_recaster(title),
                                {c.cast_id: c for c in casts}, title, options, self.casting.predictor)
+        # one mark id for every harness session (a session's own is its random id), so that their pictures compare
+        self.session.options = dataclasses.replace(self.session.options, mark_id="session:harness")
         self.processor = self.session.processor()
 
     def send(self, message: Any) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def test_every_tracking_option_is_in_the_tracks_key(baked: Path, models: dict[st
     from stream.render.options import RenderOptions, TrackingOptions
 
     left_out = {f.name for f in fields(RenderOptions)} - {f.name for f in fields(TrackingOptions)}
-    assert left_out == {"mode", "threads", "lookahead", "badge", "occlusion", "crf", "preset"}
+    assert left_out == {"mode", "threads", "lookahead", "badge", "occlusion", "crf", "preset", "mark_id"}
     entry = TitleCache(baked).entry("d20")
 
     def key(**render: Any) -> str:
@@ -130,14 +130,17 @@ def test_every_tracking_option_is_in_the_tracks_key(baked: Path, models: dict[st
     for name, value in [("max_faces", 3), ("tiles", 0), ("detect_interval", 5), ("detect_width", 320),
                         ("upsample", 1), ("detector", "hog")]:
         assert key(**{name: value}) != base, name
-    for name, value in [("threads", 1), ("badge", False), ("occlusion", False), ("crf", 30), ("lookahead", 9)]:
+    for name, value in [("threads", 1), ("badge", False), ("occlusion", False), ("crf", 30), ("lookahead", 9),
+                        ("mark_id", "another")]:
         assert key(**{name: value}) == base, name
 
 
 def test_baked_title_plays_with_the_stylegan_and_fomm_recasters(baked: Path, models: dict[str, Path],
                                                                 tmp_path: Path) -> None:
     source = read_frames(CLIP)
-    sg, fo = tmp_path / "stylegan.mp4", tmp_path / "fomm.mp4"
+    (tmp_path / "eager").mkdir()
+    (tmp_path / "onnx").mkdir()
+    sg, fo = tmp_path / "eager" / "stylegan.mp4", tmp_path / "fomm.mp4"
     assert main(["render", "--title", "d20", "--cache", str(baked), "--engine", "stylegan", "-o", str(sg)]) == 0
     assert main(["render", "--title", "d20", "--cache", str(baked), "--engine", "fomm", "--fomm",
                  str(models["fomm"]), "-o", str(fo)]) == 0
@@ -158,8 +161,9 @@ def test_baked_title_plays_with_the_stylegan_and_fomm_recasters(baked: Path, mod
         # recast faces differ from the actor's (the 64 px models are coarse), the rest of the title does not
         assert 10 < np.mean(inside) < 30, (path.name, np.mean(inside))
         assert min(untouched) > 35
-    # the bake's ONNX export on ONNX Runtime plays the same faces as the eager generator (up to the encode)
-    onnx = tmp_path / "onnx.mp4"
+    # the bake's ONNX export on ONNX Runtime plays the same faces as the eager generator (up to the encode; the
+    # same output name, so the same invisible mark)
+    onnx = tmp_path / "onnx" / "stylegan.mp4"
     assert main(["render", "--title", "d20", "--cache", str(baked), "--engine", "stylegan", "--runtime", "onnx",
                  "-o", str(onnx)]) == 0
     eager, exported = read_frames(sg), read_frames(onnx)

@@ -245,7 +245,7 @@ def test_recast_bench_relay_measures_relayed_viewers_against_a_live_one(tmp_path
     small part of a live one (about 1/100 on a 2-core EPYC; asserted at 1/5), and each toggle took effect within
     a GOP and the trip (0.5 s; asserted under 1.5 s)."""
     out = tmp_path / "bench.json"
-    assert main(["bench", "--only", "relay", str(CLIP), "--viewers", "2", "--seconds", "3",
+    assert main(["bench", "--only", "relay", str(CLIP), "--viewers", "2", "--seconds", "5",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())["relay"]
     assert result["relayed"]["path"] == ["relay"] and result["live"]["path"] == ["live"]
