@@ -109,9 +109,11 @@ def test_unsigned_renders_carry_tags_and_the_shared_clips_nothing(signed: dict[s
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, found = _verify(capsys, str(signed["plain"]))
     assert code == 0 and found["credentials"] == "absent" and found["tags"]["recast"] == "1"  # type: ignore[index]
-    for clip in sorted(Path(CLIP).parent.glob("*.mp4")):
-        code, found = _verify(capsys, str(clip))
+    assert found["mark"]["fraction"] == 1.0  # type: ignore[index]  # the invisible mark in every frame
+    for clip in sorted(Path(CLIP).parent.glob("*.mp4")):  # their first 100 frames (the bench reads them whole)
+        code, found = _verify(capsys, str(clip), "--frames", "100")
         assert code == 3 and found["verdict"] == "not marked", clip
+        assert found["mark"]["marked"] == 0 and found["mark"]["frames"] == min(100, found["mark"]["frames"])  # type: ignore[index]
 
 
 def test_bad_input_gets_a_clear_answer(signed: dict[str, Path], tmp_path: Path,

@@ -776,9 +776,13 @@ GUARDS = {
 def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
     from stream.cli.quality import run_quality
 
-    clips = [media(f"videos/{name}.mp4") for name in GUARDS]
-    results = run_quality(clips, s42_warp(), cast_from_file(CAST).image,
-                          RenderOptions(), tmp_path)
+    cast = cast_from_file(CAST).image
+    results = run_quality([media(f"videos/{name}.mp4") for name in GUARDS if name != "liveportrait_s18"],
+                          s42_warp(), cast, RenderOptions(), tmp_path)
+    # s18 is scored on every sixth frame (47 of its 282): dlib's detector on its 720p frames, upsampled, is most of
+    # this test's time; its guards sit further from its figures than that changes them
+    results |= run_quality([media("videos/liveportrait_s18.mp4")], s42_warp(), cast, RenderOptions(), tmp_path,
+                           every=6)
     misses = []
     for name, guards in GUARDS.items():
         for key, (how, bound) in guards.items():
@@ -818,18 +822,18 @@ def test_the_look_holds_with_one_bit_of_noise(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) -> None:
     """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
-    identity recaster), the floor under every recast's nme and flicker. Measured on d20 (its first 72 frames):
+    identity recaster), the floor under every recast's nme and flicker. Measured on d20 (its first 54 frames):
     nme 0.007, mouth 0.99, flicker 1.02, cast_closer 0 (the actor stays the actor)."""
     from stream.cli.quality import UNCHANGED, run_quality
 
     cast = cast_from_file(CAST).image
-    clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "liveportrait_d20.mp4", 72)
+    clip = first_frames(media("videos/liveportrait_d20.mp4"), tmp_path / "liveportrait_d20.mp4", 54)
     out = tmp_path / "out"
     out.mkdir()
     results = run_quality([clip], IdentityRecaster(), cast, RenderOptions(), out, floor=True)
     floor = results["liveportrait_d20" + UNCHANGED]
     assert set(results) == {"liveportrait_d20", "liveportrait_d20" + UNCHANGED}
-    assert floor["frames"] >= 20 and floor["found"] >= 0.99 and floor["cast_closer"] < 0.05
+    assert floor["frames"] >= 15 and floor["found"] >= 0.99 and floor["cast_closer"] < 0.05
     assert floor["nme"] < 0.015 and floor["mouth"] > 0.95  # the landmarks and the mouth kept, within dlib's noise
     assert 0.9 < floor["flicker"] < 1.15  # the encoder's own change, no more
     assert sorted(out.glob("*.mp4")) == [out / "liveportrait_d20.recast.mp4", out / "liveportrait_d20.unchanged.mp4"]

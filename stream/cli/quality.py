@@ -168,10 +168,11 @@ UNCHANGED = " (unchanged)"  # the floor's rows: the clip's name and this
 
 
 def run_quality(clips: list[str | Path], recaster: Any, cast: np.ndarray, options: Any,
-                folder: Path, floor: bool = False) -> dict[str, dict[str, Any]]:
+                folder: Path, floor: bool = False, every: int = 3) -> dict[str, dict[str, Any]]:
     """Render each clip offline into `folder` with a fresh copy of `recaster`, and score it against `cast`. With
     `floor`, each clip is also passed through unchanged (the identity recaster: decoded, tracked, cropped, pasted
-    back and encoded) and scored: what the pipeline alone costs, below which no recast's nme or flicker can go."""
+    back and encoded) and scored: what the pipeline alone costs, below which no recast's nme or flicker can go.
+    `every`: the scorer's stride (every third frame, as the team's scorer; more is quicker and noisier)."""
     import dataclasses
 
     from stream.recasters.contract import IdentityRecaster
@@ -188,5 +189,5 @@ def run_quality(clips: list[str | Path], recaster: Any, cast: np.ndarray, option
         for row, one, suffix in runs:
             out = folder / f"{name}.{suffix}.mp4"
             report = render(clip, out, one, offline)
-            results[row] = {**scorer.score(clip, out, cast), "render_fps": report.as_dict()["fps"]}
+            results[row] = {**scorer.score(clip, out, cast, every), "render_fps": report.as_dict()["fps"]}
     return results
