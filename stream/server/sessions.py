@@ -24,6 +24,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from stream.casts.cast import Cast
+from stream.media.watermark import Payload
 from stream.perception.hog import LandmarkPredictor
 from stream.recasters.contract import Recaster
 from stream.render.options import RenderOptions
@@ -129,6 +130,8 @@ class Session:
         self.control = Control(self.state, recaster.cast_ids(), recaster.edit_names() if baked else None)
         self.options = dataclasses.replace(options, mode="live", lookahead=LIVE_LOOKAHEAD, threads=1,
                                            mark_id=f"session:{self.id}")
+        log.info("session %s: its recast pictures carry the invisible mark's id %d (recast verify reads it)", self.id,
+                 Payload.for_id(True, self.options.mark_id).mark_id)
         self.recaster = recaster
         self.predictor = predictor
         self.pc: RTCPeerConnection | None = None
