@@ -209,9 +209,9 @@ def test_verify_reads_a_long_file_in_bounded_memory_and_a_1x1_video(tmp_path: Pa
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """A video four times longer costs the reader no more memory (it holds one window of frames, at most 360 px
     on the shorter side); a 1x1 video is read and found unmarked."""
-    (short, short_rss), (long, long_rss) = _verify_rss(_write(tmp_path / "short.mp4", 50, (640, 360)),
-                                                       _write(tmp_path / "long.mp4", 200, (640, 360)))
-    assert short["mark"]["frames"] == 50 and long["mark"]["frames"] == 200  # type: ignore[index]
+    (short, short_rss), (long, long_rss) = _verify_rss(_write(tmp_path / "short.mp4", 40, (640, 360)),
+                                                       _write(tmp_path / "long.mp4", 170, (640, 360)))
+    assert short["mark"]["frames"] == 40 and long["mark"]["frames"] == 170  # type: ignore[index]
     assert long["verdict"] == "not marked" and long["mark"]["marked"] == 0  # type: ignore[index]
     assert long_rss < short_rss + 40_000, (short_rss, long_rss)  # kB: no growth with the length
     assert main(["verify", str(_write(tmp_path / "one.mkv", 5, (1, 1), codec="ffv1"))]) == 3
