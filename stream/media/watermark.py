@@ -18,7 +18,7 @@ busy the mark is drowned, where it is flat it shows) and folds it: the sum of al
 up and the picture, which does not repeat with the tile, averages out. Each fold is correlated (circularly: a crop
 moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
 WINDOW frames sums these maps, and the peak's height over the spread of the rest of the map is the window's score
-(`z`), which a window without the mark keeps at 6 or below (measured on every shared clip: docs/provenance.md). The
+(`z`), which a window without the mark keeps at 6.5 or below (measured on every shared clip: docs/provenance.md). The
 tile's side is taken to be a sixth of the frame's shorter side first, then searched (a crop makes the frame
 smaller than the one marked).
 """
@@ -44,7 +44,8 @@ TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter sid
 TILE_READ = 64  # a tile's side when read
 PAYLOAD_BITS = PATTERNS
 WINDOW = 64  # frames judged together (about two and a half seconds at 25 fps)
-Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 6.0 at most, measured)
+SHORT_WINDOW = 24  # and the fewer frames around each, for a short recast stretch among frames without a recast
+Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 6.5 at most, measured)
 Z_SIDE = 5.5  # a searched tile side is kept from this score (the windows at it then decide)
 SEARCH_EVERY = 4  # a tile side is searched over every 4th frame of a window (more patterns than in a row)
 READ_SHORT_SIDE = 360  # frames are read at most this size on their shorter side (WebRTC's 640x360)
@@ -248,9 +249,11 @@ def reading_size(gray: np.ndarray) -> np.ndarray:
 class VideoReader:
     """Reads the mark frame after frame, each frame judged by the window of WINDOW frames around it (held back
     until that window is full; the first and last frames of a stretch by its first and last full window, a stretch
-    shorter than a window by all of it; `finish` judges what is held). A frame is read at a tile side of a sixth of
-    its shorter side (the mark's own, scaled or not); when the first full window, or SEARCH_AGAIN frames in a row,
-    find no mark there, the side is searched over the window (a crop changes it) and kept where the mark shows.
+    shorter than a window by all of it; `finish` judges what is held), or by a window of SHORT_WINDOW frames that
+    holds it where that scores better (a short recast stretch among frames without one). A frame is read at a tile
+    side of a sixth of its shorter side (the mark's own, scaled or not); when the first full window, or SEARCH_AGAIN
+    frames in a row, find no mark there, the side is searched over the window (a crop changes it) and kept where the
+    mark shows.
     Memory is bounded by the window: a reader can read a file of any length."""
 
     def __init__(self) -> None:
@@ -290,7 +293,8 @@ class VideoReader:
             if peak_score(self._sum)[0] < Z_MARKED:
                 self._search()
         centre = WINDOW // 2
-        out += [self._judge(one) for one in list(self._window)[self._judged:centre + 1]]
+        reads = list(self._window)
+        out += [self._judge(reads, position) for position in range(self._judged, centre + 1)]
         self._judged = centre + 1
         return out
 
@@ -298,7 +302,8 @@ class VideoReader:
         """The verdicts of every frame still held back (the end of the video, or of a frame size)."""
         if self._window and not self._searched and self._sum is not None and peak_score(self._sum)[0] < Z_MARKED:
             self._search()
-        out = [self._judge(read) for read in list(self._window)[self._judged:]]
+        reads = list(self._window)
+        out = [self._judge(reads, position) for position in range(self._judged, len(reads))]
         self._window.clear()
         self._sum, self._judged, self._searched, self._unmarked_run = None, 0, False, 0
         self.side = None
@@ -306,9 +311,20 @@ class VideoReader:
             self._seen.append([])
         return out
 
-    def _judge(self, read: _Read) -> FrameVerdict:
+    def _judge(self, reads: list[_Read], position: int) -> FrameVerdict:
+        """A frame's verdict: the best of its window's score and the scores of the windows of SHORT_WINDOW frames
+        that hold it (inside the stretch read so far); where marked, its correlations at the peak are kept for the
+        payload."""
         assert self._sum is not None
         z, peak = peak_score(self._sum)
+        if len(reads) > SHORT_WINDOW:  # the short windows that hold the frame, a quarter of their length apart
+            starts = range(max(0, position - SHORT_WINDOW + 1), min(position, len(reads) - SHORT_WINDOW) + 1)
+            for first in sorted({*starts[::SHORT_WINDOW // 4], starts[-1]}) if starts else ():
+                short = np.sum([read.strong for read in reads[first:first + SHORT_WINDOW]], axis=0)
+                z_short, peak_short = peak_score(short)
+                if z_short > z:
+                    z, peak = z_short, peak_short
+        read = reads[position]
         if z >= Z_MARKED:
             self._seen[-1].append(read.maps[:, peak[0], peak[1]].astype(np.float64))
             self._unmarked_run = 0
