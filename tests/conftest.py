@@ -3,10 +3,13 @@ need built once (the hamilton clip's tracks, the s42 cast and its warp recaster)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.server
 import json
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -182,3 +185,16 @@ def decoded_h264(path: Path) -> list[np.ndarray]:
     from export.renditions import decoded_pictures
 
     return [f.to_ndarray(format="rgb24") for f in decoded_pictures(path)]
+
+
+@contextlib.contextmanager
+def static_server(folder: Path, handler: type[http.server.SimpleHTTPRequestHandler]) -> Iterator[str]:
+    """`folder` served over HTTP on a free loopback port by `handler`, in a thread: its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()

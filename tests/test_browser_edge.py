@@ -8,16 +8,12 @@ plays it and says when it ends."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import fractions
-import functools
 import http.server
 import json
 import os
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -29,7 +25,7 @@ from stream.cli.serve_process import recast_serve_demo
 from stream.media.sources import MediaSource
 from stream.server.clients import read_stamp, stamp
 from tests.browser import browser_or_skip, chromium_page
-from tests.conftest import media, psnr
+from tests.conftest import media, psnr, static_server
 
 CLIENTS = Path(__file__).resolve().parent / "webrtc_clients"
 CLIP = media("videos/liveportrait_d20.mp4")  # 480x480, 25 fps, one face in the middle
@@ -58,19 +54,6 @@ def _stamped_y4m(out: Path) -> list[np.ndarray]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-@contextlib.contextmanager
-def _pages_server() -> Iterator[str]:
-    """tests/webrtc_clients over HTTP on another port than the service's: the pages and the npm clients."""
-    handler = functools.partial(_QuietHandler, directory=str(CLIENTS))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def _grab(page: object) -> np.ndarray:
@@ -103,7 +86,8 @@ def test_npm_whip_publishes_from_chromium_and_npm_whep_plays_it_recast(tmp_path:
     images = _stamped_y4m(tmp_path / "camera.y4m")
     camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
               f"--use-file-for-fake-video-capture={tmp_path / 'camera.y4m'}"]
-    with recast_serve_demo() as server, _pages_server() as pages, chromium_page(*camera) as (publisher, errors):
+    with recast_serve_demo() as server, static_server(CLIENTS, _QuietHandler) as pages, \
+            chromium_page(*camera) as (publisher, errors):
         publisher.goto(f"{pages}/publish.html")
         publisher.wait_for_function("window.ready === true")
         resource = publisher.evaluate("([url]) => window.publish(url)", [f"{server.base}/whip/studio"])

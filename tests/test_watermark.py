@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from stream.media.sources import MediaSource
 from stream.media.watermark import WINDOW, Payload, Watermark, read_frames
 from stream.recasters.warp import WarpRecaster
 from stream.render.renderer import mark_payload
-from tests.conftest import media, psnr, s42_cast
+from tests.conftest import media, psnr, s42_cast, static_server
 
 D20 = media("videos/liveportrait_d20.mp4")
 D0 = media("videos/liveportrait_d0.mp4")
@@ -142,15 +141,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    handler = functools.partial(_RangeHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with static_server(tmp_path, _RangeHandler) as base:
+        yield base
 
 
 def test_verify_reads_a_render_over_http(served: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
