@@ -1,6 +1,7 @@
-"""The invisible mark of a recast frame: keyed spread-spectrum patterns, added to the whole picture, that survive
-what happens to a stream (WebRTC's VP8 and H.264 at low rates, scaling, a crop that keeps the face, a screen
-capture re-encoded) and carry a 16-bit payload.
+"""The invisible mark of a recast frame: keyed spread-spectrum patterns, added to the picture around the recast
+faces (the renderer spares the faces: stream/render/renderer.spared_weight), that survive what happens to a stream
+(WebRTC's VP8 and H.264 at low rates, scaling, a crop that keeps some of what is around the face, a screen capture
+re-encoded) and carry a 16-bit payload.
 
 A pattern is a tile of CELLS x CELLS cells repeated over the frame from its top-left corner, a tile's side a sixth
 of the frame's shorter side (a scaled copy keeps it a sixth); each cell is a smooth bump of +-AMPLITUDE levels added
@@ -17,8 +18,9 @@ removes what is smooth (the picture's own low frequencies), divides by the local
 busy the mark is drowned, where it is flat it shows) and folds it: the sum of all its tiles, where the pattern adds
 up and the picture, which does not repeat with the tile, averages out. Each fold is correlated (circularly: a crop
 moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
-WINDOW frames sums these maps, and the peak's height over the spread of the rest of the map is the window's score
-(`z`), which a window without the mark keeps at 6.5 or below (measured on every shared clip: docs/provenance.md). The
+WINDOW frames (and, for short stretches, of SHORT_WINDOW frames) sums these maps, and the peak's height over the
+spread of the rest of the map is the window's score (`z`), which a window without the mark keeps at 6.5 or below
+(measured on every shared clip: docs/provenance.md). The
 tile's side is taken to be a sixth of the frame's shorter side first, then searched (a crop makes the frame
 smaller than the one marked).
 """
@@ -42,7 +44,6 @@ FRAMES_PER_PATTERN = 6  # frames from one pattern to the next (a quarter of a se
 AMPLITUDE = 2.0  # levels (of 255) a cell's bump adds or takes away at its centre
 TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter side
 TILE_READ = 64  # a tile's side when read
-PAYLOAD_BITS = PATTERNS
 WINDOW = 64  # frames judged together (about two and a half seconds at 25 fps)
 SHORT_WINDOW = 24  # and the fewer frames around each, for a short recast stretch among frames without a recast
 Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 6.5 at most, measured)
