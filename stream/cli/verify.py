@@ -43,17 +43,17 @@ def verify_file(location: str, trust: bytes | None, max_frames: int | None = Non
     import av
 
     from stream.media.credentials import Credentials, read_credentials
-    from stream.media.watermark import read_video
+    from stream.media.watermark import read_container
 
     url = is_url(location)
     if not url and not Path(location).is_file():
         raise InputError(f"{location}: no such file")
     try:
-        with av.open(location, metadata_errors="ignore") as container:
+        with av.open(location, metadata_errors="ignore") as container:  # opened once: a URL is fetched once
             if not container.streams.video:
                 raise InputError(f"{location}: has no video stream")
             tags = dict(container.metadata)
-        mark = read_video(location, max_frames)
+            mark = read_container(container, max_frames)
     except (av.error.FFmpegError, OSError) as exc:
         raise InputError(f"{location}: not a readable video ({exc})") from None
     credentials = Credentials("absent") if url else read_credentials(Path(location), trust)

@@ -20,21 +20,22 @@ up and the picture, which does not repeat with the tile, averages out. Each fold
 moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
 WINDOW frames (and, for short stretches, of SHORT_WINDOW frames) sums these maps, and the peak's height over the
 spread of the rest of the map is the window's score (`z`), which a window without the mark keeps at 6.5 or below
-(measured on every shared clip: docs/provenance.md). The
-tile's side is taken to be a sixth of the frame's shorter side first, then searched (a crop makes the frame
-smaller than the one marked).
+(measured on every shared clip: docs/provenance.md). The tile's side is taken to be a sixth of the frame's shorter
+side first, then searched (a crop makes the frame smaller than the one marked).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import av
 import cv2
 import numpy as np
 
@@ -379,14 +380,20 @@ class VideoReader:
         return Payload.of_bits(sum(1 << j for j in range(PATTERNS) if votes[j] > 0)), frames
 
 
-def read_frames(images: Iterable[np.ndarray]) -> tuple[list[FrameVerdict], Payload | None]:
-    """Every frame's verdict and the payload, for pictures at hand (tests, benchmarks)."""
+def _read_all(images: Iterable[np.ndarray]) -> tuple[list[FrameVerdict], tuple[Payload | None, int]]:
+    """Every frame's verdict, and the payload with the number of frames it was read from."""
     reader = VideoReader()
     verdicts: list[FrameVerdict] = []
     for image in images:
         verdicts += reader.push(image)
     verdicts += reader.finish()
-    return verdicts, reader.payload()[0]
+    return verdicts, reader.payload()
+
+
+def read_frames(images: Iterable[np.ndarray]) -> tuple[list[FrameVerdict], Payload | None]:
+    """Every frame's verdict and the payload, for pictures at hand (tests, benchmarks)."""
+    verdicts, (payload, _) = _read_all(images)
+    return verdicts, payload
 
 
 @dataclass(frozen=True)
@@ -433,21 +440,20 @@ def summarise(verdicts: list[FrameVerdict], payload: tuple[Payload | None, int])
                       float(np.median(marked)) if marked else 0.0, payload[0], payload[1])
 
 
-def read_video(location: str, max_frames: int | None = None) -> MarkReport:
-    """Read the mark of every frame of a video file or URL (decoded one frame at a time: memory is bounded by the
-    reader's window, whatever the file's length). Raises av's errors for what cannot be opened or decoded."""
-    import av
+def read_container(container: av.container.InputContainer, max_frames: int | None = None) -> MarkReport:
+    """Read the mark of every frame (or the first `max_frames`) of an open container's first video stream, decoded
+    one frame at a time: memory is bounded by the reader's window, whatever the video's length. Raises av's errors
+    for what cannot be decoded."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    grays = (frame.to_ndarray(format="gray") for frame in container.decode(stream))
+    return summarise(*_read_all(itertools.islice(grays, max_frames)))
 
-    reader = VideoReader()
-    verdicts: list[FrameVerdict] = []
+
+def read_video(location: str, max_frames: int | None = None) -> MarkReport:
+    """`read_container` of a video file or URL. Raises av's errors for what cannot be opened or decoded, ValueError
+    for a file without video."""
     with av.open(location, metadata_errors="ignore") as container:
         if not container.streams.video:
             raise ValueError("has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for count, frame in enumerate(container.decode(stream)):
-            if max_frames is not None and count >= max_frames:
-                break
-            verdicts += reader.push(frame.to_ndarray(format="gray"))
-    verdicts += reader.finish()
-    return summarise(verdicts, reader.payload())
+        return read_container(container, max_frames)
