@@ -47,12 +47,14 @@ def _compare(frames: list[av.VideoFrame], demo: DemoTitle) -> tuple[float, float
     return float(np.mean(ins)), float(np.mean(outs))
 
 
-@pytest.mark.parametrize(("codec", "encoder"), [("video/VP8", "webrtc"), ("video/H264", "webrtc"),
-                                                (None, "libx264"), ("video/VP8", "libx264")])
-def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str | None, encoder: str) -> None:
+@pytest.mark.parametrize(("codec", "encoder", "packets"), [
+    ("video/VP8", "webrtc", None), ("video/H264", "webrtc", None), (None, "libx264", "libx264"),
+    ("video/VP8", "libx264", "libvpx"), (None, "libvpx", "libvpx")])
+def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str | None, encoder: str,
+                                                    packets: str | None) -> None:
     """The toggle, the audio in step, and the metrics, for each codec the viewer may ask for, with aiortc encoding
-    (webrtc) or the session (libx264: H.264 packets sent as they are, chosen from an offer of every codec aiortc
-    has, VP8 first; a viewer of VP8 only gets aiortc's VP8)."""
+    (webrtc) or the session (packets sent as they are: `packets` is the session's encoder, chosen from an offer of
+    every codec aiortc has, VP8 first, or of VP8 only)."""
     async def scenario() -> None:
         config = ServerConfig(demo=True, video_encoder=encoder)
         async with serving(demo.titles, config) as (base, app, http):
@@ -62,7 +64,9 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str 
             await viewer.connect({"title": "demo"}, codec=codec)
             assert viewer.audio is not None  # the title's audio track is negotiated too
             track = next(t for t in app[SERVICE].sessions[viewer.session].tracks if t.kind == "video")
-            assert (track.encoder is not None) == (encoder == "libx264" and codec is None)
+            assert (track.encoder.codec if track.encoder else None) == packets
+            answered = viewer.pc.remoteDescription.sdp.split("m=video")[1].split("a=rtpmap:")[1].split()[1]
+            assert answered == {"libx264": "H264/90000", "libvpx": "VP8/90000"}.get(packets or "", answered)
             on, skews = await viewer.frames(10), []  # the first frames of a cold session run slow
             for _ in range(5):
                 on += await viewer.frames(5)
@@ -84,9 +88,11 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str 
             # the invisible mark on every recast picture (around the face), on none of the original's
             recast_marks, _ = read_frames([f.to_ndarray(format="rgb24") for f in on[5:] + on_again])
             original_marks, _ = read_frames([f.to_ndarray(format="rgb24") for f in off])
+            scores = [v.z for v in recast_marks]
+            print(f"{codec} {encoder}: the mark's windows score {min(scores):.1f}-{max(scores):.1f}")
             # over aiortc's VP8, whose denoiser takes the mark's slow change on the demo's still background for
-            # noise, windows score 7.8-12 (19-25 over H.264; unmarked 4-5): the mark is there, read over seconds
-            if codec == "video/VP8":
+            # noise, windows score 7.3-12 (the session's VP8 20-26, H.264 17-25; unmarked 4-5): read over seconds
+            if codec == "video/VP8" and encoder == "webrtc":
                 assert max(v.z for v in recast_marks) >= Z_MARKED
             else:
                 assert sum(v.marked for v in recast_marks) >= 0.9 * len(recast_marks)

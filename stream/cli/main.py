@@ -160,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--runtime", choices=RUNTIMES, default="torch",
                        help="the baked titles' tuned generators: eager, or their exported ONNX files / plans")
     serve.add_argument("--video-encoder", choices=ENCODINGS, default="auto",
-                       help="webrtc: aiortc encodes (VP8 or H.264, following the viewer's bandwidth); libx264, "
-                            "h264_nvenc: H.264 encoded by the session through PyAV and sent as it is; auto (the "
-                            "default): h264_nvenc where it opens (an NVIDIA GPU with NVENC), else webrtc")
+                       help="libx264, h264_nvenc (H.264), libvpx (VP8): the session encodes through PyAV, following "
+                            "the viewer's bandwidth, and aiortc sends the packets as they are (an offer without "
+                            "the codec gets the other one); webrtc: aiortc encodes, in the codec the viewer "
+                            "prefers; auto (the default): h264_nvenc where it opens (an NVIDIA GPU with NVENC), "
+                            "else libx264")
     serve.add_argument("--demo", action="store_true", help="serve the sample title (played on repeat) and cast")
     serve.add_argument("--loop", action="store_true",
                        help="play every title on repeat (else a session ends with its title, the viewer told)")

@@ -1,22 +1,24 @@
 """How a title session's video is encoded for WebRTC.
 
-- ``webrtc``: aiortc encodes the frames it is handed, in the codec the viewer's offer prefers (VP8 or H.264), and
-  follows the viewer's bandwidth estimate.
-- ``libx264``, ``h264_nvenc``: the session's own thread encodes H.264 (constrained baseline, Annex-B, no B-frames,
-  headers on every keyframe) through PyAV, and aiortc only packs and sends the packets. ``h264_nvenc`` runs on the
-  NVENC unit of an NVIDIA GPU (L4, L40S, RTX cards; H100 and A100 have none), which frees the CPU of the encode;
-  ``libx264`` is the same path on the CPU (cheaper than aiortc's VP8 at the same bitrate). The bitrate starts at
+- ``libx264``, ``h264_nvenc``, ``libvpx``: the session's own thread encodes the video through PyAV, and aiortc
+  only packs and sends the packets. H.264 is constrained baseline (Annex-B, no B-frames, headers on every keyframe);
+  ``h264_nvenc`` runs on the NVENC unit of an NVIDIA GPU (L4, L40S, RTX cards; H100 and A100 have none), which
+  frees the CPU of the encode; ``libx264`` is the same on the CPU (cheaper than VP8 at the same bitrate).
+  ``libvpx`` is VP8 with aiortc's own real-time settings but without the denoiser, which would take the invisible
+  mark's slow change on a still background for noise (stream/media/watermark.py). The bitrate starts at
   PACKET_BITS_PER_PIXEL (within PACKET_KBPS) and follows the viewer's estimate of its bandwidth (REMB) up to twice
-  that; a viewer's keyframe request (PLI, FIR) is answered by the next frame.
-- ``auto``: ``h264_nvenc`` where it opens (a GPU with NVENC and its driver), otherwise ``webrtc``.
-
-A viewer whose offer has no H.264 gets ``webrtc`` whatever was chosen.
+  that; a viewer's keyframe request (PLI, FIR) is answered by the next frame. A viewer whose offer lacks the chosen
+  codec gets the other one (`session_codec`).
+- ``webrtc``: aiortc encodes the frames it is handed, in the codec the viewer's offer prefers, with its own
+  settings (VP8's denoiser included).
+- ``auto``: ``h264_nvenc`` where it opens (a GPU with NVENC and its driver), otherwise ``libx264``.
 """
 
 from __future__ import annotations
 
 import fractions
 import logging
+import os
 import re
 import threading
 import time
@@ -26,7 +28,8 @@ import av
 
 log = logging.getLogger(__name__)
 
-ENCODINGS = ("auto", "webrtc", "libx264", "h264_nvenc")
+ENCODINGS = ("auto", "webrtc", "libx264", "libvpx", "h264_nvenc")
+H264_ENCODERS = ("libx264", "h264_nvenc")
 PACKET_BITS_PER_PIXEL = 0.1  # bits a pixel a frame: 655 kbit/s at 512x512 and 25 fps, 2.8 Mbit/s at 720p30
 PACKET_KBPS = (300, 6000)
 KEYFRAME_EVERY_S = 2.0  # a keyframe at least this often, for viewers that lost one and did not ask
@@ -37,13 +40,30 @@ _OPTIONS = {  # PyAV codec options per encoder: low latency, one packet a frame
     "libx264": {"preset": "superfast", "tune": "zerolatency", "profile": "baseline", "level": "31"},
     "h264_nvenc": {"preset": "p4", "tune": "ll", "rc": "cbr", "zerolatency": "1", "profile": "baseline",
                    "forced-idr": "1", "delay": "0"},
+    # aiortc's VP8 settings but the denoiser (the module's docstring says why); the constant rate is set per rate
+    "libvpx": {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0", "noise-sensitivity": "0",
+               "static-thresh": "1", "overshoot-pct": "15", "undershoot-pct": "100", "partitions": "0"},
 }
-_H264_OFFERED = re.compile(r"^a=rtpmap:\d+ H264/90000", re.MULTILINE | re.IGNORECASE)
+MIME_TYPES = {"libx264": "video/H264", "h264_nvenc": "video/H264", "libvpx": "video/VP8"}
+
+
+def offers(sdp: str, name: str) -> bool:
+    """Whether an offer can receive the video codec `name` (H264, VP8: an rtpmap line for it)."""
+    return re.search(rf"^a=rtpmap:\d+ {re.escape(name)}/90000", sdp, re.MULTILINE | re.IGNORECASE) is not None
 
 
 def offers_h264(sdp: str) -> bool:
-    """Whether an offer can receive H.264 (an rtpmap line for it)."""
-    return bool(_H264_OFFERED.search(sdp))
+    return offers(sdp, "H264")
+
+
+def session_codec(choice: str, sdp: str) -> str | None:
+    """The encoder a session runs for an offer under the service's `choice` (resolved: not auto), or None when
+    aiortc encodes (``webrtc``, or an offer with neither H.264 nor VP8). An offer without the chosen codec gets the
+    other one, encoded by the session too: VP8 with libvpx, H.264 with libx264."""
+    if choice == "webrtc":
+        return None
+    wanted = [choice, "libx264"] if choice == "libvpx" else [choice, "libvpx"]
+    return next((codec for codec in wanted if offers(sdp, MIME_TYPES[codec].split("/")[1])), None)
 
 
 def encoder_opens(codec: str) -> bool:
@@ -65,7 +85,7 @@ def resolve_encoding(choice: str) -> str:
     if choice not in ENCODINGS:
         raise ValueError(f"video encoding {choice!r}: one of {', '.join(ENCODINGS)}")
     if choice == "auto":
-        return "h264_nvenc" if encoder_opens("h264_nvenc") else "webrtc"
+        return "h264_nvenc" if encoder_opens("h264_nvenc") else "libx264"
     return choice
 
 
@@ -75,8 +95,9 @@ def packet_kbps(width: int, height: int, fps: float) -> int:
 
 
 class PacketEncoder:
-    """Frames to H.264 packets (Annex-B, 90 kHz timestamps) that aiortc's H.264 sender packs as they are. Made on
-    the first frame (its size), and again if the size changes. `request_keyframe` may be called from any thread."""
+    """Frames to packets (90 kHz timestamps; H.264 in Annex-B) that aiortc's sender of their codec packs as they
+    are. Made on the first frame (its size), and again if the size or the rate changes. `request_keyframe` may be
+    called from any thread."""
 
     def __init__(self, codec: str, fps: float) -> None:
         self.codec, self.fps = codec, fps
@@ -116,7 +137,12 @@ class PacketEncoder:
         self._opened_at = time.monotonic()
         context.gop_size = max(1, round(KEYFRAME_EVERY_S * self.fps))
         context.max_b_frames = 0
-        context.options = dict(_OPTIONS.get(self.codec, {}))
+        options = dict(_OPTIONS.get(self.codec, {}))
+        if self.codec == "libvpx":  # a constant rate (minrate = maxrate) with a second's buffer, as aiortc's VP8
+            context.qmin, context.qmax = 2, 56
+            options.update({key: str(context.bit_rate) for key in ("minrate", "maxrate", "bufsize")})
+            context.thread_count = 2 if width * height > 640 * 480 and (os.cpu_count() or 1) >= 3 else 1
+        context.options = options
         context.open()
         return context
 

@@ -46,7 +46,7 @@ class ServerConfig:
     disconnect_timeout_s: float = 10.0
     options: RenderOptions = field(default_factory=RenderOptions)
     device: str = "cpu"  # torch device of the learned recasters (registered FOMM casts)
-    video_encoder: str = "webrtc"  # who encodes a title's video (stream/server/encoding.py; resolved, never auto)
+    video_encoder: str = "libx264"  # who encodes a title's video (stream/server/encoding.py; resolved, never auto)
 
     @property
     def open_access(self) -> bool:

@@ -12,7 +12,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtp
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from stream.server.channels import ChannelAudioTrack, ChannelVideoTrack
-from stream.server.encoding import PacketEncoder, offers_h264
+from stream.server.encoding import H264_ENCODERS, MIME_TYPES, PacketEncoder, offers_h264, session_codec
 from stream.server.media import CameraVideoTrack, TitleAudioTrack, TitleVideoTrack
 from stream.server.relay import RelayAudioTrack, RelayVideoTrack, TitleRenditions
 from stream.server.sessions import Session, guard_data_channel_text
@@ -23,7 +23,7 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
                  video_encoder: str = "webrtc") -> str | None:
     """Give `session` a peer connection for the offer and make its answer (in `session.pc.localDescription`); why
     the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes.
-    `video_encoder`: who encodes a title's video (stream/server/encoding.py)."""
+    `video_encoder`: who encodes a title's video (stream/server/encoding.py; resolved, not auto)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session.pc = pc  # from here on, closing the session closes the peer connection
     session.on_end = on_end
@@ -48,12 +48,14 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
                 session.discard(track)
 
     relayed = relay_for(session, sdp)
-    # the session encodes H.264 itself when asked to, and for a relayed session's live path (libx264 at least)
-    codec = video_encoder if video_encoder != "webrtc" else "libx264" if relayed is not None else None
+    # the session encodes the video itself unless aiortc is asked to; a relayed session's live path in H.264
+    codec = session_codec(video_encoder, sdp)
+    if relayed is not None:
+        codec = codec if codec in H264_ENCODERS else "libx264"
     encoder = None
-    if session.title is not None and codec is not None and offers_h264(sdp):
+    if session.title is not None and codec is not None:
         encoder = PacketEncoder(codec, session.title.fps)
-        h264_sender(pc, encoder)  # before the offer is read: the codecs are chosen as it is
+        packet_sender(pc, encoder, MIME_TYPES[codec])  # before the offer is read: the codecs are chosen as it is
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         guard_data_channel_text(pc, session.refuse_text)
@@ -67,7 +69,7 @@ async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[s
             else:
                 video = TitleVideoTrack(session, session.title.path, session.title.fps, period, encoder)
             session.tracks.append(video)
-            pc.addTrack(video)  # on the transceiver h264_sender made, if it did
+            pc.addTrack(video)  # on the transceiver packet_sender made, if it did
             if session.title.has_audio and offered.receives("audio"):
                 if relayed is not None and relayed.audio is not None:
                     audio: MediaStreamTrack = RelayAudioTrack(session, relayed.audio,
@@ -117,7 +119,7 @@ async def _answer_channel(session: Session, pc: RTCPeerConnection, sdp: str, off
         return "a live channel is sent in H.264, which this offer does not take"
     video = ChannelVideoTrack(session, session.channel)
     session.state.path = "channel"
-    h264_sender(pc, video)  # a keyframe the viewer asks for comes from its choice's stream
+    packet_sender(pc, video, "video/H264")  # a keyframe the viewer asks for comes from its choice's stream
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         guard_data_channel_text(pc, session.refuse_text)
@@ -142,14 +144,15 @@ class KeyframeSource(Protocol):
     def follow(self, bits_per_s: float) -> None: ...
 
 
-def h264_sender(pc: RTCPeerConnection, encoder: KeyframeSource) -> RTCRtpSender:
-    """A video sender for H.264 packets the session encodes, made before the viewer's offer is read: its transceiver
-    negotiates H.264 only (the offer's video takes it); a keyframe the viewer asks for (PLI, FIR) comes from the
-    session's encoder, whose rate follows the viewer's bandwidth estimate (REMB). aiortc does both itself only
-    for frames it encodes: the sender's two hooks for them are pointed at the session's encoder."""
+def packet_sender(pc: RTCPeerConnection, encoder: KeyframeSource, mime_type: str) -> RTCRtpSender:
+    """A video sender for packets the session encodes (`mime_type`: video/H264 or video/VP8), made before the
+    viewer's offer is read: its transceiver negotiates that codec only (the offer's video takes it); a keyframe the
+    viewer asks for (PLI, FIR) comes from the session's encoder, whose rate follows the viewer's bandwidth estimate
+    (REMB). aiortc does both itself only for frames it encodes: the sender's two hooks for them are pointed at the
+    session's encoder."""
     transceiver = pc.addTransceiver("video", direction="sendonly")
     codecs = RTCRtpSender.getCapabilities("video").codecs
-    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")])
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in (mime_type.lower(), "video/rtx")])
     sender = transceiver.sender
     sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]  # on PLI and FIR
     handle_rtcp = sender._handle_rtcp_packet
