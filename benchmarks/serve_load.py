@@ -36,7 +36,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stream.cli.serve_process import ServeProcess, proc_stats, recast_serve_demo
-from stream.server.clients import Viewer
+from stream.server.clients import Viewer, ViewerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
 
@@ -84,7 +84,7 @@ async def one_session(base: str, http: aiohttp.ClientSession, seconds: float, ti
     viewer = Viewer(base, http)
     try:
         await viewer.connect({"title": title})
-    except AssertionError as err:  # Viewer.connect asserts 201; a full service answers 503 busy
+    except ViewerError as err:  # a full service answers 503 busy
         await viewer.close()
         if "busy" not in str(err):
             raise
@@ -127,7 +127,9 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
     rate = TITLES[title][3]
     async with serving(workers, title, serve_args) as server, aiohttp.ClientSession() as http:
         for n in counts:
+            cpu_before, wall_before = proc_stats(server.pid)["cpu_s"], time.monotonic()
             results = await asyncio.gather(*(one_session(server.base, http, seconds, title) for _ in range(n)))
+            cores = (proc_stats(server.pid)["cpu_s"] - cpu_before) / (time.monotonic() - wall_before)
             sessions = [s for s in results if not s.get("refused")]
             if not sessions:
                 print(json.dumps({"sessions": n, "refused_busy": n}), flush=True)
@@ -142,7 +144,9 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
                    "dropped_per_session": round(statistics.mean(s["dropped"] for s in sessions), 1),
                    "video_kbps_per_session": round(statistics.mean(s["kbps"] for s in sessions)),
                    "latency_ms_median": round(statistics.median(s["latency_ms"] or 0 for s in sessions), 1),
-                   "server_rss_mb": round(stats["rss_mb"], 1)}
+                   "server_rss_mb": round(stats["rss_mb"], 1),
+                   # the server's CPU (gateway and workers) over the sessions' run, start-up and ending included
+                   "server_cores_per_session": round(cores / len(sessions), 2)}
             print(json.dumps(row), flush=True)
             results.append(row)
             await asyncio.sleep(2)
