@@ -8,6 +8,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
@@ -54,6 +55,13 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
         diff = diff[mask]
     mse = float(np.mean(diff**2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def x264_settings(path: Path) -> str:
+    """The settings x264 writes into its stream (an SEI message at the start of the file)."""
+    found = re.search(rb"x264 - core [^\x00]*", path.read_bytes())
+    assert found is not None, f"{path}: no x264 settings"
+    return found.group().decode("ascii", "replace")
 
 
 def decode_all(path: Path | str) -> list[np.ndarray]:

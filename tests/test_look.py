@@ -760,15 +760,15 @@ def test_our_scorer_agrees_with_the_teams(tmp_path: Path) -> None:
 # Guards, not the goals: the scorer's figures on the shared clips with the s42 cast must not fall back. Each bound
 # sits a margin away from what the current code measures (docs/look.md has those figures, and the goals, some of
 # which are not met), so that other machines' x264 and dlib pass and a change that worsens the look fails.
-# Measured: d20 d_cast 0.47, nme 0.033, mouth 0.90, sharp 1.32, flicker 0.80; d0 0.46/0.034/0.99/0.85/0.96;
-# s18 0.35/0.037/-/1.18/1.10.
+# Measured: d20 d_cast 0.48, nme 0.032, mouth 0.90, sharp 1.19, flicker 0.78; d0 0.46/0.035/0.99/0.84/0.96;
+# s18 0.35/0.039/-/1.02/1.03 (on every ninth frame, as here: nme 0.043, sharp 1.02, flicker 1.02).
 GUARDS = {
     "liveportrait_d20": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.5),
                          "nme": ("<=", 0.037), "mouth": (">=", 0.85), "sharp": (">=", 0.9), "flicker": ("<=", 0.9)},
     "liveportrait_d0": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.47),
                         "nme": ("<=", 0.043), "mouth": (">=", 0.97), "sharp": (">=", 0.8), "flicker": ("<=", 1.02)},
     "liveportrait_s18": {"found": (">=", 0.99), "cast_closer": (">=", 0.95), "d_cast": ("<=", 0.4),
-                         "nme": ("<=", 0.048), "sharp": (">=", 0.9), "flicker": ("<=", 1.15)},
+                         "nme": ("<=", 0.048), "sharp": (">=", 0.9), "flicker": ("<=", 1.08)},
 }
 
 
@@ -789,6 +789,7 @@ def test_the_recast_look_on_the_shared_clips(tmp_path: Path) -> None:
             value = results[name][key]
             if not (value >= bound if how == ">=" else value <= bound):
                 misses.append(f"{name} {key} {value} (bound {how} {bound})")
+    print({name: {key: results[name][key] for key in guards} for name, guards in GUARDS.items()})
     assert not misses, (misses, results)
 
 
@@ -823,7 +824,7 @@ def test_the_look_holds_with_one_bit_of_noise(tmp_path: Path) -> None:
 def test_the_quality_floor_is_the_clip_passed_through_unchanged(tmp_path: Path) -> None:
     """`recast bench --only quality --floor`: each clip is also scored passed through the pipeline unchanged (the
     identity recaster), the floor under every recast's nme and flicker. Measured on d20 (its first 54 frames):
-    nme 0.007, mouth 0.99, flicker 1.02, cast_closer 0 (the actor stays the actor)."""
+    nme 0.007, mouth 0.99, flicker about 1, cast_closer 0 (the actor stays the actor)."""
     from stream.cli.quality import UNCHANGED, run_quality
 
     cast = cast_from_file(CAST).image

@@ -26,7 +26,7 @@ from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
 from stream.render.renderer import FaceRenderer, mark_payload
-from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video
+from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video, x264_settings
 
 D20 = "videos/liveportrait_d20.mp4"
 
@@ -60,6 +60,7 @@ def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
     # crop + paste back at the face's own resolution costs no more than the encoder does
     assert min(scores) > 36 and np.mean(scores) > 38
     assert probe(out)["metadata"]["recast_engine"] == "identity"
+    assert "deadzone=21,11" in x264_settings(out)  # a clean source: x264's default tuning (stream/media/grain.py)
 
 
 @pytest.mark.parametrize("mode", ["offline", "live"])

@@ -53,6 +53,7 @@ class MediaSink:
         crf: int = 18,
         preset: str | None = None,
         live: bool = False,
+        tune: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.info = info
@@ -76,10 +77,12 @@ class MediaSink:
         stream.pix_fmt = "yuv420p"
         stream.time_base = info.time_base
         stream.codec_context.time_base = info.time_base
-        # an offline render keeps the source's grain and skin texture (x264's grain tuning: at crf 18 the default
-        # tuning smooths away a third of a face's finest detail); a live one tunes for latency and speed instead
+        # a live render tunes for latency and speed; an offline one takes `tune` (x264's default where None: a render
+        # chooses `grain` for a grainy source, stream/media/grain.py)
         chosen = preset or (LIVE_PRESET if live else OFFLINE_PRESET)
-        options = {"crf": str(crf), "preset": chosen, "tune": "zerolatency" if live else "grain"}
+        options = {"crf": str(crf), "preset": chosen}
+        if live or tune:
+            options["tune"] = "zerolatency" if live else str(tune)
         stream.codec_context.options = options
         self._video = stream
         self._audio = self._container.add_stream_from_template(audio_stream) if audio_stream is not None else None

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from stream.look.align import alignment, crop
+from stream.media.grain import offline_tuning
 from stream.media.provenance import file_metadata
 from stream.media.sinks import MediaSink
 from stream.media.sources import Frame, MediaSource, is_live
@@ -74,12 +75,14 @@ def render(location: str | Path, output: str | Path, recaster: Recaster, options
     # that fails to open leaves no thread behind)
     with contextlib.ExitStack() as opened:
         source = opened.enter_context(MediaSource(location))
+        # an offline render of a file keeps a grainy source's grain (x264's `grain` tuning), a clean one x264's default
+        tuning = offline_tuning(location) if options.mode == "offline" and not is_live(location) else None
         metadata = file_metadata(recaster.describe(), Path(str(location)).name, options.mode)
         if renderer.watermark is not None:
             metadata["recast_mark_id"] = str(renderer.watermark.payload.mark_id)
         sink = opened.enter_context(MediaSink(output, source.info, audio_stream=source.audio_stream,
                                               metadata=metadata, crf=options.crf, preset=options.preset,
-                                              live=options.mode == "live"))
+                                              live=options.mode == "live", tune=tuning))
         writer = ThreadedWriter(sink, source.audio_packets, timer)
         opened.callback(writer.close)
         frames = Prefetch(source.frames(), drop_old=is_live(location), timer=timer)
