@@ -15,11 +15,10 @@ from stream.look.paste import crispness
 
 SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
 SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
-# the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what is lost beyond KEPT_FREE is made up
-# when the cast's detail is raised, at most down to KEPT_LEAST. d0's textured skin keeps 0.80 (made up, the scorer's
-# sharp is 0.85 rather than 0.77); s18's and d20's keep 0.93: made up wholly, s18's recast flickers more (1.122
-# against 1.108) and comes out no crisper once encoded (sharp 1.20 either way)
-KEPT_FREE, KEPT_LEAST = 0.95, 0.7
+# the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what they lose is made up when the cast's
+# detail is raised, for a share kept down to KEPT_LEAST. d0's textured skin keeps 0.80 (made up, the scorer's sharp
+# is 0.87 rather than 0.77); s18's and d20's keep 0.93
+KEPT_LEAST = 0.7
 SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
 
 
@@ -45,8 +44,8 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
     pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
     Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. `kept`
-    is the share of the shot's crispness the crop and the paste keep; a soft face is raised to make up for most of
-    the loss (see KEPT_FREE)."""
+    is the share of the shot's crispness the crop and the paste keep; a soft face is raised to make up for
+    the loss (see KEPT_LEAST)."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -71,7 +70,7 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
             face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
             gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
     else:  # the cast's own detail raised, and further by what the crop and the paste will lose of it
-        aim = crisp_theirs * max(1.0, KEPT_FREE / float(np.clip(kept, KEPT_LEAST, 1.0)))
+        aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, 1.0))
         sharpen = float(np.clip(aim / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))
     ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
