@@ -35,7 +35,7 @@ import aiohttp
 import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stream.cli.serve_process import ServeProcess, proc_stats, recast_serve_demo
+from stream.cli.serve_process import ServeProcess, cpu_seconds, proc_stats, recast_serve_demo
 from stream.server.clients import Viewer, ViewerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"
@@ -127,9 +127,9 @@ async def load(counts: list[int], seconds: float, workers: int | None = None, ti
     rate = TITLES[title][3]
     async with serving(workers, title, serve_args) as server, aiohttp.ClientSession() as http:
         for n in counts:
-            cpu_before, wall_before = proc_stats(server.pid)["cpu_s"], time.monotonic()
+            cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
             results = await asyncio.gather(*(one_session(server.base, http, seconds, title) for _ in range(n)))
-            cores = (proc_stats(server.pid)["cpu_s"] - cpu_before) / (time.monotonic() - wall_before)
+            cores = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
             sessions = [s for s in results if not s.get("refused")]
             if not sessions:
                 print(json.dumps({"sessions": n, "refused_busy": n}), flush=True)

@@ -3,7 +3,7 @@
 - ``libx264``, ``h264_nvenc``, ``libvpx``: the session's own thread encodes the video through PyAV, and aiortc
   only packs and sends the packets. H.264 is constrained baseline (Annex-B, no B-frames, headers on every keyframe);
   ``h264_nvenc`` runs on the NVENC unit of an NVIDIA GPU (L4, L40S, RTX cards; H100 and A100 have none), which
-  frees the CPU of the encode; ``libx264`` is the same on the CPU (cheaper than VP8 at the same bitrate).
+  frees the CPU of the encode; ``libx264`` is the same on the CPU (about the CPU of VP8, measured).
   ``libvpx`` is VP8 with aiortc's own real-time settings but without the denoiser, which would take the invisible
   mark's slow change on a still background for noise (stream/media/watermark.py). The bitrate starts at
   PACKET_BITS_PER_PIXEL (within PACKET_KBPS) and follows the viewer's estimate of its bandwidth (REMB) up to twice
@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import av
+from aiortc.codecs.vpx import number_of_threads
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class PacketEncoder:
         if self.codec == "libvpx":  # a constant rate (minrate = maxrate) with a second's buffer, as aiortc's VP8
             context.qmin, context.qmax = 2, 56
             options.update({key: str(context.bit_rate) for key in ("minrate", "maxrate", "bufsize")})
-            context.thread_count = 2 if width * height > 640 * 480 and (os.cpu_count() or 1) >= 3 else 1
+            context.thread_count = number_of_threads(width * height, os.cpu_count() or 1)
         context.options = options
         context.open()
         return context

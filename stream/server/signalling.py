@@ -20,7 +20,7 @@ from stream.server.validate import Offer
 
 
 async def answer(session: Session, sdp: str, offered: Offer, on_end: Callable[[str], Awaitable[None]],
-                 video_encoder: str = "webrtc") -> str | None:
+                 video_encoder: str = "libx264") -> str | None:
     """Give `session` a peer connection for the offer and make its answer (in `session.pc.localDescription`); why
     the offer cannot be used, or None. `on_end(reason)` is awaited when the peer connection fails or closes.
     `video_encoder`: who encodes a title's video (stream/server/encoding.py; resolved, not auto)."""
