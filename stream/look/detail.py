@@ -15,6 +15,7 @@ from stream.look.paste import crispness
 
 SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
 SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
+SOFTEN_LEAST = 0.02  # px: a softening under this is left out
 # the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what they lose is made up when the cast's
 # detail is raised, for a share kept down to KEPT_LEAST. d0's textured skin keeps 0.80 (made up, the scorer's sharp
 # is 0.87 rather than 0.77); s18's and d20's keep 0.93
@@ -40,12 +41,12 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     luminance above a Gaussian of about a pixel at 256 px (scaled with the crop); it is added to all three
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
-    wider band, d0's recast stays visibly softer than the shot (sharp 0.70, against 0.75 at the pixel scale). A face
-    crisper than the shot is first blurred down to its crispness (`_soften_sigma`): a sharp portrait's grain,
-    pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
-    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. `kept`
-    is the share of the shot's crispness the crop and the paste keep; a soft face is raised to make up for
-    the loss (see KEPT_LEAST)."""
+    wider band, d0's recast stays visibly softer than the shot (sharp 0.70, against 0.75 at the pixel scale). `kept`
+    is the share of the shot's crispness the crop and the paste keep: the face is brought to the actor's crispness
+    over `kept` (see KEPT_LEAST), so that it is the shot's once pasted. A face crisper than that is first blurred
+    down to it (`_soften_sigma`), however slightly: a sharp portrait's grain, pores and creases on a soft or blurred
+    shot read as pasted on (s12 on s18: 1.77 times the shot's crispness, Cruise on d20 1.83). `memory` (one per
+    track) keeps the blur, measured again every SOFTEN_EVERY frames. A softer face has its own detail raised."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -54,35 +55,51 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
     crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
-    if crisp_theirs < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
+    # the crispness the face is brought to: the actor's, and further by what the crop and the paste will lose of it
+    aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, 1.0))
+    softened = None
+    if aim < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
         sharpen = 0.0
         if memory is not None and memory.sigma is not None and memory.age % SOFTEN_EVERY:
             blur = memory.sigma  # the focus of a shot changes slowly; measuring it costs 0.5-1 ms
         else:
-            blur = _soften_sigma(gray_face, inside, crisp_ours, crisp_theirs)
+            blur = _soften_sigma(gray_face, inside, crisp_ours, aim)
             if memory is not None:
                 if memory.sigma is not None:
                     blur = memory.sigma + SOFTEN_STEADY * (blur - memory.sigma)
                 memory.sigma = blur
         if memory is not None:
             memory.age += 1
-        if blur >= 0.3:
-            face = np.asarray(cv2.GaussianBlur(face, (0, 0), blur))
-            gray_face = np.asarray(cv2.GaussianBlur(gray_face, (0, 0), blur))
-    else:  # the cast's own detail raised, and further by what the crop and the paste will lose of it
-        aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, 1.0))
+        if blur >= SOFTEN_LEAST:  # in floats: a slight softening is finer than a grey level
+            softened, gray_face = _blurred(face.astype(np.float32), blur), _blurred(gray_face, blur)
+    else:  # the cast's own detail raised
         sharpen = float(np.clip(aim / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))
     ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     if e_theirs <= e_ours or e_theirs < 1e-3:
-        return face
+        return face if softened is None else _to_uint8(softened)
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
     skin = (1.0 - features_mask(landmarks, n)) * mask
     # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
     # painted over) a raised edge would show as a bright or dark seam
     core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
     add = sharpen * ours * core + np.sqrt(left) * skin * theirs
-    return np.clip(face.astype(np.float32) + add[..., None], 0, 255).astype(np.uint8)
+    return _to_uint8((face.astype(np.float32) if softened is None else softened) + add[..., None])
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` blurred by a Gaussian of `sigma` px; under the first probe's blur, that blur mixed in by the share
+    sigma / probe (a Gaussian kernel under about 0.4 px is nearly the identity, so a portrait a few per cent crisper
+    than its shot would stay as crisp), which follows the crispness measured between 0 and the probe."""
+    first = SOFTEN_PROBES[0]
+    blurred = np.asarray(cv2.GaussianBlur(image, (0, 0), max(sigma, first)))
+    if sigma >= first:
+        return blurred
+    return np.asarray(cv2.addWeighted(image, 1.0 - sigma / first, blurred, sigma / first, 0.0))
 
 
 def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: float) -> float:
@@ -93,7 +110,7 @@ def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: fl
     sigmas, crisps = [0.0], [crisp]
     for probe in SOFTEN_PROBES:
         sigmas.append(probe)
-        crisps.append(crispness(cv2.GaussianBlur(gray, (0, 0), probe), inside))
+        crisps.append(crispness(_blurred(gray, probe), inside))
         if crisps[-1] <= target:
             return float(np.interp(target, crisps[::-1], sigmas[::-1]))
     a = max(crisp / max(crisps[-1], 1e-6) - 1.0, 1e-3) / sigmas[-1] ** 2
