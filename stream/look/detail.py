@@ -57,7 +57,7 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
     # the crispness the face is brought to: the actor's, and further by what the crop and the paste will lose of it
     aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, 1.0))
-    softened = None
+    soften = None  # the luminance the softening takes off (or adds back), like the detail: colour stays the cast's
     if aim < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
         sharpen = 0.0
         if memory is not None and memory.sigma is not None and memory.age % SOFTEN_EVERY:
@@ -71,24 +71,26 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
         if memory is not None:
             memory.age += 1
         if blur >= SOFTEN_LEAST:  # in floats: a slight softening is finer than a grey level
-            softened, gray_face = _blurred(face.astype(np.float32), blur), _blurred(gray_face, blur)
+            softened = _blurred(gray_face, blur)
+            soften, gray_face = softened - gray_face, softened
     else:  # the cast's own detail raised
         sharpen = float(np.clip(aim / max(crisp_ours, 1e-3) - 1.0, 0.0, max_sharpen))
     ours, theirs = _detail(gray_face, sigma), _detail(gray_actor, sigma)  # the face's detail once it is softened
     e_ours, e_theirs = float(np.abs(ours[inside]).mean()), float(np.abs(theirs[inside]).mean())
     if e_theirs <= e_ours or e_theirs < 1e-3:
-        return face if softened is None else _to_uint8(softened)
+        return face if soften is None else _added(face, soften)
     left = max(0.0, 1.0 - ((1.0 + sharpen) * e_ours / e_theirs) ** 2)  # what sharpening could not reach
     skin = (1.0 - features_mask(landmarks, n)) * mask
     # the cast's detail raised only well inside the face: at the feathered border (and where the portrait's hair was
     # painted over) a raised edge would show as a bright or dark seam
     core = np.clip(mask * 2.0 - 1.0, 0.0, 1.0)
     add = sharpen * ours * core + np.sqrt(left) * skin * theirs
-    return _to_uint8((face.astype(np.float32) if softened is None else softened) + add[..., None])
+    return _added(face, add if soften is None else add + soften)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+def _added(face: np.ndarray, luminance: np.ndarray) -> np.ndarray:
+    """`face` (uint8 RGB) with `luminance` (float, [N,N]) added to each channel, rounded and saturated."""
+    return np.asarray(cv2.add(face, cv2.merge([luminance, luminance, luminance]), dtype=cv2.CV_8U))
 
 
 def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
