@@ -1,7 +1,8 @@
 """`recast verify FILE|URL`: whether a video says it was recast, and whether that can be trusted.
 
 It reads the invisible mark in the pictures (stream/media/watermark.py: which frames carry it, its payload and a
-confidence; decoded a frame at a time, so a file of any length is read in bounded memory), the file's Content
+confidence; decoded a frame at a time, so a file of any length is read in bounded memory; the faces, which the mark
+spares, left out), the file's Content
 Credentials (stream/media/credentials.py: a C2PA manifest signed by `recast render
 --sign-cert --sign-key`, checked against the file's bytes and, with `--trust CA.pem`, against the operator's trust
 anchors) and its container tags (stream/media/provenance.file_metadata: written into every rendered file, unsigned).
@@ -44,6 +45,7 @@ def verify_file(location: str, trust: bytes | None, max_frames: int | None = Non
 
     from stream.media.credentials import Credentials, read_credentials
     from stream.media.watermark import read_container
+    from stream.perception.stills import installed_face_outlines
 
     url = is_url(location)
     if not url and not Path(location).is_file():
@@ -53,7 +55,7 @@ def verify_file(location: str, trust: bytes | None, max_frames: int | None = Non
             if not container.streams.video:
                 raise InputError(f"{location}: has no video stream")
             tags = dict(container.metadata)
-            mark = read_container(container, max_frames)
+            mark = read_container(container, max_frames, installed_face_outlines())
     except (av.error.FFmpegError, OSError) as exc:
         raise InputError(f"{location}: not a readable video ({exc})") from None
     credentials = Credentials("absent") if url else read_credentials(Path(location), trust)

@@ -29,3 +29,20 @@ def still_faces(detector: str = DEFAULT_DETECTOR, predictor: LandmarkPredictor |
         return [(box, model.predict(gray, box)) for box in hog.detect(gray)]
 
     return faces
+
+
+def face_outlines(detector: str = DEFAULT_DETECTOR) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Each face's outline in an RGB picture (the jaw and the brows of its 68 landmarks, [27,2] pixels): what a
+    reader of the invisible mark leaves out (stream.media.watermark.VideoReader), the renderer having spared it."""
+    faces = still_faces(detector)
+    return lambda image: [landmarks[:27].astype(np.float64) for _, landmarks in faces(image)]
+
+
+def installed_face_outlines() -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    """`face_outlines` with the default face models, or None where they are not installed."""
+    from stream.perception.model_files import ModelMissing
+
+    try:
+        return face_outlines()
+    except ModelMissing:
+        return None
