@@ -19,8 +19,8 @@ busy the mark is drowned, where it is flat it shows) and folds it: the sum of al
 up and the picture, which does not repeat with the tile, averages out. Each fold is correlated (circularly: a crop
 moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
 WINDOW frames (and, for short stretches, of SHORT_WINDOW frames) sums these maps, and the peak's height over the
-spread of the rest of the map is the window's score (`z`), which a window without the mark keeps at 6.5 or below
-(measured on every shared clip: docs/provenance.md). The tile's side is taken to be a sixth of the frame's shorter
+spread of the rest of the map is the window's score (`z`), which a window without the mark keeps at 7.2 or below
+(measured on every shared clip and variants of them: docs/provenance.md). The tile's side is taken to be a sixth of the frame's shorter
 side first, then searched (a crop makes the frame smaller than the one marked). Given a face finder, a reader leaves
 the faces out before it folds: they carry no mark, and in a crop that is mostly face they drown what is marked.
 """
@@ -48,7 +48,7 @@ TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter sid
 TILE_READ = 64  # a tile's side when read
 WINDOW = 64  # frames judged together (about two and a half seconds at 25 fps)
 SHORT_WINDOW = 24  # and the fewer frames around each, for a short recast stretch among frames without a recast
-Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 6.5 at most, measured)
+Z_MARKED = 8.0  # a window's score from which its frames carry the mark (unmarked clips: 7.2 at most, measured)
 Z_SIDE = 5.5  # a searched tile side is kept from this score (the windows at it then decide)
 SEARCH_EVERY = 4  # a tile side is searched over every 4th frame of a window (more patterns than in a row)
 READ_SHORT_SIDE = 360  # frames are read at most this size on their shorter side (WebRTC's 640x360)
