@@ -20,9 +20,10 @@ up and the picture, which does not repeat with the tile, averages out. Each fold
 moves the tiles' origin) with every pattern, and the strongest of them, in size, kept per offset; a window of
 WINDOW frames (and, for short stretches, of SHORT_WINDOW frames) sums these maps, and the peak's height over the
 spread of the rest of the map is the window's score (`z`), which a window without the mark keeps at 7.2 or below
-(measured on every shared clip and variants of them: docs/provenance.md). The tile's side is taken to be a sixth of the frame's shorter
-side first, then searched (a crop makes the frame smaller than the one marked). Given a face finder, a reader leaves
-the faces out before it folds: they carry no mark, and in a crop that is mostly face they drown what is marked.
+(measured on every shared clip and variants of them: docs/provenance.md). The tile's side is taken to be a sixth of
+the frame's shorter side first, then searched (a crop makes the frame smaller than the one marked). Given a face
+finder, a reader leaves the faces out before it folds: they carry no mark, and in a crop that is mostly face they
+drown what is marked.
 """
 
 from __future__ import annotations
