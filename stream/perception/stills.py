@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from stream.media.watermark import FaceOutlines
 from stream.perception.geometry import Box, to_gray
 from stream.perception.hog import FaceDetector, LandmarkPredictor
 
@@ -31,14 +32,14 @@ def still_faces(detector: str = DEFAULT_DETECTOR, predictor: LandmarkPredictor |
     return faces
 
 
-def face_outlines(detector: str = DEFAULT_DETECTOR) -> Callable[[np.ndarray], list[np.ndarray]]:
+def face_outlines(detector: str = DEFAULT_DETECTOR) -> FaceOutlines:
     """Each face's outline in an RGB picture (the jaw and the brows of its 68 landmarks, [27,2] pixels): what a
     reader of the invisible mark leaves out (stream.media.watermark.VideoReader), the renderer having spared it."""
     faces = still_faces(detector)
     return lambda image: [landmarks[:27].astype(np.float64) for _, landmarks in faces(image)]
 
 
-def installed_face_outlines() -> Callable[[np.ndarray], list[np.ndarray]] | None:
+def installed_face_outlines() -> FaceOutlines | None:
     """`face_outlines` with the default face models, or None where they are not installed."""
     from stream.perception.model_files import ModelMissing
 
