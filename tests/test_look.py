@@ -434,6 +434,23 @@ def test_a_texture_coloured_before_the_warp_draws_the_warped_face_coloured() -> 
     assert colour_texture(texture.copy(), stats, coloured, (0, 0, 512, 512)) is not coloured
 
 
+@pytest.mark.parametrize("shift", [0.0, 70.0])  # a mouth inside the crop, and one cut by its lower edge
+def test_the_mouth_interior_made_in_its_box_is_the_one_made_over_the_whole_crop(shift: float) -> None:
+    """The actor's mouth interior is blended into the face in the inner lips' box alone (Finish.blend_mouth): the
+    same picture as the mask made and blended over the whole crop, to a level of rounding."""
+    rng = np.random.default_rng(3)
+    face, actor = (rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(2))
+    points = face_layout() + (0.0, shift)
+    points[60:68] = np.column_stack([128 + 18 * np.cos(np.linspace(0, 6.0, 8)), 180 + shift + 9 * np.sin(
+        np.linspace(0, 6.0, 8))])  # an open mouth
+    finish = Finish(color=False, mouth=True)
+    boxed = finish.blend_mouth(face, actor, points, finish.look(1))
+    inner = polygon_mask(points[60:68], 256, blur=1.5)
+    whole = cv2.blendLinear(face, actor, 1.0 - inner, inner)
+    assert inner.max() > 0.99 and np.abs(boxed.astype(np.int16) - whole).max() <= 1
+    assert (boxed != face).any(axis=2).sum() > 400  # the interior was blended in
+
+
 def test_a_pale_casts_dark_moustache_keeps_its_colour_on_a_warm_actor() -> None:
     """A skin tone moves a dark pixel's colour little: a pale cast's dark moustache and brows on a warm-skinned
     actor stay a dark, near-neutral brown while its skin takes the actor's tone. Shifted whole in Lab, they took

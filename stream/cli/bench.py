@@ -161,8 +161,8 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
     from stream.look.detail import match_detail
     from stream.look.gaze import cast_gaze
     from stream.look.light import transfer_light
-    from stream.look.masks import face_mask, polygon_mask
-    from stream.look.paste import blend, crispness_kept, paste_back
+    from stream.look.masks import face_mask
+    from stream.look.paste import crispness_kept, paste_back
     from stream.recasters.contract import FaceCrop
     from stream.recasters.warp import WarpRecaster
 
@@ -223,7 +223,7 @@ def bench_look_steps(location: str | Path, recaster: Recaster, options: RenderOp
             pixels = np.ascontiguousarray(texture[..., :3])
             alpha = texture[..., 3].astype(np.float32) / 255.0
             mask = timed("mask", face_mask, points, n) * alpha
-            timed("mouth interior", blend, pixels, actor, polygon_mask(points[60:68], n, blur=1.5))
+            timed("mouth interior", recaster.finish.blend_mouth, pixels, actor, points, track)
             timed("colour (into the texture, on average)", recaster._recolour, cast_id, actor, mask, track)
             timed("light", transfer_light, pixels, actor, points, mask)
             timed("gaze", cast_gaze, pixels, actor, points)

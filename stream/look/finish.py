@@ -5,9 +5,9 @@ detail of the shot; each track carries its colour, light, gaze and landmark filt
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from stream.look.colour import ColorStats, ColouredTexture, apply_color, color_stats
@@ -21,6 +21,7 @@ from stream.look.masks import polygon_mask
 from stream.look.paste import blend
 from stream.perception.mesh import EyeReading
 
+MOUTH_BLUR = 1.5  # px: the softening of the mouth interior's edge
 COLOR_STEADY = 0.3  # the share of a new colour measurement taken each frame (the light changes slowly)
 
 
@@ -75,11 +76,8 @@ class Finish:
                  cast_spans: np.ndarray | None = None) -> np.ndarray:
         """`face` ([N,N,3] uint8, drawn on `points`) finished against the `actor`'s crop, inside `mask`; `spans`
         and `cast_spans` where the actor's and the cast's eyes visibly lie (mesh.EyeReading), for the gaze."""
-        n = face.shape[0]
         if self.mouth:
-            inner = polygon_mask(points[INNER_MOUTH], n, blur=1.5)
-            if inner.any():
-                face = blend(face, self._coloured_mouth(actor, inner, look), inner)
+            face = self.blend_mouth(face, actor, points, look)
         if self.color:
             # over the whole face: statistics of the skin alone match skin tones more closely, but move the
             # identity towards the actor's (d20: d_cast 0.479 against 0.449) and flicker more
@@ -98,13 +96,24 @@ class Finish:
             face = match_detail(face, actor, points, mask, memory=look.soften, kept=kept)
         return face
 
-    def _coloured_mouth(self, actor: np.ndarray, inner: np.ndarray, look: TrackLook) -> np.ndarray:
-        """The actor's crop with the mouth's interior in the face's colour, where the recaster coloured the face
-        before it came here (the warp colours its texture): teeth and tongue then change with the face's colour as
-        they do when the finished face is coloured whole, and stay as steady."""
-        if self.color or look.color is None:
-            return actor
-        x, y, w, h = cv2.boundingRect((inner > 0).astype(np.uint8))
-        out = actor.copy()
-        out[y:y + h, x:x + w] = apply_color(np.ascontiguousarray(actor[y:y + h, x:x + w]), look.color)
+    def blend_mouth(self, face: np.ndarray, actor: np.ndarray, points: np.ndarray, look: TrackLook) -> np.ndarray:
+        """`face` with the actor's mouth interior (teeth, tongue) blended in over the inner lips, softened by
+        MOUTH_BLUR px; made in the inner lips' box alone (over the whole crop it cost 0.5 ms a face). Where the
+        recaster coloured the face before it came here (the warp colours its texture), the interior is put in the
+        face's colour: teeth and tongue then change with the face's colour as they do when the finished face is
+        coloured whole, and stay as steady."""
+        n = face.shape[0]
+        reach = math.ceil(4 * MOUTH_BLUR) + 2  # the blur's kernel and the polygon's anti-aliased edge
+        x0, y0 = np.maximum(np.floor(points[INNER_MOUTH].min(axis=0)).astype(int) - reach, 0)
+        x1, y1 = np.minimum(np.ceil(points[INNER_MOUTH].max(axis=0)).astype(int) + reach + 1, n)
+        if x1 <= x0 or y1 <= y0:
+            return face
+        inner = polygon_mask(points[INNER_MOUTH] - (x0, y0), (int(y1 - y0), int(x1 - x0)), blur=MOUTH_BLUR)
+        if not inner.any():
+            return face
+        theirs = np.ascontiguousarray(actor[y0:y1, x0:x1])
+        if not self.color and look.color is not None:
+            theirs = apply_color(theirs, look.color)
+        out = face.copy()
+        out[y0:y1, x0:x1] = blend(face[y0:y1, x0:x1], theirs, inner)
         return out
