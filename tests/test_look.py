@@ -440,7 +440,7 @@ def test_the_mouth_interior_made_in_its_box_is_the_one_made_over_the_whole_crop(
     same picture as the mask made and blended over the whole crop, to a level of rounding."""
     rng = np.random.default_rng(3)
     face, actor = (rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(2))
-    points = face_layout() + (0.0, shift)
+    points = face_layout() + np.array([0.0, shift])
     points[60:68] = np.column_stack([128 + 18 * np.cos(np.linspace(0, 6.0, 8)), 180 + shift + 9 * np.sin(
         np.linspace(0, 6.0, 8))])  # an open mouth
     finish = Finish(color=False, mouth=True)

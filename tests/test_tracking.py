@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from stream.casts.cast import read_image
+from stream.media.cuts import CutDetector
 from stream.media.sources import MediaSource
-from stream.perception.cuts import CutDetector
 from stream.perception.geometry import to_gray
 from stream.perception.hog import FaceDetector, LandmarkPredictor, find_landmark_model
 from stream.perception.track_set import TrackSet, contiguous_runs

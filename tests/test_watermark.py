@@ -84,6 +84,28 @@ def test_a_reader_finds_where_the_mark_starts_and_reads_across_a_change_of_size(
     assert all(v.marked for v in short) and read is None
 
 
+def test_a_short_marked_shot_before_a_cut_is_read_on_its_own() -> None:
+    """20 faintly marked frames (the mark at half its strength, as a denoising encoder leaves it), then a cut to 60
+    unmarked frames of another picture: the 20 are judged by their shot alone, not by windows that reach past the
+    cut into frames that carry nothing (which read them about 1 lower), and the frames well past the cut are not
+    marked."""
+    import cv2
+
+    with MediaSource(S18, keep_audio=False) as source:
+        other = [cv2.resize(f.image[:, 280:1000], (480, 480), interpolation=cv2.INTER_AREA)
+                 for f in source.frames() if f.index < 60]
+    rng = np.random.default_rng(0)
+    faint = [np.clip(image + (marked.astype(np.float32) - image) * 0.5 + rng.normal(0, 1.0, image.shape), 0, 255)
+             .round().astype(np.uint8) for image, marked in zip(_d20()[:20], _marked(_d20()[:20], Payload(True, 5)),
+                                                                strict=True)]
+    alone, _ = read_frames(faint)
+    verdicts, _ = read_frames(faint + other)
+    assert all(v.marked for v in alone)
+    for shot, cut in zip(alone, verdicts[:20], strict=True):
+        assert cut.marked and cut.z >= shot.z - 0.05, (cut, shot)
+    assert not any(v.marked for v in verdicts[20 + watermark.SHORT_WINDOW:])
+
+
 def test_the_mark_survives_the_attacks_and_unrecast_clips_are_not_flagged() -> None:
     """`recast bench --only provenance` on s18's first 100 frames recast on the live path (a full payload cycle is
     96 frames): every recast frame read as marked after each attack (the goal is 99 %), the payload back; the mark

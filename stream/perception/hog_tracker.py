@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.perception.cuts import CutDetector
+from stream.media.cuts import CutDetector
 from stream.perception.geometry import Box, landmark_box
 from stream.perception.hog import FaceDetector, LandmarkPredictor
 from stream.perception.tracker import TrackedFace, TrackerStats, drop_duplicates, plausible

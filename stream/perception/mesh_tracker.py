@@ -17,7 +17,7 @@ from stream.perception.mesh import Crop, MeshResult, crop_from_detection, head_p
 if TYPE_CHECKING:
     from stream.perception.blazeface import BlazeFace, Detection
     from stream.perception.mesh import FaceMesh
-from stream.perception.cuts import CutDetector
+from stream.media.cuts import CutDetector
 from stream.perception.tracker import TrackedFace, TrackerStats, drop_duplicates, plausible
 
 log = logging.getLogger(__name__)
