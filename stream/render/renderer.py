@@ -89,7 +89,7 @@ class HeldFace:
     def of(cls, region: PastedRegion, before: HeldFace | None) -> HeldFace | None:
         if region.over is None or region.under is None:
             return None
-        inside = region.alpha[::2, ::2] > 0.5
+        inside = _half(region.alpha) > 0.5
         if not inside.any():
             return None
         grey = _grey(region.under)
@@ -123,8 +123,14 @@ class HeldFace:
         target[...] = blend(target, r.over, r.alpha)
 
 
+def _half(picture: np.ndarray) -> np.ndarray:
+    """Every other pixel of a picture, each way (the nearest: a strided copy in NumPy cost 3 times as much)."""
+    height, width = picture.shape[:2]
+    return np.asarray(cv2.resize(picture, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_NEAREST))
+
+
 def _grey(rgb: np.ndarray) -> np.ndarray:
-    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY))
+    return np.asarray(cv2.cvtColor(_half(rgb), cv2.COLOR_RGB2GRAY))
 
 
 @dataclass(frozen=True)
