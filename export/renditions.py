@@ -30,7 +30,7 @@ from engines.errors import InputError
 from stream.casts.cast import Cast
 from stream.media import opus
 from stream.media.opus import OpusEncoder
-from stream.media.sinks import even_size, padded_to_even
+from stream.media.sinks import even_size, yuv420_frame
 from stream.media.sources import MediaSource, VideoInfo
 from stream.perception.track_set import TrackSet
 from stream.recasters.contract import Recaster
@@ -133,7 +133,7 @@ def encode_video(frames: Iterable[tuple[float, np.ndarray]], fps: float, out: Pa
             if context is None:
                 context = _h264(*even_size(image.shape[1], image.shape[0]), fps, gop, crf, max_kbps)
             times.append(time_s)
-            frame = av.VideoFrame.from_ndarray(padded_to_even(image), format="rgb24").reformat(format="yuv420p")
+            frame = yuv420_frame(image)
             frame.pts, frame.time_base = number, context.time_base
             frame.pict_type = av.video.frame.PictureType.I if number % gop == 0 else av.video.frame.PictureType.NONE
             for packet in context.encode(frame):

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from stream.media.sinks import MediaSink
+from stream.media.sinks import MediaSink, yuv420_frame
 from stream.media.sources import MediaError, MediaSource, probe
 from tests.conftest import decode_all, media, psnr
 
@@ -96,6 +96,25 @@ def test_odd_frame_size_is_padded_to_even(tmp_path: Path, make_video: Callable[.
     info = probe(out)
     assert (info["width"], info["height"]) == (162, 122)
     assert info["frames"] == 12
+
+
+def test_pictures_go_to_the_encoder_in_ffmpegs_own_colours() -> None:
+    """An RGB picture converted for the encoder by OpenCV (`yuv420_frame`) is the one FFmpeg's own conversion makes:
+    luma within a level, chroma within two (its subsampling filter), and back to RGB alike; odd sides padded."""
+    with MediaSource(media("videos/liveportrait_d20.mp4")) as source:
+        image = next(iter(source.frames())).image
+    for picture in (image, np.ascontiguousarray(image[:301, :199])):
+        ours = yuv420_frame(picture)
+        theirs = av.VideoFrame.from_ndarray(np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2),
+                                                             (0, 0)), mode="edge"), format="rgb24")
+        theirs = theirs.reformat(format="yuv420p")
+        assert (ours.width, ours.height) == (theirs.width, theirs.height) == (picture.shape[1] + picture.shape[1] % 2,
+                                                                              picture.shape[0] + picture.shape[0] % 2)
+        a, b = (frame.to_ndarray().astype(np.int16) for frame in (ours, theirs))
+        luma = ours.height
+        assert np.abs(a[:luma] - b[:luma]).max() <= 1 and np.abs(a[luma:] - b[luma:]).max() <= 2
+        back = ours.to_ndarray(format="rgb24")[:picture.shape[0], :picture.shape[1]]
+        assert psnr(picture, back) > 35.0  # 4:2:0 costs the colour's finest detail, nothing more
 
 
 def test_truncated_file_yields_what_it_has(tmp_path: Path) -> None:

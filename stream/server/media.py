@@ -27,7 +27,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from stream.media import opus
-from stream.media.sinks import padded_to_even
+from stream.media.sinks import yuv420_frame
 from stream.media.sources import Frame, MediaSource, PacketDecoder
 from stream.server.encoding import VIDEO_CLOCK, PacketEncoder
 from stream.server.frames import FrameProcessor
@@ -57,7 +57,7 @@ class MediaSession(Protocol):
 
 def to_video_frame(image: np.ndarray, time_s: float) -> av.VideoFrame:
     """A picture as a WebRTC frame at `time_s`; odd sides padded to even ones, as in renders and renditions."""
-    frame = av.VideoFrame.from_ndarray(padded_to_even(image), format="rgb24")
+    frame = yuv420_frame(image)
     frame.pts = round(time_s / VIDEO_CLOCK)
     frame.time_base = VIDEO_CLOCK
     return frame
