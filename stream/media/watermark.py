@@ -259,6 +259,11 @@ class _Read:
     shot: int  # the shot it belongs to (shots are parted by cuts)
 
 
+def _shot_total(reads: Sequence[_Read], shot: int) -> np.ndarray:
+    """The maps of one shot's frames among `reads`, summed."""
+    return np.sum([read.strong for read in reads if read.shot == shot], axis=0)
+
+
 def face_weight(shape: tuple[int, int], outlines: Sequence[np.ndarray]) -> np.ndarray:
     """Where a picture of `shape` holding faces of these outlines (pixels) is read (`fold`'s weight, uint8): 255
     away from them, 0 on each outline grown by OUTLINE_GROW about its centre, feathered by OUTLINE_FEATHER of the
@@ -385,10 +390,9 @@ class VideoReader:
         assert self._sum is not None
         if peak_score(self._sum)[0] >= Z_MARKED:
             return True
-        shots = {read.shot for read in self._window}
-        return len(shots) > 1 and any(
-            peak_score(np.sum([read.strong for read in self._window if read.shot == shot], axis=0))[0] >= Z_MARKED
-            for shot in shots)
+        reads = list(self._window)
+        shots = {read.shot for read in reads}
+        return len(shots) > 1 and any(peak_score(_shot_total(reads, shot))[0] >= Z_MARKED for shot in shots)
 
     def _judge(self, reads: list[_Read], position: int) -> FrameVerdict:
         """A frame's verdict: the best of its window's score, the scores of the windows of SHORT_WINDOW frames that
@@ -397,9 +401,9 @@ class VideoReader:
         the peak are kept for the payload."""
         assert self._sum is not None
         z, peak = peak_score(self._sum)
-        shot = [read for read in reads if read.shot == reads[position].shot]
-        if len(shot) < len(reads):
-            z_shot, peak_shot = peak_score(np.sum([read.strong for read in shot], axis=0))
+        shot = reads[position].shot
+        if any(read.shot != shot for read in reads):
+            z_shot, peak_shot = peak_score(_shot_total(reads, shot))
             if z_shot > z:
                 z, peak = z_shot, peak_shot
         if len(reads) > SHORT_WINDOW:  # the short windows that hold the frame, a quarter of their length apart

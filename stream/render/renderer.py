@@ -124,7 +124,8 @@ class HeldFace:
 
 
 def _half(picture: np.ndarray) -> np.ndarray:
-    """Every other pixel of a picture, each way (the nearest: a strided copy in NumPy cost 3 times as much)."""
+    """A picture at half its size each way, by its nearest pixels (not always the even ones: the same grid for every
+    picture of a size, which is all the repeat test needs; a strided copy in NumPy cost 3 times as much)."""
     height, width = picture.shape[:2]
     return np.asarray(cv2.resize(picture, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_NEAREST))
 
