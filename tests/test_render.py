@@ -16,7 +16,7 @@ from stream.look.masks import face_mask
 from stream.look.paste import paste_back
 from stream.media.provenance import draw_badge
 from stream.media.sources import MediaSource, probe
-from stream.media.watermark import Watermark
+from stream.media.watermark import Watermark, strength_map
 from stream.perception.face_stage import LiveFaceStage
 from stream.perception.geometry import to_gray
 from stream.perception.hog import FaceDetector, LandmarkPredictor
@@ -25,7 +25,7 @@ from stream.recasters.contract import FaceCrop, IdentityRecaster, Recaster
 from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
-from stream.render.renderer import FaceRenderer, mark_payload
+from stream.render.renderer import FaceRenderer, mark_payload, spared_weight
 from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video, x264_settings
 
 D20 = "videos/liveportrait_d20.mp4"
@@ -66,7 +66,13 @@ def test_identity_round_trip_fidelity(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["offline", "live"])
 def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"warp-{mode}.mp4"
-    touched, on_rendered = capture_rendered()
+    touched, on_touched = capture_rendered()
+    strengths: dict[int, np.ndarray] = {}  # how strong the renderer made the mark: its picture's busyness, faces spared
+
+    def on_rendered(frame: Any, image: np.ndarray, rendered: Any) -> None:
+        on_touched(frame, image, rendered)
+        strengths[frame.index] = strength_map(image, [(r.x0, r.y0, spared_weight(r.alpha)) for r in rendered.regions])
+
     recaster = WarpRecaster([hopper_cast()])
     report = render(media(D20), out, recaster, RenderOptions(mode=mode), on_rendered=on_rendered)
     assert report.frames == 175 and report.faces_recast >= 170 and report.faces_failed == 0
@@ -78,7 +84,7 @@ def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
         # a margin of a few pixels for the encoder's block edges around the mask
         near = cv2.dilate((weight > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         expected = src[index].copy()
-        mark.embed(expected, index)  # the invisible mark is on every recast frame, the whole frame
+        mark.embed(expected, index, (), strengths[index])  # the invisible mark is on every recast frame
         outside.append(psnr(expected, got[index], ~near))
         unmarked.append(psnr(src[index], got[index], ~near))
         inside.append(psnr(src[index], got[index], weight > 0.9))

@@ -18,7 +18,7 @@ from stream.cli.bench_provenance import run_provenance_bench
 from stream.cli.main import main
 from stream.media import watermark
 from stream.media.sources import MediaSource
-from stream.media.watermark import WINDOW, Payload, Watermark, read_frames
+from stream.media.watermark import WINDOW, Payload, Watermark, read_frames, strength_map
 from stream.recasters.warp import WarpRecaster
 from stream.render.renderer import mark_payload
 from tests.conftest import media, psnr, s42_cast, static_server
@@ -42,12 +42,30 @@ def test_the_payload_round_trips_and_its_check_refuses_noise() -> None:
     assert Payload.for_id(True, "session:abc").mark_id == Payload.for_id(True, "session:abc").mark_id < 2048
 
 
-def test_the_mark_is_faint_and_leaves_tiny_frames_alone() -> None:
+def test_the_mark_is_faint_where_the_picture_is_flat_stronger_where_detail_hides_it_and_leaves_tiny_frames_alone(
+) -> None:
+    """On a flat picture (grey, or grey with a level of noise: not detail) the mark is STRENGTH_FLAT, a level or two
+    at a cell's centre; on d20's first frame (palm leaves, hair, a striped shirt: 88 % of it busy) it is about five
+    times as strong where the picture is busy as where it is flat; it adds nothing on average."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for noise in (0.0, 1.0):
+        flat = np.clip(128 + rng.normal(0, noise, (360, 640, 1)), 0, 255).round().astype(np.uint8).repeat(3, axis=2)
+        marked = flat.copy()
+        Watermark(Payload(True, 7)).embed(marked, 0)
+        assert int(np.abs(marked.astype(np.int16) - flat).max()) <= 2 and psnr(flat, marked) >= 48.0
     image = _d20()[0]
     marked = image.copy()
     Watermark(Payload(True, 7)).embed(marked, 0)
-    assert 42.0 <= psnr(image, marked) <= 46.0  # +-2 levels at a cell's centre
-    assert abs(float(marked.mean()) - float(image.mean())) < 0.2
+    assert 33.0 <= psnr(image, marked) <= 40.0  # 35.8 here
+    assert abs(float(marked.mean()) - float(image.mean())) < 0.3
+    strength = cv2.resize(strength_map(image), (image.shape[1], image.shape[0]))
+    change = marked[..., 1].astype(np.float32) - image[..., 1]
+    busy, flat_part = strength >= 204, strength <= 64  # 4 levels and more; 1.25 and less
+    assert busy.mean() > 0.5 and flat_part.sum() > 1000
+    ratio = float(np.sqrt((change[busy] ** 2).mean() / (change[flat_part] ** 2).mean()))
+    assert 3.0 <= ratio <= 7.0, ratio  # 4.8 here
     for shape in [(1, 1, 3), (2, 2, 3), (12, 12, 3)]:  # cells of a pixel or two: nothing an encoder would keep
         tiny = np.full(shape, 128, np.uint8)
         Watermark(Payload(True, 7)).embed(tiny, 3)
@@ -117,14 +135,14 @@ def test_the_mark_survives_the_attacks_and_unrecast_clips_are_not_flagged() -> N
 
     recaster = make_recaster("warp", default_casts(False)[:1], detector="mediapipe")
     result = run_provenance_bench([str(S18)], recaster, RenderOptions(), [str(D0)], frames=100)
-    assert result["embed_ms_720p"] < 10.0  # 0.3-0.4 ms here; generous for a slow, busy machine
+    assert result["embed_ms_720p"] < 10.0  # about 1 ms here; generous for a slow, busy machine
     clip = result["clips"][0]
     assert clip["frames"] == 100
     for row in clip["attacks"]:
         assert row["recast_frames"] >= 95, row
         assert row["share"] >= 0.99 and row["payload_ok"], row
         assert row["z_min"] >= watermark.Z_MARKED + 1.0, row  # a margin, not an edge
-    assert 40.0 <= clip["mark_psnr_db"] <= 47.0 and clip["mark_psnr_face_db"] > clip["mark_psnr_db"]
+    assert 35.0 <= clip["mark_psnr_db"] <= 42.0 and clip["mark_psnr_face_db"] > clip["mark_psnr_db"]
     assert clip["face_psnr_db"] - clip["face_psnr_marked_db"] <= 0.5
     [unmarked] = result["false_positives"]
     assert unmarked["frames"] == 78 and unmarked["marked"] == 0 and unmarked["z_max"] < watermark.Z_MARKED - 1.0

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from stream.media.sources import MediaSource
-from stream.media.watermark import Z_MARKED, FaceOutlines, Payload, Watermark, read_frames, read_video
+from stream.media.watermark import Z_MARKED, FaceOutlines, Payload, Watermark, read_frames, read_video, strength_map
 from stream.perception.stills import installed_face_outlines
 from stream.recasters.contract import Recaster
 from stream.render.options import RenderOptions
@@ -178,7 +178,8 @@ def bench_clip(location: str, recaster: Recaster, options: RenderOptions, frames
     for index in recast[::6]:
         x0, y0, x1, y1 = boxes[index]  # type: ignore[misc]
         grey = np.full(marked[index].shape, 128, np.uint8)
-        mark.embed(grey, index, spared[index])
+        # as strong as the recast picture let it be (the mark itself changes that little)
+        mark.embed(grey, index, spared[index], strength_map(marked[index], spared[index]))
         bare = np.clip(marked[index].astype(np.int16) - (grey.astype(np.int16) - 128), 0, 255).astype(np.uint8)
         face = (slice(y0, y1), slice(x0, x1))
         costs.append((_psnr(bare, marked[index]), _psnr(bare[face], marked[index][face]),

@@ -4,8 +4,9 @@ faces (the renderer spares the faces: stream/render/renderer.spared_weight), tha
 re-encoded) and carry a 16-bit payload.
 
 A pattern is a tile of CELLS x CELLS cells repeated over the frame from its top-left corner, a tile's side a sixth
-of the frame's shorter side (a scaled copy keeps it a sixth); each cell is a smooth bump of +-AMPLITUDE levels added
-to the three channels alike (a change of luma only). There are PATTERNS patterns, shown one after another,
+of the frame's shorter side (a scaled copy keeps it a sixth); each cell is a smooth bump added to the three channels
+alike (a change of luma only), of STRENGTH_FLAT levels where the picture is flat up to STRENGTH_BUSY where its fine
+detail hides it. There are PATTERNS patterns, shown one after another,
 FRAMES_PER_PATTERN frames each, each fading into the next (cosine and sine weights: the mark's strength stays the
 same while it moves, slowly). That the pattern changes matters more than anything else here: a still picture
 correlates with one pattern by chance, the same way in every frame, so summing frames cannot remove it; against a
@@ -32,6 +33,7 @@ import functools
 import hashlib
 import itertools
 import math
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +48,16 @@ from stream.media.cuts import CutDetector
 CELLS = 8  # a tile is CELLS x CELLS cells
 PATTERNS = 16  # patterns shown in turn; pattern j carries payload bit j in its sign
 FRAMES_PER_PATTERN = 6  # frames from one pattern to the next (a quarter of a second at 25 fps)
-AMPLITUDE = 2.0  # levels (of 255) a cell's bump adds or takes away at its centre
+# how many levels (of 255) a cell's bump adds or takes away at its centre: STRENGTH_FLAT where the picture is flat,
+# up to STRENGTH_BUSY where its detail hides the mark (busy_levels); held at STRENGTH_FLAT for NEAR_FACE of a spared
+# face's region around it (spare_faces)
+STRENGTH_FLAT, STRENGTH_BUSY = 1.0, 5.0
+BUSY_FROM, BUSY_SLOPE = 0.5, 1.5  # from this spread of fine detail (levels), the strength rises so many levels a level
+DETAIL_BLUR, DETAIL_SPREAD = 1.5, 3.0  # fine detail: what a blur of this takes away; its spread: over this (pixels)
+STRENGTH_SCALE = 4  # the strength is measured and made at a quarter of the picture's size
+BUSY_EVERY = 2  # frames of a stream from one measure of how busy its picture is to the next (it changes slowly)
+NEAR_FACE = 0.05
+HEADROOM = 1.5  # two patterns' bumps, fading one into the other, add up to 1.41 of one
 TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter side
 TILE_READ = 64  # a tile's side when read
 WINDOW = 64  # frames judged together (about two and a half seconds at 25 fps)
@@ -130,8 +141,8 @@ def _tile(cells: np.ndarray, side: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _tiles(side: int) -> np.ndarray:
-    """Every pattern's tile at `side` pixels, times AMPLITUDE: [PATTERNS, side, side]."""
-    return np.stack([_tile(cells, side) for cells in _cells()]) * np.float32(AMPLITUDE)
+    """Every pattern's tile at `side` pixels, times STRENGTH_BUSY: [PATTERNS, side, side]."""
+    return np.stack([_tile(cells, side) for cells in _cells()]) * np.float32(STRENGTH_BUSY)
 
 
 def schedule(index: int) -> tuple[tuple[int, float], tuple[int, float]]:
@@ -148,28 +159,109 @@ class Watermark:
         self.payload = payload
         bits = payload.bits
         self._signs = np.array([1.0 if bits >> j & 1 else -1.0 for j in range(PATTERNS)], np.float32)
+        self._local = threading.local()  # each thread's buffers (_work_for)
 
-    def embed(self, image: np.ndarray, index: int, spared: Sequence[tuple[int, int, np.ndarray]] = ()) -> None:
-        """Add the mark of frame `index` (its place in the stream picks the patterns) to an RGB picture, in place.
-        `spared`: regions (x0, y0, weight [h, w] in 0..1) left unmarked as far as their weight goes (a recast
-        face: a mark that changes from frame to frame would add to its flicker)."""
+    def embed(self, image: np.ndarray, index: int, spared: Sequence[tuple[int, int, np.ndarray]] = (),
+              strength: np.ndarray | None = None) -> None:
+        """Add the mark of frame `index` (its place in the stream picks the patterns) to an RGB picture, in place,
+        as strong as the picture lets it be (`strength_map`, made of the picture itself unless given: its busyness
+        measured every BUSY_EVERY frames). `spared`:
+        regions (x0, y0, weight [h, w] in 0..1) left unmarked as far as their weight goes (a recast face: a mark
+        that changes from frame to frame would add to its flicker)."""
         height, width = image.shape[:2]
         side = tile_side(width, height)
         if side < MIN_SIDE:
             return
-        # what is kept of the mark where a face is spared, 0..255 (in place, in 8 bits: no large array is made)
-        kept = [(x0, y0, cv2.convertScaleAbs(weight, alpha=-255.0, beta=255.0)) for x0, y0, weight in spared]
+        if strength is None:
+            strength = spare_faces(self._busy_levels(image, index), spared)
+        reps_y, reps_x = -(-height // side), -(-width // side)
+        work = self._work_for(height, width, reps_y * side, reps_x * side)
+        cv2.resize(strength, (width, height), dst=work.strength, interpolation=cv2.INTER_LINEAR)
         tiles = _tiles(side)
         (first, a), (second, b) = schedule(index)
         tile = tiles[first] * np.float32(a * self._signs[first]) + tiles[second] * np.float32(b * self._signs[second])
-        rounded = np.rint(tile).astype(np.int16)
-        reps_y, reps_x = -(-height // side), -(-width // side)
-        for layer, apply in ((rounded, cv2.add), (-rounded, cv2.subtract)):
-            one = cv2.repeat(np.clip(layer, 0, 255).astype(np.uint8), reps_y, reps_x)[:height, :width]
-            for x0, y0, keep in kept:  # the mark thinned where a face is spared
-                region = one[y0:y0 + keep.shape[0], x0:x0 + keep.shape[1]]
-                cv2.multiply(region, keep[:region.shape[0], :region.shape[1]], dst=region, scale=1 / 255)
-            apply(image, cv2.merge([one, one, one]), dst=image)
+        # the tile in 255ths of HEADROOM x STRENGTH_BUSY levels, rounded to levels once, when the strength is applied
+        fine = tile * np.float32(255 / (HEADROOM * STRENGTH_BUSY))
+        for layer, apply in ((fine, cv2.add), (-fine, cv2.subtract)):
+            cv2.repeat(np.clip(np.rint(layer), 0, 255).astype(np.uint8), reps_y, reps_x, dst=work.repeated)
+            cv2.multiply(work.repeated[:height, :width], work.strength, dst=work.layer,
+                         scale=HEADROOM * STRENGTH_BUSY / (255 * 255))
+            cv2.merge([work.layer, work.layer, work.layer], dst=work.rgb)
+            apply(image, work.rgb, dst=image)
+
+    def _busy_levels(self, image: np.ndarray, index: int) -> np.ndarray:
+        """`busy_levels` of the picture, measured again every BUSY_EVERY frames of a stream (a picture's busyness
+        changes slowly; the faces are spared in every frame)."""
+        held: tuple[int, tuple[int, int], np.ndarray] | None = getattr(self._local, "busy", None)
+        shape = (image.shape[0], image.shape[1])
+        if held is None or held[1] != shape or not 0 <= index - held[0] < BUSY_EVERY:
+            held = (index, shape, busy_levels(image))
+            self._local.busy = held
+        return held[2]
+
+    def _work_for(self, height: int, width: int, tiled_height: int, tiled_width: int) -> _Work:
+        """This thread's buffers for frames of this size (made once: a frame's worth of new memory each frame costs
+        more than the arithmetic done in it)."""
+        work: _Work | None = getattr(self._local, "work", None)
+        if work is None or work.rgb.shape[:2] != (height, width) or work.repeated.shape != (tiled_height, tiled_width):
+            work = _Work(np.empty((height, width), np.uint8), np.empty((tiled_height, tiled_width), np.uint8),
+                         np.empty((height, width), np.uint8), np.empty((height, width, 3), np.uint8))
+            self._local.work = work
+        return work
+
+
+@dataclass
+class _Work:
+    """Buffers of a frame's size that Watermark.embed writes into."""
+
+    strength: np.ndarray  # the strength map at the frame's size
+    repeated: np.ndarray  # the tile repeated over whole tiles
+    layer: np.ndarray  # one sign of the mark, its strength applied
+    rgb: np.ndarray  # that in three channels
+
+
+def strength_map(image: np.ndarray, spared: Sequence[tuple[int, int, np.ndarray]] = ()) -> np.ndarray:
+    """How strong the mark may be over an RGB picture, at a quarter of its size (uint8: 255 is STRENGTH_BUSY
+    levels at a cell's centre): `busy_levels`, the faces spared (`spare_faces`)."""
+    return spare_faces(busy_levels(image), spared)
+
+
+def busy_levels(image: np.ndarray) -> np.ndarray:
+    """The mark's strength in levels over a picture, at a quarter of its size (float32). Where the picture is flat a
+    mark shows, where it is busy the detail hides it: the local spread of the picture's fine detail (what a blur of
+    DETAIL_BLUR takes away, spread over DETAIL_SPREAD, at a quarter of the size) sets it, from STRENGTH_FLAT up by
+    BUSY_SLOPE levels a level of spread above BUSY_FROM, to STRENGTH_BUSY."""
+    height, width = image.shape[:2]
+    size = (max(1, width // STRENGTH_SCALE), max(1, height // STRENGTH_SCALE))
+    small = cv2.resize(luma(image), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    detail = small - cv2.GaussianBlur(small, (0, 0), DETAIL_BLUR)
+    spread = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), DETAIL_SPREAD))
+    levels = np.clip(STRENGTH_FLAT + (spread - BUSY_FROM) * BUSY_SLOPE, STRENGTH_FLAT, STRENGTH_BUSY)
+    return np.asarray(cv2.GaussianBlur(levels, (0, 0), DETAIL_SPREAD / 2))
+
+
+def spare_faces(levels: np.ndarray, spared: Sequence[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """`busy_levels` with each spared face (x0, y0, weight: pixels of the picture) left unmarked as far as its weight
+    goes, and the picture around it, to NEAR_FACE of the face's region, held at STRENGTH_FLAT (hair beside a face is
+    busy, and a strong mark there reaches the face through the encoder: s18 with s42's face, flicker 1.07 against
+    1.05); uint8, 255 is STRENGTH_BUSY."""
+    out = levels.copy()
+    for x0, y0, weight in spared:
+        size = (max(1, round(weight.shape[1] / STRENGTH_SCALE)), max(1, round(weight.shape[0] / STRENGTH_SCALE)))
+        face = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        reach = max(1, round(NEAR_FACE * max(size)))
+        near = cv2.dilate((face > 0.02).astype(np.uint8),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > 0
+        left, top = round(x0 / STRENGTH_SCALE), round(y0 / STRENGTH_SCALE)
+        inside = (slice(max(0, top), min(out.shape[0], top + size[1])),
+                  slice(max(0, left), min(out.shape[1], left + size[0])))
+        region = out[inside]
+        if region.size == 0:
+            continue
+        own = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
+        region[near[own]] = np.minimum(region[near[own]], np.float32(STRENGTH_FLAT))
+        region *= 1 - face[own]
+    return np.rint(out * np.float32(255 / STRENGTH_BUSY)).astype(np.uint8)
 
 
 # reading
