@@ -128,7 +128,7 @@ def test_the_mark_survives_the_attacks_and_unrecast_clips_are_not_flagged() -> N
     """`recast bench --only provenance` on s18's first 100 frames recast on the live path (a full payload cycle is
     96 frames): every recast frame read as marked after each attack (the goal is 99 %), the payload back; the mark
     costs the face at most 0.5 dB against the source (it spares the face); d0, unrecast, has no frame taken for
-    marked. (A close-up's crop, nearly all face, is a known miss: docs/provenance.md.)"""
+    marked."""
     from stream.casts.cast import default_casts
     from stream.recasters.factory import make_recaster
     from stream.render.options import RenderOptions

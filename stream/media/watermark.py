@@ -55,7 +55,6 @@ STRENGTH_FLAT, STRENGTH_BUSY = 1.0, 5.0
 BUSY_FROM, BUSY_SLOPE = 0.5, 1.5  # from this spread of fine detail (levels), the strength rises so many levels a level
 DETAIL_BLUR, DETAIL_SPREAD = 1.5, 3.0  # fine detail: what a blur of this takes away; its spread: over this (pixels)
 STRENGTH_SCALE = 4  # the strength is measured and made at a quarter of the picture's size
-BUSY_EVERY = 2  # frames of a stream from one measure of how busy its picture is to the next (it changes slowly)
 NEAR_FACE = 0.05
 HEADROOM = 1.5  # two patterns' bumps, fading one into the other, add up to 1.41 of one
 TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter side
@@ -164,8 +163,9 @@ class Watermark:
     def embed(self, image: np.ndarray, index: int, spared: Sequence[tuple[int, int, np.ndarray]] = (),
               strength: np.ndarray | None = None) -> None:
         """Add the mark of frame `index` (its place in the stream picks the patterns) to an RGB picture, in place,
-        as strong as the picture lets it be (`strength_map`, made of the picture itself unless given: its busyness
-        measured every BUSY_EVERY frames). `spared`:
+        as strong as the picture lets it be (`strength_map`, made of the picture itself unless given: in every frame,
+        for a busyness measured every other frame changes the mark's strength in steps, which s18 recast with s42
+        showed as flicker, 1.07 against 1.02). `spared`:
         regions (x0, y0, weight [h, w] in 0..1) left unmarked as far as their weight goes (a recast face: a mark
         that changes from frame to frame would add to its flicker)."""
         height, width = image.shape[:2]
@@ -173,7 +173,7 @@ class Watermark:
         if side < MIN_SIDE:
             return
         if strength is None:
-            strength = spare_faces(self._busy_levels(image, index), spared)
+            strength = strength_map(image, spared)
         reps_y, reps_x = -(-height // side), -(-width // side)
         work = self._work_for(height, width, reps_y * side, reps_x * side)
         cv2.resize(strength, (width, height), dst=work.strength, interpolation=cv2.INTER_LINEAR)
@@ -188,16 +188,6 @@ class Watermark:
                          scale=HEADROOM * STRENGTH_BUSY / (255 * 255))
             cv2.merge([work.layer, work.layer, work.layer], dst=work.rgb)
             apply(image, work.rgb, dst=image)
-
-    def _busy_levels(self, image: np.ndarray, index: int) -> np.ndarray:
-        """`busy_levels` of the picture, measured again every BUSY_EVERY frames of a stream (a picture's busyness
-        changes slowly; the faces are spared in every frame)."""
-        held: tuple[int, tuple[int, int], np.ndarray] | None = getattr(self._local, "busy", None)
-        shape = (image.shape[0], image.shape[1])
-        if held is None or held[1] != shape or not 0 <= index - held[0] < BUSY_EVERY:
-            held = (index, shape, busy_levels(image))
-            self._local.busy = held
-        return held[2]
 
     def _work_for(self, height: int, width: int, tiled_height: int, tiled_width: int) -> _Work:
         """This thread's buffers for frames of this size (made once: a frame's worth of new memory each frame costs
