@@ -21,7 +21,7 @@ from aiortc import MediaStreamTrack
 from stream.cli.demo_title import demo_title_path
 from stream.media.sinks import first_seconds
 from stream.media.sources import MediaSource
-from stream.media.watermark import Z_MARKED, read_frames
+from stream.media.watermark import read_frames
 from stream.server.clients import Viewer
 from stream.server.service import CLEANUP_DELAY_S, SERVICE, ServerConfig
 from stream.server.titles import scan_titles
@@ -90,12 +90,9 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str 
             original_marks, _ = read_frames([f.to_ndarray(format="rgb24") for f in off])
             scores = [v.z for v in recast_marks]
             print(f"{codec} {encoder}: the mark's windows score {min(scores):.1f}-{max(scores):.1f}")
-            # over aiortc's VP8, whose denoiser takes the mark's slow change on the demo's still background for
-            # noise, windows score 7.3-12 (the session's VP8 20-26, H.264 17-25; unmarked 4-5): read over seconds
-            if codec == "video/VP8" and encoder == "webrtc":
-                assert max(v.z for v in recast_marks) >= Z_MARKED
-            else:
-                assert sum(v.marked for v in recast_marks) >= 0.9 * len(recast_marks)
+            # windows score 24-26 over aiortc's own VP8 (its denoiser freezes small changes: the mark is strongest
+            # where the picture is busy), 28-36 over the session's encoders; unmarked 4-5
+            assert sum(v.marked for v in recast_marks) >= 0.9 * len(recast_marks)
             assert not any(v.marked for v in original_marks)
             face_on, rest_on = _compare(on[5:], demo)
             face_off, rest_off = _compare(off, demo)

@@ -126,7 +126,7 @@ def test_a_short_marked_shot_before_a_cut_is_read_on_its_own() -> None:
 
 def test_the_mark_survives_the_attacks_and_unrecast_clips_are_not_flagged() -> None:
     """`recast bench --only provenance` on s18's first 100 frames recast on the live path (a full payload cycle is
-    96 frames): every recast frame read as marked after each attack (the goal is 99 %), the payload back; the mark
+    64 frames): every recast frame read as marked after each attack (the goal is 99 %), the payload back; the mark
     costs the face at most 0.5 dB against the source (it spares the face); d0, unrecast, has no frame taken for
     marked."""
     from stream.casts.cast import default_casts

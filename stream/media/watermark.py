@@ -47,7 +47,7 @@ from stream.media.cuts import CutDetector
 
 CELLS = 8  # a tile is CELLS x CELLS cells
 PATTERNS = 16  # patterns shown in turn; pattern j carries payload bit j in its sign
-FRAMES_PER_PATTERN = 6  # frames from one pattern to the next (a quarter of a second at 25 fps)
+FRAMES_PER_PATTERN = 4  # frames from one pattern to the next (a sixth of a second at 25 fps: a cycle of 64 frames)
 # how many levels (of 255) a cell's bump adds or takes away at its centre: STRENGTH_FLAT where the picture is flat,
 # up to STRENGTH_BUSY where its detail hides the mark (busy_levels); held at STRENGTH_FLAT for NEAR_FACE of a spared
 # face's region around it (spare_faces)
