@@ -25,7 +25,7 @@ from stream.recasters.contract import FaceCrop, IdentityRecaster, Recaster
 from stream.recasters.warp import WarpRecaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import make_tracker, render
-from stream.render.renderer import FaceRenderer, mark_payload, spared_weight
+from stream.render.renderer import FaceRenderer, mark_payload
 from tests.conftest import HAMILTON, capture_rendered, decode_all, media, psnr, s42_warp, still_video, x264_settings
 
 D20 = "videos/liveportrait_d20.mp4"
@@ -71,7 +71,7 @@ def test_warp_changes_faces_and_nothing_else(tmp_path: Path, mode: str) -> None:
 
     def on_rendered(frame: Any, image: np.ndarray, rendered: Any) -> None:
         on_touched(frame, image, rendered)
-        strengths[frame.index] = strength_map(image, [(r.x0, r.y0, spared_weight(r.alpha)) for r in rendered.regions])
+        strengths[frame.index] = strength_map(image, [(r.x0, r.y0, r.alpha) for r in rendered.regions])
 
     recaster = WarpRecaster([hopper_cast()])
     report = render(media(D20), out, recaster, RenderOptions(mode=mode), on_rendered=on_rendered)

@@ -13,7 +13,7 @@ kept; then each attack is applied with PyAV, in memory, and the mark read back f
 - capture: scaled to 80 % (a window on another screen), encoded at 1.5 Mbit/s once.
 For each: the share of recast frames read as marked (goal >= 99 %) and whether the payload came back. Then the cost:
 the mark's own PSNR (the recast with and without it) over the frame and over the face's box (the face itself is
-spared: stream/render/renderer.spared_weight), the face's PSNR against the source with and without it (goal: at
+spared: stream/media/watermark.spare_faces), the face's PSNR against the source with and without it (goal: at
 most 0.5 dB less), and the time to mark a 1280x720 frame (goal <= 2 ms). Last, false
 positives: every clip given with `--unmarked` (by default every video beside the input) read whole, unrecast.
 """
@@ -34,12 +34,21 @@ import cv2
 import numpy as np
 
 from stream.media.sources import MediaSource
-from stream.media.watermark import Z_MARKED, FaceOutlines, Payload, Watermark, read_frames, read_video, strength_map
+from stream.media.watermark import (
+    Z_MARKED,
+    Face,
+    FaceOutlines,
+    Payload,
+    Watermark,
+    read_frames,
+    read_video,
+    strength_map,
+)
 from stream.perception.stills import installed_face_outlines
 from stream.recasters.contract import Recaster
 from stream.render.options import RenderOptions
 from stream.render.pipeline import render
-from stream.render.renderer import mark_payload, spared_weight
+from stream.render.renderer import mark_payload
 
 WEBRTC_KBPS = 500
 CAPTURE_KBPS = 1500
@@ -114,22 +123,21 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255 ** 2 / mse) if mse > 0 else 99.0
 
 
-Spared = list[tuple[int, int, np.ndarray]]
 
 
 def _recast(location: str, recaster: Recaster, options: RenderOptions, frames: int, tmp: Path
-            ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int, int, int] | None], list[Spared]]:
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int, int, int] | None], list[list[Face]]]:
     """The clip's first `frames` frames recast on the live path: the recast pictures (marked), the source's, each
     frame's face box (None where nothing was recast) and the regions its mark spared (the faces)."""
     marked: list[np.ndarray] = []
     boxes: list[tuple[int, int, int, int] | None] = []
-    spared: list[Spared] = []
+    spared: list[list[Face]] = []
 
     def kept(frame: Any, image: np.ndarray, rendered: Any) -> None:
         if len(marked) >= frames:
             return
         marked.append(image.copy())
-        spared.append([(r.x0, r.y0, spared_weight(r.alpha)) for r in rendered.regions])
+        spared.append([(r.x0, r.y0, r.alpha) for r in rendered.regions])
         if not rendered.regions:
             boxes.append(None)
             return
@@ -146,8 +154,8 @@ def _recast(location: str, recaster: Recaster, options: RenderOptions, frames: i
 
 
 def _embed_ms() -> float:
-    """The time to mark a 1280x720 frame with one face of 320x380 spared, its spared weight made too, as the
-    renderer does (the median of 300, after a first that builds the tiles)."""
+    """The time to mark a 1280x720 frame with one face of 320x380 spared, as the renderer does (the median of 300,
+    after a first that builds the tiles)."""
     image = np.full((720, 1280, 3), 128, np.uint8)
     alpha = np.zeros((380, 320), np.float32)
     alpha[40:340, 30:290] = 1.0
@@ -156,7 +164,7 @@ def _embed_ms() -> float:
     times = []
     for index in range(1, 301):
         start = time.perf_counter()
-        mark.embed(image, index, [(480, 170, spared_weight(alpha))])
+        mark.embed(image, index, [(480, 170, alpha)])
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 

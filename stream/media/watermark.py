@@ -1,5 +1,5 @@
 """The invisible mark of a recast frame: keyed spread-spectrum patterns, added to the picture around the recast
-faces (the renderer spares the faces: stream/render/renderer.spared_weight), that survive what happens to a stream
+faces (it spares the faces: spare_faces), that survive what happens to a stream
 (WebRTC's VP8 and H.264 at low rates, scaling, a crop that keeps some of what is around the face, a screen capture
 re-encoded) and carry a 16-bit payload.
 
@@ -55,7 +55,8 @@ STRENGTH_FLAT, STRENGTH_BUSY = 1.0, 5.0
 BUSY_FROM, BUSY_SLOPE = 0.5, 1.5  # from this spread of fine detail (levels), the strength rises so many levels a level
 DETAIL_BLUR, DETAIL_SPREAD = 1.5, 3.0  # fine detail: what a blur of this takes away; its spread: over this (pixels)
 STRENGTH_SCALE = 4  # the strength is measured and made at a quarter of the picture's size
-NEAR_FACE = 0.05
+FACE_FADE, NEAR_FACE = 0.03, 0.05  # a recast face spared, fading out over this of its pasted rectangle's size
+Face = tuple[int, int, np.ndarray]  # a recast face: where its pasted rectangle starts (x0, y0) and its blend in it
 HEADROOM = 1.5  # two patterns' bumps, fading one into the other, add up to 1.41 of one
 TILE_FRACTION = 1 / 6  # a tile's side, as a fraction of the frame's shorter side
 TILE_READ = 64  # a tile's side when read
@@ -160,20 +161,18 @@ class Watermark:
         self._signs = np.array([1.0 if bits >> j & 1 else -1.0 for j in range(PATTERNS)], np.float32)
         self._local = threading.local()  # each thread's buffers (_work_for)
 
-    def embed(self, image: np.ndarray, index: int, spared: Sequence[tuple[int, int, np.ndarray]] = (),
+    def embed(self, image: np.ndarray, index: int, faces: Sequence[Face] = (),
               strength: np.ndarray | None = None) -> None:
         """Add the mark of frame `index` (its place in the stream picks the patterns) to an RGB picture, in place,
-        as strong as the picture lets it be (`strength_map`, made of the picture itself unless given: in every frame,
-        for a busyness measured every other frame changes the mark's strength in steps, which s18 recast with s42
-        showed as flicker, 1.07 against 1.02). `spared`:
-        regions (x0, y0, weight [h, w] in 0..1) left unmarked as far as their weight goes (a recast face: a mark
-        that changes from frame to frame would add to its flicker)."""
+        as strong as the picture lets it be around the recast `faces` (`strength_map`, made of the picture itself
+        unless given: in every frame, for a busyness measured every other frame changes the mark's strength in
+        steps, which s18 recast with s42 showed as flicker, 1.07 against 1.02)."""
         height, width = image.shape[:2]
         side = tile_side(width, height)
         if side < MIN_SIDE:
             return
         if strength is None:
-            strength = strength_map(image, spared)
+            strength = strength_map(image, faces)
         reps_y, reps_x = -(-height // side), -(-width // side)
         work = self._work_for(height, width, reps_y * side, reps_x * side)
         cv2.resize(strength, (width, height), dst=work.strength, interpolation=cv2.INTER_LINEAR)
@@ -210,10 +209,10 @@ class _Work:
     rgb: np.ndarray  # that in three channels
 
 
-def strength_map(image: np.ndarray, spared: Sequence[tuple[int, int, np.ndarray]] = ()) -> np.ndarray:
+def strength_map(image: np.ndarray, faces: Sequence[Face] = ()) -> np.ndarray:
     """How strong the mark may be over an RGB picture, at a quarter of its size (uint8: 255 is STRENGTH_BUSY
-    levels at a cell's centre): `busy_levels`, the faces spared (`spare_faces`)."""
-    return spare_faces(busy_levels(image), spared)
+    levels at a cell's centre): `busy_levels`, the recast faces spared (`spare_faces`)."""
+    return spare_faces(busy_levels(image), faces)
 
 
 def busy_levels(image: np.ndarray) -> np.ndarray:
@@ -230,17 +229,19 @@ def busy_levels(image: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.GaussianBlur(levels, (0, 0), DETAIL_SPREAD / 2))
 
 
-def spare_faces(levels: np.ndarray, spared: Sequence[tuple[int, int, np.ndarray]]) -> np.ndarray:
-    """`busy_levels` with each spared face (x0, y0, weight: pixels of the picture) left unmarked as far as its weight
-    goes, and the picture around it, to NEAR_FACE of the face's region, held at STRENGTH_FLAT (hair beside a face is
-    busy, and a strong mark there reaches the face through the encoder: s18 with s42's face, flicker 1.07 against
-    1.05); uint8, 255 is STRENGTH_BUSY."""
+def spare_faces(levels: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+    """`busy_levels` with each recast face (x0, y0, its blend: the weight it was pasted with, [h, w] in 0..1, where
+    the picture) left unmarked: all of its blend (its feathered rim too: a scorer's face outline reaches into it),
+    fading out over FACE_FADE of the pasted rectangle's size; the picture around that, to NEAR_FACE of it, held at
+    STRENGTH_FLAT (hair beside a face is busy, and a strong mark there reaches the face through the encoder: s18
+    with s42's face, flicker 1.07 against 1.05). Made at the map's quarter size. uint8, 255 is STRENGTH_BUSY."""
     out = levels.copy()
-    for x0, y0, weight in spared:
-        size = (max(1, round(weight.shape[1] / STRENGTH_SCALE)), max(1, round(weight.shape[0] / STRENGTH_SCALE)))
-        face = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    for x0, y0, blend in faces:
+        size = (max(1, round(blend.shape[1] / STRENGTH_SCALE)), max(1, round(blend.shape[0] / STRENGTH_SCALE)))
+        drawn = cv2.resize((blend > 0.02).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        spared = np.minimum(np.float32(1.0), cv2.GaussianBlur(drawn, (0, 0), max(0.5, FACE_FADE * max(size))) * 2)
         reach = max(1, round(NEAR_FACE * max(size)))
-        near = cv2.dilate((face > 0.02).astype(np.uint8),
+        near = cv2.dilate((spared > 0.02).astype(np.uint8),
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > 0
         left, top = round(x0 / STRENGTH_SCALE), round(y0 / STRENGTH_SCALE)
         inside = (slice(max(0, top), min(out.shape[0], top + size[1])),
@@ -250,7 +251,7 @@ def spare_faces(levels: np.ndarray, spared: Sequence[tuple[int, int, np.ndarray]
             continue
         own = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
         region[near[own]] = np.minimum(region[near[own]], np.float32(STRENGTH_FLAT))
-        region *= 1 - face[own]
+        region *= 1 - spared[own]
     return np.rint(out * np.float32(255 / STRENGTH_BUSY)).astype(np.uint8)
 
 

@@ -147,16 +147,6 @@ class PreparedFace:
 KEPT_EVERY, KEPT_STEADY = 4, 0.5  # what a track's crop keeps of its crispness: measured every 4th frame, averaged
 
 
-def spared_weight(alpha: np.ndarray) -> np.ndarray:
-    """Where a pasted face keeps the invisible mark off: all of the face's blend (its feathered rim too: a scorer's
-    face outline reaches into it), fading out towards the pasted rectangle's edge."""
-    height, width = alpha.shape
-    small = cv2.resize((alpha > 0.02).astype(np.float32), (max(1, width // 4), max(1, height // 4)),
-                       interpolation=cv2.INTER_AREA)  # blurred at a quarter of the size: the same, a tenth the time
-    soft = cv2.GaussianBlur(small, (0, 0), max(0.5, 0.03 * max(alpha.shape) / 4))
-    return np.minimum(np.float32(1.0), cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR) * 2)
-
-
 def mark_payload(recaster: Recaster, mark_id: str) -> Payload:
     """What the invisible mark of a recaster's frames says: synthetic unless every cast it draws is a consented
     person's, and the id of the render or session (`mark_id`, hashed to 11 bits)."""
@@ -322,7 +312,7 @@ class FaceRenderer:
                     self._held[face.track_id] = kept
         if self.watermark is not None and out.regions:  # around the faces: on them it would add to their flicker
             start = time.perf_counter()
-            self.watermark.embed(image, faces[0].index, [(r.x0, r.y0, spared_weight(r.alpha)) for r in out.regions])
+            self.watermark.embed(image, faces[0].index, [(r.x0, r.y0, r.alpha) for r in out.regions])
             if timer is not None:
                 timer.add("mark", time.perf_counter() - start)
         if self.badge and self.recaster.synthetic and out.regions:
