@@ -119,7 +119,9 @@ def test_the_toggle_takes_effect_on_the_next_frame(casts: list[Any], demo: Any) 
     on = harness.play(demo.frames[:8])
     for index, image in on.items():
         face, rest = demo.face_and_rest(image, index)
-        assert face < 30 and rest > 40, (index, face, rest)  # the face is recast, the rest is the source
+        # the face is recast, the rest is the source with the invisible mark (up to 5 levels where the picture is
+        # busy: 36-37 dB here)
+        assert face < 30 and rest > 34, (index, face, rest)
     harness.send({"type": "recast", "enabled": False})
     off = harness.play(demo.frames[8:14], start=8)
     assert off and all(np.array_equal(image, demo.frames[i]) for i, image in off.items())

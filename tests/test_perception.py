@@ -324,10 +324,11 @@ def test_awkward_faces_never_crash_or_make_ghosts(make_video: object, tmp_path: 
     touched, keep = capture_rendered()
     report = render(clip, tmp_path / "out.mp4", WarpRecaster([hopper_cast()]), options, on_rendered=keep)
     assert report.frames == 6 and report.faces_failed == 0
-    # the picture outside the recast faces and the badge is the source's, up to the encoder's noise
+    # the picture outside the recast faces and the badge is the source's, up to the encoder's noise and the invisible
+    # mark (up to 5 levels where the picture is busy: fifty faces, 33.8 dB)
     for index, (before, after) in enumerate(zip(decode_all(clip), decode_all(tmp_path / "out.mp4"), strict=True)):
         outside = touched[index] == 0
-        assert outside.mean() > 0.3 and psnr(after, before, outside) > 35, (kind, index)
+        assert outside.mean() > 0.3 and psnr(after, before, outside) > 31, (kind, index)
 
 
 def _sliding_face(speed: int, frames: int = 14, hidden: range = range(0)) -> list[Frame]:
