@@ -222,7 +222,10 @@ def busy_levels(image: np.ndarray) -> np.ndarray:
     BUSY_SLOPE levels a level of spread above BUSY_FROM, to STRENGTH_BUSY."""
     height, width = image.shape[:2]
     size = (max(1, width // STRENGTH_SCALE), max(1, height // STRENGTH_SCALE))
-    small = cv2.resize(luma(image), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    # 4x4 averages in two steps of 2x2 (a bilinear halving is one): what INTER_AREA makes, within a level, a sixth
+    # of the time
+    half = cv2.resize(luma(image), (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(half, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     detail = small - cv2.GaussianBlur(small, (0, 0), DETAIL_BLUR)
     spread = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), DETAIL_SPREAD))
     levels = np.clip(STRENGTH_FLAT + (spread - BUSY_FROM) * BUSY_SLOPE, STRENGTH_FLAT, STRENGTH_BUSY)
