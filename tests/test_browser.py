@@ -110,8 +110,9 @@ def test_preview_page_in_chromium_toggles_the_face_only(encoder: str) -> None:
     # off: the picture is the original (through two encodes and the browser's decoder); on: the face differs only
     assert face_off > 28 and rest_off > 28
     assert face_on < face_off - 6 and face_again < face_off - 6
-    # the rest changes by the invisible mark alone (43-44 dB on its own), which a faithful encode keeps: 2-3.5 dB
-    assert rest_on > 30 and rest_off - rest_on < 5 and rest_off - rest_again < 5
+    # the rest changes by the invisible mark alone (36-37 dB on its own on the demo title's busy picture), which a
+    # faithful encode keeps: 2-5.5 dB
+    assert rest_on > 30 and rest_off - rest_on < 8 and rest_off - rest_again < 8
     assert stats["fps"] > 10 and stats["errors"] == []
 
 

@@ -102,8 +102,9 @@ def test_title_session_toggle_changes_only_the_face(demo: DemoTitle, codec: str 
             # off: the whole picture is the original (through two lossy encodes); on: the face differs, the rest not
             assert face_off > 28 and rest_off > 28
             assert face_on < face_off - 6 and face_again < face_off - 6
-            # the rest changes by the invisible mark alone (43-44 dB on its own), which a faithful encode keeps
-            assert rest_on > 30 and rest_off - rest_on < 5
+            # the rest changes by the invisible mark alone (36-37 dB on its own on the demo title's busy picture),
+            # which a faithful encode keeps: 2.5-4.7 dB
+            assert rest_on > 30 and rest_off - rest_on < 8
             _, text = await viewer.call("GET", "/metrics")
             assert f'recast_frames_out_total{{session="{viewer.session}"}}' in text
             assert 'recast_sessions{kind="title"} 1' in text
