@@ -123,8 +123,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255 ** 2 / mse) if mse > 0 else 99.0
 
 
-
-
 def _recast(location: str, recaster: Recaster, options: RenderOptions, frames: int, tmp: Path
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int, int, int] | None], list[list[Face]]]:
     """The clip's first `frames` frames recast on the live path: the recast pictures (marked), the source's, each

@@ -141,8 +141,8 @@ def _tile(cells: np.ndarray, side: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _tiles(side: int) -> np.ndarray:
-    """Every pattern's tile at `side` pixels, times STRENGTH_BUSY: [PATTERNS, side, side]."""
-    return np.stack([_tile(cells, side) for cells in _cells()]) * np.float32(STRENGTH_BUSY)
+    """Every pattern's tile at `side` pixels, its bumps +-1 at their centres: [PATTERNS, side, side]."""
+    return np.stack([_tile(cells, side) for cells in _cells()])
 
 
 def schedule(index: int) -> tuple[tuple[int, float], tuple[int, float]]:
@@ -179,8 +179,9 @@ class Watermark:
         tiles = _tiles(side)
         (first, a), (second, b) = schedule(index)
         tile = tiles[first] * np.float32(a * self._signs[first]) + tiles[second] * np.float32(b * self._signs[second])
-        # the tile in 255ths of HEADROOM x STRENGTH_BUSY levels, rounded to levels once, when the strength is applied
-        fine = tile * np.float32(255 / (HEADROOM * STRENGTH_BUSY))
+        # the tile in 255ths of HEADROOM, times the strength in levels (255ths of STRENGTH_BUSY) when it is applied:
+        # rounded to levels once
+        fine = tile * np.float32(255 / HEADROOM)
         for layer, apply in ((fine, cv2.add), (-fine, cv2.subtract)):
             cv2.repeat(np.clip(np.rint(layer), 0, 255).astype(np.uint8), reps_y, reps_x, dst=work.repeated)
             cv2.multiply(work.repeated[:height, :width], work.strength, dst=work.layer,
@@ -233,11 +234,12 @@ def busy_levels(image: np.ndarray) -> np.ndarray:
 
 
 def spare_faces(levels: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """`busy_levels` with each recast face (x0, y0, its blend: the weight it was pasted with, [h, w] in 0..1, where
-    the picture) left unmarked: all of its blend (its feathered rim too: a scorer's face outline reaches into it),
-    fading out over FACE_FADE of the pasted rectangle's size; the picture around that, to NEAR_FACE of it, held at
-    STRENGTH_FLAT (hair beside a face is busy, and a strong mark there reaches the face through the encoder: s18
-    with s42's face, flicker 1.07 against 1.05). Made at the map's quarter size. uint8, 255 is STRENGTH_BUSY."""
+    """`busy_levels` with each recast face (where its pasted rectangle starts in the picture, x0 and y0, and its blend
+    there: the weight it was pasted with, [h, w] in 0..1) left unmarked: all of its blend (its feathered rim too: a
+    scorer's face outline reaches into it), fading out over FACE_FADE of the pasted rectangle's size; the picture
+    around that, to NEAR_FACE of it, held at STRENGTH_FLAT (hair beside a face is busy, and a strong mark there
+    reaches the face through the encoder: s18 with s42's face, flicker 1.07 against 1.05). Made at the map's quarter
+    size. uint8, 255 is STRENGTH_BUSY."""
     out = levels.copy()
     for x0, y0, blend in faces:
         size = (max(1, round(blend.shape[1] / STRENGTH_SCALE)), max(1, round(blend.shape[0] / STRENGTH_SCALE)))
@@ -379,13 +381,14 @@ class VideoReader:
     until that window is full; the first and last frames of a stretch by its first and last full window, a stretch
     shorter than a window by all of it; `finish` judges what is held), or by a window of SHORT_WINDOW frames that
     holds it, or by its shot where the window holds a cut, where that scores better (a short recast stretch among
-    frames without one; hamilton's 20 recast frames before a cut, after a denoising VP8: 9.0 by their shot, 7.8-8.3
-    by the windows that reach past the cut). A frame is read at a tile side of a sixth of its shorter side (the
-    mark's own, scaled or not); when the first full window (and each shot in it), or SEARCH_AGAIN frames in a row,
-    find no mark there, the side is searched over the window (a crop changes it) and kept where the mark shows.
-    With a face finder (`faces`), the faces are left out of the reading (`face_weight`): in a crop that is mostly
-    face, what is left is the marked picture around it (d20 cropped to the face: 99-100 % of frames marked, against
-    3-11 % with the faces read). Memory is bounded by the window: a reader can read a file of any length."""
+    frames without one, or before or after a cut: windows that reach past the cut into frames that carry nothing
+    read it lower). A frame is read at a tile side of a sixth of its shorter side (the mark's own, scaled or not);
+    when the first full window (and each shot in it), or SEARCH_AGAIN frames in a row, find no mark there, the side
+    is searched over the window (a crop changes it) and kept where the mark shows. With a face finder (`faces`), the
+    faces are left out of the reading (`face_weight`): in a crop that is mostly face, what is left is the marked
+    picture around it (d20 cropped to the face: windows 26-28 with the faces left out, 17-19 with them read; d0's
+    crop is read only with them left out). Memory is bounded by the window: a reader can read a file of any
+    length."""
 
     def __init__(self, faces: FaceOutlines | None = None) -> None:
         self.side: float | None = None
