@@ -14,6 +14,13 @@ one face:
   sharp        mean |Laplacian| inside the face, recast over source (1: the actor's detail)
   flicker      mean change from the previous frame inside the face outline, recast over source (1: as steady)
 
+and one figure of its own, which the team's scorer does not give:
+
+  shimmer      the change left inside the face outline once each video's own motion from the previous frame is
+               followed (dense optical flow), recast over source (1: no more noise than the source's). Flicker
+               counts motion too: a face with more contrast than the actor's (darker eyes, brows, creases) changes
+               more as it moves however steady it is drawn; shimmer is the part a viewer sees as noise.
+
 The models come from the `face-recognition-models` package (located by path, as stream/faces does); the
 68-point model's licence excludes commercial use, which is why it measures here and tracks only on request.
 """
@@ -31,7 +38,7 @@ import numpy as np
 from stream.media.sources import MediaSource
 from stream.perception.hog import find_landmark_model
 
-COLUMNS = ("found", "cast_closer", "d_cast", "nme", "mouth", "seam", "sharp", "flicker")
+COLUMNS = ("found", "cast_closer", "d_cast", "nme", "mouth", "seam", "sharp", "flicker", "shimmer")
 EMBEDDING_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
@@ -95,7 +102,28 @@ class Scorer:
             fa = np.abs(a.astype(np.float32) - last[0].astype(np.float32))[inside].mean()
             fb = np.abs(b.astype(np.float32) - last[1].astype(np.float32))[inside].mean()
             row["flicker"] = float(fb / max(fa, 0.5))
+            row["shimmer"] = shimmer(a, last[0], b, last[1], hull)
         return row
+
+
+def shimmer(a: np.ndarray, a_before: np.ndarray, b: np.ndarray, b_before: np.ndarray, inside: np.ndarray) -> float:
+    """The change inside `inside` (uint8 mask) left once each video's motion from its previous frame is followed,
+    `b`'s over `a`'s: each previous frame is pulled onto the current one along its own dense optical flow
+    (Farneback's, on the grey picture around the face) before the two are compared."""
+    ys, xs = np.nonzero(inside)
+    pad = 16
+    y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, inside.shape[0])
+    x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, inside.shape[1])
+    where = inside[y0:y1, x0:x1] > 0
+    left = []
+    for now, before in ((a, a_before), (b, b_before)):
+        g_now, g_before = (cv2.cvtColor(x[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY) for x in (now, before))
+        flow = cv2.calcOpticalFlowFarneback(g_now, g_before, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # type: ignore[call-overload]
+        grid_x, grid_y = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
+        followed = cv2.remap(g_before.astype(np.float32), grid_x + flow[..., 0], grid_y + flow[..., 1],
+                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        left.append(float(np.abs(g_now.astype(np.float32) - followed)[where].mean()))
+    return left[1] / max(left[0], 0.25)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -104,6 +132,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ma, mb = (np.array([r[k] for r in rows]) for k in ("mouth_a", "mouth_b"))
     mouth = float(np.corrcoef(ma, mb)[0, 1]) if ma.std() > 1e-6 and mb.std() > 1e-6 else 0.0
     flicker = [r["flicker"] for r in rows if "flicker" in r]
+    shimmer = [r["shimmer"] for r in rows if "shimmer" in r]
 
     def median(key: str) -> float:
         return round(float(np.median([r[key] for r in rows])), 3)
@@ -112,7 +141,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cast_closer": round(float(np.mean([r["cast_closer"] for r in rows])), 3),
             "d_cast": median("d_cast"), "d_actor": median("d_actor"), "nme": median("nme"), "mouth": round(mouth, 3),
             "seam": median("seam"), "sharp": median("sharp"),
-            "flicker": round(float(np.median(flicker)), 3) if flicker else None}
+            "flicker": round(float(np.median(flicker)), 3) if flicker else None,
+            "shimmer": round(float(np.median(shimmer)), 3) if shimmer else None}
 
 
 def format_quality(results: dict[str, dict[str, Any]]) -> str:

@@ -16,10 +16,11 @@ from stream.look.paste import crispness
 SOFTEN_PROBES = (0.5, 1.0)  # px: the blurs whose crispness is measured to pick the one that softens a portrait
 SOFTEN_MOST = 2.5  # px: the most a portrait is blurred
 SOFTEN_LEAST = 0.02  # px: a softening under this is left out
-# the crop and the paste keep `kept` of the shot's crispness (FaceCrop.kept): what they lose is made up when the cast's
-# detail is raised, for a share kept down to KEPT_LEAST. d0's textured skin keeps 0.80 (made up, the scorer's sharp
-# is 0.87 rather than 0.77); s18's and d20's keep 0.93
-KEPT_LEAST = 0.7
+# the crop, the paste and the encoder's conversion keep `kept` of the shot's crispness (FaceCrop.kept): what they lose
+# is made up when the cast's detail is raised, for a share kept down to KEPT_LEAST, and what the conversion's rounding
+# adds is left room for, up to KEPT_MOST. d0's textured skin keeps 0.80 (made up, the scorer's sharp is 0.85 rather
+# than 0.77); s18's keeps 1.02 and d20's smooth one 1.04
+KEPT_LEAST, KEPT_MOST = 0.7, 1.25
 SOFTEN_EVERY, SOFTEN_STEADY = 4, 0.5  # a track's blur is measured every 4th frame and averaged (half the new one)
 
 
@@ -42,11 +43,12 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     channels alike, so colour stays the cast's. How far the cast's own detail is raised is read at the pixel scale
     (a 3x3 Laplacian), the crispness of lashes, brows and lips' edges that the eye reads first: matched on the
     wider band, d0's recast stays visibly softer than the shot (sharp 0.70, against 0.75 at the pixel scale). `kept`
-    is the share of the shot's crispness the crop and the paste keep: the face is brought to the actor's crispness
-    over `kept` (see KEPT_LEAST), so that it is the shot's once pasted. A face crisper than that is first blurred
-    down to it (`_soften_sigma`), however slightly: a sharp portrait's grain, pores and creases on a soft or blurred
-    shot read as pasted on (s12 on s18: 1.77 times the shot's crispness, Cruise on d20 1.83). `memory` (one per
-    track) keeps the blur, measured again every SOFTEN_EVERY frames. A softer face has its own detail raised."""
+    is the share of the shot's crispness the crop, the paste and the encoder's conversion keep: the face is brought
+    to the actor's crispness over `kept` (see KEPT_LEAST), so that it is the shot's once pasted and encoded. A face
+    crisper than that is first blurred down to it (`_soften_sigma`), however slightly: a sharp portrait's grain,
+    pores and creases on a soft or blurred shot read as pasted on (s12 on s18: 1.77 times the shot's crispness,
+    Cruise on d20 1.83). `memory` (one per track) keeps the blur, measured again every SOFTEN_EVERY frames. A softer
+    face has its own detail raised."""
     n = face.shape[0]
     sigma = max(0.8, n / 320)
     inside = mask > 0.5
@@ -55,8 +57,8 @@ def match_detail(face: np.ndarray, actor: np.ndarray, landmarks: np.ndarray, mas
     gray_face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray_actor = cv2.cvtColor(actor, cv2.COLOR_RGB2GRAY).astype(np.float32)
     crisp_ours, crisp_theirs = crispness(gray_face, inside), crispness(gray_actor, inside)
-    # the crispness the face is brought to: the actor's, and further by what the crop and the paste will lose of it
-    aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, 1.0))
+    # the crispness the face is brought to: the actor's, over what the crop, the paste and the conversion keep of it
+    aim = crisp_theirs / float(np.clip(kept, KEPT_LEAST, KEPT_MOST))
     soften = None  # the luminance the softening takes off (or adds back), like the detail: colour stays the cast's
     if aim < crisp_ours:  # a portrait crisper than the shot (its grain, pores, creases) is softened to it
         sharpen = 0.0
@@ -106,13 +108,15 @@ def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _soften_sigma(gray: np.ndarray, inside: np.ndarray, crisp: float, target: float) -> float:
     """The Gaussian blur (px) that brings `gray`'s crispness inside (`crisp`) down to `target`. The crispness is
-    measured after two blurs (SOFTEN_PROBES) and read between them, linearly; past the larger one it is taken to
-    fall as 1 / (1 + a sigma^2), a fitted to it (on four portraits' textures that model was within 0.2 of the
-    measured crispness, 1-5, from 0.6 to 1.7 px). At most SOFTEN_MOST."""
+    measured after two blurs (SOFTEN_PROBES), each rounded to levels as the face is drawn (on a smooth face the
+    rounding's own noise reads as crispness: a blur that reached d20's aim in floats left the drawn face 11 % above
+    it), and read between them, linearly; past the larger one it is taken to fall as 1 / (1 + a sigma^2), a fitted
+    to it (on four portraits' textures that model was within 0.2 of the measured crispness, 1-5, from 0.6 to 1.7
+    px). At most SOFTEN_MOST."""
     sigmas, crisps = [0.0], [crisp]
     for probe in SOFTEN_PROBES:
         sigmas.append(probe)
-        crisps.append(crispness(_blurred(gray, probe), inside))
+        crisps.append(crispness(np.rint(_blurred(gray, probe)), inside))  # as it is drawn: in levels
         if crisps[-1] <= target:
             return float(np.interp(target, crisps[::-1], sigmas[::-1]))
     a = max(crisp / max(crisps[-1], 1e-6) - 1.0, 1e-3) / sigmas[-1] ** 2
