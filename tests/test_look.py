@@ -801,6 +801,24 @@ def fine_detail(image: np.ndarray, where: np.ndarray) -> float:
     return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[where].mean())
 
 
+def test_the_quality_bench_judges_flicker_and_sharpness_against_the_goals_and_the_floor() -> None:
+    """Flicker is met at 1.05, or 0.02 above the clip passed through unchanged where the encoder alone adds more;
+    sharpness within 0.9-1.1, the floor's given beside it."""
+    from stream.cli.quality import UNCHANGED, format_quality
+
+    results = {"calm": {"frames": 30, "sharp": 1.157, "flicker": 1.04, "shimmer": 0.95},
+               "calm" + UNCHANGED: {"frames": 30, "sharp": 1.106, "flicker": 0.99},
+               "grainy": {"frames": 30, "sharp": 0.95, "flicker": 1.11},
+               "grainy" + UNCHANGED: {"frames": 30, "sharp": 1.0, "flicker": 1.10},
+               "moving": {"frames": 30, "sharp": 0.85, "flicker": 1.06}, "empty": {"frames": 0}}
+    lines = format_quality(results).splitlines()
+    goals = lines[lines.index("goals (docs/look.md):") + 1:]
+    assert goals == [
+        "  calm: flicker 1.04 (<= 1.05: met, shimmer 0.95), sharp 1.16 (0.9-1.1: over; unchanged 1.11)",
+        "  grainy: flicker 1.11 (<= 1.12: met), sharp 0.95 (0.9-1.1: met; unchanged 1.00)",
+        "  moving: flicker 1.06 (<= 1.05: over), sharp 0.85 (0.9-1.1: under)"], goals
+
+
 def test_shimmer_counts_a_faces_noise_and_not_its_motion() -> None:
     """The bench's `shimmer`: a face with more contrast than the source's, moving as it moves with no noise of its
     own, changes more from frame to frame (flicker 1.11 here) but shimmers less than the source with its grain

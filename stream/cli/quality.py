@@ -145,15 +145,39 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "shimmer": round(float(np.median(shimmer)), 3) if shimmer else None}
 
 
+# the look's goals for steadiness and crispness (docs/look.md): flicker at most FLICKER_MOST, or FLICKER_OVER_FLOOR
+# above the clip passed through unchanged where the encoder alone adds more; sharpness within SHARP_WITHIN
+FLICKER_MOST, FLICKER_OVER_FLOOR, SHARP_WITHIN = 1.05, 0.02, (0.9, 1.1)
+
+
+def goal_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Each recast clip's flicker and sharpness against the goals, with its floor's where `--floor` scored one."""
+    lines = []
+    for clip, figures in results.items():
+        flicker, sharp = figures.get("flicker"), figures.get("sharp")
+        if clip.endswith(UNCHANGED) or flicker is None or sharp is None:
+            continue
+        floor = results.get(clip + UNCHANGED, {})
+        most = FLICKER_MOST if floor.get("flicker") is None else max(FLICKER_MOST,
+                                                                      floor["flicker"] + FLICKER_OVER_FLOOR)
+        low, high = SHARP_WITHIN
+        sharp_verdict = "met" if low <= sharp <= high else ("under" if sharp < low else "over")
+        unchanged = f"; unchanged {floor['sharp']:.2f}" if floor.get("sharp") is not None else ""
+        noise = f", shimmer {figures['shimmer']:.2f}" if figures.get("shimmer") is not None else ""
+        lines.append(f"  {clip}: flicker {flicker:.2f} (<= {most:.2f}: {'met' if flicker <= most else 'over'}{noise}), "
+                     f"sharp {sharp:.2f} ({low}-{high}: {sharp_verdict}{unchanged})")
+    return ["goals (docs/look.md):", *lines] if lines else []
+
+
 def format_quality(results: dict[str, dict[str, Any]]) -> str:
-    """The scorer's table, one row per clip."""
+    """The scorer's table, one row per clip, and each recast's flicker and sharpness against the goals."""
     lines = ["quality (dlib's detector, 68 points and face embedding; see stream/cli/quality.py)",
              "| clip | frames | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 2)]
     for clip, figures in results.items():
         cells = [f"{figures.get(c):.3f}" if isinstance(figures.get(c), float) else str(figures.get(c))
                  for c in COLUMNS]
         lines.append(f"| {clip} | {figures.get('frames')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + goal_lines(results))
 
 
 def _embedding_model() -> Path:
