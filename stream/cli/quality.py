@@ -117,12 +117,12 @@ def shimmer(a: np.ndarray, a_before: np.ndarray, b: np.ndarray, b_before: np.nda
     y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, inside.shape[0])
     x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, inside.shape[1])
     where = inside[y0:y1, x0:x1] > 0
+    grid_x, grid_y = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
     left = []
     for now, before in ((a, a_before), (b, b_before)):
         g_now, g_before = (cv2.cvtColor(x[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY) for x in (now, before))
         flow = cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
             g_now, g_before, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        grid_x, grid_y = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
         followed = cv2.remap(g_before.astype(np.float32), grid_x + flow[..., 0], grid_y + flow[..., 1],
                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         left.append(float(np.abs(g_now.astype(np.float32) - followed)[where].mean()))

@@ -255,7 +255,7 @@ def spare_faces(levels: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         if region.size == 0:
             continue
         own = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
-        region[near[own]] = np.minimum(region[near[own]], np.float32(STRENGTH_FLAT))
+        np.minimum(region, np.float32(STRENGTH_FLAT), out=region, where=near[own])
         region *= 1 - spared[own]
     return np.rint(out * np.float32(255 / STRENGTH_BUSY)).astype(np.uint8)
 
